@@ -1,0 +1,1 @@
+"""LightningDataModules for partially observed orbits."""

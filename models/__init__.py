@@ -1,0 +1,1 @@
+"""Model zoo: timm-style registry, one file per family."""

@@ -1,0 +1,5 @@
+import sys
+
+from orbitbench.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Kernel experiments of the paper as `orbitbench theory <experiment>` subcommands."""

@@ -1,1 +1,7 @@
-"""LightningDataModules for partially observed orbits."""
+"""LightningDataModules for partially observed orbits (installed as `orbitbench.datamodules`)."""
+
+from .base import IndexBatch, OrbitBatch, OrbitDataModule
+from .rotated_mnist import RotatedMNIST
+from .translated_mnist import TranslatedMNIST
+
+__all__ = ["IndexBatch", "OrbitBatch", "OrbitDataModule", "RotatedMNIST", "TranslatedMNIST"]

@@ -1,0 +1,221 @@
+"""The shared base of the orbit DataModules: splits of (image, pose) pairs, poses made per batch.
+
+Only the base images are stored. Loaders yield (image index, pose index, label) and the
+group action runs in `on_after_batch_transfer`, on the training device, so full MNIST x 64
+angles (3.84 M posed images, 12 GB in float32) never has to exist at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from orbitbench.data import Digits, load_digits
+from orbitbench.errors import OrbitbenchError
+from orbitbench.orbits import NORMALIZATIONS, GroupAction, normalize
+
+NUM_CLASSES = 10
+# Per-class images of each built-in source, so bad `seeds_per_class` fails at construction.
+SOURCE_MIN_CLASS_SIZE = {"mnist5k": 500, "mnist": 5421}
+
+
+class IndexBatch(NamedTuple):
+    """What the loaders carry: which image, which pose, which label. int64 [B] each."""
+
+    image_index: Tensor
+    pose: Tensor
+    label: Tensor
+
+
+class OrbitBatch(NamedTuple):
+    """A materialised batch: posed images [B, 1, 28, 28] float32 plus where they came from."""
+
+    image: Tensor
+    label: Tensor
+    image_index: Tensor
+    pose: Tensor
+
+
+class PoseIndexDataset(Dataset):
+    """(image index, pose) pairs of one split; `__getitems__` returns a whole batch at once.
+
+    The batched fetch avoids per-sample Python calls and collation: a batch costs three
+    tensor indexing operations.
+    """
+
+    def __init__(self, pairs: Tensor, labels: Tensor) -> None:
+        self.pairs = pairs  # int64 [M, 2]: (image index, pose)
+        self.labels = labels[pairs[:, 0]]  # int64 [M]
+
+    def __len__(self) -> int:
+        return self.pairs.shape[0]
+
+    def __getitem__(self, index: int) -> IndexBatch:
+        return self.__getitems__([index])
+
+    def __getitems__(self, indices: Sequence[int]) -> IndexBatch:
+        rows = torch.as_tensor(indices, dtype=torch.long)
+        return IndexBatch(self.pairs[rows, 0], self.pairs[rows, 1], self.labels[rows])
+
+
+def _keep_batch(batch: IndexBatch) -> IndexBatch:
+    return batch
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation that is a pure function of (seed, epoch).
+
+    Lightning calls `set_epoch` before every epoch, including after resuming from a checkpoint,
+    so a killed-and-resumed run sees exactly the batches of an unbroken one.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class OrbitDataModule(L.LightningDataModule):
+    """Partially observed orbits of MNIST digits under a cyclic group (paper Fig. 1A).
+
+    Out-test = the `held_out_poses` of `leave_out_class`; every other (image, pose) pair is split
+    by a seeded shuffle into train and in-test (`in_test_fraction`). Val and test loops report
+    in-test and out-test as two dataloaders, in the order of `eval_split_names`.
+    """
+
+    eval_split_names = ("in_test", "out_test")
+    num_classes = NUM_CLASSES
+
+    def __init__(
+        self,
+        n_poses: int,
+        leave_out_class: int = 5,
+        held_out_poses: Sequence[int] = (0,),
+        in_test_fraction: float = 0.1,
+        source: str = "auto",
+        data_dir: str = "data",
+        download: bool = False,
+        seeds_per_class: int | None = None,
+        normalize: str = "unit_norm",
+        batch_size: int = 512,
+        num_workers: int = 0,
+        seed: int = 125,
+    ) -> None:
+        super().__init__()
+        self.group = self.make_group(n_poses)  # validates the order and the action's options
+        held_out = list(held_out_poses)
+        if isinstance(leave_out_class, bool) or leave_out_class not in range(NUM_CLASSES):
+            raise OrbitbenchError(f"leave_out_class={leave_out_class!r} is invalid: expected a digit class 0-9")
+        if not held_out or len(set(held_out)) != len(held_out) or any(p not in range(n_poses) for p in held_out):
+            raise OrbitbenchError(
+                f"held_out_poses={held_out!r} is invalid: expected distinct pose indices in 0..{n_poses - 1}"
+            )
+        if not 0.0 < in_test_fraction < 1.0:
+            raise OrbitbenchError(f"in_test_fraction={in_test_fraction!r} is invalid: expected a fraction in (0, 1)")
+        if normalize not in NORMALIZATIONS:
+            raise OrbitbenchError(f"normalize={normalize!r} is invalid: expected one of {', '.join(NORMALIZATIONS)}")
+        if seeds_per_class is not None:
+            limit = SOURCE_MIN_CLASS_SIZE.get(source)
+            if seeds_per_class < 1 or (limit is not None and seeds_per_class > limit):
+                raise OrbitbenchError(
+                    f"seeds_per_class={seeds_per_class} is invalid for source {source!r}: "
+                    f"expected 1..{limit if limit is not None else 'the smallest class size'}"
+                )
+        if batch_size < 1:
+            raise OrbitbenchError(f"batch_size={batch_size} is invalid: expected a positive integer")
+        self.save_hyperparameters(ignore=("n_poses",))
+        self.held_out_poses = held_out
+        self._base_by_device: dict[torch.device, Tensor] = {}
+
+    def make_group(self, n_poses: int) -> GroupAction:
+        """The group action of this dataset (subclasses: rotations, translations)."""
+        raise NotImplementedError
+
+    @property
+    def n_poses(self) -> int:
+        return self.group.n
+
+    def prepare_data(self) -> None:
+        if self.hparams.download:
+            load_digits(self.hparams.source, self.hparams.data_dir, download=True)
+
+    def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "splits"):
+            return
+        hp = self.hparams
+        digits = load_digits(hp.source, hp.data_dir)
+        if hp.seeds_per_class is not None:
+            digits = digits.subsample_per_class(hp.seeds_per_class, hp.seed)
+        self.digits: Digits = digits
+        pixels = digits.images.to(torch.float32) / 255.0  # [N, 28, 28] in [0, 1]
+        # unit_norm is applied before the action (paper training); sphere after it (per batch).
+        self.base_images = normalize(pixels, "unit_norm") if hp.normalize == "unit_norm" else pixels
+        self.splits = self.split_pairs(digits.labels)
+
+    def split_pairs(self, labels: Tensor) -> dict[str, Tensor]:
+        """Seeded train / in-test / out-test split of all (image, pose) pairs -> int64 [M, 2] each."""
+        n_images = labels.numel()
+        image = torch.arange(n_images).repeat_interleave(self.n_poses)  # [N*n]
+        pose = torch.arange(self.n_poses).repeat(n_images)  # [N*n]
+        held = torch.zeros(self.n_poses, dtype=torch.bool)
+        held[self.held_out_poses] = True
+        out_test = (labels[image] == self.hparams.leave_out_class) & held[pose]
+        pairs = torch.stack((image, pose), dim=1)  # [N*n, 2]
+        rest = pairs[~out_test]
+        order = torch.randperm(rest.shape[0], generator=torch.Generator().manual_seed(self.hparams.seed))
+        n_in_test = round(self.hparams.in_test_fraction * rest.shape[0])
+        return {
+            "train": rest[order[n_in_test:]],
+            "in_test": rest[order[:n_in_test]],
+            "out_test": pairs[out_test],
+        }
+
+    def materialize(self, image_index: Tensor, pose: Tensor) -> Tensor:
+        """Posed, normalised images for (image, pose) pairs, on their device: [B] -> [B, 1, 28, 28]."""
+        device = image_index.device
+        if device not in self._base_by_device:
+            self._base_by_device[device] = self.base_images.to(device)
+        images = self.group.apply(self._base_by_device[device][image_index], pose)  # [B, 28, 28]
+        if self.hparams.normalize == "sphere":
+            images = normalize(images, "sphere")
+        return images.unsqueeze(1)
+
+    def on_after_batch_transfer(self, batch: IndexBatch, dataloader_idx: int) -> OrbitBatch:
+        if isinstance(batch, OrbitBatch):
+            return batch
+        return OrbitBatch(self.materialize(batch.image_index, batch.pose), batch.label, batch.image_index, batch.pose)
+
+    def split_dataset(self, name: str) -> PoseIndexDataset:
+        return PoseIndexDataset(self.splits[name], self.digits.labels)
+
+    def _loader(self, name: str, sampler: Sampler | None = None) -> DataLoader:
+        return DataLoader(
+            self.split_dataset(name),
+            batch_size=self.hparams.batch_size,
+            sampler=sampler,
+            collate_fn=_keep_batch,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", EpochShuffleSampler(self.splits["train"].shape[0], self.hparams.seed))
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(name) for name in self.eval_split_names]
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self.val_dataloader()

@@ -1,0 +1,99 @@
+"""MNIST sources: the embedded subset, IDX files written by the tests, and their failure modes."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from orbitbench.data import DataSourceError, Digits, load_digits, read_idx
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int | None = None, truncate: int = 0) -> None:
+    """Write `array` (uint8) as an IDX file the way MNIST's files are laid out."""
+    magic = (0x0800 | array.ndim) if magic is None else magic
+    data = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
+    path.write_bytes(data[: len(data) - truncate] if truncate else data)
+
+
+def mnist_folder(root: Path, digits: Digits, count: int) -> Path:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    write_idx(raw / "train-images-idx3-ubyte", digits.images[:count].numpy())
+    write_idx(raw / "train-labels-idx1-ubyte", digits.labels[:count].numpy())
+    return raw
+
+
+def test_embedded_subset_is_real_mnist(mnist5k: Digits) -> None:
+    assert mnist5k.source == "mnist5k"
+    assert mnist5k.images.shape == (5000, 28, 28) and mnist5k.images.dtype == torch.uint8
+    assert mnist5k.class_counts().tolist() == [500] * 10
+    # MNIST digits are centred strokes on a black background: the top row is empty everywhere.
+    assert mnist5k.images[:, 0, :].max() == 0 and mnist5k.images[:, 14, 14].float().mean() > 100
+    assert mnist5k.images.max() == 255 and 0.10 < (mnist5k.images > 0).float().mean() < 0.25
+
+
+def test_auto_prefers_full_mnist_files_and_falls_back(tmp_path: Path, mnist5k: Digits) -> None:
+    assert load_digits("auto", tmp_path).source == "mnist5k"
+    mnist_folder(tmp_path, mnist5k, 300)
+    digits = load_digits("auto", tmp_path)
+    assert digits.source == "mnist" and len(digits) == 300
+    assert torch.equal(digits.images, mnist5k.images[:300]) and torch.equal(digits.labels, mnist5k.labels[:300])
+
+
+def test_idx_path_sources_read_plain_and_gzip(tmp_path: Path, mnist5k: Digits) -> None:
+    raw = mnist_folder(tmp_path, mnist5k, 50)
+    assert torch.equal(load_digits(str(raw)).images, mnist5k.images[:50])
+    assert torch.equal(load_digits(str(raw / "train-images-idx3-ubyte")).labels, mnist5k.labels[:50])
+    zipped = tmp_path / "zipped"
+    zipped.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (zipped / f"{name}.gz").write_bytes(gzip.compress((raw / name).read_bytes()))
+    assert torch.equal(load_digits(str(zipped)).images, mnist5k.images[:50])
+
+
+def test_explicit_full_mnist_never_falls_back(tmp_path: Path) -> None:
+    with pytest.raises(DataSourceError, match=r"full MNIST not found: expected .*train-images-idx3-ubyte"):
+        load_digits("mnist", tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("corruption", "message"),
+    [
+        ({"magic": 0x00000802}, r"wrong magic number 0x00000802, expected 0x00000803"),
+        ({"truncate": 100}, r"truncated IDX payload: .* expected 39200"),
+    ],
+)
+def test_corrupt_image_file_is_named(tmp_path: Path, mnist5k: Digits, corruption: dict, message: str) -> None:
+    raw = mnist_folder(tmp_path, mnist5k, 50)
+    write_idx(raw / "train-images-idx3-ubyte", mnist5k.images[:50].numpy(), **corruption)
+    with pytest.raises(DataSourceError, match=message) as error:
+        load_digits("mnist", tmp_path)
+    assert "train-images-idx3-ubyte" in str(error.value)
+
+
+def test_label_count_mismatch_is_named(tmp_path: Path, mnist5k: Digits) -> None:
+    raw = mnist_folder(tmp_path, mnist5k, 50)
+    write_idx(raw / "train-labels-idx1-ubyte", mnist5k.labels[:49].numpy())
+    with pytest.raises(DataSourceError, match=r"49 labels for 50 images"):
+        load_digits(str(raw))
+
+
+def test_truncated_header_and_unknown_source(tmp_path: Path) -> None:
+    (tmp_path / "short").write_bytes(b"\x00\x00")
+    with pytest.raises(DataSourceError, match="truncated IDX header"):
+        read_idx(tmp_path / "short", ndim=1)
+    with pytest.raises(DataSourceError, match="unknown data source 'mnist10k'"):
+        load_digits("mnist10k")
+
+
+def test_subsample_per_class_is_seeded_and_balanced(mnist5k: Digits) -> None:
+    a, b, c = (mnist5k.subsample_per_class(13, seed) for seed in (1, 1, 2))
+    assert a.class_counts().tolist() == [13] * 10
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    with pytest.raises(ValueError, match=r"seeds_per_class=501 .* expected 1\.\.500"):
+        mnist5k.subsample_per_class(501, 0)

@@ -1,0 +1,55 @@
+"""The three networks of the paper's Fig. 1 (THEORY.md §1), layer for layer, PyTorch default init.
+
+They end in LogSoftmax as in the public code; cross-entropy on log-probabilities equals
+cross-entropy on the logits because log_softmax is idempotent.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from orbitbench.models._registry import register_model
+
+
+@register_model("paper_mlp")
+def paper_mlp(num_classes: int = 10, dropout: float = 0.5) -> nn.Module:
+    """784-512-128-10 ReLU MLP with dropout 0.5 and a bias-free read-out."""
+    return nn.Sequential(
+        nn.Flatten(),  # [B,1,28,28] -> [B,784]
+        nn.Linear(784, 512),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(512, 128),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(128, num_classes, bias=False),
+        nn.LogSoftmax(dim=1),
+    )
+
+
+@register_model("paper_convnet")
+def paper_convnet(num_classes: int = 10) -> nn.Module:
+    """Two conv/max-pool stages (24 and 32 channels) and a 256-unit hidden layer."""
+    return nn.Sequential(
+        nn.Conv2d(1, 24, 5),  # [B,1,28,28] -> [B,24,24,24]
+        nn.MaxPool2d(2),  # -> [B,24,12,12]
+        nn.ReLU(),
+        nn.Conv2d(24, 32, 3),  # -> [B,32,10,10]
+        nn.MaxPool2d(2),  # -> [B,32,5,5]
+        nn.ReLU(),
+        nn.Flatten(),  # -> [B,800]
+        nn.Linear(800, 256),
+        nn.ReLU(),
+        nn.Linear(256, num_classes),
+        nn.LogSoftmax(dim=1),
+    )
+
+
+@register_model("paper_vit")
+def paper_vit(num_classes: int = 10) -> nn.Module:
+    """vit-pytorch SimpleViT with the paper's settings: 4x4 patches, dim 256, depth 2, 4 heads."""
+    from vit_pytorch import SimpleViT
+
+    return SimpleViT(
+        image_size=28, patch_size=4, num_classes=num_classes, dim=256, depth=2, heads=4, mlp_dim=256, channels=1
+    )

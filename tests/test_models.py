@@ -1,0 +1,124 @@
+"""Model zoo: every model builds, maps [B,1,28,28] -> [B,10] and trains; symmetries hold by construction."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from orbitbench.errors import OrbitbenchError
+from orbitbench.models import create_model, list_models, register_model
+
+ZOO = [*list_models(), "timm:resnet10t", "c4_pooled(paper_mlp)", "c4_pooled(cnn_gap)"]
+
+
+def _batch(n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, 28, 28, generator=generator), torch.arange(n) % 10
+
+
+def test_builtin_families_are_registered() -> None:
+    assert {"paper_mlp", "paper_convnet", "paper_vit", "mlp", "cnn_fc", "cnn_gap"} <= set(list_models())
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_model_forward_and_one_optimisation_step(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name)
+    images, labels = _batch()
+    logits = model(images)
+    assert logits.shape == (8, 10) and logits.dtype == torch.float32
+    before = [p.detach().clone() for p in model.parameters()]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.7, 0.9))
+    # Two steps: timm ResNets zero-init the last norm of each block, which zeroes the first
+    # gradient of the conv before it.
+    for _ in range(2):
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        assert torch.isfinite(loss)
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+        optimizer.step()
+    changed = [not torch.equal(b, p) for b, p in zip(before, model.parameters())]
+    assert all(changed), f"{name}: {changed.count(False)} parameter tensors did not move"
+
+
+def test_paper_models_match_theory_layer_counts() -> None:
+    # Hand counts from THEORY.md §1 (weights + biases per layer).
+    mlp = 784 * 512 + 512 + 512 * 128 + 128 + 128 * 10  # last layer bias=False
+    convnet = (25 * 24 + 24) + (24 * 9 * 32 + 32) + (800 * 256 + 256) + (256 * 10 + 10)
+    assert sum(p.numel() for p in create_model("paper_mlp").parameters()) == mlp == 468_864
+    assert sum(p.numel() for p in create_model("paper_convnet").parameters()) == convnet == 215_194
+    dropouts = [m.p for m in create_model("paper_mlp").modules() if isinstance(m, nn.Dropout)]
+    assert dropouts == [0.5, 0.5]
+
+
+def test_paper_models_output_log_probabilities() -> None:
+    images, _ = _batch()
+    for name in ("paper_mlp", "paper_convnet"):
+        out = create_model(name).eval()(images)
+        torch.testing.assert_close(out.exp().sum(dim=1), torch.ones(8))
+
+
+@pytest.mark.parametrize("inner", ["paper_convnet", "mlp", "timm:resnet10t"])
+def test_c4_pooled_is_invariant_to_rot90(inner: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(f"c4_pooled({inner})").eval()
+    images, _ = _batch(4)
+    with torch.no_grad():
+        reference = model(images)
+        for k in (1, 2, 3):
+            torch.testing.assert_close(model(torch.rot90(images, k, dims=(-2, -1))), reference, atol=1e-5, rtol=1e-5)
+        plain = create_model(inner).eval()
+        plain.load_state_dict(model.backbone.state_dict())
+        # Without pooling the same weights are not invariant: the test above can fail.
+        assert not torch.allclose(plain(torch.rot90(images, 1, dims=(-2, -1))), plain(images), atol=1e-3)
+
+
+def test_cnn_gap_is_invariant_to_circular_shifts_and_cnn_fc_is_not() -> None:
+    torch.manual_seed(0)
+    images, _ = _batch(4)
+    gap, fc = create_model("cnn_gap"), create_model("cnn_fc")
+    shifted = torch.roll(images, shifts=(3, 7), dims=(-2, -1))
+    with torch.no_grad():
+        torch.testing.assert_close(gap(shifted), gap(images), atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(fc(shifted), fc(images), atol=1e-3)
+
+
+def test_mlp_depth_and_width() -> None:
+    model = create_model("mlp", depth=5, width=32, dropout=0.1)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(784, 32)] + [(32, 32)] * 4 + [(32, 10)]
+    assert sum(isinstance(m, nn.Dropout) for m in model.modules()) == 5
+
+
+def test_timm_vit_is_adapted_to_28x28() -> None:
+    model = create_model("timm:vit_tiny_patch16_224", patch_size=4, depth=1)
+    assert model(_batch(2)[0]).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "fragment"),
+    [
+        ("paper_mpl", {}, "did you mean 'paper_mlp'"),
+        ("timm:not_a_model", {}, "unknown timm model"),
+        ("paper_mlp", {"width": 3}, "paper_mlp"),
+        ("mlp", {"activation": "swish"}, "activation"),
+        ("c4_pooled(nope)", {}, "unknown model 'nope'"),
+    ],
+)
+def test_bad_names_and_kwargs_raise_one_line_errors(name: str, kwargs: dict, fragment: str) -> None:
+    with pytest.raises(OrbitbenchError, match=fragment.replace("(", r"\(")) as info:
+        create_model(name, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_register_model_adds_a_family_and_refuses_a_clash() -> None:
+    @register_model("_test_linear")
+    def _linear(num_classes: int = 10) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, num_classes))
+
+    assert "_test_linear" in list_models()
+    assert create_model("c4_pooled(_test_linear)")(_batch(2)[0]).shape == (2, 10)
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("_test_linear")(lambda: nn.Identity())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -36,21 +37,30 @@ class GroupAction:
         self.n = n
 
     def apply(self, images: Tensor, poses: Tensor) -> Tensor:
-        """Pose `poses[b]` of `images[b]`: [B, H, W], int64 [B] -> [B, H, W]."""
-        raise NotImplementedError
+        """Pose `poses[b]` of `images[b]`: [B, H, W], int64 [B] -> [B, H, W].
+
+        Images are grouped by pose so each pose is one batched call (at most n calls), which
+        keeps memory traffic at the size of the batch instead of per-sample lookup tables.
+        """
+        out = torch.empty_like(images)
+        for k in torch.unique(poses).tolist():
+            members = torch.nonzero(poses == k).squeeze(1)
+            out[members] = self._pose_all(images[members], k)
+        return out
 
     def pose(self, images: Tensor, k: int) -> Tensor:
         """Pose k of every image: [B, H, W] -> [B, H, W]."""
         if not 0 <= k < self.n:
             raise OrbitbenchError(f"pose index {k} is out of range for a group of order {self.n}: expected 0..{self.n - 1}")
-        return self.apply(images, torch.full((images.shape[0],), k, dtype=torch.long, device=images.device))
+        return self._pose_all(images, k)
 
     def orbit(self, images: Tensor) -> Tensor:
         """All n poses of every image: [B, H, W] -> [B, n, H, W]."""
-        batch = images.shape[0]
-        poses = torch.arange(self.n, device=images.device).repeat(batch)  # [B*n], pose-major within image
-        posed = self.apply(images.repeat_interleave(self.n, dim=0), poses)  # [B*n, H, W]
-        return posed.reshape(batch, self.n, *images.shape[1:])
+        return torch.stack([self._pose_all(images, k) for k in range(self.n)], dim=1)
+
+    def _pose_all(self, images: Tensor, k: int) -> Tensor:
+        """Pose k (a valid index) of a whole batch: [B, H, W] -> [B, H, W]."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n={self.n})"
@@ -73,24 +83,34 @@ class Rotation(GroupAction):
         self.interpolation = interpolation
 
     def apply(self, images: Tensor, poses: Tensor) -> Tensor:
-        height, width = images.shape[-2:]
-        grids, permutations, exact = _rotation_tables(self.n, height, width, images.device, images.dtype)
-        out = torch.empty_like(images)
-        is_exact = exact[poses]
-        if is_exact.any():
-            flat = images[is_exact].flatten(1)  # [b, H*W]
-            out[is_exact] = torch.gather(flat, 1, permutations[poses[is_exact]]).view(-1, height, width)
-        if not is_exact.all():
-            rest = ~is_exact
-            sampled = F.grid_sample(
-                images[rest].unsqueeze(1),  # [b, 1, H, W]
-                grids[poses[rest]],  # [b, H, W, 2]
-                mode=self.interpolation,
-                padding_mode="zeros",
-                align_corners=False,
-            )
-            out[rest] = sampled.squeeze(1)
+        batch, height, width = images.shape
+        tables = _rotation_tables(self.n, height, width, images.device, images.dtype)
+        exact = tables.exact[poses]
+        if self.interpolation == "nearest" or exact.all():
+            return _zero_padded(images).gather(1, tables.nearest[poses]).view_as(images)
+        out = F.grid_sample(
+            images.unsqueeze(1), tables.grids[poses], mode="bilinear", padding_mode="zeros", align_corners=False
+        ).view_as(images)  # [B, 1, H, W] -> [B, H, W]
+        if exact.any():  # bilinear weights in float32 are not exactly 0/1 at pixel centres
+            out[exact] = images[exact].flatten(1).gather(1, tables.nearest[poses[exact]]).view(-1, height, width)
         return out
+
+    def orbit(self, images: Tensor) -> Tensor:
+        # One sampling call for all poses: the n grids stacked along the height, [1, n*H, W, 2].
+        batch, height, width = images.shape
+        tables = _rotation_tables(self.n, height, width, images.device, images.dtype)
+        if self.interpolation == "nearest" or tables.exact.all():
+            return _zero_padded(images).index_select(1, tables.nearest.flatten()).view(batch, self.n, height, width)
+        tall_grid = tables.grids.reshape(1, self.n * height, width, 2).expand(batch, -1, -1, -1)
+        out = F.grid_sample(images.unsqueeze(1), tall_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = out.view(batch, self.n, height, width)
+        exact = torch.nonzero(tables.exact).squeeze(1)
+        if exact.numel():
+            out[:, exact] = images.flatten(1).index_select(1, tables.nearest[exact].flatten()).view(batch, -1, height, width)
+        return out
+
+    def _pose_all(self, images: Tensor, k: int) -> Tensor:
+        return self.apply(images, torch.full((images.shape[0],), k, dtype=torch.long, device=images.device))
 
     def __repr__(self) -> str:
         return f"Rotation(n={self.n}, interpolation={self.interpolation!r})"
@@ -111,12 +131,15 @@ class Translation(GroupAction):
             raise OrbitbenchError(f"axis={axis!r} is invalid: expected 'x' or 'y'")
         self.axis = axis
 
-    def apply(self, images: Tensor, poses: Tensor) -> Tensor:
-        size = images.shape[-1] if self.axis == "x" else images.shape[-2]
-        shifts = _shift_matrices(self.n, size, images.device, images.dtype)[poses]  # [B, size, size]
+    def _pose_all(self, images: Tensor, k: int) -> Tensor:
+        dim = -1 if self.axis == "x" else -2
+        size = images.shape[dim]
+        if (size * k) % self.n == 0:
+            return torch.roll(images, size * k // self.n, dims=dim)  # whole pixels: exact
+        shift = _fourier_shift_matrix(size * k / self.n, size, images.device, images.dtype)  # [size, size]
         if self.axis == "x":
-            return torch.einsum("bhw,bvw->bhv", images, shifts)
-        return torch.einsum("bhw,bvh->bvw", images, shifts)
+            return images @ shift.T  # rows of pixels along the width
+        return shift @ images
 
     def __repr__(self) -> str:
         return f"Translation(n={self.n}, axis={self.axis!r})"
@@ -171,15 +194,20 @@ def circulant_defect(gram: Tensor) -> Tensor:
     return residual / torch.linalg.matrix_norm(gram).clamp_min(torch.finfo(gram.dtype).tiny)
 
 
-@lru_cache(maxsize=64)
-def _rotation_tables(
-    n: int, height: int, width: int, device: torch.device, dtype: torch.dtype
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Sampling grids [n, H, W, 2], permutations [n, H*W] and exactness flags [n] of C_n rotations.
+class RotationTables(NamedTuple):
+    grids: Tensor  # [n, H, W, 2] grid_sample coordinates of the source of every output pixel
+    nearest: Tensor  # int64 [n, H*W] flat index of the nearest source pixel; H*W = outside (zero)
+    exact: Tensor  # bool [n]: the pose is a pixel permutation (multiples of 90 degrees)
 
-    Computed in float64: an output pixel of pose k reads the input at the inversely rotated
-    position. Poses whose source positions all land on pixel centres (multiples of 90 degrees on
-    a square image) become exact permutations.
+
+@lru_cache(maxsize=64)
+def _rotation_tables(n: int, height: int, width: int, device: torch.device, dtype: torch.dtype) -> RotationTables:
+    """Lookup tables of the C_n rotations, built once per (n, size, device, dtype).
+
+    An output pixel of pose k reads the input at the inversely rotated position (computed in
+    float64). Nearest indices are rounded from the float32 coordinates exactly as `grid_sample`
+    rounds them, so nearest poses equal torchvision's `rotate`; poses whose sources all land on
+    pixel centres are flagged exact.
     """
     rows = torch.arange(height, dtype=torch.float64)
     cols = torch.arange(width, dtype=torch.float64)
@@ -190,35 +218,35 @@ def _rotation_tables(
     cos, sin = torch.cos(angles)[:, None, None], torch.sin(angles)[:, None, None]  # [n, 1, 1]
     source_col = cos * x + sin * y + centre_col  # [n, H, W]
     source_row = centre_row - (-sin * x + cos * y)
+    exact = (
+        ((source_row - source_row.round()).abs() < 1e-6) & ((source_col - source_col.round()).abs() < 1e-6)
+    ).flatten(1).all(dim=1)  # [n]
     grids = torch.stack(  # align_corners=False: pixel centre i sits at (2i + 1) / size - 1
         ((2 * source_col + 1) / width - 1, (2 * source_row + 1) / height - 1), dim=-1
-    )
-    nearest_row, nearest_col = source_row.round(), source_col.round()
-    on_centres = ((source_row - nearest_row).abs() < 1e-6) & ((source_col - nearest_col).abs() < 1e-6)
+    ).to(torch.float32)
+    # grid_sample's own unnormalisation and round-half-to-even, in float32.
+    nearest_col = torch.round(((grids[..., 0] + 1) * width - 1) / 2)
+    nearest_row = torch.round(((grids[..., 1] + 1) * height - 1) / 2)
     inside = (nearest_row >= 0) & (nearest_row < height) & (nearest_col >= 0) & (nearest_col < width)
-    exact = (on_centres & inside).flatten(1).all(dim=1)  # [n]
-    permutations = (nearest_row.clamp(0, height - 1) * width + nearest_col.clamp(0, width - 1)).long()
-    return grids.to(device, dtype), permutations.flatten(1).to(device), exact.to(device)
+    nearest = torch.where(inside, nearest_row * width + nearest_col, height * width).long().flatten(1)
+    exact &= inside.flatten(1).all(dim=1)
+    return RotationTables(grids.to(device, dtype), nearest.to(device), exact.to(device))
 
 
-@lru_cache(maxsize=64)
-def _shift_matrices(n: int, size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """[n, size, size] matrices S_k with (S_k v)[i] = v shifted circularly by size*k/n at i.
+def _zero_padded(images: Tensor) -> Tensor:
+    """[B, H, W] -> [B, H*W + 1]: flat pixels and one zero that outside-the-image indices read."""
+    return F.pad(images.flatten(1), (0, 1))
 
-    Whole-pixel shifts are built as permutation matrices (exact 0/1 entries); fractional ones as
-    the real part of the Fourier shift operator, computed in float64.
+
+@lru_cache(maxsize=256)
+def _fourier_shift_matrix(shift: float, size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """[size, size] real matrix S with S @ v = v shifted circularly by a fractional `shift` pixels.
+
+    The real part of the band-limited Fourier shift operator, built in float64: a circulant matrix,
+    so fractional shifts commute with each other and with whole-pixel rolls.
     """
-    matrices = torch.empty(n, size, size, dtype=torch.float64)
-    index = torch.arange(size)
     frequencies = torch.fft.fftfreq(size, d=1.0 / size, dtype=torch.float64)  # integer frequencies
-    for k in range(n):
-        shift = size * k / n
-        if (size * k) % n == 0:
-            permutation = torch.zeros(size, size, dtype=torch.float64)
-            permutation[index, (index - int(shift)) % size] = 1.0  # out[i] = in[i - shift]
-            matrices[k] = permutation
-        else:
-            phase = torch.exp(-2j * math.pi * frequencies * shift / size)
-            operator = torch.fft.ifft(phase[:, None] * torch.fft.fft(torch.eye(size, dtype=torch.float64), dim=0), dim=0)
-            matrices[k] = operator.real
-    return matrices.to(device, dtype)
+    phase = torch.exp(-2j * math.pi * frequencies * shift / size)
+    identity = torch.eye(size, dtype=torch.float64)
+    operator = torch.fft.ifft(phase[:, None] * torch.fft.fft(identity, dim=0), dim=0)
+    return operator.real.to(device, dtype)

@@ -73,11 +73,11 @@ def test_circulant_defect_zero_for_exact_small_for_interpolated(digits: torch.Te
     assert (interpolated > 1e-3).all() and (interpolated < 0.15).all()
 
 
-def test_per_sample_poses_equal_whole_orbit(digits: torch.Tensor) -> None:
-    group = Rotation(16, "nearest")
+@pytest.mark.parametrize("group", [Rotation(16, "nearest"), Rotation(16, "bilinear"), Translation(8)], ids=repr)
+def test_per_sample_poses_equal_whole_orbit(digits: torch.Tensor, group) -> None:
     poses = torch.arange(digits.shape[0]) % 16
     full = orbit(digits, group)  # [13, 16, 28, 28]
-    assert torch.equal(group.apply(digits, poses), full[torch.arange(digits.shape[0]), poses])
+    assert torch.allclose(group.apply(digits, poses), full[torch.arange(digits.shape[0]), poses], atol=1e-12)
 
 
 def test_invalid_groups_are_one_clear_error() -> None:

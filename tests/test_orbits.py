@@ -75,7 +75,7 @@ def test_circulant_defect_zero_for_exact_small_for_interpolated(digits: torch.Te
 
 @pytest.mark.parametrize("group", [Rotation(16, "nearest"), Rotation(16, "bilinear"), Translation(8)], ids=repr)
 def test_per_sample_poses_equal_whole_orbit(digits: torch.Tensor, group) -> None:
-    poses = torch.arange(digits.shape[0]) % 16
+    poses = torch.arange(digits.shape[0]) % group.n
     full = orbit(digits, group)  # [13, 16, 28, 28]
     assert torch.allclose(group.apply(digits, poses), full[torch.arange(digits.shape[0]), poses], atol=1e-12)
 

@@ -38,7 +38,7 @@ from orbitbench.errors import OrbitbenchError
 OutputSpec = Union[None, int, tuple[int, int], Callable[[Tensor], Tensor]]
 Method = Literal["structured", "jacobian"]
 
-__all__ = ["OutputSpec", "empirical_ntk", "output_selector", "structured_layers"]
+__all__ = ["OutputSpec", "empirical_ntk", "evaluating", "output_selector", "structured_layers"]
 
 
 def output_selector(output: OutputSpec) -> Callable[[Tensor], Tensor]:
@@ -248,7 +248,8 @@ def _cast(t: Tensor, dtype: torch.dtype) -> Tensor:
 
 
 @contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside the block; afterwards every submodule's own train/eval flag comes back."""
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
@@ -288,7 +289,7 @@ def empirical_ntk(
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x1.dtype)
 
     # inference_mode(False): Lightning runs validation hooks under inference mode, where no graph is kept
-    with _eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+    with evaluating(model), torch.inference_mode(False), torch.enable_grad():
         trainable = {n: _cast(p, dtype) for n, p in model.named_parameters() if p.requires_grad}
         fixed = {n: _cast(p, dtype) for n, p in model.named_parameters() if not p.requires_grad}
         fixed.update({n: _cast(b, dtype) for n, b in model.named_buffers()})

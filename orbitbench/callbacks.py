@@ -162,7 +162,10 @@ class EmpiricalNTKCallback(L.Callback):
     # ---- probe set -------------------------------------------------------------------------
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if stage != "fit" or self.probe is not None:
+        if stage != "fit":
+            return
+        self._initial, self._last_step, self.history = None, None, []  # a checkpoint may restore them next
+        if self.probe is not None:
             return
         dm = trainer.datamodule
         if dm is None or not all(hasattr(dm, a) for a in ("materialize", "digits", "group", "hparams")):
@@ -200,8 +203,7 @@ class EmpiricalNTKCallback(L.Callback):
     # ---- when to measure --------------------------------------------------------------------
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._initial = None
-        self._measure(trainer, pl_module, "fit_start")
+        self._measure(trainer, pl_module, "fit_start")  # the kernel at initialisation (or at resumption)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:
@@ -323,6 +325,14 @@ class EmpiricalNTKCallback(L.Callback):
                     add_figure(f"ntk/{name}", figure, step)
         self.history.append({"step": float(step), "epoch": float(trainer.current_epoch),
                              "final": float(when == "fit_end"), **scalars})  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        """Kernels at initialisation and the history travel with checkpoints: drift survives a resume."""
+        return {"initial": self._initial, "history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._initial = state_dict.get("initial")
+        self.history = list(state_dict.get("history", []))
 
     def summary(self) -> dict[str, float]:
         """The last measurement's scalars (spectral-predicted vs actual out-test accuracy, ...)."""

@@ -1,0 +1,117 @@
+"""What every `orbitbench theory` experiment shares: argument types, the run folder, outputs.
+
+A run folder is written under a temporary name and renamed when the experiment has finished, so a
+failed or interrupted run never leaves a half-written folder behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from orbitbench.errors import OrbitbenchError
+
+
+def int_list(text: str) -> list[int]:
+    """`"2,4,8"` or `"2 4 8"` -> [2, 4, 8] (positive integers)."""
+    try:
+        values = [int(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise OrbitbenchError(f"{text!r} is not a list of integers (expected e.g. '2,4,8')") from None
+    if not values or any(v < 1 for v in values):
+        raise OrbitbenchError(f"{text!r}: expected one or more positive integers (e.g. '2,4,8')")
+    return values
+
+
+def float_list(text: str) -> list[float]:
+    """`"0.5,1,2"` -> [0.5, 1.0, 2.0]."""
+    try:
+        values = [float(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise OrbitbenchError(f"{text!r} is not a list of numbers (expected e.g. '0.5,1,2')") from None
+    if not values:
+        raise OrbitbenchError(f"{text!r}: expected one or more numbers")
+    return values
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise OrbitbenchError(f"{text!r} is not a positive integer")
+    return value
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/theory/<experiment>-<time>)")
+    parser.add_argument("--seed", type=int, default=124, help="seed of the pair / seed-digit draws (paper: 124)")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--source", default="mnist5k", help="digits: mnist5k (embedded), mnist, auto or an IDX path")
+    parser.add_argument("--data-dir", default="data", help="folder of full MNIST for --source mnist/auto")
+    parser.add_argument(
+        "--interpolation", default="bilinear", choices=("bilinear", "nearest"), help="rotation interpolation"
+    )
+
+
+class RunFolder:
+    """Writes into `<out>.partial`, renamed to `<out>` by `commit()`; removed if never committed."""
+
+    def __init__(self, out: Path | None, experiment: str) -> None:
+        self.final = out or Path("runs") / "theory" / f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if self.final.exists():
+            raise OrbitbenchError(f"run folder {self.final} already exists; pass a new --out")
+        self.path = self.final.with_name(self.final.name + ".partial")
+        shutil.rmtree(self.path, ignore_errors=True)
+        self.path.mkdir(parents=True)
+        self._writer = None
+
+    @property
+    def writer(self):
+        """TensorBoard SummaryWriter for scalars and figures (created on first use)."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.path / "tensorboard"))
+        return self._writer
+
+    def write_csv(self, name: str, rows: Iterable[dict]) -> None:
+        rows = list(rows)
+        with open(self.path / name, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def save_figure(self, figure, name: str = "figure.png", tag: str = "figure") -> None:
+        figure.savefig(self.path / name, dpi=120, bbox_inches="tight")
+        self.writer.add_figure(tag, figure, close=True)
+
+    def commit(self, summary: dict) -> Path:
+        (self.path / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        if self._writer is not None:
+            self._writer.close()
+        self.path.rename(self.final)
+        return self.final
+
+    def discard(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def pearson(x, y) -> float:
+    """Pearson correlation of two 1-D sequences (nan when either is constant or too short)."""
+    import numpy as np
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.size < 2 or x.std() == 0 or y.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(x, y)[0, 1])

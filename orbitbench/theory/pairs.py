@@ -1,0 +1,121 @@
+"""`orbitbench theory pairs`: paper Fig. 4, infinite-width MLP NTK on random MNIST orbit pairs.
+
+For each orbit size and depth: Eq. 7 on the circularized pair kernel vs the symmetrized exact
+leave-one-out error on the raw kernel, and the two spectral factors vs their input-space correlates
+(lambda_N vs squared centroid distance, mean(1/lambda) vs inverse orbit radius).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from orbitbench import spectral
+from orbitbench.errors import OrbitbenchError
+from orbitbench.kernels import pair_kernels
+from orbitbench.orbits import make_group
+from orbitbench.pairs import make_orbit_pairs
+from orbitbench.theory._run import RunFolder, add_data_arguments, int_list, pearson, positive_int
+
+DEFAULT_POSES = {"rotation": [2, 4, 8, 16], "translation": [2, 4, 7, 14]}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser)
+    parser.add_argument("--group", default="rotation", choices=("rotation", "translation"))
+    parser.add_argument("--n-poses", type=int_list, default=None,
+                        help="orbit sizes (default rotation 2,4,8,16; translation 2,4,7,14; paper up to 64 / 28)")
+    parser.add_argument("--n-pairs", type=positive_int, default=64, help="random different-class pairs (paper 512)")
+    parser.add_argument("--depths", type=int_list, default=[1, 5], help="MLP hidden layers (paper 1 and 5)")
+    parser.add_argument("--reg", type=float, default=1e-10, help="ridge of the exact regression (fraction of trace)")
+
+
+def validate(args: argparse.Namespace) -> None:
+    args.n_poses = args.n_poses or DEFAULT_POSES[args.group]
+    if args.reg < 0:
+        raise OrbitbenchError(f"--reg {args.reg}: expected >= 0")
+
+
+def pair_rows(args: argparse.Namespace, arch: str, configs: list[dict], digits) -> list[dict]:
+    """One row per (config, n, pair): spectral and exact errors plus the spectral factors."""
+    rows = []
+    for n in args.n_poses:
+        orbit_pairs = make_orbit_pairs(digits, make_group(args.group, n, **_group_options(args)), args.n_pairs, args.seed)
+        distance_sq, radius = spectral.orbit_geometry(*orbit_pairs.orbits())
+        for config in configs:
+            gram = pair_kernels(orbit_pairs.points, arch=arch, progress=arch != "mlp", **config["kernel"])  # [P, 2N, 2N]
+            circular = spectral.circularize(gram)
+            predicted = spectral.spectral_error(circular)
+            exact = spectral.symmetrized_error(gram, reg=args.reg)
+            inverse = (spectral.spectrum(circular) / (2 * n)).reciprocal()  # [P, 2N], spectrum of K / n
+            for p in range(len(orbit_pairs)):
+                rows.append({
+                    **config["columns"], "n_poses": n, "pair": p,
+                    "index_a": int(orbit_pairs.index_a[p]), "index_b": int(orbit_pairs.index_b[p]),
+                    "label_a": int(orbit_pairs.label_a[p]), "label_b": int(orbit_pairs.label_b[p]),
+                    "spectral_error": float(predicted[p]), "exact_error": float(exact[p]),
+                    "lambda_nyquist": float(1 / inverse[p, n]), "mean_inverse_lambda": float(inverse[p].mean()),
+                    "centroid_distance_sq": float(distance_sq[p]), "orbit_radius": float(radius[p]),
+                })
+    return rows
+
+
+def _group_options(args: argparse.Namespace) -> dict:
+    return {"interpolation": args.interpolation} if args.group == "rotation" else {}
+
+
+def run(args: argparse.Namespace, folder: RunFolder) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from orbitbench.data import load_digits
+
+    digits = load_digits(args.source, args.data_dir)
+    configs = [{"columns": {"depth": d}, "kernel": {"depth": d}} for d in args.depths]
+    rows = pair_rows(args, "mlp", configs, digits)
+    folder.write_csv("results.csv", rows)
+
+    summary = {"experiment": "pairs", "group": args.group, "n_pairs": args.n_pairs, "correlations": {}}
+    figure, axes = plt.subplots(len(args.depths), 3, figsize=(14, 4 * len(args.depths)), squeeze=False)
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(args.n_poses)))
+    for i, depth in enumerate(args.depths):
+        mine = [r for r in rows if r["depth"] == depth]
+        col = {k: np.array([r[k] for r in mine]) for k in mine[0]}
+        r_error = pearson(col["spectral_error"], col["exact_error"])
+        per_n = summary["correlations"][f"depth{depth}"] = {"spectral_vs_exact_all": r_error}
+        print(f"pairs depth {depth}: r(spectral, exact) = {r_error:.3f} over all orbit sizes; per orbit size:")
+        for n, color in zip(args.n_poses, colors):
+            sel = col["n_poses"] == n
+            r_n = {
+                "spectral_vs_exact": pearson(col["spectral_error"][sel], col["exact_error"][sel]),
+                "lambdaN_vs_centroid_dist_sq": pearson(col["lambda_nyquist"][sel], col["centroid_distance_sq"][sel]),
+                "mean_inv_lambda_vs_inv_radius": pearson(col["mean_inverse_lambda"][sel], 1 / col["orbit_radius"][sel]),
+            }
+            per_n[f"n{n}"] = r_n
+            for name, value in r_n.items():
+                folder.writer.add_scalar(f"pairs/depth{depth}/r_{name}", value, n)
+            folder.writer.add_scalar(f"pairs/depth{depth}/mean_exact_error", col["exact_error"][sel].mean(), n)
+            folder.writer.add_scalar(f"pairs/depth{depth}/mean_spectral_error", col["spectral_error"][sel].mean(), n)
+            print(f"  n={n:3d}: mean exact {col['exact_error'][sel].mean():.3f}, "
+                  f"mean spectral {col['spectral_error'][sel].mean():.3f}, r(spectral, exact) = "
+                  f"{r_n['spectral_vs_exact']:.3f}, r(lambda_N, centroid dist^2) = {r_n['lambdaN_vs_centroid_dist_sq']:.3f}, "
+                  f"r(mean 1/lambda, 1/radius) = {r_n['mean_inv_lambda_vs_inv_radius']:.3f}")
+            axes[i, 0].scatter(col["exact_error"][sel], col["spectral_error"][sel], s=6, color=color, label=f"n={n}")
+            axes[i, 1].scatter(col["centroid_distance_sq"][sel], col["lambda_nyquist"][sel], s=6, color=color)
+            axes[i, 2].scatter(1 / col["orbit_radius"][sel], col["mean_inverse_lambda"][sel], s=6, color=color)
+        top = max(col["exact_error"].max(), col["spectral_error"].max())
+        axes[i, 0].plot([0, top], [0, top], "k--", lw=0.7)
+        axes[i, 0].set(xlabel="symmetrized exact error", ylabel="spectral error (Eq. 7)",
+                       title=f"MLP depth {depth}: r = {r_error:.3f}")
+        axes[i, 0].legend(fontsize=7)
+        axes[i, 1].set(xlabel="squared distance of orbit centroids", ylabel="lambda_N of K / n",
+                       title="numerator: separation of the orbits")
+        axes[i, 2].set(xlabel="1 / orbit radius", ylabel="mean(1 / lambda) of K / n", yscale="log",
+                       title="denominator: density of the orbits")
+    figure.suptitle(f"Infinite-width MLP NTK, {args.n_pairs} {args.group} orbit pairs")
+    figure.tight_layout()
+    folder.save_figure(figure)
+    return summary

@@ -37,21 +37,29 @@ def validate(args: argparse.Namespace) -> None:
         raise OrbitbenchError(f"--reg {args.reg}: expected >= 0")
 
 
-def pair_rows(args: argparse.Namespace, arch: str, configs: list[dict], digits) -> list[dict]:
-    """One row per (config, n, pair): spectral and exact errors plus the spectral factors."""
+def pair_rows(
+    args: argparse.Namespace, digits, group: str, n_poses: list[int], configs: list[dict]
+) -> list[dict]:
+    """One row per (n, config, pair): spectral and exact errors plus the spectral factors.
+
+    `configs`: dicts of `columns` (written to each row) and `kernel` (keyword arguments of
+    `kernels.pair_kernels`); `args` gives n_pairs, seed, interpolation and reg.
+    """
+    options = {"interpolation": args.interpolation} if group == "rotation" else {}
     rows = []
-    for n in args.n_poses:
-        orbit_pairs = make_orbit_pairs(digits, make_group(args.group, n, **_group_options(args)), args.n_pairs, args.seed)
+    for n in n_poses:
+        orbit_pairs = make_orbit_pairs(digits, make_group(group, n, **options), args.n_pairs, args.seed)
         distance_sq, radius = spectral.orbit_geometry(*orbit_pairs.orbits())
         for config in configs:
-            gram = pair_kernels(orbit_pairs.points, arch=arch, progress=arch != "mlp", **config["kernel"])  # [P, 2N, 2N]
+            slow = config["kernel"].get("arch", "mlp") != "mlp"
+            gram = pair_kernels(orbit_pairs.points, progress=slow, **config["kernel"])  # [P, 2N, 2N]
             circular = spectral.circularize(gram)
             predicted = spectral.spectral_error(circular)
             exact = spectral.symmetrized_error(gram, reg=args.reg)
             inverse = (spectral.spectrum(circular) / (2 * n)).reciprocal()  # [P, 2N], spectrum of K / n
             for p in range(len(orbit_pairs)):
                 rows.append({
-                    **config["columns"], "n_poses": n, "pair": p,
+                    **config["columns"], "group": group, "n_poses": n, "pair": p,
                     "index_a": int(orbit_pairs.index_a[p]), "index_b": int(orbit_pairs.index_b[p]),
                     "label_a": int(orbit_pairs.label_a[p]), "label_b": int(orbit_pairs.label_b[p]),
                     "spectral_error": float(predicted[p]), "exact_error": float(exact[p]),
@@ -59,10 +67,6 @@ def pair_rows(args: argparse.Namespace, arch: str, configs: list[dict], digits) 
                     "centroid_distance_sq": float(distance_sq[p]), "orbit_radius": float(radius[p]),
                 })
     return rows
-
-
-def _group_options(args: argparse.Namespace) -> dict:
-    return {"interpolation": args.interpolation} if args.group == "rotation" else {}
 
 
 def run(args: argparse.Namespace, folder: RunFolder) -> dict:
@@ -74,8 +78,8 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
     from orbitbench.data import load_digits
 
     digits = load_digits(args.source, args.data_dir)
-    configs = [{"columns": {"depth": d}, "kernel": {"depth": d}} for d in args.depths]
-    rows = pair_rows(args, "mlp", configs, digits)
+    configs = [{"columns": {"depth": d}, "kernel": {"arch": "mlp", "depth": d}} for d in args.depths]
+    rows = pair_rows(args, digits, args.group, args.n_poses, configs)
     folder.write_csv("results.csv", rows)
 
     summary = {"experiment": "pairs", "group": args.group, "n_pairs": args.n_pairs, "correlations": {}}

@@ -1,0 +1,83 @@
+"""`orbitbench theory multiclass`: paper Fig. 6B, ten-class one-vs-many spectral accuracy.
+
+S seed digits per class, their rotation orbits and one MLP NTK Gram matrix over all of them. An
+orbit of leave-out class A is predicted right iff, for every other class B, the spectral
+prediction `1 - Eq. 7` averaged over B's S orbits is positive (THEORY.md §5).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from orbitbench import spectral
+from orbitbench.kernels import infinite_kernel
+from orbitbench.orbits import make_group
+from orbitbench.pairs import class_orbits
+from orbitbench.theory._run import RunFolder, add_data_arguments, int_list, positive_int
+
+CLASSES = list(range(10))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_data_arguments(parser)
+    parser.add_argument("--n-angles", type=int_list, default=[2, 4, 8, 16], help="rotation orbit sizes (paper 2..64)")
+    parser.add_argument("--seeds-per-class", type=positive_int, default=4, help="seed digits per class S (paper 13)")
+    parser.add_argument("--depth", type=positive_int, default=1, help="MLP hidden layers")
+    parser.add_argument("--chunk", type=positive_int, default=1024, help="orbit pairs per batch (memory ~ chunk * (2N)^2 * 8 B)")
+
+
+def pair_predictions(gram: torch.Tensor, n_poses: int, n_classes: int, per_class: int, chunk: int) -> torch.Tensor:
+    """`1 - Eq. 7` of every ordered orbit pair of an orbit-major Gram matrix -> [C, S, C, S]."""
+    m = n_classes * per_class
+    first, second = torch.meshgrid(torch.arange(m), torch.arange(m), indexing="ij")
+    first, second = first.reshape(-1), second.reshape(-1)
+    distinct = first != second  # an orbit against itself has no Nyquist contrast
+    predictions = torch.zeros(m * m, dtype=gram.dtype)
+    index = distinct.nonzero().squeeze(1)
+    for part in index.split(chunk):
+        pair_grams = spectral.orbit_pair_kernels(gram, n_poses, first[part], second[part])  # [p, 2N, 2N]
+        predictions[part] = spectral.spectral_prediction(spectral.circularize(pair_grams))
+    return predictions.reshape(n_classes, per_class, n_classes, per_class)
+
+
+def run(args: argparse.Namespace, folder: RunFolder) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from orbitbench.data import load_digits
+
+    digits = load_digits(args.source, args.data_dir)
+    rows, accuracy = [], {}
+    for n in args.n_angles:
+        group = make_group("rotation", n, interpolation=args.interpolation)
+        orbits, _ = class_orbits(digits, group, CLASSES, args.seeds_per_class, args.seed)  # [C, S, N, H, W]
+        points = orbits.reshape(-1, *orbits.shape[3:])  # [C*S*N, H, W], orbit-major
+        gram = infinite_kernel(points, arch="mlp", depth=args.depth, chunk=2048)
+        predictions = pair_predictions(gram, n, len(CLASSES), args.seeds_per_class, args.chunk)
+        accuracy[n] = spectral.one_vs_many_accuracy(predictions)  # [C]
+        for label in CLASSES:
+            rows.append({"n_angles": n, "leave_out_class": label, "spectral_accuracy": float(accuracy[n][label])})
+        mean = float(accuracy[n].mean())
+        folder.writer.add_scalar("multiclass/spectral_accuracy", mean, n)
+        print(f"multiclass n_angles={n:3d}: spectral accuracy {mean:.3f} (per class "
+              + " ".join(f"{a:.2f}" for a in accuracy[n].tolist()) + ")")
+    folder.write_csv("results.csv", rows)
+
+    figure, ax = plt.subplots(figsize=(6, 4.5))
+    table = np.array([accuracy[n].numpy() for n in args.n_angles])  # [len(n), C]
+    for label in CLASSES:
+        ax.plot(args.n_angles, table[:, label], color="0.8", lw=0.8)
+    ax.plot(args.n_angles, table.mean(1), "o-", color="C0", lw=2, label="spectral (MLP NTK), mean over classes")
+    ax.axhline(0.5, color="k", lw=0.5, ls=":")
+    ax.set(xscale="log", xlabel="n_angles", ylabel="out-test accuracy", ylim=(-0.02, 1.02),
+           title=f"Ten classes one-vs-many, S={args.seeds_per_class} seeds per class")
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    folder.save_figure(figure)
+    return {"experiment": "multiclass", "seeds_per_class": args.seeds_per_class,
+            "spectral_accuracy": {f"n{n}": float(accuracy[n].mean()) for n in args.n_angles}}

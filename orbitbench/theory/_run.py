@@ -16,15 +16,19 @@ from pathlib import Path
 
 from orbitbench.errors import OrbitbenchError
 
+# Flag types raise ArgumentTypeError: argparse keeps its message (a ValueError would be replaced
+# by "invalid <type> value"), and the theory parser turns it into one OrbitbenchError line.
+BadFlag = argparse.ArgumentTypeError
+
 
 def int_list(text: str) -> list[int]:
     """`"2,4,8"` or `"2 4 8"` -> [2, 4, 8] (positive integers)."""
     try:
         values = [int(v) for v in text.replace(",", " ").split()]
     except ValueError:
-        raise OrbitbenchError(f"{text!r} is not a list of integers (expected e.g. '2,4,8')") from None
+        raise BadFlag(f"{text!r} is not a list of integers (expected e.g. '2,4,8')") from None
     if not values or any(v < 1 for v in values):
-        raise OrbitbenchError(f"{text!r}: expected one or more positive integers (e.g. '2,4,8')")
+        raise BadFlag(f"{text!r}: expected one or more positive integers (e.g. '2,4,8')")
     return values
 
 
@@ -33,9 +37,9 @@ def float_list(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.replace(",", " ").split()]
     except ValueError:
-        raise OrbitbenchError(f"{text!r} is not a list of numbers (expected e.g. '0.5,1,2')") from None
+        raise BadFlag(f"{text!r} is not a list of numbers (expected e.g. '0.5,1,2')") from None
     if not values:
-        raise OrbitbenchError(f"{text!r}: expected one or more numbers")
+        raise BadFlag(f"{text!r}: expected one or more numbers")
     return values
 
 
@@ -45,7 +49,7 @@ def positive_int(text: str) -> int:
     except ValueError:
         value = 0
     if value < 1:
-        raise OrbitbenchError(f"{text!r} is not a positive integer")
+        raise BadFlag(f"{text!r} is not a positive integer")
     return value
 
 

@@ -27,7 +27,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises OrbitbenchError instead of printing usage and exiting."""
 
     def error(self, message: str):  # type: ignore[override]
-        raise OrbitbenchError(f"{self.prog}: {message}")
+        raise OrbitbenchError(f"{self.prog.removeprefix('orbitbench ')}: {message}")
 
 
 def build_parser() -> argparse.ArgumentParser:

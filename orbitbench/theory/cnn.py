@@ -72,7 +72,8 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
                 print(f"cnn {group:11s} {arch:7s} n={n:3d}: mean exact {exact.mean():.3g} (max {exact.max():.2g}),"
                       f" mean spectral {predicted.mean():.3g}")
                 ax.scatter(exact, predicted, s=10, color=color, label=f"n={n}")
-            ax.plot([0, 1.6], [0, 1.6], "k--", lw=0.7)
+            top = max(max(r["exact_error"], r["spectral_error"]) for r in rows if r["group"] == group and r["arch"] == arch)
+            ax.plot([0, top], [0, top], "k--", lw=0.7)
             ax.set(xlabel="symmetrized exact error", ylabel="spectral error (Eq. 7)", title=f"{arch.upper()} on {group}s")
             ax.legend(fontsize=7)
     gap_shift = [r["exact_error"] for r in rows if r["group"] == "translation" and r["arch"] == "cnn_gap"]

@@ -1,0 +1,137 @@
+"""Interleaved orbit pairs and the `orbitbench theory` experiments, end to end on tiny sizes."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from orbitbench import kernels, pairs, spectral
+from orbitbench.orbits import Rotation, Translation
+from orbitbench.theory.cli import main
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_orbit_pairs_are_interleaved_sphere_normalised_exact_poses(mnist5k) -> None:
+    orbit_pairs = pairs.make_orbit_pairs(mnist5k, Rotation(4), 5, seed=124)
+    assert orbit_pairs.points.shape == (5, 8, 28, 28) and orbit_pairs.points.dtype == torch.float64
+    assert (orbit_pairs.label_a != orbit_pairs.label_b).all()
+    torch.testing.assert_close(orbit_pairs.label_a, mnist5k.labels[orbit_pairs.index_a])
+    for p in range(5):
+        for seed_index, parity in ((orbit_pairs.index_a[p], 0), (orbit_pairs.index_b[p], 1)):
+            image = mnist5k.images[seed_index].to(torch.float64)
+            for k in range(4):  # quarter turns are exact: compare with rot90 + demean + unit norm here
+                posed = torch.rot90(image, k, dims=(0, 1))
+                posed = posed - posed.mean()
+                torch.testing.assert_close(orbit_pairs.points[p, 2 * k + parity], posed / posed.norm())
+    again = pairs.make_orbit_pairs(mnist5k, Rotation(4), 5, seed=124)
+    torch.testing.assert_close(again.points, orbit_pairs.points)
+    other = pairs.make_orbit_pairs(mnist5k, Rotation(4), 5, seed=7)
+    assert not torch.equal(other.index_a, orbit_pairs.index_a)
+
+
+def test_class_orbits_pick_the_requested_classes(mnist5k) -> None:
+    orbits, index = pairs.class_orbits(mnist5k, Translation(4), [3, 8], per_class=2, seed=0)
+    assert orbits.shape == (2, 2, 4, 28, 28)
+    assert mnist5k.labels[index[0]].tolist() == [3, 3] and mnist5k.labels[index[1]].tolist() == [8, 8]
+    shifted = torch.roll(mnist5k.images[index[1, 0]].to(torch.float64), 7, dims=1)  # pose 1: 7 px right
+    shifted = shifted - shifted.mean()
+    torch.testing.assert_close(orbits[1, 0, 1], shifted / shifted.norm())
+
+
+def test_toy_run_folder_and_values(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "toy"
+    assert main(["toy", "--out", str(out), "--orbit-sizes", "4,8", "--distances", "0.5,1.5", "--reg", "0"]) == 0
+    assert {"results.csv", "figure.png", "summary.json", "inverse_spectra.npz", "tensorboard"} <= {p.name for p in out.iterdir()}
+    assert any((out / "tensorboard").iterdir())
+    rows = read_rows(out / "results.csv")
+    assert len(rows) == 4
+    # independent check of one row: two circles, RBF, exact leave-one-out with numpy
+    n, d = 8, 1.5
+    t = 2 * np.pi * np.arange(n) / n
+    x = np.empty((2 * n, 3))
+    x[0::2] = np.stack([np.cos(t), np.sin(t), np.full(n, d / 2)], 1)
+    x[1::2] = np.stack([np.cos(t + np.pi / n), np.sin(t + np.pi / n), np.full(n, -d / 2)], 1)
+    gram = np.exp(-(1.4**2) * ((x[:, None] - x[None]) ** 2).sum(-1))
+    y = np.array([(-1.0) ** i for i in range(2 * n)])
+    expected = 1 - gram[0, 1:] @ np.linalg.solve(gram[1:, 1:], y[1:])
+    row = next(r for r in rows if int(r["n_per_orbit"]) == n and float(r["distance"]) == d)
+    assert float(row["spectral_error"]) == pytest.approx(expected, rel=1e-8)
+    assert float(row["exact_error"]) == pytest.approx(expected, rel=1e-8)
+    assert "max |Eq. 7 - exact|" in capsys.readouterr().out
+
+
+def test_pairs_run_tracks_exact_error(tmp_path: Path) -> None:
+    out = tmp_path / "pairs"
+    assert main(["pairs", "--out", str(out), "--n-pairs", "8", "--n-poses", "4", "--depths", "1"]) == 0
+    rows = read_rows(out / "results.csv")
+    assert len(rows) == 8 and all(r["label_a"] != r["label_b"] for r in rows)
+    predicted = np.array([float(r["spectral_error"]) for r in rows])
+    exact = np.array([float(r["exact_error"]) for r in rows])
+    assert np.abs(predicted - exact).max() < 0.15  # same sample as test_kernels' bound, smaller n
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["correlations"]["depth1"]["n4"]["spectral_vs_exact"] > 0.9
+    assert (out / "figure.png").stat().st_size > 10_000
+
+
+def test_cnn_run_gap_exact_on_shifts(tmp_path: Path) -> None:
+    out = tmp_path / "cnn"
+    assert main(["cnn", "--out", str(out), "--rotations", "2", "--shifts", "2", "--n-pairs", "1"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["gap_translation_max_exact_error"] < 1e-6
+    assert summary["fc_translation_mean_exact_error"] > 0.1
+    assert len(read_rows(out / "results.csv")) == 4  # 2 groups x 2 archs x 1 pair
+
+
+def test_seeds_and_multiclass_runs(tmp_path: Path, mnist5k) -> None:
+    assert main(["seeds", "--out", str(tmp_path / "s"), "--n-angles", "4", "--seeds-per-class", "2", "--trials", "2"]) == 0
+    rows = read_rows(tmp_path / "s" / "results.csv")
+    assert len(rows) == 2 and all(r["class_a"] != r["class_b"] for r in rows)
+    assert all(0 < float(r["exact_error"]) < 3 for r in rows)
+    assert main(["multiclass", "--out", str(tmp_path / "m"), "--n-angles", "4", "--seeds-per-class", "2"]) == 0
+    accuracy = [float(r["spectral_accuracy"]) for r in read_rows(tmp_path / "m" / "results.csv")]
+    assert len(accuracy) == 10 and all(a in (0.0, 0.5, 1.0) for a in accuracy)
+
+
+def test_multiclass_pair_predictions_match_directly_built_pairs(mnist5k) -> None:
+    from orbitbench.theory.multiclass import pair_predictions
+
+    orbits, _ = pairs.class_orbits(mnist5k, Rotation(4), [0, 1, 2], per_class=2, seed=3)  # [3, 2, 4, 28, 28]
+    gram = kernels.mlp_ntk(orbits.reshape(-1, 28, 28))
+    predictions = pair_predictions(gram, 4, 3, 2, chunk=5)
+    for (ca, sa, cb, sb) in [(0, 1, 2, 0), (2, 0, 1, 1), (1, 0, 0, 1)]:
+        direct = kernels.mlp_ntk(pairs.interleave(orbits[ca, sa][None], orbits[cb, sb][None])[0])
+        expected = spectral.spectral_prediction(spectral.circularize(direct))
+        assert predictions[ca, sa, cb, sb].item() == pytest.approx(expected.item(), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["pairs", "--n-pairs", "0"], "'0' is not a positive integer"),
+        (["pairs", "--group", "spin"], "invalid choice: 'spin'"),
+        (["toy", "--orbit-sizes", "4,x"], "'4,x' is not a list of integers"),
+        (["pairs", "--reg", "-1"], "--reg -1.0"),
+        (["fig9"], "invalid choice: 'fig9'"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, capsys, argv, message) -> None:
+    out = tmp_path / "run"
+    assert main([*argv, "--out", str(out)] if argv[0] != "fig9" else argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("orbitbench: ") and message in err and err.count("\n") == 1
+    assert not any(tmp_path.iterdir())
+
+
+def test_existing_run_folder_is_refused(tmp_path: Path, capsys) -> None:
+    (tmp_path / "taken").mkdir()
+    assert main(["toy", "--out", str(tmp_path / "taken"), "--orbit-sizes", "4"]) == 2
+    assert "already exists" in capsys.readouterr().err

@@ -308,6 +308,8 @@ class EmpiricalNTKCallback(L.Callback):
         return self._infinite
 
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule, when: str) -> None:
+        if not trainer.is_global_zero:  # no collectives inside: other ranks simply skip it
+            return
         if self.probe is None:
             self.setup(trainer, pl_module, "fit")
         start = time.perf_counter()
@@ -337,6 +339,20 @@ class EmpiricalNTKCallback(L.Callback):
     def summary(self) -> dict[str, float]:
         """The last measurement's scalars (spectral-predicted vs actual out-test accuracy, ...)."""
         return dict(self.history[-1]) if self.history else {}
+
+    def summary_line(self) -> str:
+        """One line for a run's printed summary: spectral-predicted vs actual out-test accuracy."""
+        if not self.history or self.probe is None:
+            return "  empirical NTK  no measurement"
+        last = self.history[-1]
+        infinite = last.get("infinite_spectral_accuracy")
+        return (
+            f"  empirical NTK  out-test on {self.probe.n_seeds} probe seeds: spectral-predicted "
+            f"{last['spectral_accuracy']:.3f} | network {last['network_accuracy']:.3f} | agreement "
+            f"{last['agreement']:.3f}"
+            + ("" if infinite is None else f" | infinite-width predicted {infinite:.3f}")
+            + f" ({last['seconds']:.2f} s per measurement)"
+        )
 
     # ---- figures ----------------------------------------------------------------------------
 

@@ -63,6 +63,9 @@ def test_logs_all_scalars_and_figures_at_start_every_k_epochs_and_end(trained) -
     assert len(set(infinite)) == 1  # the analytic kernel does not train
     assert [h["final"] for h in callback.history] == [0.0, 0.0, 1.0]
     assert all(h["seconds"] > 0 for h in callback.history)
+    last = callback.summary()
+    line = callback.summary_line()
+    assert f"spectral-predicted {last['spectral_accuracy']:.3f} | network {last['network_accuracy']:.3f}" in line
 
 
 def test_numbers_equal_spectral_module_on_kernels_computed_outside(trained) -> None:

@@ -1,0 +1,161 @@
+"""Empirical NTK speed: orbitbench.ntk vs neural-tangents' three implementations, same weights.
+
+One run, side by side, on the paper's MLP and ConvNet (THEORY.md section 1) with a scalar output
+per input (logit 3 minus logit 1, the two-orbit label of a class pair): the torch weights are
+ported to plain JAX functions (no stax/flax) and fed to `neural_tangents.empirical_ntk_fn` with
+JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS and STRUCTURED_DERIVATIVES (each jitted, compiled before
+timing). Also timed: our generic torch.func path (`method="jacobian"`), and SimpleViT (no JAX
+port: ours vs generic). Every kernel is checked against ours before it is timed.
+
+    .venv/bin/python benchmarks/bench_ntk.py [--n 128] [--repeats 10] [--dtype float32|float64] [--threads 1]
+
+Prints a markdown table; the headline is the "ours / nt-structured" ratio on the MLP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+import orbitbench  # noqa: F401  (sets JAX x64 / quiet TF before neural-tangents is imported)
+from orbitbench.ntk import empirical_ntk
+
+PAIR = (3, 1)
+
+
+def paper_mlp() -> nn.Module:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 512), nn.ReLU(), nn.Dropout(0.5), nn.Linear(512, 128), nn.ReLU(),
+        nn.Dropout(0.5), nn.Linear(128, 10, bias=False), nn.LogSoftmax(-1),
+    )  # fmt: skip
+
+
+def paper_convnet() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 24, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(24, 32, 3), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(800, 256), nn.ReLU(), nn.Linear(256, 10), nn.LogSoftmax(-1),
+    )  # fmt: skip
+
+
+def jax_port(model: nn.Module) -> tuple[Callable, dict]:
+    """The same Sequential as a pure JAX function f(params, x [B,1,28,28]) -> [B, 1], and its params."""
+    import jax
+    import jax.numpy as jnp
+
+    params = {n.replace(".", "_"): jnp.asarray(p.detach().numpy()) for n, p in model.named_parameters()}
+    layers = list(model)
+
+    def f(p: dict, x):
+        h = x
+        for i, layer in enumerate(layers):
+            if isinstance(layer, nn.Flatten):
+                h = h.reshape(h.shape[0], -1)
+            elif isinstance(layer, nn.Linear):
+                h = h @ p[f"{i}_weight"].T + (p[f"{i}_bias"] if layer.bias is not None else 0.0)
+            elif isinstance(layer, nn.Conv2d):
+                h = jax.lax.conv_general_dilated(h, p[f"{i}_weight"], (1, 1), "VALID",
+                                                 dimension_numbers=("NCHW", "OIHW", "NCHW"))
+                h = h + p[f"{i}_bias"][None, :, None, None]
+            elif isinstance(layer, nn.MaxPool2d):
+                h = jax.lax.reduce_window(h, -jnp.inf, jax.lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+            elif isinstance(layer, nn.ReLU):
+                h = jax.nn.relu(h)
+            elif isinstance(layer, nn.LogSoftmax):
+                h = jax.nn.log_softmax(h, axis=-1)
+            elif not isinstance(layer, nn.Dropout):  # dropout: identity in eval mode
+                raise TypeError(f"no JAX port for {layer}")
+        return (h[:, PAIR[0]] - h[:, PAIR[1]])[:, None]
+
+    return f, params
+
+
+def round_robin_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time per function, timed in turns so that load from other processes hits all alike."""
+    for fn in fns.values():
+        fn()  # warm-up / compile
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
+def bench_model(name: str, model: nn.Module, x: torch.Tensor, repeats: int, with_nt: bool) -> list[tuple]:
+    """(model, implementation, median ms, relative difference to our kernel) rows."""
+    ours = empirical_ntk(model, x, output=PAIR)
+    fns: dict[str, Callable[[], object]] = {
+        "orbitbench structured (ours)": lambda: empirical_ntk(model, x, output=PAIR),
+        "orbitbench generic torch.func (vmap+jacrev)": lambda: empirical_ntk(model, x, output=PAIR, method="jacobian"),
+    }
+    errs = {name: rel_err(fn(), ours) for name, fn in fns.items()}
+    if with_nt:
+        import jax
+        import neural_tangents as nt
+
+        f, params = jax_port(model)
+        xj = jax.numpy.asarray(x.numpy())
+        for impl in ("STRUCTURED_DERIVATIVES", "NTK_VECTOR_PRODUCTS", "JACOBIAN_CONTRACTION"):
+            ntk_fn = jax.jit(nt.empirical_ntk_fn(f, trace_axes=(-1,), vmap_axes=0,
+                                                 implementation=getattr(nt.NtkImplementation, impl)))
+            key = f"neural-tangents {impl.lower()} (jit)"
+            fns[key] = lambda ntk_fn=ntk_fn: ntk_fn(xj, None, params).block_until_ready()
+            errs[key] = rel_err(torch.tensor(np.asarray(fns[key]())), ours)
+    ms = round_robin_ms(fns, repeats)
+    return [(name, impl, ms[impl], errs[impl]) for impl in fns]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=128, help="kernel size n x n")
+    parser.add_argument("--repeats", type=int, default=10, help="timed turns per implementation")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--skip-vit", action="store_true")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch and XLA alike (1: steadiest on a shared machine)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.threads == 1:  # must be set before JAX starts its CPU backend
+        os.environ["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    dtype = getattr(torch, args.dtype)
+    torch.manual_seed(0)
+    x = torch.rand(args.n, 1, 28, 28, dtype=dtype)
+    x = x / x.flatten(1).norm(dim=1)[:, None, None, None]  # unit-norm images, as the datamodules feed them
+    rows = bench_model("paper MLP 784-512-128-10", paper_mlp().to(dtype), x, args.repeats, True)
+    rows += bench_model("paper ConvNet", paper_convnet().to(dtype), x, args.repeats, True)
+    if not args.skip_vit:
+        from vit_pytorch import SimpleViT
+
+        vit = SimpleViT(image_size=28, patch_size=4, num_classes=10, dim=256, depth=2, heads=4, mlp_dim=256, channels=1)
+        rows += bench_model("SimpleViT (paper)", vit.to(dtype), x, max(3, args.repeats // 4), False)
+
+    print(f"\n{args.n}x{args.n} kernel, {args.dtype}, scalar output (logit {PAIR[0]} - logit {PAIR[1]}); "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+          f"{torch.get_num_threads()}, load avg {os.getloadavg()[0]:.2f}\n")  # fmt: skip
+    print("| model | implementation | median ms | x ours | rel. diff to ours |")
+    print("|---|---|---:|---:|---:|")
+    base = {}
+    for model, impl, ms, err in rows:
+        base.setdefault(model, ms)
+        print(f"| {model} | {impl} | {ms:.2f} | {ms / base[model]:.2f} | {err:.1e} |")
+    for model in base:
+        nt_ms = [ms for m, impl, ms, _ in rows if m == model and "structured_derivatives" in impl]
+        if nt_ms:
+            print(f"\n{model}: ours / neural-tangents structured = {base[model] / nt_ms[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""`OrbitClassifier`: the one LightningModule, a zoo backbone trained with cross-entropy.
+
+It stays thin on purpose: the architecture comes from the zoo by name, the optimiser and
+scheduler from the config, the data (and its poses) from the DataModule. What it adds is the
+measurement the benchmark is about: accuracy on train, in-test and out-test, and in-test
+accuracy per pose (does the network recognise every rotation equally well?).
+
+Logged metric names (stable; the sweep and leaderboard read them):
+    train/loss (per step), train/acc (per epoch, running accuracy in train mode)
+    val/in_test_acc, val/out_test_acc, val/in_test_loss, val/out_test_loss
+    test/in_test_acc, test/out_test_acc, test/in_test_loss, test/out_test_loss
+    model/n_params
+plus the figure `{val,test}/in_test_acc_by_pose` (TensorBoard).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import Metric
+from torchmetrics.classification import MulticlassAccuracy
+
+from orbitbench.models import create_model
+
+EVAL_SPLITS = ("in_test", "out_test")  # == OrbitDataModule.eval_split_names (dataloader_idx -> name)
+
+
+def paper_adam(params) -> torch.optim.Optimizer:
+    """The paper's optimiser: Adam, lr 1e-3, betas (0.7, 0.9) (THEORY.md §1)."""
+    return torch.optim.Adam(params, lr=1e-3, betas=(0.7, 0.9))
+
+
+class PoseAccuracy(Metric):
+    """Accuracy for each pose index of a cyclic group: [n_poses], NaN for poses never seen."""
+
+    full_state_update = False
+
+    def __init__(self, n_poses: int) -> None:
+        super().__init__()
+        self.n_poses = n_poses
+        self.add_state("correct", torch.zeros(n_poses, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros(n_poses, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor, pose: Tensor) -> None:
+        one_hot = F.one_hot(pose, self.n_poses).to(torch.float64)  # [B, n_poses]; a sum, deterministic on GPU too
+        self.correct += (one_hot * (preds == target).unsqueeze(1)).sum(dim=0)
+        self.total += one_hot.sum(dim=0)
+
+    def compute(self) -> Tensor:
+        return self.correct / self.total
+
+
+class OrbitClassifier(L.LightningModule):
+    """Classify posed digits with a zoo backbone.
+
+    Args:
+        backbone: a zoo name (`orbitbench.models.list_models()`, `timm:<name>`, `c4_pooled(<name>)`).
+        backbone_kwargs: keyword arguments of the backbone's builder (e.g. `{depth: 5, width: 1024}`).
+        optimizer: a callable `params -> Optimizer`; default the paper's Adam(1e-3, betas (0.7, 0.9)).
+        scheduler: an optional callable `optimizer -> LRScheduler`, stepped once per epoch.
+        num_classes: number of digit classes.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "paper_mlp",
+        backbone_kwargs: dict[str, Any] | None = None,
+        optimizer: OptimizerCallable = paper_adam,
+        scheduler: LRSchedulerCallable | None = None,
+        num_classes: int = 10,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=("optimizer", "scheduler"))
+        self.net = create_model(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.n_params = sum(p.numel() for p in self.net.parameters())
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.eval_acc = nn.ModuleDict(
+            {f"{stage}_{split}": MulticlassAccuracy(num_classes, average="micro")
+             for stage in ("val", "test") for split in EVAL_SPLITS}
+        )
+        self.pose_acc: PoseAccuracy | None = None
+        self.in_test_pose_accuracy: list[float] | None = None  # last val/test epoch, NaN = pose unseen
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.net(images)
+
+    def setup(self, stage: str) -> None:
+        # The group order comes from the data, known only once the DataModule is set up.
+        n_poses = getattr(self.trainer.datamodule, "n_poses", None)
+        if n_poses is not None and (self.pose_acc is None or self.pose_acc.n_poses != n_poses):
+            self.pose_acc = PoseAccuracy(n_poses)
+
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        logits = self.net(batch.image)
+        loss = F.cross_entropy(logits, batch.label)
+        self.train_acc(logits, batch.label)
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        return loss
+
+    def _eval_step(self, stage: str, batch, dataloader_idx: int) -> None:
+        split = EVAL_SPLITS[dataloader_idx]
+        logits = self.net(batch.image)
+        accuracy = self.eval_acc[f"{stage}_{split}"]
+        accuracy(logits, batch.label)
+        log = dict(on_step=False, on_epoch=True, add_dataloader_idx=False, batch_size=batch.label.shape[0])
+        self.log(f"{stage}/{split}_acc", accuracy, prog_bar=True, **log)
+        self.log(f"{stage}/{split}_loss", F.cross_entropy(logits, batch.label), **log)
+        if split == "in_test" and self.pose_acc is not None:
+            self.pose_acc.update(logits.argmax(dim=1), batch.label, batch.pose)
+
+    def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("val", batch, dataloader_idx)
+
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step("test", batch, dataloader_idx)
+
+    def on_fit_start(self) -> None:
+        self._log_n_params()
+
+    def on_test_start(self) -> None:
+        self._log_n_params()
+
+    def on_validation_epoch_end(self) -> None:
+        self._finish_pose_accuracy("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._finish_pose_accuracy("test")
+
+    def _log_n_params(self) -> None:
+        for logger in self.loggers:
+            logger.log_metrics({"model/n_params": float(self.n_params)}, step=0)
+
+    def _finish_pose_accuracy(self, stage: str) -> None:
+        if self.pose_acc is None or not self.pose_acc.update_called:
+            return
+        values = self.pose_acc.compute().tolist()
+        self.pose_acc.reset()
+        if self.trainer.sanity_checking:
+            return
+        self.in_test_pose_accuracy = values
+        for logger in self.loggers:
+            add_figure = getattr(getattr(logger, "experiment", None), "add_figure", None)
+            if add_figure is not None:  # TensorBoard (SummaryWriter); other loggers get metrics.json
+                add_figure(f"{stage}/in_test_acc_by_pose", pose_accuracy_figure(values), self.global_step)
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/in_test_loss"}}
+
+
+def pose_accuracy_figure(values: list[float]):
+    """A bar chart of in-test accuracy against pose index (NaN poses left empty)."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(max(4.0, 0.25 * len(values)), 3.0), layout="constrained")
+    axes = figure.add_subplot()
+    axes.bar(range(len(values)), [0.0 if math.isnan(v) else v for v in values], color="tab:blue")
+    axes.set(xlabel="pose index k", ylabel="in-test accuracy", ylim=(0, 1), title="in-test accuracy by pose")
+    return figure

@@ -1,0 +1,308 @@
+"""`orbitbench fit | validate | test`: a LightningCLI over `OrbitClassifier` and the orbit DataModules.
+
+Config-first: `models/<name>.yaml`, `datamodules/<name>.yaml` and `configs/<preset>.yaml` combine
+with `--config` and any `--section.key value` override. On top of plain LightningCLI this adds what
+the benchmark needs to be trustworthy and easy to read:
+
+- defaults that give a useful run in about a minute on a laptop CPU (paper MLP, 8 angles, 10 epochs);
+- TensorBoard logs under `runs/<model>-<data>/version_N`, a checkpoint every epoch plus `last.ckpt`;
+- exact resumption: every epoch reseeds all RNGs from (seed, epoch), the DataModule shuffles from
+  (seed, epoch), so `--ckpt_path last` after a kill ends with the metrics of an unbroken run;
+- `metrics.json` in the run directory (final accuracies, per-pose accuracy, parameter count);
+- a printed summary after `fit`; bad values end in one `orbitbench: ...` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import sys
+import warnings
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from jsonargparse import ArgumentError
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from orbitbench.datamodules import OrbitDataModule
+from orbitbench.errors import OrbitbenchError
+from orbitbench.module import OrbitClassifier
+
+RUNS_DIR = "runs"
+DEFAULT_SEED = 125  # the paper's seed
+METRICS_FILE = "metrics.json"
+MAX_GRID_POSES = 16
+
+
+class ReseedEachEpoch(Callback):
+    """Seed torch / numpy / random from (base seed, epoch) at every epoch start.
+
+    Lightning does not checkpoint RNG states, so without this a resumed run would draw other
+    dropout masks than an unbroken one. The base seed is the run's `seed_everything` value.
+    """
+
+    def __init__(self) -> None:
+        self.base_seed: int | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        self.base_seed = int(seed) if seed is not None else None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.base_seed is None:
+            return
+        seed = (self.base_seed * 1_000_003 + trainer.current_epoch) % 2**32
+        torch.manual_seed(seed)  # also seeds every CUDA device
+        np.random.seed(seed)
+        random.seed(seed)
+
+
+class TrainOrbitGrid(Callback):
+    """Log a grid of sample orbits of the training data: one image per class (rows) x poses (columns).
+
+    Out-test cells (the held-out poses of the leave-out class, never trained on) are dimmed.
+    """
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        dm = trainer.datamodule
+        experiment = getattr(trainer.logger, "experiment", None)
+        if not isinstance(dm, OrbitDataModule) or not hasattr(experiment, "add_image"):
+            return
+        from torchvision.utils import make_grid
+
+        train_images = dm.splits["train"][:, 0]
+        labels = dm.digits.labels
+        rows = [int(train_images[labels[train_images] == c][0]) for c in range(dm.num_classes)
+                if (labels[train_images] == c).any()]
+        poses = torch.linspace(0, dm.n_poses - 1, min(dm.n_poses, MAX_GRID_POSES)).round().long().unique()
+        image_index = torch.tensor(rows).repeat_interleave(len(poses))  # [rows*cols], row-major
+        pose = poses.repeat(len(rows))
+        cells = dm.materialize(image_index, pose).cpu()  # [rows*cols, 1, 28, 28]
+        cells = cells / cells.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+        held = (labels[image_index] == dm.hparams.leave_out_class) & torch.isin(pose, torch.tensor(dm.held_out_poses))
+        cells[held] *= 0.3
+        grid = make_grid(cells, nrow=len(poses), padding=1, pad_value=0.5)
+        experiment.add_image("data/train_orbits", grid, 0)
+
+
+class MetricsFile(Callback):
+    """Write `metrics.json` (final accuracies, per-pose in-test accuracy, parameter count) to the log dir."""
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, "fit", "val")
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "validate":
+            self._write(trainer, pl_module, "validate", "val")
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._write(trainer, pl_module, "test", "test")
+
+    @staticmethod
+    def _write(trainer: L.Trainer, pl_module: L.LightningModule, stage: str, prefix: str) -> None:
+        if not trainer.is_global_zero or trainer.log_dir is None:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        record = run_record(trainer, pl_module, stage)
+        record.update(
+            train_acc=metrics.get("train/acc") if stage == "fit" else None,
+            in_test_acc=metrics.get(f"{prefix}/in_test_acc"),
+            out_test_acc=metrics.get(f"{prefix}/out_test_acc"),
+            in_test_pose_acc=[None if math.isnan(v) else v for v in (pl_module.in_test_pose_accuracy or [])],
+            metrics=metrics,
+        )
+        path = Path(trainer.log_dir) / METRICS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def run_record(trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> dict:
+    """What was trained on what: the header of `metrics.json` and of the printed summary."""
+    dm = trainer.datamodule
+    data = {"class": type(dm).__name__}
+    if isinstance(dm, OrbitDataModule):
+        data.update(n_poses=dm.n_poses, group=dm.group.kind, **{k: v for k, v in dm.hparams.items() if not k.startswith("_")})
+    checkpoint = trainer.checkpoint_callback
+    return {
+        "stage": stage,
+        "backbone": pl_module.hparams.get("backbone"),
+        "backbone_kwargs": pl_module.hparams.get("backbone_kwargs"),
+        "n_params": getattr(pl_module, "n_params", None),
+        "data": data,
+        "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
+        "epochs": trainer.current_epoch,
+        "global_step": trainer.global_step,
+        "log_dir": trainer.log_dir,
+        "last_checkpoint": getattr(checkpoint, "last_model_path", None) or None,
+    }
+
+
+def _run_name(config) -> str:
+    """`<backbone>-<DataModule>`, path-safe: `c4_pooled(paper_mlp)` -> `c4_pooled-paper_mlp`."""
+    backbone = str(config.model.init_args.get("backbone", "model"))
+    data = str(config.data.class_path).rsplit(".", 1)[-1]
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", f"{backbone}-{data}").strip("-")
+
+
+def _find_last_checkpoint(save_dir: str, name: str) -> Path:
+    """The newest `last.ckpt` under `<save_dir>/<name>/version_*/checkpoints`."""
+    candidates = sorted(Path(save_dir, name).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise OrbitbenchError(
+            f"--ckpt_path last: no last.ckpt under {Path(save_dir, name)}/*/checkpoints; "
+            "expected a previous run of this configuration (or give the checkpoint file's path)"
+        )
+    return candidates[-1]
+
+
+class OrbitbenchCLI(LightningCLI):
+    """LightningCLI with orbitbench defaults (see the module docstring)."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.save_last": True,
+                "checkpoint.every_n_epochs": 1,
+                "checkpoint.save_top_k": 1,  # with no monitor: the latest epoch; -1 keeps every epoch
+                "model": {"class_path": "orbitbench.module.OrbitClassifier"},
+                "data": {"class_path": "orbitbench.datamodules.RotatedMNIST"},
+                "trainer.logger": {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "init_args": {"save_dir": RUNS_DIR, "name": None},
+                },
+            }
+        )
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand]
+        logger = config.trainer.logger
+        is_tensorboard = (
+            logger is not None and not isinstance(logger, (bool, list))
+            and str(logger.class_path).endswith("TensorBoardLogger")
+        )
+        if is_tensorboard and logger.init_args.get("name") is None:
+            logger.init_args.name = _run_name(config)
+        if config.get("ckpt_path") == "last":
+            if not is_tensorboard:
+                raise OrbitbenchError("--ckpt_path last needs the default TensorBoardLogger; give the checkpoint path")
+            last = _find_last_checkpoint(logger.init_args.save_dir, logger.init_args.name)
+            config.ckpt_path = str(last)
+            if self.subcommand == "fit":  # continue logging in the interrupted run's directory
+                logger.init_args.version = last.parent.parent.name
+
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (ValueError, ImportError, MisconfigurationException) as error:  # e.g. an unavailable accelerator
+            raise OrbitbenchError(f"trainer: {' '.join(str(error).split())}") from error
+
+    def after_fit(self) -> None:
+        print(fit_summary(self.trainer, self.model), flush=True)
+
+
+def fit_summary(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
+    """A few human lines: what ran, the three accuracies, where logs and checkpoint are."""
+    record = run_record(trainer, pl_module, "fit")
+    metrics = trainer.callback_metrics
+
+    def fmt(key: str) -> str:
+        return f"{float(metrics[key]):.3f}" if key in metrics else "n/a"
+
+    data = record["data"]
+    where = ", ".join(f"{k}={data[k]}" for k in ("n_poses", "leave_out_class") if k in data)
+    lines = [
+        f"orbitbench fit: {record['backbone']} on {data['class']}({where}), "
+        f"{trainer.current_epoch} epochs, {record['n_params']:,} parameters",
+        f"  accuracy     train {fmt('train/acc')} | in-test {fmt('val/in_test_acc')} | out-test {fmt('val/out_test_acc')}",
+    ]
+    if trainer.log_dir:
+        lines.append(f"  logs         {trainer.log_dir} ({METRICS_FILE}, TensorBoard events)")
+    if record["last_checkpoint"]:
+        lines.append(f"  checkpoint   {record['last_checkpoint']}")
+    if trainer.logger is not None and getattr(trainer.logger, "save_dir", None):
+        lines.append(f"  view with    tensorboard --logdir {trainer.logger.save_dir}")
+    return "\n".join(lines)
+
+
+def _user_error(error: BaseException) -> OrbitbenchError | None:
+    """The `OrbitbenchError` behind `error`: jsonargparse wraps errors raised while instantiating."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OrbitbenchError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def condense_parser_error(message: str) -> str:
+    """One readable line from a jsonargparse error: the full key, what was expected, what was given.
+
+    `Parser key "data": ... Parser key "n_angles": Expected a <class 'int'>. Got value: abc` becomes
+    `--data.n_angles: expected int, got 'abc'`.
+    """
+    text = " ".join(message.split())
+    keys = re.findall(r'Parser key "([^"]+)"', text)
+    if not keys:
+        return text[:300]
+    key = ".".join(keys)
+    detail = text.rsplit(f'Parser key "{keys[-1]}":', 1)[1]
+    core = detail.split(" - Expected a <class 'NoneType'>")[0]  # drop the Optional[...] alternative
+    nested = re.search(r"val='(.*?)'\)", detail)
+    given = nested or re.search(r"(?:Got value|Given value): (.+?)(?: - |$)", detail)
+    expected = list(dict.fromkeys(re.findall(r"Expected a <class '([\w.]+)'>", core)))
+    if expected:
+        got = f", got {given.group(1).strip()!r}" if given else ""
+        return f"--{key}: expected {' or '.join(expected)}{got}"
+    core = re.sub(r"Does not validate against any of the Union subtypes Subtypes: \[.*?\] Errors:", "", core)
+    return f"--{key}: {core.strip(' -')}"[:300]
+
+
+def run_lightning_cli(argv: list[str]) -> int:
+    """Run `fit|validate|test` with `argv` (subcommand first); 0 on success, 2 on bad input."""
+    try:
+        with warnings.catch_warnings():
+            # cli.main passes sys.argv[1:] as `args`; Lightning warns when both are present.
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            _run(argv)
+    except ArgumentError as error:
+        print(f"orbitbench: {condense_parser_error(str(error))}", file=sys.stderr)
+        return 2
+    except (ValueError, MisconfigurationException) as error:  # OrbitbenchError is a ValueError
+        user_error = _user_error(error) or (error if isinstance(error, MisconfigurationException) else None)
+        if user_error is None:
+            raise
+        print(f"orbitbench: {' '.join(str(user_error).split())}", file=sys.stderr)
+        return 2
+    except SystemExit as exit_:  # --help, --print_config
+        return exit_.code if isinstance(exit_.code, int) else 0
+    return 0
+
+
+def _run(argv: list[str]) -> None:
+    """Build and run the CLI; `args=argv` so tests and `orbitbench.cli` can call it in-process."""
+    OrbitbenchCLI(
+        OrbitClassifier,
+        OrbitDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=DEFAULT_SEED,
+        trainer_defaults={
+            "max_epochs": 10,
+            "deterministic": True,
+            "log_every_n_steps": 10,
+            "callbacks": [ReseedEachEpoch(), TrainOrbitGrid(), MetricsFile()],
+        },
+        parser_kwargs={"exit_on_error": False},
+        save_config_kwargs={"overwrite": True},
+        args=argv,
+        auto_configure_optimizers=False,
+    )

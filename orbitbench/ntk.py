@@ -221,6 +221,9 @@ def _chunk_factors(
 
 def _kernel_from(f1: _Factors, f2: _Factors) -> Tensor:
     """Sum of all layer terms between two sets of samples: [N1, N2]."""
+    shapes = lambda f: ([t.shape[1:] for t in f.gram], [a.shape[1:] for a, _ in f.outer + f.tokens])  # noqa: E731
+    if shapes(f1) != shapes(f2):  # x1 and x2 took different paths through the network
+        raise RuntimeError("empirical_ntk: x1 and x2 gave differently shaped per-layer factors")
     terms = []
     if f1.gram:
         terms.append(torch.cat(f1.gram, 1) @ torch.cat(f2.gram, 1).T)

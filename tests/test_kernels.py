@@ -99,8 +99,23 @@ def test_cnn_gap_is_exact_on_translation_orbits_and_cnn_fc_is_not(digits) -> Non
     gap = kernels.pair_kernels(orbit_pairs.points, arch="cnn_gap", b_std=None)
     fc = kernels.pair_kernels(orbit_pairs.points, arch="cnn_fc", b_std=None)
     assert spectral.symmetrized_error(gap).max() < 1e-6
+    gap_torch = kernels.pair_kernels(orbit_pairs.points, arch="cnn_gap", b_std=None, backend="torch")
+    assert spectral.symmetrized_error(gap_torch).max() < 1e-6
     assert spectral.symmetrized_error(fc).min() > 0.1
     assert spectral.spectral_error(spectral.circularize(fc)).min() > 0.1
+
+
+@pytest.mark.parametrize("arch", ["cnn_fc", "cnn_gap"])
+def test_torch_cnn_kernels_equal_neural_tangents(digits, arch: str) -> None:
+    # real digits (one exact rotation orbit) plus Gaussian noise images, with and without biases
+    x = pairs.pose_orbits(digits.images[10:11], Rotation(4))[0]
+    x = torch.cat([x[:2], torch.randn(2, 28, 28, dtype=torch.float64, generator=torch.Generator().manual_seed(3))])
+    for kind, w_std, b_std in (("ntk", 1.0, None), ("nngp", 1.3, 0.5)):
+        reference = kernels.infinite_kernel(x, arch=arch, kind=kind, W_std=w_std, b_std=b_std)
+        fast = kernels.infinite_kernel(x, arch=arch, kind=kind, W_std=w_std, b_std=b_std, backend="torch")
+        np.testing.assert_allclose(fast.numpy(), reference.numpy(), rtol=1e-8)  # arccos on the diagonal, as above
+    cross = kernels.infinite_kernel(x[:1], x[1:], arch=arch, backend="torch")
+    np.testing.assert_allclose(cross.numpy(), kernels.infinite_kernel(x[:1], x[1:], arch=arch).numpy(), rtol=1e-8)
 
 
 def test_bad_architecture_and_shapes_raise() -> None:
@@ -110,3 +125,5 @@ def test_bad_architecture_and_shapes_raise() -> None:
         kernels.infinite_kernel(torch.ones(2, 4), kind="cka")
     with pytest.raises(OrbitbenchError, match="not \\[B, H, W\\]"):
         kernels.infinite_kernel(torch.ones(2, 4), arch="cnn_fc")
+    with pytest.raises(OrbitbenchError, match="backend='torch' for arch='mlp'"):
+        kernels.infinite_kernel(torch.ones(2, 4), backend="torch")

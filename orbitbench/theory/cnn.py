@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-pairs", type=positive_int, default=4, help="random different-class pairs (paper 512)")
     parser.add_argument("--channels", type=positive_int, default=64, help="conv channels (infinite-width limit: no effect)")
     parser.add_argument("--reg", type=float, default=1e-10, help="ridge of the exact regression (fraction of trace)")
+    parser.add_argument("--backend", default="neural_tangents", choices=("neural_tangents", "torch"),
+                        help="kernel code: neural-tangents stax, or the closed-form torch kernels (faster, same values)")
     parser.add_argument("--rows-per-call", type=positive_int, default=None,
                         help="kernel rows per neural-tangents call (memory ~ rows * 2N * (H*W)^2 * 8 bytes)")
 
@@ -45,7 +47,8 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
     digits = load_digits(args.source, args.data_dir)
     configs = [
         {"columns": {"arch": arch},
-         "kernel": {"arch": arch, "b_std": None, "channels": args.channels, "chunk": args.rows_per_call}}
+         "kernel": {"arch": arch, "b_std": None, "channels": args.channels, "chunk": args.rows_per_call,
+                    "backend": args.backend}}
         for arch in ARCHS
     ]
     rows = []

@@ -118,6 +118,8 @@ class SweepSpec(BaseModel):
     fit: dict[str, FitValue] = {}
     # ... and per model on top (training budget only: data settings are the track's protocol).
     model_fit: dict[str, dict[str, FitValue]] = {}
+    # A model's own `orbitbench fit --config` file (models/<name>.yaml), applied before the settings.
+    config_files: dict[str, str] = {}
 
     @model_validator(mode="after")
     def _consistent(self) -> SweepSpec:
@@ -128,14 +130,16 @@ class SweepSpec(BaseModel):
         if getattr(self.grid, other) is not None:
             raise ValueError(f"grid.{other} does not apply to {self.datamodule}; use grid.{pose_arg}")
         for key in list(self.fit) + [k for over in self.model_fit.values() for k in over]:
-            if key.startswith("-") or not re.fullmatch(r"[A-Za-z_][\w.]*", key):
+            if key.startswith("-") or not re.fullmatch(r"[A-Za-z_][\w.]*\+?", key):
                 raise ValueError(f"fit key {key!r} is not a dotted `orbitbench fit` option like trainer.max_epochs")
         reserved = {f"data.{pose_arg}", "data.leave_out_class", "seed_everything", "model.backbone", "data"}
         for key in reserved & set(self.fit):
             raise ValueError(f"fit.{key} is set by the grid for every cell; remove it from fit")
+        for section in ("model_fit", "config_files"):
+            for model in getattr(self, section):
+                if model not in self.grid.model:
+                    raise ValueError(f"{section}.{model}: {model!r} is not in grid.model {self.grid.model}")
         for model, over in self.model_fit.items():
-            if model not in self.grid.model:
-                raise ValueError(f"model_fit.{model}: {model!r} is not in grid.model {self.grid.model}")
             for key in over:
                 if key.startswith("data.") or key in reserved:
                     raise ValueError(
@@ -163,11 +167,16 @@ class SweepSpec(BaseModel):
     def training_config(self, model: str) -> dict[str, Any]:
         """Everything a submission chooses for `model`: the non-protocol fit settings."""
         merged = {**self.fit, **self.model_fit.get(model, {})}
-        return {
+        config = {
             key: value
             for key, value in sorted(merged.items())
             if not key.startswith("data.") or key.removeprefix("data.") in PROTOCOL_DATA_KEYS_EXCLUDED
         }
+        if model in self.config_files:
+            path = Path(self.config_files[model])
+            config["config_file"] = str(path)
+            config["config_file_content"] = yaml.safe_load(path.read_text()) if path.is_file() else None
+        return config
 
     def cells(self) -> list[Cell]:
         return [
@@ -278,7 +287,8 @@ def fit_argv(spec: SweepSpec, cell: Cell, log_dir: Path) -> list[str]:
         "trainer.logger.init_args.version": "",
         "trainer.default_root_dir": str(log_dir),
     }
-    return ["fit", *(f"--{key}={_cli_value(value)}" for key, value in settings.items())]
+    config = [f"--config={spec.config_files[cell.model]}"] if cell.model in spec.config_files else []
+    return ["fit", *config, *(f"--{key}={_cli_value(value)}" for key, value in settings.items())]
 
 
 class CellResult(BaseModel):
@@ -338,6 +348,23 @@ def _per_pose(metrics: dict[str, Any], split: str, n_poses: int) -> list[float |
     return []
 
 
+def _spectral_accuracy(metrics: dict[str, Any], argv: list[str], log_dir: Path) -> float | None:
+    """EmpiricalNTKCallback's last `ntk/spectral_accuracy`, when the cell ran that callback.
+
+    The callback logs through the loggers (not `self.log`), so it may be absent from metrics.json;
+    then the cell's own TensorBoard events have it. Event files are read only for such cells.
+    """
+    found = _metric(metrics, "spectral_pred_acc", "ntk/spectral_accuracy")
+    if found is not None or not any("EmpiricalNTKCallback" in arg for arg in argv):
+        return found
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0}).Reload()
+    if "ntk/spectral_accuracy" not in events.Tags().get("scalars", []):
+        return None
+    return float(events.Scalars("ntk/spectral_accuracy")[-1].value)
+
+
 def result_from_metrics(
     spec: SweepSpec, cell: Cell, log_dir: Path, metrics: dict[str, Any], wall_time_s: float, argv: list[str]
 ) -> CellResult:
@@ -360,7 +387,7 @@ def result_from_metrics(
         train_acc=_metric(metrics, "train_acc", "train/acc"),
         in_test_acc=_metric(metrics, "in_test_acc", "val/in_test_acc"),
         out_test_acc=_metric(metrics, "out_test_acc", "val/out_test_acc"),
-        spectral_pred_acc=_metric(metrics, "spectral_pred_acc", "spectral_predicted_acc", "spectral/pred_acc"),
+        spectral_pred_acc=_spectral_accuracy(metrics, argv, log_dir),
         in_test_acc_per_pose=_per_pose(metrics, "in_test", cell.n_poses),
         out_test_acc_per_pose=_per_pose(metrics, "out_test", cell.n_poses),
         wall_time_s=round(wall_time_s, 3),
@@ -439,8 +466,11 @@ def _prepare_root(spec: SweepSpec, root: Path) -> SweepSpec:
     if spec_path.is_file():
         previous = parse_sweep_text(spec_path.read_text(), str(spec_path))
         shared = [m for m in spec.grid.model if m in previous.grid.model]
-        same_models = all(spec.model_fit.get(m) == previous.model_fit.get(m) for m in shared)
-        without_models = {"grid": {"model"}, "model_fit": True}
+        same_models = all(
+            spec.model_fit.get(m) == previous.model_fit.get(m) and spec.config_files.get(m) == previous.config_files.get(m)
+            for m in shared
+        )
+        without_models = {"grid": {"model"}, "model_fit": True, "config_files": True}
         if not same_models or previous.model_dump(exclude=without_models) != spec.model_dump(exclude=without_models):
             raise OrbitbenchError(
                 f"{root} holds a different sweep ({previous.name!r}, changed grid or settings); "
@@ -449,7 +479,8 @@ def _prepare_root(spec: SweepSpec, root: Path) -> SweepSpec:
         models = previous.grid.model + [m for m in spec.grid.model if m not in previous.grid.model]
         merged = previous.model_copy(
             update={"grid": previous.grid.model_copy(update={"model": models}),
-                    "model_fit": {**previous.model_fit, **spec.model_fit}}
+                    "model_fit": {**previous.model_fit, **spec.model_fit},
+                    "config_files": {**previous.config_files, **spec.config_files}}
         )
         if merged == previous:
             return previous
@@ -501,6 +532,9 @@ def run_sweep(
     from tqdm.auto import tqdm
 
     check_model_names(spec.grid.model)
+    for model, path in spec.config_files.items():
+        if not Path(path).is_file():
+            raise OrbitbenchError(f"config_files.{model}: {path!r} does not exist; expected a `orbitbench fit --config` YAML")
     _prepare_root(spec, root)  # the cells run are this spec's; the dir may hold more models
     index, count = shard
     mine = [cell for i, cell in enumerate(spec.cells()) if i % count == index]
@@ -626,7 +660,8 @@ def _spec_for(args: argparse.Namespace) -> tuple[SweepSpec, Path]:
         try:  # a contributor runs a track's sweep file with their own model: same protocol
             spec = SweepSpec.model_validate(
                 {**spec.model_dump(), "grid": {**spec.grid.model_dump(), "model": models},
-                 "model_fit": {m: v for m, v in spec.model_fit.items() if m in models}}
+                 "model_fit": {m: v for m, v in spec.model_fit.items() if m in models},
+                 "config_files": {m: v for m, v in spec.config_files.items() if m in models}}
             )
         except ValidationError as error:
             raise OrbitbenchError(one_line_validation_error("--models", error)) from None

@@ -111,6 +111,8 @@ BAD_SWEEPS = {
     "grid value in fit": (TINY + "  data.n_angles: 8\n", "set by the grid"),
     "data in model_fit": (TINY + "model_fit:\n  paper_mlp:\n    data.seeds_per_class: 9\n", "track's protocol"),
     "model_fit for a model not in grid": (TINY + "model_fit:\n  paper_vit:\n    trainer.max_epochs: 1\n", "not in grid.model"),
+    "config_files for a model not in grid": (TINY + "config_files:\n  paper_vit: models/paper_vit.yaml\n", "not in grid.model"),
+    "missing config file": (TINY + "config_files:\n  paper_mlp: nowhere/paper_mlp.yaml\n", "'nowhere/paper_mlp.yaml' does not exist"),
 }
 
 
@@ -169,4 +171,15 @@ def test_cells_and_fit_command_line():
     assert "--trainer.max_epochs=1" in sweep.fit_argv(spec, cells[2], Path("/x"))
     assert spec.protocol_data() == {"seeds_per_class": 5, "source": "mnist5k"}
     assert spec.training_config("paper_mlp") == {"data.batch_size": 64, "trainer.max_epochs": 7}
+
+
+def test_a_model_config_file_comes_first_and_is_recorded(tmp_path):
+    config = tmp_path / "my.yaml"
+    config.write_text("model:\n  init_args:\n    backbone_kwargs: {dropout: 0.25}\n")
+    spec = sweep.parse_sweep_text(TINY + f"config_files:\n  paper_mlp: {config}\n", "tiny")
+    argv = sweep.fit_argv(spec, spec.cells()[0], tmp_path)
+    assert argv[:2] == ["fit", f"--config={config}"]  # the grid's flags after it win
+    recorded = spec.training_config("paper_mlp")
+    assert recorded["config_file"] == str(config)
+    assert recorded["config_file_content"] == {"model": {"init_args": {"backbone_kwargs": {"dropout": 0.25}}}}
 

@@ -6,9 +6,11 @@
    orbitbench.orbits one pair at a time), the arc-cosine NTK recursion in numpy, circularization
    by a loop over diagonals, Eq. 7 with numpy.fft, two leave-one-out solves with scipy. Both sides
    must agree (checked before timing is reported).
-2. CNN-FC / CNN-GAP (neural-tangents) seconds per pair and per kernel entry at the default row
-   chunking, with the peak resident memory of the process.
-Run: `python benchmarks/bench_pairs.py [--pairs 128] [--n-poses 8] [--cnn-pairs 2] [--cnn-poses 4]`.
+2. CNN-FC / CNN-GAP seconds per pair and per kernel entry at the default chunking, for both
+   backends side by side (neural-tangents stax; the closed-form torch kernels, on --device), with
+   the peak resident memory of the process and the largest relative gap between the backends.
+Run: `python benchmarks/bench_pairs.py [--pairs 128] [--n-poses 8] [--cnn-pairs 2] [--cnn-poses 4]
+[--device cpu|cuda]`.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def main() -> None:
     parser.add_argument("--n-poses", type=int, default=8)
     parser.add_argument("--cnn-pairs", type=int, default=2)
     parser.add_argument("--cnn-poses", type=int, default=4)
+    parser.add_argument("--device", default="cpu", help="device of the torch CNN kernels")
     args = parser.parse_args()
     digits = load_digits("mnist5k")
     group = Rotation(args.n_poses)
@@ -98,17 +101,21 @@ def main() -> None:
     print(f"  per-pair numpy/scipy     {args.pairs / t_base:9.1f} pairs/s  ({t_base:.2f} s)")
     print(f"  speed-up {t_base / t_ours:.1f}x; max relative gap between them {gap:.1e}")
 
+    orbit_pairs = make_orbit_pairs(digits, Rotation(args.cnn_poses), args.cnn_pairs + 1, 124)
+    entries = args.cnn_pairs * (2 * args.cnn_poses) ** 2
     for arch in ("cnn_fc", "cnn_gap"):
-        orbit_pairs = make_orbit_pairs(digits, Rotation(args.cnn_poses), args.cnn_pairs + 1, 124)
-        kernels.pair_kernels(orbit_pairs.points[:1], arch=arch, b_std=None)  # compile
-        rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        seconds, _ = timed(lambda: kernels.pair_kernels(orbit_pairs.points[1:], arch=arch, b_std=None))
-        rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        entries = args.cnn_pairs * (2 * args.cnn_poses) ** 2
-        print(f"{arch}: {seconds / args.cnn_pairs:.2f} s/pair at n = {2 * args.cnn_poses} "
-              f"({1e3 * seconds / entries:.1f} ms per kernel entry, rows per call {max(1, 48 // (2 * args.cnn_poses))}); "
-              f"peak RSS {rss_after / 1024:.0f} MiB (+{(rss_after - rss_before) / 1024:.0f} MiB)")
-
+        grams = {}
+        for backend, device in (("neural_tangents", "cpu"), ("torch", args.device)):
+            points = orbit_pairs.points.to(device)
+            kernels.pair_kernels(points[:1], arch=arch, b_std=None, backend=backend)  # compile / warm up
+            rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            seconds, grams[backend] = timed(lambda: kernels.pair_kernels(points[1:], arch=arch, b_std=None, backend=backend))
+            rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            print(f"{arch} {backend:15s} ({device}): {seconds / args.cnn_pairs:7.3f} s/pair at n = {2 * args.cnn_poses}"
+                  f" ({1e3 * seconds / entries:6.2f} ms per kernel entry); peak RSS {rss_after / 1024:.0f} MiB"
+                  f" (+{(rss_after - rss_before) / 1024:.0f} MiB)")
+        gap = ((grams["torch"] - grams["neural_tangents"]).abs() / grams["neural_tangents"].abs()).max()
+        print(f"{arch}: max relative gap torch vs neural-tangents {gap:.1e}")
 
 if __name__ == "__main__":
     main()

@@ -101,6 +101,23 @@ def test_seeds_and_multiclass_runs(tmp_path: Path, mnist5k) -> None:
     assert len(accuracy) == 10 and all(a in (0.0, 0.5, 1.0) for a in accuracy)
 
 
+def test_multiclass_plots_sweep_accuracy_alongside(tmp_path: Path) -> None:
+    sweep_csv = tmp_path / "sweep.csv"
+    sweep_csv.write_text(
+        "sweep,model,datamodule,n_poses,leave_out_class,out_test_acc\n"
+        "s,paper_mlp,RotatedMNIST,4,0,0.2\ns,paper_mlp,RotatedMNIST,4,1,0.4\n"
+        "s,paper_mlp,TranslatedMNIST,4,0,0.9\n"
+    )
+    out = tmp_path / "m"
+    assert main(["multiclass", "--out", str(out), "--n-angles", "2", "--seeds-per-class", "1", "--compare", str(sweep_csv)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["network_out_test_accuracy"] == {"paper_mlp": {"n4": pytest.approx(0.3)}}
+    bad = tmp_path / "bad.csv"
+    bad.write_text("model,n_poses\nx,4\n")
+    assert main(["multiclass", "--out", str(tmp_path / "b"), "--compare", str(bad)]) == 2
+    assert not (tmp_path / "b").exists()
+
+
 def test_multiclass_pair_predictions_match_directly_built_pairs(mnist5k) -> None:
     from orbitbench.theory.multiclass import pair_predictions
 

@@ -8,11 +8,14 @@ prediction `1 - Eq. 7` averaged over B's S orbits is positive (THEORY.md §5).
 from __future__ import annotations
 
 import argparse
+import csv
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from orbitbench import spectral
+from orbitbench.errors import OrbitbenchError
 from orbitbench.kernels import infinite_kernel
 from orbitbench.orbits import make_group
 from orbitbench.pairs import class_orbits
@@ -26,7 +29,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-angles", type=int_list, default=[2, 4, 8, 16], help="rotation orbit sizes (paper 2..64)")
     parser.add_argument("--seeds-per-class", type=positive_int, default=4, help="seed digits per class S (paper 13)")
     parser.add_argument("--depth", type=positive_int, default=1, help="MLP hidden layers")
+    parser.add_argument("--compare", type=Path, default=None,
+                        help="results.csv of an `orbitbench sweep` on RotatedMNIST: plot its out-test accuracy alongside")
     parser.add_argument("--chunk", type=positive_int, default=1024, help="orbit pairs per batch (memory ~ chunk * (2N)^2 * 8 B)")
+
+
+SWEEP_COLUMNS = ("model", "datamodule", "n_poses", "out_test_acc")
+
+
+def validate(args: argparse.Namespace) -> None:
+    args.network = read_network_accuracy(args.compare) if args.compare is not None else {}
+
+
+def read_network_accuracy(path: Path) -> dict[str, dict[int, float]]:
+    """Mean out-test accuracy per model and n_angles from a sweep's results.csv (RotatedMNIST rows)."""
+    if not path.is_file():
+        raise OrbitbenchError(f"--compare {path}: no such file (expected a sweep results.csv)")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    missing = [c for c in SWEEP_COLUMNS if not rows or c not in rows[0]]
+    if missing:
+        raise OrbitbenchError(f"--compare {path}: missing column(s) {', '.join(missing)} (expected a sweep results.csv)")
+    sums: dict[str, dict[int, list[float]]] = {}
+    for row in rows:
+        if row["datamodule"] != "RotatedMNIST" or row["out_test_acc"] in ("", None):
+            continue
+        try:
+            n, accuracy = int(row["n_poses"]), float(row["out_test_acc"])
+        except ValueError:
+            raise OrbitbenchError(f"--compare {path}: bad n_poses/out_test_acc {row['n_poses']!r}/{row['out_test_acc']!r}") from None
+        sums.setdefault(row["model"], {}).setdefault(n, []).append(accuracy)
+    if not sums:
+        raise OrbitbenchError(f"--compare {path}: no RotatedMNIST rows with an out_test_acc")
+    return {model: {n: float(np.mean(v)) for n, v in sorted(by_n.items())} for model, by_n in sums.items()}
 
 
 def pair_predictions(gram: torch.Tensor, n_poses: int, n_classes: int, per_class: int, chunk: int) -> torch.Tensor:
@@ -73,6 +108,8 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
     for label in CLASSES:
         ax.plot(args.n_angles, table[:, label], color="0.8", lw=0.8)
     ax.plot(args.n_angles, table.mean(1), "o-", color="C0", lw=2, label="spectral (MLP NTK), mean over classes")
+    for k, (model, by_n) in enumerate(args.network.items()):
+        ax.plot(list(by_n), list(by_n.values()), "s--", color=f"C{k + 1}", label=f"{model} (trained, out-test)")
     ax.axhline(0.5, color="k", lw=0.5, ls=":")
     ax.set(xscale="log", xlabel="n_angles", ylabel="out-test accuracy", ylim=(-0.02, 1.02),
            title=f"Ten classes one-vs-many, S={args.seeds_per_class} seeds per class")
@@ -80,4 +117,5 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
     figure.tight_layout()
     folder.save_figure(figure)
     return {"experiment": "multiclass", "seeds_per_class": args.seeds_per_class,
-            "spectral_accuracy": {f"n{n}": float(accuracy[n].mean()) for n in args.n_angles}}
+            "spectral_accuracy": {f"n{n}": float(accuracy[n].mean()) for n in args.n_angles},
+            "network_out_test_accuracy": {m: {f"n{n}": a for n, a in by_n.items()} for m, by_n in args.network.items()}}

@@ -92,7 +92,8 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
         sel = [r for r in rows if r["n_per_orbit"] == n]
         for step, r in enumerate(sel):
             folder.writer.add_scalars(f"toy/N{n}", {"spectral": r["spectral_error"], "exact": r["exact_error"]}, step)
-    print(f"toy: {len(rows)} (N, d) settings; max |Eq. 7 - exact| = {max_gap:.2e}")
+    print(f"toy: {len(rows)} (N, d) settings; max |Eq. 7 - exact| = {max_gap:.2e} (Eq. 7's ridge is reg * trace(K),"
+          f" the exact side's reg * trace(K[O, O]) as in THEORY.md §2; equal at --reg 0)")
     for n in sizes:
         sel = [r for r in rows if r["n_per_orbit"] == n]
         print(f"  N={n:3d}: spectral error {sel[0]['spectral_error']:.3g} (d={sel[0]['distance']:g})"

@@ -136,7 +136,8 @@ def test_multiclass_pair_predictions_match_directly_built_pairs(mnist5k) -> None
         (["pairs", "--n-pairs", "0"], "'0' is not a positive integer"),
         (["pairs", "--group", "spin"], "invalid choice: 'spin'"),
         (["toy", "--orbit-sizes", "4,x"], "'4,x' is not a list of integers"),
-        (["pairs", "--reg", "-1"], "--reg -1.0"),
+        (["pairs", "--reg", "-1"], "'-1' is not a number >= 0"),
+        (["toy", "--length", "0"], "--length 0.0"),
         (["fig9"], "invalid choice: 'fig9'"),
     ],
 )

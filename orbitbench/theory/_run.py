@@ -53,6 +53,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise BadFlag(f"{text!r} is not a number >= 0")
+    return value
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/theory/<experiment>-<time>)")
     parser.add_argument("--seed", type=int, default=124, help="seed of the pair / seed-digit draws (paper: 124)")

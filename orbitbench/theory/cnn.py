@@ -11,8 +11,7 @@ import argparse
 
 import numpy as np
 
-from orbitbench.errors import OrbitbenchError
-from orbitbench.theory._run import RunFolder, add_data_arguments, int_list, pearson, positive_int
+from orbitbench.theory._run import RunFolder, non_negative_float, add_data_arguments, int_list, pearson, positive_int
 from orbitbench.theory.pairs import pair_rows
 
 ARCHS = ("cnn_fc", "cnn_gap")
@@ -24,16 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shifts", type=int_list, default=[4, 7], help="translation orbit sizes (paper 2,4,7,14,28)")
     parser.add_argument("--n-pairs", type=positive_int, default=4, help="random different-class pairs (paper 512)")
     parser.add_argument("--channels", type=positive_int, default=64, help="conv channels (infinite-width limit: no effect)")
-    parser.add_argument("--reg", type=float, default=1e-10, help="ridge of the exact regression (fraction of trace)")
+    parser.add_argument("--reg", type=non_negative_float, default=1e-10, help="ridge of the exact regression (fraction of trace)")
     parser.add_argument("--backend", default="neural_tangents", choices=("neural_tangents", "torch"),
                         help="kernel code: neural-tangents stax, or the closed-form torch kernels (faster, same values)")
     parser.add_argument("--rows-per-call", type=positive_int, default=None,
                         help="kernel rows per neural-tangents call (memory ~ rows * 2N * (H*W)^2 * 8 bytes)")
-
-
-def validate(args: argparse.Namespace) -> None:
-    if args.reg < 0:
-        raise OrbitbenchError(f"--reg {args.reg}: expected >= 0")
 
 
 def run(args: argparse.Namespace, folder: RunFolder) -> dict:

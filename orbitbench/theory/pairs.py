@@ -12,11 +12,10 @@ import argparse
 import numpy as np
 
 from orbitbench import spectral
-from orbitbench.errors import OrbitbenchError
 from orbitbench.kernels import pair_kernels
 from orbitbench.orbits import make_group
 from orbitbench.pairs import make_orbit_pairs
-from orbitbench.theory._run import RunFolder, add_data_arguments, int_list, pearson, positive_int
+from orbitbench.theory._run import RunFolder, non_negative_float, add_data_arguments, int_list, pearson, positive_int
 
 DEFAULT_POSES = {"rotation": [2, 4, 8, 16], "translation": [2, 4, 7, 14]}
 
@@ -28,13 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="orbit sizes (default rotation 2,4,8,16; translation 2,4,7,14; paper up to 64 / 28)")
     parser.add_argument("--n-pairs", type=positive_int, default=64, help="random different-class pairs (paper 512)")
     parser.add_argument("--depths", type=int_list, default=[1, 5], help="MLP hidden layers (paper 1 and 5)")
-    parser.add_argument("--reg", type=float, default=1e-10, help="ridge of the exact regression (fraction of trace)")
+    parser.add_argument("--reg", type=non_negative_float, default=1e-10, help="ridge of the exact regression (fraction of trace)")
 
 
 def validate(args: argparse.Namespace) -> None:
     args.n_poses = args.n_poses or DEFAULT_POSES[args.group]
-    if args.reg < 0:
-        raise OrbitbenchError(f"--reg {args.reg}: expected >= 0")
 
 
 def pair_rows(
@@ -54,9 +51,9 @@ def pair_rows(
             slow = config["kernel"].get("arch", "mlp") != "mlp"
             gram = pair_kernels(orbit_pairs.points, progress=slow, **config["kernel"])  # [P, 2N, 2N]
             circular = spectral.circularize(gram)
-            predicted = spectral.spectral_error(circular)
+            predicted = spectral.spectral_error(circular, reg=args.reg)  # the public code's ridge on both sides
             exact = spectral.symmetrized_error(gram, reg=args.reg)
-            inverse = (spectral.spectrum(circular) / (2 * n)).reciprocal()  # [P, 2N], spectrum of K / n
+            inverse = (spectral.spectrum(circular, reg=args.reg) / (2 * n)).reciprocal()  # [P, 2N], spectrum of K / n
             for p in range(len(orbit_pairs)):
                 rows.append({
                     **config["columns"], "group": group, "n_poses": n, "pair": p,

@@ -13,11 +13,10 @@ import numpy as np
 import torch
 
 from orbitbench import spectral
-from orbitbench.errors import OrbitbenchError
 from orbitbench.kernels import infinite_kernel
 from orbitbench.orbits import make_group
 from orbitbench.pairs import class_orbits
-from orbitbench.theory._run import RunFolder, add_data_arguments, int_list, pearson, positive_int
+from orbitbench.theory._run import RunFolder, non_negative_float, add_data_arguments, int_list, pearson, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,12 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds-per-class", type=positive_int, default=4, help="seed digits per class S (paper 13)")
     parser.add_argument("--trials", type=positive_int, default=12, help="random class pairs (paper 50)")
     parser.add_argument("--depth", type=positive_int, default=1, help="MLP hidden layers")
-    parser.add_argument("--reg", type=float, default=1e-10, help="ridge of the exact regression (fraction of trace)")
-
-
-def validate(args: argparse.Namespace) -> None:
-    if args.reg < 0:
-        raise OrbitbenchError(f"--reg {args.reg}: expected >= 0")
+    parser.add_argument("--reg", type=non_negative_float, default=1e-10, help="ridge of the exact regression (fraction of trace)")
 
 
 def orbit_major_gram(orbits: torch.Tensor, depth: int) -> torch.Tensor:
@@ -58,7 +52,7 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
             gram = orbit_major_gram(orbits.reshape(-1, *orbits.shape[2:]), args.depth)  # [2S*N, 2S*N]
             rows.append({
                 "n_angles": n, "trial": trial, "class_a": class_a, "class_b": class_b,
-                "spectral_error": float(spectral.pair_averaged_spectral_error(gram, n, args.seeds_per_class)),
+                "spectral_error": float(spectral.pair_averaged_spectral_error(gram, n, args.seeds_per_class, args.reg)),
                 "exact_error": float(spectral.seeds_exact_error(gram, n, args.seeds_per_class, args.reg)),
             })
     folder.write_csv("results.csv", rows)

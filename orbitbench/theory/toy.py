@@ -14,7 +14,7 @@ import torch
 from orbitbench import spectral
 from orbitbench.errors import OrbitbenchError
 from orbitbench.kernels import rbf_kernel
-from orbitbench.theory._run import RunFolder, float_list, int_list
+from orbitbench.theory._run import RunFolder, non_negative_float, float_list, int_list
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,12 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--orbit-sizes", type=int_list, default=[4, 8, 12, 16, 24, 32, 48],
                         help="points per circle N (paper 4..48)")
     parser.add_argument("--length", type=float, default=1.4, help="RBF inverse length scale L")
-    parser.add_argument("--reg", type=float, default=1e-5, help="ridge, as a fraction of the trace (paper 1e-5)")
+    parser.add_argument("--reg", type=non_negative_float, default=1e-5, help="ridge, as a fraction of the trace (paper 1e-5)")
 
 
 def validate(args: argparse.Namespace) -> None:
-    if args.length <= 0 or args.reg < 0 or min(args.distances) < 0:
-        raise OrbitbenchError(f"--length {args.length}, --reg {args.reg}, --distances: expected L > 0, reg >= 0, d >= 0")
+    if not args.length > 0 or min(args.distances) < 0:
+        raise OrbitbenchError(f"--length {args.length} / --distances {args.distances}: expected L > 0 and d >= 0")
 
 
 def circle_orbits(n_per_orbit: int, distance: float) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """`orbitbench sweep`: the paper's Fig. 1 grid (models x poses x leave-out classes x seeds) as one
 resumable command, and `orbitbench sweep plot` for Fig. 1C.
 
-    orbitbench sweep run sweeps/cpu_quick.yaml [--out DIR] [--models a,b] [--shard I/K]
+    orbitbench sweep run sweeps/cpu_quick.yaml [--out DIR] [--models a,b] [--shard I/K] [--in-process]
     orbitbench sweep sweeps/cpu_quick.yaml          # same as `run`
     orbitbench sweep collect DIR                    # rebuild DIR/results.csv from finished cells
     orbitbench sweep plot DIR [-o fig1c.png]        # accuracy vs n_poses, mean +- std over classes
@@ -11,7 +11,9 @@ Every cell is a plain `python -m orbitbench fit ...` subprocess with its own log
 `metrics.json`). Cells run as subprocesses, not in-process, because (1) Lightning's DDP launcher
 re-executes the current command line once per rank, which must be the cell's `fit`, not the sweep;
 (2) a crash, OOM or leaked global state (seeds, threads, CUDA context) stays inside one cell.
-The cost is the interpreter start per cell (a few seconds), small next to a fit.
+The cost is the interpreter start per cell: ~7 s on an idle 2-core CPU, ~35 s on a loaded one
+(benchmarks/RESULTS.md); `--in-process` runs the cells through the LightningCLI in the sweep's own
+process instead (same numbers, single device only).
 
 A cell is finished when `DIR/cells/<cell>/result.json` exists; it is written atomically after the
 fit exited 0, so killing the sweep loses at most the cell in progress and a re-run skips the rest.
@@ -25,6 +27,7 @@ nodes sharing a filesystem), then `orbitbench sweep collect DIR`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import itertools
@@ -32,6 +35,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -491,23 +495,63 @@ def _prepare_root(spec: SweepSpec, root: Path) -> SweepSpec:
     return spec_to_write
 
 
-def run_cell(spec: SweepSpec, cell: Cell, root: Path, python: str = sys.executable) -> CellResult:
-    """One `orbitbench fit` subprocess; its output goes to `fit.log`; the result is written last."""
+@contextlib.contextmanager
+def _output_to(log: io.TextIOBase):
+    """Send this process's stdout and stderr (file descriptors, so C code and logging too) to `log`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+
+
+def _fit_in_process(argv: list[str]) -> int:
+    from orbitbench.training_cli import run_lightning_cli
+
+    try:
+        return run_lightning_cli(argv)
+    except Exception as error:  # a crash in one cell must not end the sweep
+        print(f"{type(error).__name__}: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+
+
+def run_cell(spec: SweepSpec, cell: Cell, root: Path, in_process: bool = False) -> CellResult:
+    """One `orbitbench fit`; its console output goes to `fit.log`; the result is written last.
+
+    By default a `python -m orbitbench fit` subprocess. `in_process=True` calls the LightningCLI
+    in this process instead: no interpreter start-up per cell (tens of seconds on a loaded CPU,
+    see benchmarks/RESULTS.md) but single-device only (DDP re-executes the command line) and a
+    hard crash ends the sweep (resumable all the same).
+    """
     log_dir = cell_dir(root, cell)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    (log_dir / METRICS_FILE).unlink(missing_ok=True)  # never read a previous attempt's metrics
+    if log_dir.exists():  # an unfinished attempt (killed or failed): its events would mix with ours
+        shutil.rmtree(log_dir)
+    log_dir.mkdir(parents=True)
     argv = fit_argv(spec, cell, log_dir)
     start = time.perf_counter()
     with open(log_dir / "fit.log", "w") as log:
         log.write("$ orbitbench " + " ".join(argv) + "\n")
         log.flush()
-        completed = subprocess.run([python, "-m", "orbitbench", *argv], stdout=log, stderr=subprocess.STDOUT)
+        if in_process:
+            with _output_to(log):
+                returncode = _fit_in_process(argv)
+        else:
+            command = [sys.executable, "-m", "orbitbench", *argv]
+            returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - start
-    if completed.returncode != 0:
+    if returncode != 0:
         tail = (log_dir / "fit.log").read_text().strip().splitlines()[-1:] or [""]
         raise OrbitbenchError(
-            f"cell {cell.cell_id} failed (exit {completed.returncode}): {tail[0][:300]} "
-            f"[full log: {log_dir / 'fit.log'}]"
+            f"cell {cell.cell_id} failed (exit {returncode}): {tail[0][:300]} [full log: {log_dir / 'fit.log'}]"
         )
     metrics_path = log_dir / METRICS_FILE
     if not metrics_path.is_file():
@@ -526,7 +570,8 @@ def _parse_shard(text: str) -> tuple[int, int]:
 
 
 def run_sweep(
-    spec: SweepSpec, root: Path, shard: tuple[int, int] = (0, 1), fail_fast: bool = False, progress: bool = True
+    spec: SweepSpec, root: Path, shard: tuple[int, int] = (0, 1), fail_fast: bool = False, progress: bool = True,
+    in_process: bool = False,
 ) -> SweepState:
     """Run every unfinished cell of this shard, in grid order; then rewrite results.csv."""
     from tqdm.auto import tqdm
@@ -545,7 +590,7 @@ def run_sweep(
     for cell in todo:
         bar.set_postfix_str(cell.cell_id)
         try:
-            result = run_cell(spec, cell, root)
+            result = run_cell(spec, cell, root, in_process)
         except OrbitbenchError as error:
             if fail_fast:
                 raise
@@ -639,6 +684,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", default="0/1", help="run cells i, i+K, i+2K... only (I/K; one per device/node)")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failed cell")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--in-process", action="store_true",
+                     help="run cells in this process (no start-up per cell; single device only)")
     listing = sub.add_parser("list", help="print the cells of a sweep file and whether they are finished")
     listing.add_argument("sweep_file")
     listing.add_argument("--out")
@@ -677,10 +724,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             spec, root = _spec_for(args)
-            state = run_sweep(spec, root, _parse_shard(args.shard), args.fail_fast, not args.no_progress)
+            state = run_sweep(spec, root, _parse_shard(args.shard), args.fail_fast, not args.no_progress,
+                              args.in_process)
             print(f"{len(state.results)} of {len(spec.cells())} cells finished; table: {root / CSV_FILE}")
             if state.missing:
-                print(f"{len(state.missing)} cells belong to other shards; `orbitbench sweep collect {root}` after them")
+                print(f"{len(state.missing)} cells of {root} are not finished here (other shards or --models)")
         elif args.command == "list":
             spec, root = _spec_for(args)
             for cell in spec.cells():

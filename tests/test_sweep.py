@@ -7,6 +7,7 @@ The end-to-end test runs three real `orbitbench fit` subprocesses on the embedde
 from __future__ import annotations
 
 import csv
+import json
 import math
 import textwrap
 from pathlib import Path
@@ -69,8 +70,6 @@ def test_tiny_sweep_runs_resumes_and_reruns_only_a_deleted_cell(tmp_path, capsys
         assert len(poses) == int(row["n_poses"])
         assert row["spectral_pred_acc"] == ""  # no NTK callback in this sweep
     # The CSV carries what the fit itself measured (metrics.json written by the module).
-    import json
-
     metrics = json.loads((cells[1] / "metrics.json").read_text())
     assert math.isclose(float(rows[1]["out_test_acc"]), metrics["out_test_acc"])
     assert math.isclose(float(rows[1]["in_test_acc"]), metrics["in_test_acc"])
@@ -80,12 +79,17 @@ def test_tiny_sweep_runs_resumes_and_reruns_only_a_deleted_cell(tmp_path, capsys
     assert sweep.main(["run", str(spec_file), "--out", str(out), "--no-progress"]) == 0
     assert [_signature(cell) for cell in cells] == before
 
-    # Deleting one cell's result re-runs that cell only.
+    # Deleting one cell's result re-runs that cell only; in-process it gives the subprocess's numbers.
+    first = json.loads((cells[0] / "result.json").read_text())
     (cells[0] / "result.json").unlink()
-    assert sweep.main([str(spec_file), "--out", str(out), "--no-progress"]) == 0  # `sweep FILE` == `sweep run FILE`
+    assert sweep.main([str(spec_file), "--out", str(out), "--no-progress", "--in-process"]) == 0  # `sweep FILE` == `sweep run FILE`
     assert (cells[0] / "result.json").is_file()
     assert _signature(cells[0]) != before[0]
     assert _signature(cells[1]) == before[1]
+    again = json.loads((cells[0] / "result.json").read_text())
+    for key in ("train_acc", "in_test_acc", "out_test_acc", "in_test_acc_per_pose", "param_count"):
+        assert again[key] == first[key], key
+    assert len(list(cells[0].glob("events.out.tfevents.*"))) == 1  # the old attempt's logs were cleared
     with open(out / "results.csv", newline="") as handle:
         assert [row["cell"] for row in csv.DictReader(handle)] == list(CELLS)
 

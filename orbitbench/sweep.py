@@ -11,7 +11,7 @@ Every cell is a plain `python -m orbitbench fit ...` subprocess with its own log
 `metrics.json`). Cells run as subprocesses, not in-process, because (1) Lightning's DDP launcher
 re-executes the current command line once per rank, which must be the cell's `fit`, not the sweep;
 (2) a crash, OOM or leaked global state (seeds, threads, CUDA context) stays inside one cell.
-The cost is the interpreter start per cell: ~7 s on an idle 2-core CPU, ~35 s on a loaded one
+The cost is the interpreter start per cell: +34 s measured on a loaded 2-core CPU
 (benchmarks/RESULTS.md); `--in-process` runs the cells through the LightningCLI in the sweep's own
 process instead (same numbers, single device only).
 

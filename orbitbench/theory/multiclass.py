@@ -110,8 +110,9 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
     ax.plot(args.n_angles, table.mean(1), "o-", color="C0", lw=2, label="spectral (MLP NTK), mean over classes")
     for k, (model, by_n) in enumerate(args.network.items()):
         ax.plot(list(by_n), list(by_n.values()), "s--", color=f"C{k + 1}", label=f"{model} (trained, out-test)")
-    ax.axhline(0.5, color="k", lw=0.5, ls=":")
-    ax.set(xscale="log", xlabel="n_angles", ylabel="out-test accuracy", ylim=(-0.02, 1.02),
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(args.n_angles, [str(n) for n in args.n_angles])
+    ax.set(xlabel="n_angles", ylabel="out-test accuracy", ylim=(-0.02, 1.02),
            title=f"Ten classes one-vs-many, S={args.seeds_per_class} seeds per class")
     ax.legend(fontsize=8)
     figure.tight_layout()

@@ -80,7 +80,9 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
     means = [(summary[f"n{n}"]["mean_spectral"], summary[f"n{n}"]["mean_exact"]) for n in args.n_angles]
     axes[1].plot(args.n_angles, [m[0] for m in means], "o-", label="spectral (pair-averaged)")
     axes[1].plot(args.n_angles, [m[1] for m in means], "s--", label="exact")
-    axes[1].set(xscale="log", xlabel="n_angles", ylabel="mean error", title="B  mean over trials")
+    axes[1].set_xscale("log", base=2)
+    axes[1].set_xticks(args.n_angles, [str(n) for n in args.n_angles])
+    axes[1].set(xlabel="n_angles", ylabel="mean error", title="B  mean over trials")
     axes[1].legend()
     figure.suptitle(f"MLP depth {args.depth} NTK, {args.trials} random class pairs")
     figure.tight_layout()

@@ -147,7 +147,7 @@ def kernel_regression(
     keep = torch.ones(n, dtype=torch.bool, device=kernel.device)
     keep[idx] = False
     observed = keep.nonzero().squeeze(-1)
-    labels = labels.to(kernel.dtype)
+    labels = labels.to(kernel.device, kernel.dtype)
     k_oo = kernel[..., observed[:, None], observed[None, :]]  # [..., n-m, n-m]
     k_to = kernel[..., idx[:, None], observed[None, :]]  # [..., m, n-m]
     y_o = labels[..., observed].expand(*k_oo.shape[:-1])  # [..., n-m]

@@ -377,7 +377,7 @@ def render_figure(entries: dict[str, Entry]) -> bytes:
         ax.set_xticks(ranked[0].protocol.n_poses, [str(n) for n in ranked[0].protocol.n_poses])
         ax.set_xlabel("group order (n_angles / n_shifts)")
         ax.set_ylabel("out-test accuracy")
-        ax.set_ylim(0, 1.02)
+        ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"track {track}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

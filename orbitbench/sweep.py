@@ -640,14 +640,15 @@ def plot_sweep(state: SweepState, output: Path) -> Path:
         raise OrbitbenchError(f"{state.root}: no finished cells to plot yet")
     fig, ax = plt.subplots(figsize=(6, 4))
     for color, model in zip(itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"]), state.spec.grid.model):
-        for key, style, label in (("out_test_acc", "-", "out-test"), ("in_test_acc", "--", "in-test")):
+        for key, style, marker, label in (("out_test_acc", "-", "o", "out-test"), ("in_test_acc", "--", "s", "in-test")):
             stats = aggregate([r for r in results if r.model == model], key)
             if not stats:
                 continue
             xs = sorted(n for _, n in stats)
             means = [stats[(model, n)][0] for n in xs]
             stds = [stats[(model, n)][1] for n in xs]
-            ax.plot(xs, means, style, marker="o", color=color, label=f"{model} {label}")
+            ax.plot(xs, means, style, marker=marker, mfc="none" if marker == "s" else color, color=color,
+                    label=f"{model} {label}")
             if key == "out_test_acc":
                 ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                                 color=color, alpha=0.15, linewidth=0)
@@ -655,7 +656,7 @@ def plot_sweep(state: SweepState, output: Path) -> Path:
     ax.set_xticks(state.spec.n_poses, [str(n) for n in state.spec.n_poses])
     ax.set_xlabel(state.spec.pose_argument)
     ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.02)
+    ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"{state.spec.name}: mean ± std over leave-out classes")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)

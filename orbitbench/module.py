@@ -10,7 +10,8 @@ Logged metric names (stable; the sweep and leaderboard read them):
     val/in_test_acc, val/out_test_acc, val/in_test_loss, val/out_test_loss
     test/in_test_acc, test/out_test_acc, test/in_test_loss, test/out_test_loss
     model/n_params
-plus the figure `{val,test}/in_test_acc_by_pose` (TensorBoard).
+plus the figure `{val,test}/in_test_acc_by_pose` (TensorBoard); `pose_accuracy[split]` keeps the
+last per-pose accuracies of both eval splits for `metrics.json`.
 """
 
 from __future__ import annotations
@@ -86,8 +87,8 @@ class OrbitClassifier(L.LightningModule):
             {f"{stage}_{split}": MulticlassAccuracy(num_classes, average="micro")
              for stage in ("val", "test") for split in EVAL_SPLITS}
         )
-        self.pose_acc: PoseAccuracy | None = None
-        self.in_test_pose_accuracy: list[float] | None = None  # last val/test epoch, NaN = pose unseen
+        self.pose_acc: nn.ModuleDict | None = None  # split -> PoseAccuracy, made in setup()
+        self.pose_accuracy: dict[str, list[float]] = {}  # last val/test epoch; NaN = pose not in split
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
@@ -95,8 +96,8 @@ class OrbitClassifier(L.LightningModule):
     def setup(self, stage: str) -> None:
         # The group order comes from the data, known only once the DataModule is set up.
         n_poses = getattr(self.trainer.datamodule, "n_poses", None)
-        if n_poses is not None and (self.pose_acc is None or self.pose_acc.n_poses != n_poses):
-            self.pose_acc = PoseAccuracy(n_poses)
+        if n_poses is not None and (self.pose_acc is None or self.pose_acc["in_test"].n_poses != n_poses):
+            self.pose_acc = nn.ModuleDict({split: PoseAccuracy(n_poses) for split in EVAL_SPLITS})
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         logits = self.net(batch.image)
@@ -114,8 +115,8 @@ class OrbitClassifier(L.LightningModule):
         log = dict(on_step=False, on_epoch=True, add_dataloader_idx=False, batch_size=batch.label.shape[0])
         self.log(f"{stage}/{split}_acc", accuracy, prog_bar=True, **log)
         self.log(f"{stage}/{split}_loss", F.cross_entropy(logits, batch.label), **log)
-        if split == "in_test" and self.pose_acc is not None:
-            self.pose_acc.update(logits.argmax(dim=1), batch.label, batch.pose)
+        if self.pose_acc is not None:
+            self.pose_acc[split].update(logits.argmax(dim=1), batch.label, batch.pose)
 
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("val", batch, dataloader_idx)
@@ -140,17 +141,18 @@ class OrbitClassifier(L.LightningModule):
             logger.log_metrics({"model/n_params": float(self.n_params)}, step=0)
 
     def _finish_pose_accuracy(self, stage: str) -> None:
-        if self.pose_acc is None or not self.pose_acc.update_called:
+        if self.pose_acc is None:
             return
-        values = self.pose_acc.compute().tolist()
-        self.pose_acc.reset()
-        if self.trainer.sanity_checking:
+        values = {s: m.compute().tolist() for s, m in self.pose_acc.items() if m.update_called}
+        for metric in self.pose_acc.values():
+            metric.reset()
+        if self.trainer.sanity_checking or "in_test" not in values:
             return
-        self.in_test_pose_accuracy = values
+        self.pose_accuracy = values
         for logger in self.loggers:
             add_figure = getattr(getattr(logger, "experiment", None), "add_figure", None)
             if add_figure is not None:  # TensorBoard (SummaryWriter); other loggers get metrics.json
-                add_figure(f"{stage}/in_test_acc_by_pose", pose_accuracy_figure(values), self.global_step)
+                add_figure(f"{stage}/in_test_acc_by_pose", pose_accuracy_figure(values["in_test"]), self.global_step)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())

@@ -6,7 +6,7 @@ the benchmark needs to be trustworthy and easy to read:
 
 - defaults that give a useful run in about a minute on a laptop CPU (paper MLP, 8 angles, 10 epochs);
 - TensorBoard logs under `runs/<model>-<data>/version_N`, a checkpoint every epoch plus `last.ckpt`;
-- exact resumption: every epoch reseeds all RNGs from (seed, epoch), the DataModule shuffles from
+- exact resumption: every step reseeds all RNGs from (seed, step), the DataModule shuffles from
   (seed, epoch), so `--ckpt_path last` after a kill ends with the metrics of an unbroken run;
 - `metrics.json` in the run directory (final accuracies, per-pose accuracy, parameter count);
 - a printed summary after `fit`; bad values end in one `orbitbench: ...` line and exit status 2.
@@ -41,11 +41,13 @@ METRICS_FILE = "metrics.json"
 MAX_GRID_POSES = 16
 
 
-class ReseedEachEpoch(Callback):
-    """Seed torch / numpy / random from (base seed, epoch) at every epoch start.
+class ReseedEachStep(Callback):
+    """Seed torch / numpy / random from (base seed, global step) before every training step.
 
-    Lightning does not checkpoint RNG states, so without this a resumed run would draw other
-    dropout masks than an unbroken one. The base seed is the run's `seed_everything` value.
+    Lightning does not checkpoint RNG states, and when it resumes it creates the train iterator
+    (which draws from the global RNG) at another point than in an unbroken run; seeding each step
+    from the step counter makes dropout masks identical either way. The DataModule's sampler is
+    already a function of (seed, epoch). The base seed is the run's `seed_everything` value.
     """
 
     def __init__(self) -> None:
@@ -55,10 +57,10 @@ class ReseedEachEpoch(Callback):
         seed = os.environ.get("PL_GLOBAL_SEED")
         self.base_seed = int(seed) if seed is not None else None
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if self.base_seed is None:
             return
-        seed = (self.base_seed * 1_000_003 + trainer.current_epoch) % 2**32
+        seed = (self.base_seed * 1_000_003 + trainer.global_step) % 2**32
         torch.manual_seed(seed)  # also seeds every CUDA device
         np.random.seed(seed)
         random.seed(seed)
@@ -115,7 +117,10 @@ class MetricsFile(Callback):
             train_acc=metrics.get("train/acc") if stage == "fit" else None,
             in_test_acc=metrics.get(f"{prefix}/in_test_acc"),
             out_test_acc=metrics.get(f"{prefix}/out_test_acc"),
-            in_test_pose_acc=[None if math.isnan(v) else v for v in (pl_module.in_test_pose_accuracy or [])],
+            **{
+                f"{split}_pose_acc": [None if math.isnan(v) else v for v in values]
+                for split, values in getattr(pl_module, "pose_accuracy", {}).items()
+            },
             metrics=metrics,
         )
         path = Path(trainer.log_dir) / METRICS_FILE
@@ -204,6 +209,21 @@ class OrbitbenchCLI(LightningCLI):
         except (ValueError, ImportError, MisconfigurationException) as error:  # e.g. an unavailable accelerator
             raise OrbitbenchError(f"trainer: {' '.join(str(error).split())}") from error
 
+    def _setup_data_early(self, stage: str) -> None:
+        # The Trainer creates the log directory before it sets up the data; loading the digits
+        # first means a bad source fails without writing a half-made run. setup() is idempotent.
+        if isinstance(self.datamodule, OrbitDataModule):
+            self.datamodule.setup(stage)
+
+    def before_fit(self) -> None:
+        self._setup_data_early("fit")
+
+    def before_validate(self) -> None:
+        self._setup_data_early("validate")
+
+    def before_test(self) -> None:
+        self._setup_data_early("test")
+
     def after_fit(self) -> None:
         print(fit_summary(self.trainer, self.model), flush=True)
 
@@ -227,6 +247,7 @@ def fit_summary(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
         lines.append(f"  logs         {trainer.log_dir} ({METRICS_FILE}, TensorBoard events)")
     if record["last_checkpoint"]:
         lines.append(f"  checkpoint   {record['last_checkpoint']}")
+    lines += [c.summary_line() for c in trainer.callbacks if callable(getattr(c, "summary_line", None))]
     if trainer.logger is not None and getattr(trainer.logger, "save_dir", None):
         lines.append(f"  view with    tensorboard --logdir {trainer.logger.save_dir}")
     return "\n".join(lines)
@@ -299,7 +320,7 @@ def _run(argv: list[str]) -> None:
             "max_epochs": 10,
             "deterministic": True,
             "log_every_n_steps": 10,
-            "callbacks": [ReseedEachEpoch(), TrainOrbitGrid(), MetricsFile()],
+            "callbacks": [ReseedEachStep(), TrainOrbitGrid(), MetricsFile()],
         },
         parser_kwargs={"exit_on_error": False},
         save_config_kwargs={"overwrite": True},

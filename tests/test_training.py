@@ -1,0 +1,173 @@
+"""`orbitbench fit|validate|test` end to end on the embedded MNIST digits (tiny runs).
+
+One reference fit (module fixture) is checked for logs, checkpoints and accuracy; a second fit
+with the same seed must match it exactly, and so must a run that is SIGKILLed mid-epoch and
+resumed with `--ckpt_path last`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+from orbitbench.training_cli import condense_parser_error, run_lightning_cli
+
+REPO = Path(__file__).resolve().parents[1]
+EPOCHS = 3
+KILL_EPOCH = 2  # the killed run dies in the middle of this epoch (0-based)
+# 50 digits per class x 4 rotations = 2,000 samples; batch 64 -> 28 steps per epoch.
+TINY = [
+    "--data.n_angles", "4", "--data.seeds_per_class", "50", "--data.batch_size", "64",
+    "--data.leave_out_class", "3", "--trainer.max_epochs", str(EPOCHS),
+    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+]
+RESULT_KEYS = ("train_acc", "in_test_acc", "out_test_acc", "in_test_pose_acc", "out_test_pose_acc", "metrics")
+
+
+class KillDuringEpoch(L.Callback):
+    """SIGKILL the process at the second batch of epoch KILL_EPOCH: no clean shutdown, no final save."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == KILL_EPOCH and batch_idx == 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fit(save_dir: Path, *extra: str, command: str = "fit") -> tuple[int, str]:
+    """Run the CLI in-process; return (exit status, captured stdout)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        status = run_lightning_cli([command, *TINY, "--trainer.logger.init_args.save_dir", str(save_dir), *extra])
+    return status, out.getvalue()
+
+
+def run_dir(save_dir: Path) -> Path:
+    (found,) = save_dir.glob("*/version_*")
+    return found
+
+
+def results(save_dir: Path) -> dict:
+    metrics = json.loads((run_dir(save_dir) / "metrics.json").read_text())
+    return {key: metrics[key] for key in RESULT_KEYS}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, str]:
+    save_dir = tmp_path_factory.mktemp("reference")
+    status, stdout = fit(save_dir, "--checkpoint.save_top_k", "-1")
+    assert status == 0
+    return save_dir, stdout
+
+
+def test_tiny_fit_logs_in_and_out_test_accuracy(reference) -> None:
+    save_dir, stdout = reference
+    log_dir = run_dir(save_dir)
+    assert log_dir.parent.name == "paper_mlp-RotatedMNIST"
+    metrics = json.loads((log_dir / "metrics.json").read_text())
+    assert metrics["backbone"] == "paper_mlp" and metrics["n_params"] == 468_864
+    assert metrics["data"]["n_poses"] == 4 and metrics["data"]["leave_out_class"] == 3
+    # Ten classes: chance is 0.1. After 4 short epochs in-test is far above it.
+    assert metrics["in_test_acc"] > 0.35
+    assert 0.0 <= metrics["out_test_acc"] <= 1.0 and 0.0 <= metrics["train_acc"] <= 1.0
+    # Out-test holds only the upright pose; in-test has every pose.
+    assert metrics["out_test_pose_acc"][1:] == [None, None, None]
+    assert len(metrics["in_test_pose_acc"]) == 4 and None not in metrics["in_test_pose_acc"]
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert {"val/in_test_acc", "val/out_test_acc", "train/acc", "train/loss", "model/n_params"} <= scalars
+    assert len(events.Scalars("val/in_test_acc")) == EPOCHS
+    assert events.Scalars("val/in_test_acc")[-1].value == pytest.approx(metrics["in_test_acc"])
+    assert {"data/train_orbits", "val/in_test_acc_by_pose"} <= set(events.Tags()["images"])
+
+    assert "in-test" in stdout and "out-test" in stdout
+    assert f"in-test {metrics['in_test_acc']:.3f}" in stdout
+    assert f"tensorboard --logdir {save_dir}" in stdout and "last.ckpt" in stdout
+
+
+def test_checkpoint_every_epoch(reference) -> None:
+    # 500 digits x 4 poses, minus 50 upright 3s (out-test), minus 10% in-test, in batches of 64.
+    steps = math.ceil((2000 - 50 - round(0.1 * 1950)) / 64)
+    checkpoints = sorted(p.name for p in (run_dir(reference[0]) / "checkpoints").glob("*.ckpt"))
+    assert checkpoints == [f"epoch={e}-step={steps * (e + 1)}.ckpt" for e in range(EPOCHS)] + ["last.ckpt"]
+
+
+def test_same_seed_gives_identical_metrics(reference, tmp_path) -> None:
+    assert fit(tmp_path)[0] == 0
+    assert results(tmp_path) == results(reference[0])
+
+
+def test_sigkill_and_resume_from_last_matches_an_unbroken_run(reference, tmp_path) -> None:
+    argv = [sys.executable, "-m", "orbitbench", "fit", *TINY, "--trainer.logger.init_args.save_dir", str(tmp_path),
+            "--trainer.callbacks+=test_training.KillDuringEpoch"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    killed = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    log_dir = run_dir(tmp_path)
+    assert not (log_dir / "metrics.json").exists()
+    last = torch.load(log_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert last["epoch"] == KILL_EPOCH - 1  # the end of the last finished epoch
+
+    status, stdout = fit(tmp_path, "--ckpt_path", "last")
+    assert status == 0
+    assert run_dir(tmp_path) == log_dir  # continued in the interrupted run's directory
+    assert results(tmp_path) == results(reference[0])
+
+
+def test_test_subcommand_reevaluates_a_checkpoint(reference, tmp_path) -> None:
+    reference_metrics = json.loads((run_dir(reference[0]) / "metrics.json").read_text())
+    status, _ = fit(tmp_path, "--ckpt_path", reference_metrics["last_checkpoint"], command="test")
+    assert status == 0
+    tested = json.loads((run_dir(tmp_path) / "metrics.json").read_text())
+    assert tested["stage"] == "test"
+    # val and test loops read the same in-test/out-test splits: same weights, same accuracies.
+    assert tested["in_test_acc"] == pytest.approx(reference_metrics["in_test_acc"], abs=1e-6)
+    assert tested["out_test_acc"] == pytest.approx(reference_metrics["out_test_acc"], abs=1e-6)
+    assert tested["in_test_pose_acc"] == pytest.approx(reference_metrics["in_test_pose_acc"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--data.n_angles", "abc"], "--data.n_angles: expected int, got 'abc'"),
+        (["--data.n_angles", "0"], "n=0"),
+        (["--model.backbone", "paper_mpl"], "did you mean 'paper_mlp'"),
+        (["--data.leave_out_class", "12"], "leave_out_class=12"),
+        (["--config", "no/such.yaml"], "no/such.yaml"),
+        (["--trainer.max_epochs", "x"], "--trainer.max_epochs: expected int"),
+        (["--no_such_option", "1"], "no_such_option"),
+        (["--data.source", "nowhere"], "nowhere"),
+        (["--ckpt_path", "last"], "no last.ckpt"),
+        (["--trainer.accelerator", "tpu"], "trainer:"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, fragment, tmp_path, capsys) -> None:
+    save_dir = tmp_path / "runs"
+    status, _ = fit(save_dir, *args)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("orbitbench: ")]
+    assert status == 2
+    assert len(lines) == 1 and fragment in lines[0], err
+    assert "Traceback" not in err
+    assert not save_dir.exists()  # nothing written half-way
+
+
+def test_condense_parser_error_names_the_full_key() -> None:
+    message = (
+        'Parser key "data":\n  Does not validate against any of the Union subtypes\n  Errors:\n'
+        "    - Problem with given class_path 'x.RotatedMNIST':\n        Parser key \"n_angles\":\n"
+        "          Expected a <class 'int'>. Got value: abc\n    - Expected a <class 'NoneType'>"
+    )
+    assert condense_parser_error(message) == "--data.n_angles: expected int, got 'abc'"

@@ -61,6 +61,16 @@ def results(save_dir: Path) -> dict:
     return {key: metrics[key] for key in RESULT_KEYS}
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # On a shared 2-core machine two intra-op threads contend with other processes and run ~10x
+    # slower than one; the runs here are tiny, so one thread is also the fastest when idle.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[Path, str]:
     save_dir = tmp_path_factory.mktemp("reference")
@@ -112,7 +122,7 @@ def test_same_seed_gives_identical_metrics(reference, tmp_path) -> None:
 def test_sigkill_and_resume_from_last_matches_an_unbroken_run(reference, tmp_path) -> None:
     argv = [sys.executable, "-m", "orbitbench", "fit", *TINY, "--trainer.logger.init_args.save_dir", str(tmp_path),
             "--trainer.callbacks+=test_training.KillDuringEpoch"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])}
     killed = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     log_dir = run_dir(tmp_path)

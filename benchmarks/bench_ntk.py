@@ -4,10 +4,12 @@ One run, side by side, on the paper's MLP and ConvNet (THEORY.md section 1) with
 per input (logit 3 minus logit 1, the two-orbit label of a class pair): the torch weights are
 ported to plain JAX functions (no stax/flax) and fed to `neural_tangents.empirical_ntk_fn` with
 JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS and STRUCTURED_DERIVATIVES (each jitted, compiled before
-timing). Also timed: our generic torch.func path (`method="jacobian"`), and SimpleViT (no JAX
-port: ours vs generic). Every kernel is checked against ours before it is timed.
+timing). Also timed: our generic torch.func path (`method="jacobian"`), SimpleViT (no JAX port:
+ours vs generic), and one EmpiricalNTKCallback measurement against a nominal training epoch.
+Every kernel is checked against ours before it is timed.
 
     .venv/bin/python benchmarks/bench_ntk.py [--n 128] [--repeats 10] [--dtype float32|float64] [--threads 1]
+        [--models mlp,cnn,vit] [--skip-callback]
 
 Prints a markdown table; the headline is the "ours / nt-structured" ratio on the MLP.
 """
@@ -114,6 +116,28 @@ def bench_model(name: str, model: nn.Module, x: torch.Tensor, repeats: int, with
     return [(name, impl, ms[impl], errs[impl]) for impl in fns]
 
 
+def bench_callback(backbone: str, n_angles: int, repeats: int) -> tuple[str, int, int, float, float]:
+    """Wall time of one EmpiricalNTKCallback measurement (default probe set), without figures."""
+    from orbitbench.callbacks import EmpiricalNTKCallback
+    from orbitbench.datamodules import RotatedMNIST
+    from orbitbench.models import create_model
+
+    dm = RotatedMNIST(n_angles=n_angles, source="mnist5k")
+    dm.setup("fit")
+    callback = EmpiricalNTKCallback(infinite_width=False)
+    callback.probe = callback.draw_probe(dm)
+    network = create_model(backbone)
+    network.train()
+    ms = round_robin_ms({"cb": lambda: callback.compute(network)}, repeats)["cb"]
+    pairs = len(callback.probe.other_classes) * callback.n_seeds * callback.seeds_per_class
+    epoch_s = len(dm.splits["train"]) / SAMPLES_PER_S[backbone]
+    return backbone, n_angles, pairs, ms, epoch_s
+
+
+# Training throughput on this machine (docs: batch 2048, 2 idle cores) -> a nominal epoch time.
+SAMPLES_PER_S = {"paper_mlp": 23000.0, "paper_convnet": 2200.0}
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
 
@@ -123,7 +147,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=128, help="kernel size n x n")
     parser.add_argument("--repeats", type=int, default=10, help="timed turns per implementation")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--skip-vit", action="store_true")
+    parser.add_argument("--models", default="mlp,cnn,vit", help="comma list of mlp, cnn, vit ('' for none)")
+    parser.add_argument("--skip-callback", action="store_true")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch and XLA alike (1: steadiest on a shared machine)")
     args = parser.parse_args()
@@ -134,20 +159,37 @@ def main() -> None:
     torch.manual_seed(0)
     x = torch.rand(args.n, 1, 28, 28, dtype=dtype)
     x = x / x.flatten(1).norm(dim=1)[:, None, None, None]  # unit-norm images, as the datamodules feed them
-    rows = bench_model("paper MLP 784-512-128-10", paper_mlp().to(dtype), x, args.repeats, True)
-    rows += bench_model("paper ConvNet", paper_convnet().to(dtype), x, args.repeats, True)
-    if not args.skip_vit:
+    models = {m for m in args.models.split(",") if m}
+    rows = []
+    if "mlp" in models:
+        rows += bench_model("paper MLP 784-512-128-10", paper_mlp().to(dtype), x, args.repeats, True)
+    if "cnn" in models:
+        rows += bench_model("paper ConvNet", paper_convnet().to(dtype), x, args.repeats, True)
+    if "vit" in models:
         from vit_pytorch import SimpleViT
 
         vit = SimpleViT(image_size=28, patch_size=4, num_classes=10, dim=256, depth=2, heads=4, mlp_dim=256, channels=1)
         rows += bench_model("SimpleViT (paper)", vit.to(dtype), x, max(3, args.repeats // 4), False)
 
+    if rows:
+        print_kernel_table(rows, args)
+    if not args.skip_callback:
+        print("\nEmpiricalNTKCallback, one measurement (4 leave-out seeds x 9 classes = 36 orbit pairs, "
+              f"float64, no figures; load avg {os.getloadavg()[0]:.2f})\n")  # fmt: skip
+        print("| backbone | n_angles | pairs | ms per measurement | nominal epoch s | % of an epoch |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for backbone, n_angles in (("paper_mlp", 8), ("paper_mlp", 32), ("paper_convnet", 8)):
+            b, n, pairs, ms, epoch_s = bench_callback(backbone, n_angles, 3)
+            print(f"| {b} | {n} | {pairs} | {ms:.0f} | {epoch_s:.1f} | {100 * ms / 1e3 / epoch_s:.1f} |")
+
+
+def print_kernel_table(rows: list[tuple], args: argparse.Namespace) -> None:
     print(f"\n{args.n}x{args.n} kernel, {args.dtype}, scalar output (logit {PAIR[0]} - logit {PAIR[1]}); "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
           f"{torch.get_num_threads()}, load avg {os.getloadavg()[0]:.2f}\n")  # fmt: skip
     print("| model | implementation | median ms | x ours | rel. diff to ours |")
     print("|---|---|---:|---:|---:|")
-    base = {}
+    base: dict[str, float] = {}
     for model, impl, ms, err in rows:
         base.setdefault(model, ms)
         print(f"| {model} | {impl} | {ms:.2f} | {ms / base[model]:.2f} | {err:.1e} |")
@@ -155,7 +197,6 @@ def main() -> None:
         nt_ms = [ms for m, impl, ms, _ in rows if m == model and "structured_derivatives" in impl]
         if nt_ms:
             print(f"\n{model}: ours / neural-tangents structured = {base[model] / nt_ms[0]:.2f}")
-
 
 if __name__ == "__main__":
     main()

@@ -36,8 +36,10 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -587,6 +589,53 @@ def run_sweep(
     failures: list[str] = []
     bar = tqdm(total=len(mine), initial=len(mine) - len(todo), desc=f"sweep {spec.name}", unit="cell",
                disable=not progress, file=sys.stderr)
+    with _stop_on_signals():
+        _run_cells(spec, root, todo, bar, failures, fail_fast, in_process)
+    bar.close()
+    state = read_sweep_dir(root)
+    write_csv(state)
+    if failures:
+        raise OrbitbenchError(
+            f"{len(failures)} of {len(todo)} cells failed (first: {failures[0]}); re-run the same command to retry them"
+        )
+    return state
+
+
+class SweepTerminated(BaseException):
+    """SIGTERM or Ctrl-C reached the sweep. A BaseException so that no `except Exception` (ours or
+    Lightning's) turns it into a failed cell: the sweep stops; finished cells stay finished."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Make `kill <sweep pid>` and Ctrl-C stop the whole sweep, not just the cell in progress.
+
+    In-process, Lightning's SIGTERM handler only sets a flag (made for cluster requeueing) and its
+    Ctrl-C handling ends the fit as a failure, so the sweep would go on with the next cell; it
+    calls handlers installed before it, so ours runs too. For subprocess cells, the exception makes
+    `subprocess.run` kill the running child.
+    """
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SweepTerminated(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def _run_cells(spec: SweepSpec, root: Path, todo: list[Cell], bar, failures: list[str], fail_fast: bool,
+               in_process: bool) -> None:
     for cell in todo:
         bar.set_postfix_str(cell.cell_id)
         try:
@@ -599,14 +648,6 @@ def run_sweep(
         else:
             bar.set_postfix_str(f"{cell.cell_id} out-test {result.out_test_acc:.3f}")
         bar.update(1)
-    bar.close()
-    state = read_sweep_dir(root)
-    write_csv(state)
-    if failures:
-        raise OrbitbenchError(
-            f"{len(failures)} of {len(todo)} cells failed (first: {failures[0]}); re-run the same command to retry them"
-        )
-    return state
 
 
 # ----------------------------------------------------------------------------------------------
@@ -746,4 +787,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OrbitbenchError as error:
         print(f"orbitbench: {error}", file=sys.stderr)
         return 2
+    except SweepTerminated as stop:
+        print(f"orbitbench: sweep stopped by {signal.Signals(stop.signum).name}; finished cells are kept, "
+              "re-run the same command to resume", file=sys.stderr)
+        return 128 + stop.signum
     return 0

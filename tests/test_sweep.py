@@ -187,3 +187,38 @@ def test_a_model_config_file_comes_first_and_is_recorded(tmp_path):
     assert recorded["config_file"] == str(config)
     assert recorded["config_file_content"] == {"model": {"init_args": {"backbone_kwargs": {"dropout": 0.25}}}}
 
+
+
+def test_sigterm_stops_the_whole_sweep_and_keeps_nothing_half_done(tmp_path):
+    """`kill <pid>` ends the sweep (Lightning alone would only flag it and go on with the next
+    cell); the interrupted cell has no result, so a re-run redoes exactly that cell."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    long_fit = TINY.replace("trainer.max_epochs: 1", "trainer.max_epochs: 500")  # killed long before the end
+    spec_file, out = _write(tmp_path, long_fit), tmp_path / "out"
+    command = [sys.executable, "-m", "orbitbench", "sweep", "run", str(spec_file), "--out", str(out),
+               "--no-progress", "--in-process"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = out / "cells" / CELLS[0]
+    deadline = time.monotonic() + 120
+    # The model summary is printed when training starts, after Lightning installed its SIGTERM handler.
+    log = first / "fit.log"
+    while process.poll() is None and time.monotonic() < deadline and not (
+        log.is_file() and "Total params" in log.read_text()
+    ):
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert process.poll() is None, "the sweep ended before it could be killed"
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()  # never leave a 500-epoch sweep behind when the test fails
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1].startswith("orbitbench: sweep stopped by SIGTERM")
+    assert not (first / "result.json").exists()
+    assert not (out / "cells" / CELLS[1]).exists()  # the sweep did not go on to the next cell
+    assert sweep.read_sweep_dir(out).missing == sweep.read_sweep_dir(out).spec.cells()

@@ -768,7 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             spec, root = _spec_for(args)
             state = run_sweep(spec, root, _parse_shard(args.shard), args.fail_fast, not args.no_progress,
                               args.in_process)
-            print(f"{len(state.results)} of {len(spec.cells())} cells finished; table: {root / CSV_FILE}")
+            print(f"{len(state.results)} of {len(state.spec.cells())} cells finished; table: {root / CSV_FILE}")
             if state.missing:
                 print(f"{len(state.missing)} cells of {root} are not finished here (other shards or --models)")
         elif args.command == "list":

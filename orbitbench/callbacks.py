@@ -172,9 +172,10 @@ class EmpiricalNTKCallback(L.Callback):
             raise OrbitbenchError(
                 "EmpiricalNTKCallback needs an orbitbench OrbitDataModule (RotatedMNIST, TranslatedMNIST)"
             )
-        self.probe = self._draw_probe(dm)
+        self.probe = self.draw_probe(dm)
 
-    def _draw_probe(self, dm: Any) -> NTKProbe:
+    def draw_probe(self, dm: Any) -> NTKProbe:
+        """The probe set from a set-up DataModule (also usable without a Trainer, as in benchmarks)."""
         leave_out = int(dm.hparams.leave_out_class)
         held = tuple(int(p) for p in getattr(dm, "held_out_poses", dm.hparams.held_out_poses))
         labels = dm.digits.labels

@@ -204,7 +204,9 @@ class EmpiricalNTKCallback(L.Callback):
     # ---- when to measure --------------------------------------------------------------------
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._measure(trainer, pl_module, "fit_start")  # the kernel at initialisation (or at resumption)
+        if self._initial is not None:
+            return  # resumed: the kernel at initialisation came with the checkpoint (global step not yet restored)
+        self._measure(trainer, pl_module, "fit_start")  # the kernel at initialisation
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if (trainer.current_epoch + 1) % self.every_n_epochs == 0:

@@ -130,3 +130,19 @@ def test_config_file_and_callbacks_flag_add_the_callback(capsys: pytest.CaptureF
     assert run_lightning_cli(argv) == 0
     printed = capsys.readouterr().out
     assert "orbitbench.callbacks.EmpiricalNTKCallback" in printed and "every_n_epochs: 3" in printed
+
+
+def test_resume_from_checkpoint_keeps_the_initial_kernel(trained, tmp_path: Path) -> None:
+    dm, model, callback, trainer, _ = trained
+    checkpoint = tmp_path / "last.ckpt"
+    trainer.save_checkpoint(checkpoint)
+    resumed = EmpiricalNTKCallback(every_n_epochs=2, n_seeds=3, seeds_per_class=2, infinite_width=False)
+    logger = TensorBoardLogger(tmp_path, name="resumed", version=0)
+    L.Trainer(
+        max_epochs=4, logger=logger, callbacks=[resumed], enable_progress_bar=False, enable_checkpointing=False,
+        enable_model_summary=False, limit_val_batches=1, num_sanity_val_steps=0,
+    ).fit(OrbitClassifier("paper_mlp"), dm, ckpt_path=checkpoint)  # fmt: skip
+    steps = [h["step"] for h in resumed.history]
+    assert steps == [h["step"] for h in callback.history] + [4.0 * trainer.num_training_batches]
+    # the drift is still measured from the kernel at initialisation, not from the resumed weights
+    assert resumed.history[-1]["kernel_drift"] > callback.history[-1]["kernel_drift"] > 0

@@ -240,7 +240,7 @@ def fit_summary(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
     where = ", ".join(f"{k}={data[k]}" for k in ("n_poses", "leave_out_class") if k in data)
     lines = [
         f"orbitbench fit: {record['backbone']} on {data['class']}({where}), "
-        f"{trainer.current_epoch} epochs, {record['n_params']:,} parameters",
+        f"{trainer.current_epoch} epoch{'' if trainer.current_epoch == 1 else 's'}, {record['n_params']:,} parameters",
         f"  accuracy     train {fmt('train/acc')} | in-test {fmt('val/in_test_acc')} | out-test {fmt('val/out_test_acc')}",
     ]
     if trainer.log_dir:

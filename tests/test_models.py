@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from orbitbench.errors import OrbitbenchError
@@ -122,3 +125,13 @@ def test_register_model_adds_a_family_and_refuses_a_clash() -> None:
     assert create_model("c4_pooled(_test_linear)")(_batch(2)[0]).shape == (2, 10)
     with pytest.raises(ValueError, match="already registered"):
         register_model("_test_linear")(lambda: nn.Identity())
+
+
+MODEL_CONFIGS = sorted((Path(__file__).resolve().parents[1] / "models").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", MODEL_CONFIGS, ids=lambda p: p.name)
+def test_every_model_config_builds_its_backbone(config: Path) -> None:
+    init_args = yaml.safe_load(config.read_text())["model"]["init_args"]
+    model = create_model(init_args["backbone"], **(init_args.get("backbone_kwargs") or {}))
+    assert model(_batch(2)[0]).shape == (2, 10)

@@ -181,3 +181,14 @@ def test_condense_parser_error_names_the_full_key() -> None:
         "          Expected a <class 'int'>. Got value: abc\n    - Expected a <class 'NoneType'>"
     )
     assert condense_parser_error(message) == "--data.n_angles: expected int, got 'abc'"
+
+
+CONFIGS = sorted(p.relative_to(REPO) for d in ("models", "datamodules", "configs") for p in (REPO / d).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_every_shipped_config_parses_on_top_of_the_paper_preset(config: Path, capsys) -> None:
+    argv = ["fit", "--config", str(REPO / "configs/paper_fig1.yaml"), "--config", str(REPO / config), "--print_config"]
+    assert run_lightning_cli(argv) == 0
+    printed = capsys.readouterr().out
+    assert "max_epochs: 22" in printed or config.name == "smoke.yaml"

@@ -293,6 +293,8 @@ def run_lightning_cli(argv: list[str]) -> int:
         with warnings.catch_warnings():
             # cli.main passes sys.argv[1:] as `args`; Lightning warns when both are present.
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+            # Lightning's own internal use of a deprecated torch pytree API; nothing a user can act on.
+            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
             _run(argv)
     except ArgumentError as error:
         print(f"orbitbench: {condense_parser_error(str(error))}", file=sys.stderr)

@@ -364,7 +364,7 @@ def render_figure(entries: dict[str, Entry]) -> bytes:
     import matplotlib.pyplot as plt
 
     tracks = by_track(entries)
-    fig, axes = plt.subplots(1, max(1, len(tracks)), figsize=(5.5 * max(1, len(tracks)), 4), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(tracks)), figsize=(7.5 * max(1, len(tracks)), 4), squeeze=False)
     for ax, (track, ranked) in zip(axes[0], tracks.items()):
         for entry in ranked:
             xs = [r.n_poses for r in entry.results]
@@ -380,12 +380,12 @@ def render_figure(entries: dict[str, Entry]) -> bytes:
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"track {track}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: curves stay visible
     if not tracks:
         axes[0][0].text(0.5, 0.5, "no entries yet", ha="center", va="center")
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
 

@@ -679,7 +679,7 @@ def plot_sweep(state: SweepState, output: Path) -> Path:
     results = list(state.results.values())
     if not results:
         raise OrbitbenchError(f"{state.root}: no finished cells to plot yet")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
     for color, model in zip(itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"]), state.spec.grid.model):
         for key, style, marker, label in (("out_test_acc", "-", "o", "out-test"), ("in_test_acc", "--", "s", "in-test")):
             stats = aggregate([r for r in results if r.model == model], key)
@@ -700,10 +700,10 @@ def plot_sweep(state: SweepState, output: Path) -> Path:
     ax.set_ylim(-0.02, 1.02)
     ax.set_title(f"{state.spec.name}: mean ± std over leave-out classes")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: curves stay visible
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
+    fig.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     atomic_write_bytes(output, buffer.getvalue())
     return output

@@ -222,3 +222,17 @@ def test_sigterm_stops_the_whole_sweep_and_keeps_nothing_half_done(tmp_path):
     assert not (first / "result.json").exists()
     assert not (out / "cells" / CELLS[1]).exists()  # the sweep did not go on to the next cell
     assert sweep.read_sweep_dir(out).missing == sweep.read_sweep_dir(out).spec.cells()
+
+
+def test_spectral_accuracy_comes_from_the_ntk_callbacks_last_logged_value(tmp_path):
+    """EmpiricalNTKCallback logs `ntk/spectral_accuracy` through the loggers, not metrics.json."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(tmp_path))
+    for step, value in enumerate((0.25, 0.5, 0.75)):
+        writer.add_scalar("ntk/spectral_accuracy", value, step)
+    writer.close()
+    with_callback = ["fit", "--trainer.callbacks+={\"class_path\": \"orbitbench.callbacks.EmpiricalNTKCallback\"}"]
+    assert sweep._spectral_accuracy({}, with_callback, tmp_path) == 0.75
+    assert sweep._spectral_accuracy({}, ["fit"], tmp_path) is None  # no callback: events not read
+    assert sweep._spectral_accuracy({"spectral_pred_acc": 0.4}, with_callback, tmp_path) == 0.4

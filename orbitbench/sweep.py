@@ -497,6 +497,10 @@ def _prepare_root(spec: SweepSpec, root: Path) -> SweepSpec:
     return spec_to_write
 
 
+class BadFitSettings(OrbitbenchError):
+    """`orbitbench fit` rejected its settings (exit 2): every other cell would fail the same way."""
+
+
 @contextlib.contextmanager
 def _output_to(log: io.TextIOBase):
     """Send this process's stdout and stderr (file descriptors, so C code and logging too) to `log`."""
@@ -506,8 +510,11 @@ def _output_to(log: io.TextIOBase):
     try:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
-        yield
+        # sys.stdout / sys.stderr may not be fds 1 and 2 (pytest, notebooks): redirect them as well.
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            yield
     finally:
+        log.flush()
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)
@@ -552,9 +559,8 @@ def run_cell(spec: SweepSpec, cell: Cell, root: Path, in_process: bool = False) 
     wall = time.perf_counter() - start
     if returncode != 0:
         tail = (log_dir / "fit.log").read_text().strip().splitlines()[-1:] or [""]
-        raise OrbitbenchError(
-            f"cell {cell.cell_id} failed (exit {returncode}): {tail[0][:300]} [full log: {log_dir / 'fit.log'}]"
-        )
+        message = f"cell {cell.cell_id} failed (exit {returncode}): {tail[0][:300]} [full log: {log_dir / 'fit.log'}]"
+        raise (BadFitSettings if returncode == 2 else OrbitbenchError)(message)
     metrics_path = log_dir / METRICS_FILE
     if not metrics_path.is_file():
         raise OrbitbenchError(f"cell {cell.cell_id}: the fit exited 0 but wrote no {metrics_path}")
@@ -641,7 +647,7 @@ def _run_cells(spec: SweepSpec, root: Path, todo: list[Cell], bar, failures: lis
         try:
             result = run_cell(spec, cell, root, in_process)
         except OrbitbenchError as error:
-            if fail_fast:
+            if fail_fast or isinstance(error, BadFitSettings):
                 raise
             failures.append(str(error))
             bar.write(f"orbitbench: {error}", file=sys.stderr)

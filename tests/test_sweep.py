@@ -236,3 +236,13 @@ def test_spectral_accuracy_comes_from_the_ntk_callbacks_last_logged_value(tmp_pa
     assert sweep._spectral_accuracy({}, with_callback, tmp_path) == 0.75
     assert sweep._spectral_accuracy({}, ["fit"], tmp_path) is None  # no callback: events not read
     assert sweep._spectral_accuracy({"spectral_pred_acc": 0.4}, with_callback, tmp_path) == 0.4
+
+
+def test_settings_that_fit_rejects_stop_the_sweep_at_the_first_cell(tmp_path, capsys):
+    bad = TINY.replace("trainer.max_epochs: 1", "trainer.max_epochs: many")
+    out = tmp_path / "out"
+    assert sweep.main(["run", str(_write(tmp_path, bad)), "--out", str(out), "--no-progress", "--in-process"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"orbitbench: cell {CELLS[0]} failed (exit 2)") and "max_epochs" in err
+    assert err.count("\n") == 1
+    assert not (out / "cells" / CELLS[1]).exists()  # not repeated for every cell

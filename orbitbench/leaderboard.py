@@ -333,6 +333,9 @@ def render_readme(entries: dict[str, Entry]) -> str:
             f"## Track `{track}`",
             "",
             f"{protocol.datamodule}, n_poses {orders}, leave-out classes {protocol.leave_out_classes}, data: {data}.",
+            "Reproduce: " + ", ".join(
+                f"`orbitbench sweep run sweeps/{name}.yaml`" for name in sorted({e.sweep for e in ranked})
+            ) + " (each entry's training settings are in its JSON file).",
             "",
             "| Rank | Entry | Model | Params | Out-test | In-test | Gap | "
             + " | ".join(f"out-test n={n}" for n in orders)

@@ -6,11 +6,18 @@
     net = create_model("timm:resnet18")           # any timm model, 1 channel, 28x28, no weights
     net = create_model("c4_pooled(paper_convnet)")  # invariant to rot90 by construction
 
-Adding an architecture: one file here with a `@register_model("name")` builder, imported below,
-and a `models/<name>.yaml` CLI config.
+Adding an architecture: one file here with a `@register_model("name")` builder and a
+`models/<name>.yaml` CLI config. Every module of this package whose name does not start with an
+underscore is imported below, so a new file registers itself without touching this one.
 """
 
-from orbitbench.models._registry import create_model, list_models, register_model
-from orbitbench.models import cnn, mlp, paper  # noqa: F401  (registers the built-in families)
+import importlib
+import pkgutil
 
-__all__ = ["create_model", "list_models", "register_model"]
+from orbitbench.models._registry import builder_path, create_model, list_models, register_model
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["builder_path", "create_model", "list_models", "register_model"]

@@ -55,6 +55,24 @@ def create_model(name: str, **kwargs) -> nn.Module:
         from orbitbench.models.timm_adapter import create_timm_model
 
         return create_timm_model(name[len(TIMM_PREFIX):], **kwargs)
+    try:
+        return _registered(name)(**kwargs)
+    except TypeError as error:  # a bad keyword for this builder: user input, not a bug
+        raise OrbitbenchError(f"model {name!r}: {error}") from error
+
+
+def builder_path(name: str) -> str:
+    """`module:qualname` of the code that builds `name`: what a leaderboard entry records."""
+    name = name.strip()
+    if _C4_PATTERN.match(name):
+        return "orbitbench.models.c4_pooled:C4Pooled"
+    if name.startswith(TIMM_PREFIX):
+        return "orbitbench.models.timm_adapter:create_timm_model"
+    builder = _registered(name)
+    return f"{builder.__module__}:{builder.__qualname__}"
+
+
+def _registered(name: str) -> ModelBuilder:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -62,7 +80,4 @@ def create_model(name: str, **kwargs) -> nn.Module:
             f"unknown model {name!r}{hint}; expected one of {', '.join(list_models())}, "
             f"'timm:<timm model name>' or 'c4_pooled(<model>)'"
         )
-    try:
-        return _REGISTRY[name](**kwargs)
-    except TypeError as error:  # a bad keyword for this builder: user input, not a bug
-        raise OrbitbenchError(f"model {name!r}: {error}") from error
+    return _REGISTRY[name]

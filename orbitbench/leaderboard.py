@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orbitbench.errors import OrbitbenchError
+from orbitbench.models import builder_path
 from orbitbench.sweep import (
     NAME_PATTERN,
     CellResult,
@@ -190,20 +191,6 @@ def load_entries(root: Path) -> dict[str, Entry]:
 # ----------------------------------------------------------------------------------------------
 
 
-def _builder_of(model: str) -> str:
-    """`module:function` of the code that builds `model` (a registered name, timm: or c4_pooled(...))."""
-    from orbitbench.models import _registry
-
-    if model.startswith(_registry.TIMM_PREFIX):
-        return "orbitbench.models.timm_adapter:create_timm_model"
-    if _registry._C4_PATTERN.match(model):
-        return "orbitbench.models.c4_pooled:C4Pooled"
-    builder = _registry._REGISTRY.get(model)
-    if builder is None:
-        raise OrbitbenchError(f"model {model!r} is not registered in orbitbench.models; cannot name its builder")
-    return f"{builder.__module__}:{builder.__qualname__}"
-
-
 def _stat(stats: dict[tuple[str, int], tuple[float, float, int]], model: str, n: int) -> Stat | None:
     if (model, n) not in stats:
         return None
@@ -242,7 +229,7 @@ def entry_from_sweep(state: SweepState, model: str, name: str | None = None, not
         return Entry(
             name=name or model.replace(":", "_").replace("(", "_").replace(")", ""),
             model=model,
-            builder=_builder_of(model),
+            builder=builder_path(model),
             config=spec.training_config(model),
             param_count=params.pop(),
             track=spec.track,

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -159,6 +160,7 @@ class OrbitDataModule(L.LightningDataModule):
         digits = load_digits(hp.source, hp.data_dir)
         if hp.seeds_per_class is not None:
             digits = digits.subsample_per_class(hp.seeds_per_class, hp.seed)
+        rank_zero_info(f"orbitbench: data source {hp.source!r} -> {digits.source}, {len(digits)} images x {self.n_poses} poses")
         self.digits: Digits = digits
         pixels = digits.images.to(torch.float32) / 255.0  # [N, 28, 28] in [0, 1]
         # unit_norm is applied before the action (paper training); sphere after it (per batch).

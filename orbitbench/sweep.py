@@ -557,6 +557,7 @@ def run_cell(spec: SweepSpec, cell: Cell, root: Path, in_process: bool = False) 
             command = [sys.executable, "-m", "orbitbench", *argv]
             returncode = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
     wall = time.perf_counter() - start
+    _raise_if_signalled()  # a fit cut short by a signal is not a result, nor a failed cell
     if returncode != 0:
         tail = (log_dir / "fit.log").read_text().strip().splitlines()[-1:] or [""]
         message = f"cell {cell.cell_id} failed (exit {returncode}): {tail[0][:300]} [full log: {log_dir / 'fit.log'}]"
@@ -607,6 +608,20 @@ def run_sweep(
     return state
 
 
+_received_signals: list[int] = []  # what `_stop_on_signals` caught, even where its raise was swallowed
+
+
+def _raise_if_signalled() -> None:
+    """Stop the sweep if a signal arrived, also when its exception was lost on the way.
+
+    A signal handler's exception surfaces wherever the main thread happens to be; inside a
+    finalizer Python only prints it, and Lightning then ends the fit quietly on its own SIGTERM
+    flag. The record kept by the handler makes the stop certain either way.
+    """
+    if _received_signals:
+        raise SweepTerminated(_received_signals[-1])
+
+
 class SweepTerminated(BaseException):
     """SIGTERM or Ctrl-C reached the sweep. A BaseException so that no `except Exception` (ours or
     Lightning's) turns it into a failed cell: the sweep stops; finished cells stay finished."""
@@ -628,8 +643,10 @@ def _stop_on_signals():
     if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
         yield
         return
+    _received_signals.clear()
 
     def handler(signum, frame):
+        _received_signals.append(signum)
         raise SweepTerminated(signum)
 
     previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}

@@ -374,7 +374,7 @@ def _spectral_accuracy(metrics: dict[str, Any], argv: list[str], log_dir: Path) 
 def result_from_metrics(
     spec: SweepSpec, cell: Cell, log_dir: Path, metrics: dict[str, Any], wall_time_s: float, argv: list[str]
 ) -> CellResult:
-    """Map the module's metrics.json (engineer B's names) to a CellResult."""
+    """Map the module's metrics.json (names documented in orbitbench.module) to a CellResult."""
     for required in ("in_test_acc", "out_test_acc"):
         if _metric(metrics, required) is None:
             raise OrbitbenchError(

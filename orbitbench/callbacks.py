@@ -347,13 +347,16 @@ class EmpiricalNTKCallback(L.Callback):
         """One line for a run's printed summary: spectral-predicted vs actual out-test accuracy."""
         if not self.history or self.probe is None:
             return "  empirical NTK  no measurement"
-        last = self.history[-1]
+        first, last = self.history[0], self.history[-1]
         infinite = last.get("infinite_spectral_accuracy")
+        # The kernel at initialisation is the reference the trained kernel moved away from.
+        at_init = f" (kernel at init: {first['spectral_accuracy']:.3f})" if first["step"] == 0 and first is not last else ""
         return (
             f"  empirical NTK  out-test on {self.probe.n_seeds} probe seeds: spectral-predicted "
             f"{last['spectral_accuracy']:.3f} | network {last['network_accuracy']:.3f} | agreement "
             f"{last['agreement']:.3f}"
             + ("" if infinite is None else f" | infinite-width predicted {infinite:.3f}")
+            + at_init
             + f" ({last['seconds']:.2f} s per measurement)"
         )
 

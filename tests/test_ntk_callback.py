@@ -66,6 +66,7 @@ def test_logs_all_scalars_and_figures_at_start_every_k_epochs_and_end(trained) -
     last = callback.summary()
     line = callback.summary_line()
     assert f"spectral-predicted {last['spectral_accuracy']:.3f} | network {last['network_accuracy']:.3f}" in line
+    assert f"(kernel at init: {callback.history[0]['spectral_accuracy']:.3f})" in line
 
 
 def test_numbers_equal_spectral_module_on_kernels_computed_outside(trained) -> None:

@@ -105,6 +105,8 @@ def load_digits(source: str = "auto", data_dir: str | Path = "data", download: b
                 f"no IDX files in {path}: expected {MNIST_TRAIN_FILES[0]} and {MNIST_TRAIN_FILES[1]} (or .gz)"
             )
         return _load_idx_pair(*pair, source=f"idx:{path}")
+    if "/" in source or source.endswith("ubyte") or source.endswith(".gz"):
+        raise DataSourceError(f"data source {source!r} does not exist: expected a folder or file of MNIST IDX data")
     raise DataSourceError(
         f"unknown data source {source!r}: expected one of {', '.join(SOURCES)} or a path to MNIST IDX files"
     )

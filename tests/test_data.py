@@ -89,6 +89,8 @@ def test_truncated_header_and_unknown_source(tmp_path: Path) -> None:
         read_idx(tmp_path / "short", ndim=1)
     with pytest.raises(DataSourceError, match="unknown data source 'mnist10k'"):
         load_digits("mnist10k")
+    with pytest.raises(DataSourceError, match=r"data source '.*missing/train-images-idx3-ubyte' does not exist"):
+        load_digits(str(tmp_path / "missing" / "train-images-idx3-ubyte"))
 
 
 def test_subsample_per_class_is_seeded_and_balanced(mnist5k: Digits) -> None:

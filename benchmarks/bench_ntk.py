@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import time
 from collections.abc import Callable
 
@@ -29,6 +28,8 @@ from torch import nn
 
 import orbitbench  # noqa: F401  (sets JAX x64 / quiet TF before neural-tangents is imported)
 from orbitbench.ntk import empirical_ntk
+
+from _timing import round_robin  # benchmarks/ is on sys.path when a script here runs
 
 PAIR = (3, 1)
 
@@ -80,16 +81,8 @@ def jax_port(model: nn.Module) -> tuple[Callable, dict]:
 
 
 def round_robin_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time per function, timed in turns so that load from other processes hits all alike."""
-    for fn in fns.values():
-        fn()  # warm-up / compile
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+    """Median milliseconds per function, after one untimed warm-up / compile call each."""
+    return {name: seconds * 1e3 for name, seconds in round_robin(fns, repeats, warmup=True).items()}
 
 
 def bench_model(name: str, model: nn.Module, x: torch.Tensor, repeats: int, with_nt: bool) -> list[tuple]:

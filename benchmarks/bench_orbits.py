@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
 from collections.abc import Callable
 
-import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from scipy import ndimage
@@ -30,16 +27,7 @@ from orbitbench.data import load_digits
 from orbitbench.orbits import Rotation, normalize
 from orbitbench.datamodules import RotatedMNIST
 
-
-def round_robin(methods: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    """Median seconds of each method, timed in turns so that load drift hits all of them alike."""
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(rounds):
-        for name, work in methods.items():
-            start = time.perf_counter()
-            work()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+from _timing import round_robin  # benchmarks/ is on sys.path when a script here runs
 
 
 def main() -> None:

@@ -79,10 +79,8 @@ def load_digits(source: str = "auto", data_dir: str | Path = "data", download: b
         return _load_mnist5k()
     if source == "auto":
         raw = Path(data_dir) / "MNIST" / "raw"
-        if _find_idx_pair(raw) is not None:
-            digits = _load_idx_pair(*_find_idx_pair(raw), source="mnist")
-        else:
-            digits = _load_mnist5k()
+        pair = _find_idx_pair(raw)
+        digits = _load_idx_pair(*pair, source="mnist") if pair is not None else _load_mnist5k()
         log.info("orbitbench.data: source=auto uses %s (%d images)", digits.source, len(digits))
         return digits
     if source == "mnist":

@@ -13,12 +13,14 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -e ".[dev]"
+	$(PY) -m pip install -q --no-deps --upgrade --target $(VENV)/reference neural-tangents==0.6.5
 	rm -f $(VENV)/.installed-*
 	touch $@
 
 # Re-point the editable install at this checkout every time (a cached venv may come from another clone).
+# The example plug-in package (CONTRIBUTING.md) is installed for its test, likewise re-pointed.
 install: $(STAMP)
-	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e . -e examples/orbitbench-plugin-example
 
 # The main job: train the paper MLP on partially observed rotated MNIST (embedded data, ~1 minute on
 # 2 CPU cores) with the empirical-NTK callback, then print train / in-test / out-test accuracy and

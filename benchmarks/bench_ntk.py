@@ -95,7 +95,10 @@ def bench_model(name: str, model: nn.Module, x: torch.Tensor, repeats: int, with
     errs = {name: rel_err(fn(), ours) for name, fn in fns.items()}
     if with_nt:
         import jax
-        import neural_tangents as nt
+
+        from orbitbench.reference import neural_tangents
+
+        nt = neural_tangents()
 
         f, params = jax_port(model)
         xj = jax.numpy.asarray(x.numpy())

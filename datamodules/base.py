@@ -99,6 +99,7 @@ class OrbitDataModule(L.LightningDataModule):
 
     eval_split_names = ("in_test", "out_test")
     num_classes = NUM_CLASSES
+    predict_split = "out_test"  # set by `orbitbench predict --split`
 
     def __init__(
         self,
@@ -137,6 +138,8 @@ class OrbitDataModule(L.LightningDataModule):
                 )
         if batch_size < 1:
             raise OrbitbenchError(f"batch_size={batch_size} is invalid: expected a positive integer")
+        if num_workers < 0:
+            raise OrbitbenchError(f"num_workers={num_workers} is invalid: expected 0 (load in the main process) or more")
         self.save_hyperparameters(ignore=("n_poses",))
         self.held_out_poses = held_out
         self._base_by_device: dict[torch.device, Tensor] = {}
@@ -160,6 +163,11 @@ class OrbitDataModule(L.LightningDataModule):
         digits = load_digits(hp.source, hp.data_dir)
         if hp.seeds_per_class is not None:
             digits = digits.subsample_per_class(hp.seeds_per_class, hp.seed)
+        if (digits.labels == hp.leave_out_class).sum() == 0:
+            raise OrbitbenchError(
+                f"data source {digits.source} has {len(digits)} images and none of the leave-out class "
+                f"{hp.leave_out_class}: the out-test split would be empty; pick another --data.leave_out_class"
+            )
         rank_zero_info(f"orbitbench: data source {hp.source!r} -> {digits.source}, {len(digits)} images x {self.n_poses} poses")
         self.digits: Digits = digits
         pixels = digits.images.to(torch.float32) / 255.0  # [N, 28, 28] in [0, 1]
@@ -221,3 +229,7 @@ class OrbitDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()
+
+    def predict_dataloader(self) -> DataLoader:
+        """The split named by `predict_split` (`orbitbench predict --split`), in its stored order."""
+        return self._loader(self.predict_split)

@@ -19,6 +19,7 @@ Can an architecture learn a symmetry it has only partly seen?
 commands:
   fit | validate | test   train / evaluate a model on partially observed orbits (LightningCLI;
                           `orbitbench fit --help` for every option)
+  predict                 per-sample predictions of a checkpoint (CSV) and its confusion figure
   theory <experiment>     the paper's kernel experiments (toy, pairs, cnn, seeds, multiclass)
   sweep                   a grid of fits (models x n_angles x leave-out classes x seeds); `sweep plot`
   leaderboard             add | build | check leaderboard entries
@@ -28,7 +29,7 @@ options:
   --version               print the orbitbench version and exit
 """
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test")
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
 def main(argv: list[str] | None = None) -> int:

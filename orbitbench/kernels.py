@@ -27,9 +27,10 @@ BACKENDS = ("neural_tangents", "torch")
 def _kernel_fn(arch: str, depth: int, width: int, w_std: float, b_std: float | None, channels: int) -> Callable:
     """stax kernel function of an architecture (THEORY.md §4), jitted once per configuration."""
     import jax
-    from neural_tangents import stax
 
-    jax.config.update("jax_enable_x64", True)
+    from orbitbench.reference import neural_tangents
+
+    stax = neural_tangents().stax
     if arch == "mlp":
         hidden = [stax.Dense(width, W_std=w_std, b_std=b_std), stax.Relu()] * depth
         layers = [*hidden, stax.Dense(1, W_std=w_std, b_std=b_std)]

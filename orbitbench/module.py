@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
+from orbitbench.errors import OrbitbenchError
 from orbitbench.models import create_model
 
 EVAL_SPLITS = ("in_test", "out_test")  # == OrbitDataModule.eval_split_names (dataloader_idx -> name)
@@ -118,6 +119,14 @@ class OrbitClassifier(L.LightningModule):
         if self.pose_acc is not None:
             self.pose_acc[split].update(logits.argmax(dim=1), batch.label, batch.pose)
 
+    def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
+        """Per-sample rows for `orbitbench predict` (`orbitbench.predict.PredictionWriter`)."""
+        from orbitbench.predict import prediction_rows
+
+        logits = self.net(batch.image)
+        return {"image_index": batch.image_index, "pose": batch.pose, "label": batch.label,
+                **prediction_rows(logits.detach(), batch.label)}  # fmt: skip
+
     def validation_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("val", batch, dataloader_idx)
 
@@ -155,10 +164,17 @@ class OrbitClassifier(L.LightningModule):
                 add_figure(f"{stage}/in_test_acc_by_pose", pose_accuracy_figure(values["in_test"]), self.global_step)
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
+        # torch validates hyper-parameters (lr >= 0, betas in [0, 1)) with ValueError: user input.
+        try:
+            optimizer = self.optimizer_factory(self.parameters())
+        except ValueError as error:
+            raise OrbitbenchError(f"--model.optimizer: {error}") from error
         if self.scheduler_factory is None:
             return optimizer
-        scheduler = self.scheduler_factory(optimizer)
+        try:
+            scheduler = self.scheduler_factory(optimizer)
+        except ValueError as error:
+            raise OrbitbenchError(f"--model.scheduler: {error}") from error
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val/in_test_loss"}}
 
 

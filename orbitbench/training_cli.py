@@ -15,13 +15,17 @@ the benchmark needs to be trustworthy and easy to read:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
 import re
+import shutil
 import sys
+import time
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -30,10 +34,14 @@ from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from orbitbench.checkpoints import given_settings, read_settings, reconcile, short_class
 from orbitbench.datamodules import OrbitDataModule
 from orbitbench.errors import OrbitbenchError
+from orbitbench.hparams import HParamsSession
 from orbitbench.module import OrbitClassifier
+from orbitbench.predict import PredictionWriter
 
 RUNS_DIR = "runs"
 DEFAULT_SEED = 125  # the paper's seed
@@ -167,24 +175,56 @@ def _find_last_checkpoint(save_dir: str, name: str) -> Path:
     return candidates[-1]
 
 
+EVAL_COMMANDS = ("validate", "test", "predict")
+
+
 class OrbitbenchCLI(LightningCLI):
     """LightningCLI with orbitbench defaults (see the module docstring)."""
 
+    def __init__(self, *args, argv: list[str], **kwargs) -> None:
+        self.argv = list(argv)  # what the user typed: which settings are theirs (checkpoints.given_settings)
+        super().__init__(*args, args=argv, **kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_argument(
+            "--override_data", type=bool, default=False,
+            help="with --ckpt_path: allow data settings other than the checkpoint's (e.g. evaluate on another group order)",
+        )
+        parser.add_argument(
+            "--split", type=Literal["out_test", "in_test", "train"], default="out_test",
+            help="predict: the split whose samples are predicted",
+        )
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
                 "checkpoint.every_n_epochs": 1,
                 "checkpoint.save_top_k": 1,  # with no monitor: the latest epoch; -1 keeps every epoch
-                "model": {"class_path": "orbitbench.module.OrbitClassifier"},
+                # The paper's Adam as a class-path default, so `--model.optimizer.lr 3e-4` works.
+                "model": {
+                    "class_path": "orbitbench.module.OrbitClassifier",
+                    "init_args": {"optimizer": {"class_path": "torch.optim.Adam",
+                                                "init_args": {"lr": 1e-3, "betas": [0.7, 0.9]}}},
+                },
                 "data": {"class_path": "orbitbench.datamodules.RotatedMNIST"},
                 "trainer.logger": {
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                    "init_args": {"save_dir": RUNS_DIR, "name": None},
+                    "init_args": {"save_dir": RUNS_DIR, "name": None, "default_hp_metric": False},
                 },
             }
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """Restore the model and data settings a checkpoint was trained with; refuse conflicting ones.
+
+        Replaces Lightning's version, which overwrites the model settings without a word and never
+        looks at the data settings (see `orbitbench.checkpoints`).
+        """
+        subcommand = self.config.get("subcommand")
+        config = self.config.get(subcommand) if subcommand else None
+        if config is None or not config.get("ckpt_path") or config.ckpt_path == "last":
+            return  # "last" is resolved (and checked) in before_instantiate_classes
+        check_checkpoint_settings(self, subcommand, config.ckpt_path)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
@@ -200,8 +240,12 @@ class OrbitbenchCLI(LightningCLI):
                 raise OrbitbenchError("--ckpt_path last needs the default TensorBoardLogger; give the checkpoint path")
             last = _find_last_checkpoint(logger.init_args.save_dir, logger.init_args.name)
             config.ckpt_path = str(last)
+            check_checkpoint_settings(self, self.subcommand, config.ckpt_path)
             if self.subcommand == "fit":  # continue logging in the interrupted run's directory
                 logger.init_args.version = last.parent.parent.name
+        if self.subcommand in EVAL_COMMANDS and is_tensorboard and config.get("ckpt_path"):
+            split = config.split if self.subcommand == "predict" else None
+            place_eval_run(logger, Path(config.ckpt_path), self.subcommand, split)
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         try:
@@ -224,8 +268,94 @@ class OrbitbenchCLI(LightningCLI):
     def before_test(self) -> None:
         self._setup_data_early("test")
 
+    def before_predict(self) -> None:
+        if isinstance(self.datamodule, OrbitDataModule):
+            self.datamodule.predict_split = self.config.predict.split
+        self._setup_data_early("predict")
+
     def after_fit(self) -> None:
         print(fit_summary(self.trainer, self.model), flush=True)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        existed = _log_dir_exists(self.trainer)
+        try:
+            super()._run_subcommand(subcommand)
+        except BaseException:
+            if not existed:
+                discard_failed_run(self.trainer)
+            raise
+
+    def after_predict(self) -> None:
+        for callback in self.trainer.callbacks:
+            if isinstance(callback, PredictionWriter) and callback.written:
+                print(f"orbitbench predict: {', '.join(str(p) for p in callback.written)}", flush=True)
+
+
+def check_checkpoint_settings(cli: OrbitbenchCLI, subcommand: str, ckpt_path: str) -> None:
+    """`orbitbench.checkpoints` applied to the CLI's config: restore, or one error naming the conflicts."""
+    saved = read_settings(ckpt_path)
+    config = cli.config[subcommand]
+    conflicts: list[str] = []
+    for section, saved_class, values, may_differ in (
+        ("model", saved.model_class, saved.model, False),
+        ("data", saved.data_class, saved.data, bool(config.get("override_data"))),
+    ):
+        class_given, given = given_settings(cli.argv, section)
+        asked = config[section]
+        if saved_class is not None and asked.class_path != saved_class:
+            if class_given and not may_differ:
+                conflicts.append(f"--{section} is {short_class(asked.class_path)}, the checkpoint's is {short_class(saved_class)}")
+                continue
+            if not class_given:  # the checkpoint's class, with its settings
+                restored = cli._parser(subcommand).parse_object(
+                    {section: {"class_path": saved_class, "init_args": values}}, config
+                )
+                config[section] = restored[section]
+                continue
+        if saved_class is None or asked.class_path == saved_class:
+            conflicts += reconcile(section, asked, given, values, may_differ)
+    if conflicts:
+        hint = " (add --override_data true to evaluate on other data)" if subcommand in EVAL_COMMANDS else ""
+        raise OrbitbenchError(f"--ckpt_path {ckpt_path}: {'; '.join(conflicts)}{hint}")
+
+
+def _log_dir_exists(trainer: L.Trainer) -> bool:
+    log_dir = trainer.log_dir if trainer.loggers else None
+    return log_dir is not None and Path(log_dir).exists()
+
+
+def discard_failed_run(trainer: L.Trainer) -> None:
+    """A run that failed before saving a checkpoint leaves nothing behind; one with checkpoints is
+    kept for `--ckpt_path last` and marked `FAILED` (the sweep and leaderboard skip such folders)."""
+    if not trainer.is_global_zero or not _log_dir_exists(trainer):
+        return
+    log_dir = Path(trainer.log_dir)
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "_experiment", None)
+        if experiment is not None and hasattr(experiment, "close"):
+            experiment.close()  # release the event file before removing it
+    if any(log_dir.rglob("*.ckpt")):
+        (log_dir / "FAILED").write_text("this run stopped with an error before it finished\n")
+    else:
+        shutil.rmtree(log_dir, ignore_errors=True)
+        parent = log_dir.parent
+        if parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+
+
+def place_eval_run(logger, ckpt_path: Path, subcommand: str, split: str | None = None) -> None:
+    """Log an evaluation of a run's checkpoint inside that run: `<run>/eval/<subcommand>-<time>`."""
+    run_dir = ckpt_path.resolve().parent.parent
+    if ckpt_path.resolve().parent.name != "checkpoints" or not os.access(run_dir, os.W_OK):
+        return  # a checkpoint from elsewhere: the default run naming
+    stem = f"{subcommand}-{split + '-' if split else ''}{time.strftime('%Y%m%d-%H%M%S')}"
+    version, count = stem, 1
+    while (run_dir / "eval" / version).exists():  # two evaluations within one second
+        count += 1
+        version = f"{stem}-{count}"
+    logger.init_args.save_dir = str(run_dir)
+    logger.init_args.name = "eval"
+    logger.init_args.version = version
 
 
 def fit_summary(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
@@ -244,13 +374,24 @@ def fit_summary(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
         f"  accuracy     train {fmt('train/acc')} | in-test {fmt('val/in_test_acc')} | out-test {fmt('val/out_test_acc')}",
     ]
     if trainer.log_dir:
-        lines.append(f"  logs         {trainer.log_dir} ({METRICS_FILE}, TensorBoard events)")
+        kinds = ", ".join(_logger_output(logger) for logger in trainer.loggers)
+        lines.append(f"  logs         {trainer.log_dir} ({METRICS_FILE}{', ' + kinds if kinds else ''})")
     if record["last_checkpoint"]:
         lines.append(f"  checkpoint   {record['last_checkpoint']}")
     lines += [c.summary_line() for c in trainer.callbacks if callable(getattr(c, "summary_line", None))]
-    if trainer.logger is not None and getattr(trainer.logger, "save_dir", None):
-        lines.append(f"  view with    tensorboard --logdir {trainer.logger.save_dir}")
+    board = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+    if board is not None:
+        lines.append(f"  view with    tensorboard --logdir {board.save_dir}")
     return "\n".join(lines)
+
+
+def _logger_output(logger) -> str:
+    """What a logger leaves in the run folder, in words."""
+    if isinstance(logger, TensorBoardLogger):
+        return "TensorBoard events"
+    if isinstance(logger, CSVLogger):
+        return "metrics.csv"
+    return type(logger).__name__
 
 
 def _user_error(error: BaseException) -> OrbitbenchError | None:
@@ -287,6 +428,16 @@ def condense_parser_error(message: str) -> str:
     return f"--{key}: {core.strip(' -')}"[:300]
 
 
+class _DropTips(logging.Filter):
+    """Lightning advertises a cloud logger on every run; nothing a user of orbitbench can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in str(record.msg)
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+
+
 def run_lightning_cli(argv: list[str]) -> int:
     """Run `fit|validate|test` with `argv` (subcommand first); 0 on success, 2 on bad input."""
     try:
@@ -295,6 +446,10 @@ def run_lightning_cli(argv: list[str]) -> int:
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
             # Lightning's own internal use of a deprecated torch pytree API; nothing a user can act on.
             warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+            if argv and argv[0] in EVAL_COMMANDS:
+                # Evaluating a checkpoint needs none of the callbacks that measured its training.
+                warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`")
+                warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
             _run(argv)
     except ArgumentError as error:
         print(f"orbitbench: {condense_parser_error(str(error))}", file=sys.stderr)
@@ -322,10 +477,10 @@ def _run(argv: list[str]) -> None:
             "max_epochs": 10,
             "deterministic": True,
             "log_every_n_steps": 10,
-            "callbacks": [ReseedEachStep(), TrainOrbitGrid(), MetricsFile()],
+            "callbacks": [ReseedEachStep(), TrainOrbitGrid(), MetricsFile(), HParamsSession(), PredictionWriter()],
         },
         parser_kwargs={"exit_on_error": False},
         save_config_kwargs={"overwrite": True},
-        args=argv,
+        argv=argv,
         auto_configure_optimizers=False,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from orbitbench.data import Digits, load_digits
 
@@ -10,3 +11,13 @@ from orbitbench.data import Digits, load_digits
 @pytest.fixture(scope="session")
 def mnist5k() -> Digits:
     return load_digits("mnist5k")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for tiny training runs: on a shared 2-core machine two threads contend
+    with other processes and run far slower than one; on tiny runs one is also fastest when idle."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

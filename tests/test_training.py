@@ -32,6 +32,7 @@ TINY = [
     "--data.leave_out_class", "3", "--trainer.max_epochs", str(EPOCHS),
     "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
 ]
+pytestmark = pytest.mark.usefixtures("one_thread")
 RESULT_KEYS = ("train_acc", "in_test_acc", "out_test_acc", "in_test_pose_acc", "out_test_pose_acc", "metrics")
 
 
@@ -59,16 +60,6 @@ def run_dir(save_dir: Path) -> Path:
 def results(save_dir: Path) -> dict:
     metrics = json.loads((run_dir(save_dir) / "metrics.json").read_text())
     return {key: metrics[key] for key in RESULT_KEYS}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On a shared 2-core machine two intra-op threads contend with other processes and run ~10x
-    # slower than one; the runs here are tiny, so one thread is also the fastest when idle.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +131,8 @@ def test_test_subcommand_reevaluates_a_checkpoint(reference, tmp_path) -> None:
     reference_metrics = json.loads((run_dir(reference[0]) / "metrics.json").read_text())
     status, _ = fit(tmp_path, "--ckpt_path", reference_metrics["last_checkpoint"], command="test")
     assert status == 0
-    tested = json.loads((run_dir(tmp_path) / "metrics.json").read_text())
+    (evaluation,) = (run_dir(reference[0]) / "eval").glob("test-*")  # logged inside the run it evaluates
+    tested = json.loads((evaluation / "metrics.json").read_text())
     assert tested["stage"] == "test"
     # val and test loops read the same in-test/out-test splits: same weights, same accuracies.
     assert tested["in_test_acc"] == pytest.approx(reference_metrics["in_test_acc"], abs=1e-6)

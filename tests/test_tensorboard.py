@@ -1,0 +1,114 @@
+"""The real TensorBoard server on a fresh run: scalars, images and the HPARAMS tab, over HTTP.
+
+`tensorboard --logdir runs` is what the fit summary tells users to type, so the test types it:
+the console script of this environment, on loopback and a free port, read back through the
+server's own data API, then stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from orbitbench.training_cli import run_lightning_cli
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+TINY = [
+    "--data.n_angles", "4", "--data.seeds_per_class", "30", "--data.batch_size", "256", "--trainer.max_epochs", "2",
+    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get(base: str, path: str, body: dict | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        raw = response.read()
+    return raw if response.headers.get_content_type() != "application/json" else json.loads(raw)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, one_thread):
+    """(base URL, run name, fit's own final accuracies) with a TensorBoard serving one fresh fit."""
+    runs = tmp_path_factory.mktemp("runs")
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        assert run_lightning_cli(["fit", *TINY, "--seed_everything", "7", "--trainer.logger.init_args.save_dir", str(runs)]) == 0
+    summary = out.getvalue()
+    port = free_port()
+    tensorboard = Path(sys.executable).with_name("tensorboard")
+    process = subprocess.Popen(
+        [str(tensorboard), "--logdir", str(runs), "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                runs_listed = get(base, "/data/runs")
+                if runs_listed:
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None:
+                pytest.fail(f"tensorboard exited with {process.returncode}: {process.stdout.read()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("tensorboard did not list the run within 90 s")
+            time.sleep(0.5)
+        yield base, runs_listed[0], summary
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_scalars_match_the_printed_summary(server) -> None:
+    base, run, summary = server
+    query = urllib.parse.urlencode({"run": run, "tag": "val/out_test_acc"})
+    points = get(base, f"/data/plugin/scalars/scalars?{query}")
+    assert [step for _, step, _ in points] == sorted(step for _, step, _ in points) and len(points) == 2
+    assert f"out-test {points[-1][2]:.3f}" in summary
+    query = urllib.parse.urlencode({"run": run, "tag": "val/in_test_acc"})
+    assert f"in-test {get(base, f'/data/plugin/scalars/scalars?{query}')[-1][2]:.3f}" in summary
+
+
+def test_training_orbit_grid_is_a_png_image(server) -> None:
+    base, run, _ = server
+    query = urllib.parse.urlencode({"run": run, "tag": "data/train_orbits"})
+    (entry,) = get(base, f"/data/plugin/images/images?{query}")
+    assert get(base, f"/data/plugin/images/individualImage?{entry['query']}")[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_hparams_tab_has_settings_both_seeds_and_final_accuracies(server) -> None:
+    base, run, summary = server
+    experiment = get(base, "/data/plugin/hparams/experiment", {"experimentName": ""})
+    names = {info["name"] for info in experiment["hparamInfos"]}
+    assert {"optim/name", "optim/lr", "trainer/max_epochs", "data/batch_size", "seed/global", "seed/split"} <= names
+    assert "hp_metric" not in json.dumps(experiment)
+    groups = get(base, "/data/plugin/hparams/session_groups", {
+        "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+        "colParams": [], "startIndex": 0, "sliceSize": 10,
+    })  # fmt: skip
+    (group,) = groups["sessionGroups"]
+    hparams = group["hparams"]
+    assert hparams["seed/global"] == 7 and hparams["seed/split"] == 125  # distinct, as given
+    assert hparams["optim/name"] == "Adam" and hparams["optim/lr"] == pytest.approx(1e-3)
+    assert hparams["trainer/max_epochs"] == 2 and hparams["data/batch_size"] == 256
+    metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
+    assert f"out-test {metrics['hparams/out_test_acc']:.3f}" in summary
+    assert f"in-test {metrics['hparams/in_test_acc']:.3f}" in summary

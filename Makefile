@@ -30,7 +30,7 @@ run: install
 	$(VENV)/bin/orbitbench fit $(addprefix --config ,$(RUN_CONFIGS))
 
 test: install
-	$(PY) -m pytest
+	ORBITBENCH_REQUIRE_REFERENCE=1 $(PY) -m pytest
 
 bench: install
 	$(PY) benchmarks/bench_orbits.py

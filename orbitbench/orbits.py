@@ -12,6 +12,7 @@ are interpolated, and `circulant_defect` shows what that costs.
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -21,7 +22,7 @@ from torch import Tensor
 
 from orbitbench.errors import OrbitbenchError
 
-INTERPOLATIONS = ("bilinear", "nearest")
+INTERPOLATIONS = ("bilinear", "nearest", "cubic")
 NORMALIZATIONS = ("unit_norm", "sphere", "none")
 MAX_ORDER = 360
 
@@ -62,6 +63,14 @@ class GroupAction:
         """Pose k (a valid index) of a whole batch: [B, H, W] -> [B, H, W]."""
         raise NotImplementedError
 
+    def exact_kind(self, height: int, width: int) -> str | None:
+        """The kind of pixel permutation every pose is on [H, W] images, or None if some pose is not one.
+
+        "circular_shift" (whole-pixel rolls) or "rot90" (quarter and half turns): what kernels
+        declare invariances against (`kernels.JOINT_INVARIANCES`), decided without looking at data.
+        """
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(n={self.n})"
 
@@ -70,8 +79,10 @@ class Rotation(GroupAction):
     """Counter-clockwise rotations by 360*k/n degrees about the image centre, zero padding.
 
     The direction matches `torch.rot90(x, k, dims=(-2, -1))` and torchvision's `rotate`.
-    Multiples of 90 degrees are exact permutations; other angles use `interpolation`
-    (bilinear by default; nearest as in the paper's training script).
+    Multiples of 90 degrees are exact permutations; other angles use `interpolation`: bilinear
+    (default), nearest (the paper's training script) or cubic, the paper's kernel code's
+    `scipy.ndimage.rotate(order=3, reshape=False)` (B-spline prefilter with mirror boundaries,
+    cubic B-spline sampling, zero outside the image), batched in torch.
     """
 
     kind = "rotation"
@@ -86,6 +97,8 @@ class Rotation(GroupAction):
         batch, height, width = images.shape
         tables = _rotation_tables(self.n, height, width, images.device, images.dtype)
         exact = tables.exact[poses]
+        if self.interpolation == "cubic" and not exact.all():
+            return super().apply(images, poses)  # one sparse product per pose present
         if self.interpolation == "nearest" or exact.all():
             return _zero_padded(images).gather(1, tables.nearest[poses]).view_as(images)
         out = F.grid_sample(
@@ -101,6 +114,8 @@ class Rotation(GroupAction):
         tables = _rotation_tables(self.n, height, width, images.device, images.dtype)
         if self.interpolation == "nearest" or tables.exact.all():
             return _zero_padded(images).index_select(1, tables.nearest.flatten()).view(batch, self.n, height, width)
+        if self.interpolation == "cubic":
+            return self._cubic(images, torch.arange(self.n, device=images.device), tables)
         tall_grid = tables.grids.reshape(1, self.n * height, width, 2).expand(batch, -1, -1, -1)
         out = F.grid_sample(images.unsqueeze(1), tall_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         out = out.view(batch, self.n, height, width)
@@ -110,7 +125,25 @@ class Rotation(GroupAction):
         return out
 
     def _pose_all(self, images: Tensor, k: int) -> Tensor:
+        if self.interpolation == "cubic":
+            tables = _rotation_tables(self.n, *images.shape[1:], images.device, images.dtype)
+            if not tables.exact[k]:
+                return self._cubic(images, torch.tensor([k], device=images.device), tables)[:, 0]
         return self.apply(images, torch.full((images.shape[0],), k, dtype=torch.long, device=images.device))
+
+    def _cubic(self, images: Tensor, poses: Tensor, tables: RotationTables) -> Tensor:
+        """Cubic-spline poses `poses` [m] of every image: [B, H, W] -> [B, m, H, W] (exact ones permuted)."""
+        batch, height, width = images.shape
+        rows, cols, operators = _cubic_tables(self.n, height, width, images.device, images.dtype)
+        coefficients = (rows @ images @ cols.T).flatten(1)  # [B, H*W]: mirror-boundary B-spline coefficients
+        out = torch.stack([(operators[k] @ coefficients.T).T for k in poses.tolist()], dim=1)  # [B, m, H*W]
+        exact = tables.exact[poses]
+        if exact.any():
+            out[:, exact] = images.flatten(1).index_select(1, tables.nearest[poses[exact]].flatten()).view(batch, -1, height * width)
+        return out.view(batch, -1, height, width)
+
+    def exact_kind(self, height: int, width: int) -> str | None:
+        return "rot90" if bool(_rotation_tables(self.n, height, width, torch.device("cpu"), torch.float32).exact.all()) else None
 
     def __repr__(self) -> str:
         return f"Rotation(n={self.n}, interpolation={self.interpolation!r})"
@@ -140,6 +173,9 @@ class Translation(GroupAction):
         if self.axis == "x":
             return images @ shift.T  # rows of pixels along the width
         return shift @ images
+
+    def exact_kind(self, height: int, width: int) -> str | None:
+        return "circular_shift" if (width if self.axis == "x" else height) % self.n == 0 else None
 
     def __repr__(self) -> str:
         return f"Translation(n={self.n}, axis={self.axis!r})"
@@ -200,6 +236,21 @@ class RotationTables(NamedTuple):
     exact: Tensor  # bool [n]: the pose is a pixel permutation (multiples of 90 degrees)
 
 
+def _source_coordinates(n: int, height: int, width: int) -> tuple[Tensor, Tensor]:
+    """float64 [n, H, W] row and column an output pixel of each pose reads (inverse rotation).
+
+    The same map as `scipy.ndimage.rotate(image, 360 * k / n)`: input = R (output - centre) + centre.
+    """
+    rows = torch.arange(height, dtype=torch.float64)
+    cols = torch.arange(width, dtype=torch.float64)
+    row, col = torch.meshgrid(rows, cols, indexing="ij")  # [H, W] each
+    centre_row, centre_col = (height - 1) / 2, (width - 1) / 2
+    x, y = col - centre_col, centre_row - row  # y points up, so positive angles turn counter-clockwise
+    angles = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
+    cos, sin = torch.cos(angles)[:, None, None], torch.sin(angles)[:, None, None]  # [n, 1, 1]
+    return centre_row - (-sin * x + cos * y), cos * x + sin * y + centre_col  # [n, H, W] each
+
+
 @lru_cache(maxsize=64)
 def _rotation_tables(n: int, height: int, width: int, device: torch.device, dtype: torch.dtype) -> RotationTables:
     """Lookup tables of the C_n rotations, built once per (n, size, device, dtype).
@@ -209,15 +260,7 @@ def _rotation_tables(n: int, height: int, width: int, device: torch.device, dtyp
     rounds them, so nearest poses equal torchvision's `rotate`; poses whose sources all land on
     pixel centres are flagged exact.
     """
-    rows = torch.arange(height, dtype=torch.float64)
-    cols = torch.arange(width, dtype=torch.float64)
-    row, col = torch.meshgrid(rows, cols, indexing="ij")  # [H, W] each
-    centre_row, centre_col = (height - 1) / 2, (width - 1) / 2
-    x, y = col - centre_col, centre_row - row  # y points up, so positive angles turn counter-clockwise
-    angles = torch.arange(n, dtype=torch.float64) * (2 * math.pi / n)
-    cos, sin = torch.cos(angles)[:, None, None], torch.sin(angles)[:, None, None]  # [n, 1, 1]
-    source_col = cos * x + sin * y + centre_col  # [n, H, W]
-    source_row = centre_row - (-sin * x + cos * y)
+    source_row, source_col = _source_coordinates(n, height, width)
     exact = (
         ((source_row - source_row.round()).abs() < 1e-6) & ((source_col - source_col.round()).abs() < 1e-6)
     ).flatten(1).all(dim=1)  # [n]
@@ -231,6 +274,63 @@ def _rotation_tables(n: int, height: int, width: int, device: torch.device, dtyp
     nearest = torch.where(inside, nearest_row * width + nearest_col, height * width).long().flatten(1)
     exact &= inside.flatten(1).all(dim=1)
     return RotationTables(grids.to(device, dtype), nearest.to(device), exact.to(device))
+
+
+def _mirror_prefilter(size: int) -> Tensor:
+    """[L, L] float64 matrix mapping samples to cubic B-spline coefficients, mirror boundaries.
+
+    Inverts y_i = (c_(i-1) + 4 c_i + c_(i+1)) / 6 with c_(-i) = c_i and c_(L-1+i) = c_(L-1-i), the
+    system scipy's `spline_filter` solves recursively for mode "constant" and "mirror".
+    """
+    system = torch.zeros(size, size, dtype=torch.float64)
+    i = torch.arange(size)
+    for offset, weight in ((-1, 1 / 6), (0, 4 / 6), (1, 1 / 6)):
+        system.index_put_((i, _mirror(i + offset, size)), torch.full((size,), weight, dtype=torch.float64), accumulate=True)
+    return torch.linalg.inv(system)
+
+
+def _mirror(index: Tensor, size: int) -> Tensor:
+    """Whole-sample mirror of int64 indices into 0..size-1 (-1 -> 1, size -> size - 2)."""
+    if size == 1:
+        return torch.zeros_like(index)
+    period = 2 * (size - 1)
+    index = index.abs() % period
+    return torch.where(index >= size, period - index, index)
+
+
+@lru_cache(maxsize=16)
+def _cubic_tables(n: int, height: int, width: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Prefilters [H, H], [W, W] and per-pose sparse CSR sampling operators [H*W, H*W].
+
+    An output pixel whose source lies outside [0, H-1] x [0, W-1] is zero (scipy's mode
+    "constant"); inside, it weighs 4 x 4 coefficients by cubic B-splines, mirrored at the edges.
+    """
+    source_row, source_col = _source_coordinates(n, height, width)  # [n, H, W]
+    operators = []
+    for k in range(n):
+        r, c = source_row[k].flatten(), source_col[k].flatten()  # [H*W]
+        inside = (r >= 0) & (r <= height - 1) & (c >= 0) & (c <= width - 1)
+        r0, c0 = torch.floor(r), torch.floor(c)
+        weight_r, weight_c = _bspline_weights(r - r0), _bspline_weights(c - c0)  # [H*W, 4]
+        taps = torch.arange(-1, 3, dtype=torch.float64)
+        index_r = _mirror((r0[:, None] + taps).long(), height)  # [H*W, 4]
+        index_c = _mirror((c0[:, None] + taps).long(), width)
+        weights = (weight_r[:, :, None] * weight_c[:, None, :]).flatten(1)  # [H*W, 16]
+        columns = (index_r[:, :, None] * width + index_c[:, None, :]).flatten(1)  # [H*W, 16]
+        pixel = torch.arange(height * width)[:, None].expand(-1, 16)
+        keep = inside[:, None].expand(-1, 16)
+        dense = torch.zeros(height * width, height * width, dtype=torch.float64)
+        dense.index_put_((pixel[keep], columns[keep]), weights[keep], accumulate=True)  # mirrored taps may coincide
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": matrix products are all we use
+            warnings.simplefilter("ignore", UserWarning)
+            operators.append(dense.to(dtype).to_sparse_csr().to(device))
+    rows, cols = _mirror_prefilter(height), _mirror_prefilter(width)
+    return rows.to(device, dtype), cols.to(device, dtype), operators
+
+
+def _bspline_weights(t: Tensor) -> Tensor:
+    """Cubic B-spline weights of the taps floor - 1 .. floor + 2 at fractions t [M] -> [M, 4]."""
+    return torch.stack([(1 - t) ** 3, 3 * t**3 - 6 * t**2 + 4, -3 * t**3 + 3 * t**2 + 3 * t + 1, t**3], dim=-1) / 6
 
 
 def _zero_padded(images: Tensor) -> Tensor:

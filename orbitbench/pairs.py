@@ -1,4 +1,4 @@
-"""Interleaved two-orbit datasets for kernel experiments (THEORY.md §2).
+"""Interleaved two-orbit datasets for kernel experiments (docs/THEORY.md §2).
 
 A pair of seed digits `a`, `b` of different classes becomes `x_{2k} = g^k a`, `x_{2k+1} = g^k b`
 (k = 0..N-1), every pose demeaned and put on the unit sphere *after* the group action, so that the
@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from orbitbench.data import Digits
 from orbitbench.errors import OrbitbenchError
-from orbitbench.orbits import GroupAction, normalize
+from orbitbench.orbits import GroupAction
 
 
 @dataclass(frozen=True)
@@ -39,9 +40,17 @@ class OrbitPairs:
 
 
 def pose_orbits(images: Tensor, group: GroupAction) -> Tensor:
-    """Orbits of digit images, sphere-normalised after the action: [B, H, W] -> float64 [B, N, H, W]."""
+    """Orbits of digit images, sphere-normalised after the action: [B, H, W] -> float64 [B, N, H, W].
+
+    Means and norms sum sorted values, so an exact pose (a pixel permutation) of a seed is bitwise
+    the same permutation of the normalised seed: exact orbits stay exactly circulant.
+    """
     pixels = images.to(torch.float64) / 255.0 if images.dtype == torch.uint8 else images.to(torch.float64)
-    return normalize(group.orbit(pixels), "sphere")
+    posed = group.orbit(pixels)  # [B, N, H, W]
+    flat = posed.flatten(-2)
+    centred = flat - flat.sort(dim=-1).values.sum(-1, keepdim=True) / flat.shape[-1]
+    norm = centred.square().sort(dim=-1).values.sum(-1, keepdim=True).sqrt()
+    return (centred / norm.clamp_min(torch.finfo(norm.dtype).tiny)).view_as(posed)
 
 
 def interleave(orbit_a: Tensor, orbit_b: Tensor) -> Tensor:
@@ -53,18 +62,22 @@ def interleave(orbit_a: Tensor, orbit_b: Tensor) -> Tensor:
 
 
 def sample_pairs(labels: Tensor, n_pairs: int, seed: int = 124) -> tuple[Tensor, Tensor]:
-    """`n_pairs` random (a, b) index pairs with `labels[a] != labels[b]`, reproducible from `seed`."""
+    """`n_pairs` random (a, b) index pairs with `labels[a] != labels[b]`, reproducible from `seed`.
+
+    Pair p comes from its own generator, seeded by (seed, p): the first k pairs of any run are the
+    pairs of a k-pair run. a is uniform over all digits, b uniform over the digits of other classes.
+    """
     if n_pairs < 1:
         raise OrbitbenchError(f"n_pairs={n_pairs}: expected a positive integer")
     if labels.unique().numel() < 2:
         raise OrbitbenchError("the digits hold a single class; pairs need two different classes")
-    generator = torch.Generator().manual_seed(seed)
-    index_a = torch.randint(len(labels), (n_pairs,), generator=generator)
-    index_b = torch.randint(len(labels), (n_pairs,), generator=generator)
-    same = labels[index_a] == labels[index_b]
-    while same.any():  # redraw b where it shares a's class
-        index_b[same] = torch.randint(len(labels), (int(same.sum()),), generator=generator)
-        same = labels[index_a] == labels[index_b]
+    labels = labels.cpu()
+    index_a, index_b = torch.empty(n_pairs, dtype=torch.long), torch.empty(n_pairs, dtype=torch.long)
+    for p in range(n_pairs):
+        generator = np.random.default_rng([seed, p])
+        index_a[p] = int(generator.integers(len(labels)))
+        others = torch.nonzero(labels != labels[index_a[p]]).squeeze(1)
+        index_b[p] = others[int(generator.integers(len(others)))]
     return index_a, index_b
 
 
@@ -78,7 +91,7 @@ def make_orbit_pairs(digits: Digits, group: GroupAction, n_pairs: int, seed: int
 def class_orbits(
     digits: Digits, group: GroupAction, classes: Sequence[int], per_class: int, seed: int = 124
 ) -> tuple[Tensor, Tensor]:
-    """`per_class` random seed digits of each class and their orbits (several seeds, THEORY.md §5).
+    """`per_class` random seed digits of each class and their orbits (several seeds, docs/THEORY.md §5).
 
     Returns orbits float64 [C, S, N, H, W] (sphere-normalised after the action) and the digit
     indices int64 [C, S].

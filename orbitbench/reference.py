@@ -41,7 +41,10 @@ def neural_tangents() -> types.ModuleType:
     try:
         import jax
         import neural_tangents
-    except ImportError as error:
-        raise OrbitbenchError(f"the neural-tangents reference is not installed ({error}); {INSTALL_HINT}") from error
+    except Exception as error:  # ImportError, or JAX failing inside the import
+        raise OrbitbenchError(
+            f"backend='neural_tangents' needs the reference install ({type(error).__name__}: {error}): "
+            f"{INSTALL_HINT}; or use backend='torch'"
+        ) from error
     jax.config.update("jax_enable_x64", True)
     return neural_tangents

@@ -38,6 +38,22 @@ def test_orbit_pairs_are_interleaved_sphere_normalised_exact_poses(mnist5k) -> N
     assert not torch.equal(other.index_a, orbit_pairs.index_a)
 
 
+def test_pair_and_seed_draws_are_prefix_stable(mnist5k) -> None:
+    index_a, index_b = pairs.sample_pairs(mnist5k.labels, 64, seed=124)
+    assert (mnist5k.labels[index_a] != mnist5k.labels[index_b]).all()
+    assert index_a.unique().numel() > 50 and mnist5k.labels[index_b].unique().numel() == 10  # spread, not stuck
+    for k in (1, 3, 17, 64):
+        first_a, first_b = pairs.sample_pairs(mnist5k.labels, k, seed=124)
+        assert torch.equal(first_a, index_a[:k]) and torch.equal(first_b, index_b[:k])
+    few = pairs.make_orbit_pairs(mnist5k, Rotation(8, "cubic"), 3, seed=5)
+    many = pairs.make_orbit_pairs(mnist5k, Rotation(8, "cubic"), 9, seed=5)
+    assert torch.equal(few.points, many.points[:3]) and torch.equal(few.index_b, many.index_b[:3])
+    # seed digits per class: S seeds are the first S of a run with more
+    orbits_2, index_2 = pairs.class_orbits(mnist5k, Rotation(4), [1, 7, 2], per_class=2, seed=9)
+    orbits_5, index_5 = pairs.class_orbits(mnist5k, Rotation(4), [1, 7, 2], per_class=5, seed=9)
+    assert torch.equal(index_2, index_5[:, :2]) and torch.equal(orbits_2, orbits_5[:, :2])
+
+
 def test_class_orbits_pick_the_requested_classes(mnist5k) -> None:
     orbits, index = pairs.class_orbits(mnist5k, Translation(4), [3, 8], per_class=2, seed=0)
     assert orbits.shape == (2, 2, 4, 28, 28)

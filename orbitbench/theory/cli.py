@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.theory._run import RunFolder, add_common_arguments
+from orbitbench.theory._run import add_common_arguments
 
 EXPERIMENTS = {
     "toy": "Fig. 2-3: RBF kernel on two interleaved circles, spectral vs exact error vs distance and N",
@@ -43,7 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """Run one experiment; 0 on success, 2 with `orbitbench: <message>` on bad input."""
-    folder = None
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -51,19 +51,11 @@ def main(argv: list[str]) -> int:
             parser.print_help()
             return 0
         module = importlib.import_module(f"orbitbench.theory.{args.experiment}")
-        if hasattr(module, "validate"):
-            module.validate(args)
-        folder = RunFolder(args.out, args.experiment)
-        summary = module.run(args, folder)
-        path = folder.commit(summary)
+        function = getattr(module, args.experiment)  # the experiment's typed function
+        accepted = inspect.signature(function).parameters
+        path = function(**{k: v for k, v in vars(args).items() if k in accepted})
     except OrbitbenchError as error:
-        if folder is not None:
-            folder.discard()
         print(f"orbitbench: {error}", file=sys.stderr)
         return 2
-    except BaseException:
-        if folder is not None:
-            folder.discard()
-        raise
     print(f"wrote {path}")
     return 0

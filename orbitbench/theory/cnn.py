@@ -8,10 +8,15 @@ both are approximate and the spectral error tracks the exact one more loosely fo
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
-from orbitbench.theory._run import RunFolder, non_negative_float, add_data_arguments, int_list, pearson, positive_int
+from orbitbench.errors import OrbitbenchError
+from orbitbench.theory._run import (
+    RunFolder, documents_data_arguments, add_data_arguments, execute, int_list, non_negative_float, pearson, positive_int, ridge_note,
+)
 from orbitbench.theory.pairs import pair_rows
 
 ARCHS = ("cnn_fc", "cnn_gap")
@@ -23,11 +28,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shifts", type=int_list, default=[4, 7], help="translation orbit sizes (paper 2,4,7,14,28)")
     parser.add_argument("--n-pairs", type=positive_int, default=4, help="random different-class pairs (paper 512)")
     parser.add_argument("--channels", type=positive_int, default=64, help="conv channels (infinite-width limit: no effect)")
-    parser.add_argument("--reg", type=non_negative_float, default=1e-10, help="ridge of the exact regression (fraction of trace)")
-    parser.add_argument("--backend", default="neural_tangents", choices=("neural_tangents", "torch"),
-                        help="kernel code: neural-tangents stax, or the closed-form torch kernels (faster, same values)")
-    parser.add_argument("--rows-per-call", type=positive_int, default=None,
-                        help="kernel rows per neural-tangents call (memory ~ rows * 2N * (H*W)^2 * 8 bytes)")
+    parser.add_argument("--reg", type=non_negative_float, default=1e-10,
+                        help="ridge of both sides, fraction of the trace (the public code: 1e-5 on the spectral side)")
+    parser.add_argument("--backend", default="torch", choices=("torch", "neural_tangents"),
+                        help="kernel code: closed-form torch (default), or the neural-tangents reference install")
+    parser.add_argument("--block-elements", type=positive_int, default=None,
+                        help="elements of one CNN-GAP block (memory ~ 32 bytes each; default cache-sized on cpu, 2^25 on cuda)")
+
+
+@documents_data_arguments
+def cnn(
+    rotations: Sequence[int] = (4,),
+    shifts: Sequence[int] = (4, 7),
+    n_pairs: int = 4,
+    channels: int = 64,
+    reg: float = 1e-10,
+    backend: str = "torch",
+    block_elements: int | None = None,
+    source: str = "mnist5k",
+    data_dir: str = "data",
+    interpolation: str = "cubic",
+    seed: int = 124,
+    device: str = "cpu",
+    out: Path | None = None,
+) -> Path:
+    """Fig. 5 / App. G: CNN-FC and CNN-GAP NTKs (no biases) on rotation and translation orbit pairs.
+
+    Exact orbits (quarter turns, whole-pixel shifts) cost one block row of each pair kernel; the
+    paper's grid is rotations 2,4,8,16,32,64, shifts 2,4,7,14,28 and 512 pairs (benchmarks/RESULTS.md
+    gives its projected time).
+
+    Args:
+        rotations: rotation orbit sizes.
+        shifts: translation orbit sizes.
+        n_pairs: random different-class pairs (paper 512); prefix-stable in n_pairs.
+        channels: conv channels (no effect on an infinite-width kernel).
+        reg: one ridge for both sides, a fraction of the trace; summary.json states it.
+        backend: torch (closed form, on `device`) or neural_tangents (the reference install, CPU).
+        block_elements: elements of one CNN-GAP block (memory ~ 32 bytes each).
+    """
+    if backend not in ("torch", "neural_tangents"):
+        raise OrbitbenchError(f"backend={backend!r}: expected torch or neural_tangents")
+    return execute("cnn", run, dict(locals(), rotations=list(rotations), shifts=list(shifts)))
 
 
 def run(args: argparse.Namespace, folder: RunFolder) -> dict:
@@ -41,7 +83,7 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
     digits = load_digits(args.source, args.data_dir)
     configs = [
         {"columns": {"arch": arch},
-         "kernel": {"arch": arch, "b_std": None, "channels": args.channels, "chunk": args.rows_per_call,
+         "kernel": {"arch": arch, "b_std": None, "channels": args.channels, "block_elements": args.block_elements,
                     "backend": args.backend}}
         for arch in ARCHS
     ]
@@ -51,7 +93,8 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
             rows += pair_rows(args, digits, group, sizes, [config])
     folder.write_csv("results.csv", rows)
 
-    summary: dict = {"experiment": "cnn", "n_pairs": args.n_pairs, "results": {}}
+    summary: dict = {"experiment": "cnn", "n_pairs": args.n_pairs, "interpolation": args.interpolation,
+                     "ridge": ridge_note(args.reg), "results": {}}
     figure, axes = plt.subplots(2, 2, figsize=(10, 9), squeeze=False)
     for i, (group, sizes) in enumerate((("rotation", args.rotations), ("translation", args.shifts))):
         colors = plt.cm.viridis(np.linspace(0, 0.9, len(sizes)))

@@ -2,13 +2,16 @@
 
 S seed digits per class, their rotation orbits and one MLP NTK Gram matrix over all of them. An
 orbit of leave-out class A is predicted right iff, for every other class B, the spectral
-prediction `1 - Eq. 7` averaged over B's S orbits is positive (THEORY.md §5).
+prediction `1 - Eq. 7` averaged over B's S orbits is positive (docs/THEORY.md §5). With `train`,
+zoo networks are trained on exactly these points (`theory.networks`), pose 0 of class A held out,
+and their out-test accuracy is plotted against the spectral prediction.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,9 @@ from orbitbench.errors import OrbitbenchError
 from orbitbench.kernels import infinite_kernel
 from orbitbench.orbits import make_group
 from orbitbench.pairs import class_orbits
-from orbitbench.theory._run import RunFolder, add_data_arguments, int_list, positive_int
+from orbitbench.theory._run import (
+    RunFolder, add_data_arguments, class_list, documents_data_arguments, execute, int_list, positive_int, ridge_note,
+)
 
 CLASSES = list(range(10))
 
@@ -32,13 +37,60 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", type=Path, default=None,
                         help="results.csv of an `orbitbench sweep` on RotatedMNIST: plot its out-test accuracy alongside")
     parser.add_argument("--chunk", type=positive_int, default=1024, help="orbit pairs per batch (memory ~ chunk * (2N)^2 * 8 B)")
+    parser.add_argument("--train", action="store_true",
+                        help="also train --models on exactly these points (pose 0 of each leave-out class held out)")
+    parser.add_argument("--models", type=lambda text: [m for m in text.split(",") if m], default=["paper_mlp"],
+                        help="zoo models to train with --train, comma-separated (default paper_mlp)")
+    parser.add_argument("--epochs", type=positive_int, default=50, help="training epochs of each network")
+    parser.add_argument("--batch-size", type=positive_int, default=128, help="training batch size")
+    parser.add_argument("--leave-out-classes", type=class_list, default=None,
+                        help="leave-out classes to train (default all ten; the spectral side always has all ten)")
+
+
+@documents_data_arguments
+def multiclass(
+    n_angles: Sequence[int] = (2, 4, 8, 16),
+    seeds_per_class: int = 4,
+    depth: int = 1,
+    compare: Path | None = None,
+    chunk: int = 1024,
+    train: bool = False,
+    models: Sequence[str] = ("paper_mlp",),
+    epochs: int = 50,
+    batch_size: int = 128,
+    leave_out_classes: Sequence[int] | None = None,
+    source: str = "mnist5k",
+    data_dir: str = "data",
+    interpolation: str = "cubic",
+    seed: int = 124,
+    device: str = "cpu",
+    out: Path | None = None,
+) -> Path:
+    """Fig. 6B: ten-class one-vs-many spectral accuracy against n_angles, and trained networks.
+
+    Args:
+        n_angles: rotation orbit sizes (paper 2..64).
+        seeds_per_class: seed digits per class S (paper 13); prefix-stable in S.
+        depth: hidden layers of the MLP NTK.
+        compare: results.csv of an `orbitbench sweep` on RotatedMNIST: its out-test accuracy alongside.
+        chunk: orbit pairs per batch (memory ~ chunk * (2N)^2 * 8 bytes).
+        train: train `models` on exactly the kernel side's points (see `theory.networks`).
+        models: zoo models to train (`orbitbench.models.list_models()`).
+        epochs: training epochs of each network.
+        batch_size: training batch size.
+        leave_out_classes: classes to train a network for (default all ten).
+    """
+    classes = list(CLASSES if leave_out_classes is None else leave_out_classes)
+    if any(c not in CLASSES for c in classes):
+        raise OrbitbenchError(f"leave_out_classes={classes}: expected digit classes 0-9")
+    if train and not models:
+        raise OrbitbenchError("--train needs at least one model in --models")
+    network = read_network_accuracy(Path(compare)) if compare is not None else {}
+    return execute("multiclass", run, dict(locals(), n_angles=list(n_angles), models=list(models),
+                                           leave_out_classes=classes, network=network))
 
 
 SWEEP_COLUMNS = ("model", "datamodule", "n_poses", "out_test_acc")
-
-
-def validate(args: argparse.Namespace) -> None:
-    args.network = read_network_accuracy(args.compare) if args.compare is not None else {}
 
 
 def read_network_accuracy(path: Path) -> dict[str, dict[int, float]]:
@@ -83,24 +135,42 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from tqdm.auto import tqdm
 
     from orbitbench.data import load_digits
+    from orbitbench.theory.networks import fit_out_test_accuracy, training_datamodule  # Lightning: only with --train
 
     digits = load_digits(args.source, args.data_dir)
-    rows, accuracy = [], {}
+    rows, accuracy, trained = [], {}, {model: {} for model in args.models} if args.train else {}
+    fits = [(n, label, model) for n in args.n_angles for label in args.leave_out_classes for model in trained]
+    progress = tqdm(total=len(fits), desc="multiclass networks", unit="fit", disable=not fits)
     for n in args.n_angles:
         group = make_group("rotation", n, interpolation=args.interpolation)
         orbits, _ = class_orbits(digits, group, CLASSES, args.seeds_per_class, args.seed)  # [C, S, N, H, W]
-        points = orbits.reshape(-1, *orbits.shape[3:])  # [C*S*N, H, W], orbit-major
+        points = orbits.reshape(-1, *orbits.shape[3:]).to(args.device)  # [C*S*N, H, W], orbit-major
         gram = infinite_kernel(points, arch="mlp", depth=args.depth, chunk=2048)
         predictions = pair_predictions(gram, n, len(CLASSES), args.seeds_per_class, args.chunk)
         accuracy[n] = spectral.one_vs_many_accuracy(predictions)  # [C]
         for label in CLASSES:
-            rows.append({"n_angles": n, "leave_out_class": label, "spectral_accuracy": float(accuracy[n][label])})
+            row = {"n_angles": n, "leave_out_class": label, "spectral_accuracy": float(accuracy[n][label])}
+            for model in trained:
+                if label in args.leave_out_classes:
+                    data = training_datamodule(n, label, args.seeds_per_class, args.seed, args.interpolation,
+                                               args.source, args.data_dir, args.batch_size)
+                    result = fit_out_test_accuracy(model, data, args.epochs, args.seed, args.device)
+                    trained[model].setdefault(n, []).append(result["out_test"])
+                    row |= {f"{model}_out_test_acc": result["out_test"], f"{model}_train_acc": result["train"]}
+                    progress.update()
+            rows.append(row)
         mean = float(accuracy[n].mean())
         folder.writer.add_scalar("multiclass/spectral_accuracy", mean, n)
-        print(f"multiclass n_angles={n:3d}: spectral accuracy {mean:.3f} (per class "
-              + " ".join(f"{a:.2f}" for a in accuracy[n].tolist()) + ")")
+        line = f"multiclass n_angles={n:3d}: spectral accuracy {mean:.3f} (per class " + " ".join(
+            f"{a:.2f}" for a in accuracy[n].tolist()) + ")"
+        for model, by_n in trained.items():
+            folder.writer.add_scalar(f"multiclass/{model}_out_test_accuracy", float(np.mean(by_n[n])), n)
+            line += f"; {model} trained out-test {np.mean(by_n[n]):.3f}"
+        progress.write(line)
+    progress.close()
     folder.write_csv("results.csv", rows)
 
     figure, ax = plt.subplots(figsize=(6, 4.5))
@@ -108,7 +178,9 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
     for label in CLASSES:
         ax.plot(args.n_angles, table[:, label], color="0.8", lw=0.8)
     ax.plot(args.n_angles, table.mean(1), "o-", color="C0", lw=2, label="spectral (MLP NTK), mean over classes")
-    for k, (model, by_n) in enumerate(args.network.items()):
+    networks = {**args.network, **{f"{m} (same data)": {n: float(np.mean(v)) for n, v in by_n.items()}
+                                   for m, by_n in trained.items()}}
+    for k, (model, by_n) in enumerate(networks.items()):
         ax.plot(list(by_n), list(by_n.values()), "s--", color=f"C{k + 1}", label=f"{model} (trained, out-test)")
     ax.set_xscale("log", base=2)
     ax.set_xticks(args.n_angles, [str(n) for n in args.n_angles])
@@ -117,6 +189,13 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
     ax.legend(fontsize=8)
     figure.tight_layout()
     folder.save_figure(figure)
-    return {"experiment": "multiclass", "seeds_per_class": args.seeds_per_class,
+    chosen = args.leave_out_classes
+    return {"experiment": "multiclass", "seeds_per_class": args.seeds_per_class, "interpolation": args.interpolation,
+            "ridge": ridge_note(0.0, exact=False),
             "spectral_accuracy": {f"n{n}": float(accuracy[n].mean()) for n in args.n_angles},
+            "spectral_accuracy_trained_classes": {f"n{n}": float(accuracy[n][chosen].mean()) for n in args.n_angles},
+            "trained_out_test_accuracy": {m: {f"n{n}": float(np.mean(v)) for n, v in by_n.items()}
+                                          for m, by_n in trained.items()},
+            "training": {"models": list(trained), "epochs": args.epochs, "batch_size": args.batch_size,
+                         "leave_out_classes": chosen} if trained else None,
             "network_out_test_accuracy": {m: {f"n{n}": a for n, a in by_n.items()} for m, by_n in args.network.items()}}

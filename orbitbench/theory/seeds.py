@@ -1,4 +1,4 @@
-"""`orbitbench theory seeds`: paper Fig. 6A, several seed digits per class (THEORY.md §5).
+"""`orbitbench theory seeds`: paper Fig. 6A, several seed digits per class (docs/THEORY.md §5).
 
 Per trial two random classes A and B with S seed digits each: the spectral side averages Eq. 7
 over all S x S orbit pairs; the exact side is one regression over all 2S orbits with the upright
@@ -8,6 +8,8 @@ pose of every orbit of A left out (then of B), error = 1 - mean prediction, symm
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,7 +18,9 @@ from orbitbench import spectral
 from orbitbench.kernels import infinite_kernel
 from orbitbench.orbits import make_group
 from orbitbench.pairs import class_orbits
-from orbitbench.theory._run import RunFolder, non_negative_float, add_data_arguments, int_list, pearson, positive_int
+from orbitbench.theory._run import (
+    RunFolder, documents_data_arguments, add_data_arguments, execute, int_list, non_negative_float, pearson, positive_int, ridge_note,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,12 +29,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds-per-class", type=positive_int, default=4, help="seed digits per class S (paper 13)")
     parser.add_argument("--trials", type=positive_int, default=12, help="random class pairs (paper 50)")
     parser.add_argument("--depth", type=positive_int, default=1, help="MLP hidden layers")
-    parser.add_argument("--reg", type=non_negative_float, default=1e-10, help="ridge of the exact regression (fraction of trace)")
+    parser.add_argument("--reg", type=non_negative_float, default=1e-10,
+                        help="ridge of both sides, fraction of the trace (the public code: 1e-5 on the spectral side)")
 
 
-def orbit_major_gram(orbits: torch.Tensor, depth: int) -> torch.Tensor:
+@documents_data_arguments
+def seeds(
+    n_angles: Sequence[int] = (4, 8, 16),
+    seeds_per_class: int = 4,
+    trials: int = 12,
+    depth: int = 1,
+    reg: float = 1e-10,
+    source: str = "mnist5k",
+    data_dir: str = "data",
+    interpolation: str = "cubic",
+    seed: int = 124,
+    device: str = "cpu",
+    out: Path | None = None,
+) -> Path:
+    """Fig. 6A: S seed digits per class, pair-averaged Eq. 7 against one exact regression per trial.
+
+    Args:
+        n_angles: rotation orbit sizes (paper 2..64).
+        seeds_per_class: seed digits per class S (paper 13); prefix-stable in S.
+        trials: random class pairs (paper 50); prefix-stable in trials.
+        depth: MLP hidden layers.
+        reg: one ridge for both sides, a fraction of the trace; summary.json states it.
+    """
+    return execute("seeds", run, dict(locals(), n_angles=list(n_angles)))
+
+
+def orbit_major_gram(orbits: torch.Tensor, depth: int, device: str = "cpu") -> torch.Tensor:
     """MLP NTK of all orbit points, orbit-major: [M, N, H, W] -> [M*N, M*N]."""
-    return infinite_kernel(orbits.reshape(-1, *orbits.shape[2:]), arch="mlp", depth=depth)
+    return infinite_kernel(orbits.reshape(-1, *orbits.shape[2:]).to(device), arch="mlp", depth=depth)
 
 
 def run(args: argparse.Namespace, folder: RunFolder) -> dict:
@@ -49,7 +80,7 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
         group = make_group("rotation", n, interpolation=args.interpolation)
         for trial, (class_a, class_b) in enumerate(class_pairs):
             orbits, _ = class_orbits(digits, group, [class_a, class_b], args.seeds_per_class, args.seed + trial)
-            gram = orbit_major_gram(orbits.reshape(-1, *orbits.shape[2:]), args.depth)  # [2S*N, 2S*N]
+            gram = orbit_major_gram(orbits.reshape(-1, *orbits.shape[2:]), args.depth, args.device)  # [2S*N, 2S*N]
             rows.append({
                 "n_angles": n, "trial": trial, "class_a": class_a, "class_b": class_b,
                 "spectral_error": float(spectral.pair_averaged_spectral_error(gram, n, args.seeds_per_class, args.reg)),
@@ -57,7 +88,8 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
             })
     folder.write_csv("results.csv", rows)
 
-    summary: dict = {"experiment": "seeds", "seeds_per_class": args.seeds_per_class, "trials": args.trials}
+    summary: dict = {"experiment": "seeds", "seeds_per_class": args.seeds_per_class, "trials": args.trials,
+                     "interpolation": args.interpolation, "ridge": ridge_note(args.reg)}
     spectral_all = np.array([r["spectral_error"] for r in rows])
     exact_all = np.array([r["exact_error"] for r in rows])
     summary["r_spectral_exact"] = pearson(spectral_all, exact_all)

@@ -7,6 +7,8 @@ pi/N; the RBF kernel of such points is exactly circulant, so Eq. 7 must equal ex
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -14,7 +16,7 @@ import torch
 from orbitbench import spectral
 from orbitbench.errors import OrbitbenchError
 from orbitbench.kernels import rbf_kernel
-from orbitbench.theory._run import RunFolder, non_negative_float, float_list, int_list
+from orbitbench.theory._run import RunFolder, execute, float_list, int_list, non_negative_float, ridge_note
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,9 +28,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reg", type=non_negative_float, default=1e-5, help="ridge, as a fraction of the trace (paper 1e-5)")
 
 
-def validate(args: argparse.Namespace) -> None:
-    if not args.length > 0 or min(args.distances) < 0:
-        raise OrbitbenchError(f"--length {args.length} / --distances {args.distances}: expected L > 0 and d >= 0")
+def toy(
+    distances: Sequence[float] = tuple(np.round(np.linspace(0.1, 2.0, 20), 3)),
+    orbit_sizes: Sequence[int] = (4, 8, 12, 16, 24, 32, 48),
+    length: float = 1.4,
+    reg: float = 1e-5,
+    out: Path | None = None,
+) -> Path:
+    """Fig. 2-3: the RBF kernel on two interleaved circles, Eq. 7 against exact regression.
+
+    Args:
+        distances: distances d between the two circles' planes.
+        orbit_sizes: points per circle N (paper 4..48).
+        length: RBF inverse length scale L.
+        reg: ridge as a fraction of the trace (paper 1e-5); Eq. 7 and exact regression are equal at 0.
+        out: run folder (default runs/theory/toy-<time>).
+    """
+    if not length > 0 or min(distances) < 0:
+        raise OrbitbenchError(f"--length {length} / --distances {list(distances)}: expected L > 0 and d >= 0")
+    return execute("toy", run, dict(distances=list(distances), orbit_sizes=list(orbit_sizes), length=length, reg=reg,
+                                    out=out))
 
 
 def circle_orbits(n_per_orbit: int, distance: float) -> torch.Tensor:
@@ -93,9 +112,10 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
         for step, r in enumerate(sel):
             folder.writer.add_scalars(f"toy/N{n}", {"spectral": r["spectral_error"], "exact": r["exact_error"]}, step)
     print(f"toy: {len(rows)} (N, d) settings; max |Eq. 7 - exact| = {max_gap:.2e} (Eq. 7's ridge is reg * trace(K),"
-          f" the exact side's reg * trace(K[O, O]) as in THEORY.md §2; equal at --reg 0)")
+          f" the exact side's reg * trace(K[O, O]) as in docs/THEORY.md §2; equal at --reg 0)")
     for n in sizes:
         sel = [r for r in rows if r["n_per_orbit"] == n]
         print(f"  N={n:3d}: spectral error {sel[0]['spectral_error']:.3g} (d={sel[0]['distance']:g})"
               f" -> {sel[-1]['spectral_error']:.3g} (d={sel[-1]['distance']:g})")
-    return {"experiment": "toy", "settings": len(rows), "max_abs_gap_spectral_exact": max_gap}
+    return {"experiment": "toy", "settings": len(rows), "max_abs_gap_spectral_exact": max_gap,
+            "ridge": ridge_note(args.reg)}

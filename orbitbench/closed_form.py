@@ -1,0 +1,177 @@
+"""Closed-form infinite-width ReLU kernels in torch (docs/THEORY.md §4): float64, on any device.
+
+A ReLU maps centred Gaussians of variances q, q' and covariance c, with cos = c / sqrt(q q'), to
+E[relu relu] = sqrt(q q') (sqrt(1 - cos^2) + (pi/2 + asin cos) cos) / (2 pi) and
+E[relu' relu'] = (pi/2 + asin cos) / (2 pi) (the arc-cosine kernels; pi/2 + asin = pi - arccos).
+Inputs that are bitwise equal, and patches whose directions agree (or are opposite) to ~1e-12, get
+cos = 1 (or -1) exactly: rounding would otherwise leave 1 - 1e-16, which the infinite slope of
+asin at +-1 turns into errors of ~1e-8 (MNIST is full of parallel constant background patches).
+
+Conventions are neural-tangents' stax ones (NTK parameterisation, the first layer's variance
+W_std^2 <x, x'> / fan_in + b_std^2), so that `backend="neural_tangents"` is an independent check.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+HALF_PI = math.pi / 2
+
+
+def _row_ids(rows: Tensor, other: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Integer ids of the distinct rows of `rows` [A, D] and `other` [B, D] (shared numbering)."""
+    stacked = rows if other is None else torch.cat([rows, other])
+    _, ids = torch.unique(stacked, dim=0, return_inverse=True)
+    return ids[: rows.shape[0]], ids[rows.shape[0] :] if other is not None else ids
+
+
+def _direction_ids(unit: Tensor, other: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Ids of unit vectors [..., K] rounded to 2^-40, shared numbering: (left, right, -right)."""
+    left = torch.round(unit.flatten(0, -2) * 2.0**40).long()  # [M, K]
+    right = left if other is None else torch.round(other.flatten(0, -2) * 2.0**40).long()
+    _, ids = torch.unique(torch.cat([left, right, -right]), dim=0, return_inverse=True)
+    m, m2 = left.shape[0], right.shape[0]
+    return ids[:m].view(unit.shape[:-1]), ids[m : m + m2].view(-1, unit.shape[-2]), ids[m + m2 :].view(-1, unit.shape[-2])
+
+
+def _cos_terms(cos: Tensor) -> tuple[Tensor, Tensor]:
+    """In place on `cos` (clamped to [-1, 1]): -> (pi/2 + asin cos, sqrt(1 - cos^2)); `cos` survives."""
+    complement = torch.asin(cos).add_(HALF_PI)  # pi - angle
+    sine = torch.mul(cos, cos).neg_().add_(1.0).clamp_min_(0.0).sqrt_()
+    return complement, sine
+
+
+def mlp_kernel(x: Tensor, x2: Tensor | None, *, kind: str, depth: int, w_std: float, b_std: float | None,
+               rows: int = 4096) -> Tensor:
+    """[Dense, Relu] x depth, Dense(1) on [B, D] (and [B2, D]) -> [B, B2] on the inputs' device."""
+    right = x if x2 is None else x2
+    ids_left, ids_right = _row_ids(x, x2)
+    blocks = [
+        _mlp_block(x[start : start + rows], right, ids_left[start : start + rows, None] == ids_right[None, :],
+                   kind=kind, depth=depth, w_std=w_std, b_std=b_std)
+        for start in range(0, x.shape[0], rows)
+    ]
+    out = torch.cat(blocks)
+    return 0.5 * (out + out.T) if x2 is None else out
+
+
+def mlp_pair_kernels(points: Tensor, *, kind: str, depth: int, w_std: float, b_std: float | None) -> Tensor:
+    """Gram matrices of point sets [P, n, D] -> [P, n, n] (a Gram diagonal is exact: cos = 1)."""
+    same = torch.eye(points.shape[1], dtype=torch.bool, device=points.device)
+    out = _mlp_block(points, points, same, kind=kind, depth=depth, w_std=w_std, b_std=b_std)
+    return 0.5 * (out + out.transpose(-1, -2))
+
+
+def _mlp_block(left: Tensor, right: Tensor, same: Tensor, *, kind: str, depth: int, w_std: float,
+               b_std: float | None) -> Tensor:
+    """The arc-cosine recursion on [..., A, D] x [..., B, D] -> [..., A, B]; `same` marks equal inputs."""
+    gain, bias = float(w_std) ** 2, 0.0 if b_std is None else float(b_std) ** 2
+    fan_in = left.shape[-1]
+    q_left = gain / fan_in * left.square().sum(-1) + bias  # [..., A]
+    q_right = gain / fan_in * right.square().sum(-1) + bias  # [..., B]
+    sigma = gain / fan_in * (left @ right.transpose(-1, -2)) + bias  # [..., A, B]
+    ntk = sigma.clone() if kind == "ntk" else None
+    for _ in range(depth):
+        scale = torch.sqrt(q_left[..., :, None] * q_right[..., None, :])
+        cos = (sigma / scale.clamp_min(torch.finfo(scale.dtype).tiny)).clamp_(-1.0, 1.0).masked_fill_(same, 1.0)
+        complement, sine = _cos_terms(cos)
+        new_sigma = sine.addcmul_(complement, cos).mul_(scale).mul_(gain / (2 * math.pi)).add_(bias)
+        if ntk is not None:
+            ntk = complement.mul_(gain / (2 * math.pi)).mul_(ntk).add_(new_sigma)
+        sigma = new_sigma
+        q_left, q_right = gain / 2 * q_left + bias, gain / 2 * q_right + bias
+    return sigma if ntk is None else ntk
+
+
+def patches(images: Tensor) -> Tensor:
+    """Circular 3x3 neighbourhoods: [B, H, W] -> [B, H*W, 9] (`x(p + delta)`, delta in {-1,0,1}^2)."""
+    shifted = [torch.roll(images, shifts=(-dy, -dx), dims=(-2, -1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    return torch.stack(shifted, dim=-1).flatten(1, 2)
+
+
+def patch_features(images: Tensor, gain: float, bias: float) -> tuple[Tensor, Tensor]:
+    """First-layer features: [B, H, W] -> unit vectors u [B, HW, K] and scales s [B, HW].
+
+    Sigma(x, x')[p, p'] = gain / 9 <patch_x(p), patch_x'(p')> + bias = s[p] s'[p'] <u[p], u'[p']>.
+    Norms sum sorted squares, so a quarter turn (which permutes a patch's entries) keeps them
+    bitwise equal and block-circulant kernels agree with directly computed ones.
+    """
+    raw = patches(images) * math.sqrt(gain / 9)  # [B, HW, 9]
+    if bias > 0:
+        raw = torch.cat([raw, torch.full_like(raw[..., :1], math.sqrt(bias))], dim=-1)  # [B, HW, 10]
+    scale = raw.square().sort(dim=-1).values.sum(-1).sqrt()  # [B, HW]
+    unit = raw / scale.clamp_min(torch.finfo(raw.dtype).tiny)[..., None]  # a zero patch stays zero
+    return unit, scale
+
+
+def cnn_kernel(left: Tensor, right: Tensor | None, *, gap: bool, kind: str, w_std: float, b_std: float | None,
+               block_elements: int, progress: bool = False) -> Tensor:
+    """Conv(3x3, circular) -> Relu -> [GlobalAvgPool] -> Flatten -> Dense(1): [B, H, W] -> [B, B2].
+
+    After the ReLU, CNN-FC keeps the positions p = p' (Flatten + Dense averages them); CNN-GAP
+    averages over all (p, p'). With F = mean s s' cos (pi/2 + asin cos) and G = mean s s' sqrt(1 -
+    cos^2) over those positions: nngp = gain (F + G) / (2 pi) + bias, ntk = gain F / (2 pi) + nngp.
+    """
+    gain, bias = float(w_std) ** 2, 0.0 if b_std is None else float(b_std) ** 2
+    u_left, s_left = patch_features(left, gain, bias)
+    u_right, s_right = (u_left, s_left) if right is None else patch_features(right, gain, bias)
+    ids = _direction_ids(u_left, None if right is None else u_right)  # [B, HW], [B2, HW], [B2, HW]
+    sums = _gap_sums if gap else _fc_sums
+    f_sum, g_sum = sums(u_left, s_left, u_right, s_right, ids, right is None, block_elements, progress)
+    nngp = gain / (2 * math.pi) * (f_sum + g_sum) + bias
+    out = nngp if kind == "nngp" else gain / (2 * math.pi) * f_sum + nngp
+    return 0.5 * (out + out.T) if right is None else out
+
+
+def _gap_sums(u1, s1, u2, s2, ids, gram: bool, block_elements: int, progress: bool) -> tuple[Tensor, Tensor]:
+    """F and G of CNN-GAP (means over all position pairs), [B, B2] each, in blocks of the cap."""
+    from tqdm.auto import tqdm
+
+    ids1, ids2, opposite2 = ids
+    n_left, hw, width = u1.shape
+    n_right = u2.shape[0]
+    images_per_block = max(1, block_elements // (hw * hw))
+    rows = hw if images_per_block > 1 else min(hw, max(1, block_elements // hw))
+    f_sum = torch.zeros(n_left, n_right, dtype=u1.dtype, device=u1.device)
+    g_sum = torch.zeros_like(f_sum)
+    for i in tqdm(range(n_left), desc="cnn_gap kernel rows", disable=not progress, leave=False):
+        for start in range(i if gram else 0, n_right, images_per_block):
+            cols = slice(start, min(start + images_per_block, n_right))
+            n_cols = cols.stop - cols.start
+            right_u = u2[cols].reshape(-1, width).T  # [K, n_cols*HW]
+            right_ids, right_opposite = ids2[cols].reshape(-1), opposite2[cols].reshape(-1)
+            for row in range(0, hw, rows):
+                part = slice(row, row + rows)
+                cos = (u1[i, part] @ right_u).clamp_(-1.0, 1.0)  # [r, n_cols*HW]
+                cos.masked_fill_(ids1[i, part, None] == right_opposite, -1.0)
+                cos.masked_fill_(ids1[i, part, None] == right_ids, 1.0)
+                complement, sine = _cos_terms(cos)
+                weights = s1[i, part]  # [r]
+                f_sum[i, cols] += ((weights @ complement.mul_(cos)).view(n_cols, hw) * s2[cols]).sum(-1)
+                g_sum[i, cols] += ((weights @ sine).view(n_cols, hw) * s2[cols]).sum(-1)
+    if gram:
+        lower = torch.ones_like(f_sum, dtype=torch.bool).tril(-1)
+        f_sum, g_sum = torch.where(lower, f_sum.T, f_sum), torch.where(lower, g_sum.T, g_sum)
+    return f_sum / hw**2, g_sum / hw**2
+
+
+def _fc_sums(u1, s1, u2, s2, ids, gram: bool, block_elements: int, progress: bool) -> tuple[Tensor, Tensor]:
+    """F and G of CNN-FC (means over positions p = p'), [B, B2] each, in blocks of the cap."""
+    ids1, ids2, opposite2 = ids
+    n_left, hw, _ = u1.shape
+    n_right = u2.shape[0]
+    rows = max(1, block_elements // (n_right * hw))
+    f_parts, g_parts = [], []
+    for start in range(0, n_left, rows):
+        part = slice(start, start + rows)
+        cos = torch.einsum("ipk,jpk->ijp", u1[part], u2).clamp_(-1.0, 1.0)  # [r, B2, HW]
+        cos.masked_fill_(ids1[part, None, :] == opposite2[None, :, :], -1.0)
+        cos.masked_fill_(ids1[part, None, :] == ids2[None, :, :], 1.0)
+        complement, sine = _cos_terms(cos)
+        weights = s1[part, None, :] * s2[None, :, :]  # [r, B2, HW]
+        f_parts.append((complement.mul_(cos).mul_(weights)).mean(-1))
+        g_parts.append(sine.mul_(weights).mean(-1))
+    return torch.cat(f_parts), torch.cat(g_parts)

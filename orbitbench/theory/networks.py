@@ -1,0 +1,78 @@
+"""Trained networks on exactly the data of the multiclass kernel experiment (paper Fig. 6B).
+
+The kernel side draws S seed digits per class with `pairs.class_orbits(seed)`, poses them with
+the rotation group and puts every pose on the unit sphere after the action; it predicts pose 0 of
+each orbit of the leave-out class from every other point. `training_datamodule` builds the
+RotatedMNIST of the normal fit path with the same draw (`seeds_per_class`, `seed`), the same
+interpolation and normalisation, pose 0 of the leave-out class as out-test and no in-test split,
+so the network trains on the kernel side's points. `fit_out_test_accuracy` trains a zoo model on it
+the way `orbitbench fit` does (OrbitClassifier, seeded deterministic Lightning Trainer, reseeding
+every step).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import torch
+
+from orbitbench.datamodules import RotatedMNIST
+
+# round(fraction * pairs) = 0 for any dataset smaller than 10^9 (image, pose) pairs: no in-test.
+NO_IN_TEST = 1e-9
+
+
+def training_datamodule(
+    n_angles: int, leave_out_class: int, seeds_per_class: int, seed: int, interpolation: str, source: str,
+    data_dir: str, batch_size: int,
+) -> RotatedMNIST:
+    """The kernel side's points as a RotatedMNIST: pose 0 of `leave_out_class` is out-test, the rest train."""
+    return RotatedMNIST(
+        n_angles=n_angles, interpolation=interpolation, leave_out_class=leave_out_class, held_out_poses=(0,),
+        in_test_fraction=NO_IN_TEST, source=source, data_dir=data_dir, seeds_per_class=seeds_per_class,
+        normalize="sphere", batch_size=batch_size, seed=seed,
+    )
+
+
+def _accelerator(device: str) -> dict:
+    parsed = torch.device(device)
+    if parsed.type == "cpu":
+        return {"accelerator": "cpu", "devices": 1}
+    return {"accelerator": "gpu", "devices": [parsed.index or 0]}
+
+
+def fit_out_test_accuracy(model: str, datamodule: RotatedMNIST, epochs: int, seed: int, device: str) -> dict[str, float]:
+    """Train zoo `model` on `datamodule`; accuracy on its out-test (held-out poses) and train splits."""
+    import lightning as L
+
+    from orbitbench.module import OrbitClassifier
+    from orbitbench.training_cli import ReseedEachStep
+
+    quiet = logging.getLogger("lightning.pytorch")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # few-worker loaders, no validation: intended here
+            L.seed_everything(seed, workers=True, verbose=False)
+            classifier = OrbitClassifier(backbone=model)
+            trainer = L.Trainer(
+                max_epochs=epochs, deterministic=True, logger=False, enable_checkpointing=False,
+                enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                callbacks=[ReseedEachStep()], **_accelerator(device),
+            )
+            trainer.fit(classifier, datamodule=datamodule)
+    finally:
+        quiet.setLevel(level)
+    return {split: split_accuracy(classifier, datamodule, split, device) for split in ("out_test", "train")}
+
+
+@torch.no_grad()
+def split_accuracy(classifier: torch.nn.Module, datamodule: RotatedMNIST, split: str, device: str) -> float:
+    """Accuracy of `classifier` (eval mode) on one split of `datamodule`, all at once."""
+    pairs = datamodule.splits[split].to(device)  # [M, 2] (image, pose)
+    images = datamodule.materialize(pairs[:, 0], pairs[:, 1])  # [M, 1, 28, 28]
+    classifier.to(device).eval()
+    predictions = classifier(images).argmax(dim=1).cpu()
+    return float((predictions == datamodule.digits.labels[pairs[:, 0].cpu()]).double().mean())

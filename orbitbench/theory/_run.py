@@ -1,7 +1,8 @@
 """What every `orbitbench theory` experiment shares: argument types, the run folder, outputs.
 
-A run folder is written under a temporary name and renamed when the experiment has finished, so a
-failed or interrupted run never leaves a half-written folder behind.
+A run folder is an `orbitbench.io.WriteOnceFolder`: written under `<out>.partial` and renamed when
+the experiment has finished, so a failed, interrupted (SIGTERM) or killed run never leaves a
+half-written folder in place of a result.
 """
 
 from __future__ import annotations
@@ -9,12 +10,12 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from orbitbench.errors import OrbitbenchError
+from orbitbench.io import WriteOnceFolder, sigterm_as_exit
+from orbitbench.stats import pearson  # noqa: F401  (the experiments import it from here)
 
 # Flag types raise ArgumentTypeError: argparse keeps its message (a ValueError would be replaced
 # by "invalid <type> value"), and the theory parser turns it into one OrbitbenchError line.
@@ -76,17 +77,17 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-class RunFolder:
-    """Writes into `<out>.partial`, renamed to `<out>` by `commit()`; removed if never committed."""
+class RunFolder(WriteOnceFolder):
+    """The experiment's folder: written as `<out>.partial`, renamed to `<out>` by `commit(summary)`.
+
+    While it is open, SIGTERM ends the run through `discard()` (see `WriteOnceFolder`).
+    """
 
     def __init__(self, out: Path | None, experiment: str) -> None:
-        self.final = out or Path("runs") / "theory" / f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if self.final.exists():
-            raise OrbitbenchError(f"run folder {self.final} already exists; pass a new --out")
-        self.path = self.final.with_name(self.final.name + ".partial")
-        shutil.rmtree(self.path, ignore_errors=True)
-        self.path.mkdir(parents=True)
+        super().__init__(out or Path("runs") / "theory" / f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}")
         self._writer = None
+        self._sigterm = sigterm_as_exit()
+        self._sigterm.__enter__()
 
     @property
     def writer(self):
@@ -108,24 +109,21 @@ class RunFolder:
         figure.savefig(self.path / name, dpi=120, bbox_inches="tight")
         self.writer.add_figure(tag, figure, close=True)
 
-    def commit(self, summary: dict) -> Path:
+    def commit(self, summary: dict) -> Path:  # type: ignore[override]
         (self.path / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-        if self._writer is not None:
-            self._writer.close()
-        self.path.rename(self.final)
-        return self.final
+        self._close()
+        return super().commit()
 
     def discard(self) -> None:
+        self._close()
+        super().discard()
+
+    def _close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-        shutil.rmtree(self.path, ignore_errors=True)
+            self._writer = None
+        if self._sigterm is not None:
+            self._sigterm.__exit__(None, None, None)
+            self._sigterm = None
 
 
-def pearson(x, y) -> float:
-    """Pearson correlation of two 1-D sequences (nan when either is constant or too short)."""
-    import numpy as np
-
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.size < 2 or x.std() == 0 or y.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])

@@ -140,6 +140,8 @@ def make_launcher(
         raise OrbitbenchError(f"--jobs {jobs} is invalid: expected a positive integer")
     if address is not None and name != "ray":
         raise OrbitbenchError("--address is for --launcher ray (a Ray cluster's address)")
+    if name in ("ray", "submitit"):
+        _import_cluster_package(name)  # missing: one line before anything is written
     if name == "ray":
         return RayLauncher(address, cpus_per_cell, gpus_per_cell)
     if name == "submitit":

@@ -36,18 +36,22 @@ def run_sweep(
     with try_claim(root / DIR_LOCK, wait=True):  # spec merges and table writes, one runner at a time
         prepare_root(spec, root)
     cells = spec.cells()
-    todo = [cell for cell in cells if not is_finished(root, cell)]
+    todo = todo_first = [cell for cell in cells if not is_finished(root, cell)]
     failures: list[str] = []
+    ran_here: list[str] = []
     bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc=f"sweep {spec.name}", unit="cell",
                disable=not progress, file=sys.stderr)
     with stop_on_signals():
         while todo:
-            busy = _run_round(spec, root, todo, launcher, in_process, bar, failures, fail_fast)
+            busy = _run_round(spec, root, todo, launcher, in_process, bar, failures, fail_fast, ran_here)
             for cell in busy:  # another runner has it: wait until it lets go
                 with try_claim(claim_path(root, cell), wait=True):
                     pass
             todo = [cell for cell in busy if not is_finished(root, cell)]  # its runner failed or died
     bar.close()
+    elsewhere = len(todo_first) - len(ran_here) - len(failures)
+    print(f"sweep {spec.name}: {len(ran_here)} cells ran here, {elsewhere} in other runners, "
+          f"{len(cells) - len(todo_first)} were finished before, {len(failures)} failed", file=sys.stderr)
     with try_claim(root / DIR_LOCK, wait=True):
         state = read_sweep_dir(root)
         write_csv(state)
@@ -60,16 +64,18 @@ def run_sweep(
 
 def _run_round(
     spec: SweepSpec, root: Path, todo: list[Cell], launcher: Launcher, in_process: bool, bar, failures: list[str],
-    fail_fast: bool,
+    fail_fast: bool, ran_here: list[str],
 ) -> list[Cell]:
     """One pass of the launcher over `todo`; returns the cells claimed by another runner."""
     busy: list[Cell] = []
     outcomes = launcher.run(spec, root, todo, in_process)
     try:
         for outcome in outcomes:
-            _report(outcome, bar, failures, busy)
             if outcome.status == "bad_settings" or (fail_fast and outcome.status == "failed"):
                 raise (BadFitSettings if outcome.status == "bad_settings" else OrbitbenchError)(outcome.message)
+            _report(outcome, bar, failures, busy)
+            if outcome.status == "ran":
+                ran_here.append(outcome.cell.cell_id)
     finally:
         outcomes.close()  # stops what the launcher still runs when we leave early
     return busy

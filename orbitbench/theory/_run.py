@@ -22,46 +22,42 @@ from orbitbench.stats import pearson  # noqa: F401  (the experiments import it f
 BadFlag = argparse.ArgumentTypeError
 
 
+def _list(text: str, convert, what: str, example: str, ok=lambda v: True, ok_what: str = "") -> list:
+    try:
+        values = [convert(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise BadFlag(f"{text!r} is not a list of {what} (expected e.g. '{example}')") from None
+    if not values or not all(ok(v) for v in values):
+        raise BadFlag(f"{text!r}: expected one or more {ok_what or what} (e.g. '{example}')")
+    return values
+
+
 def int_list(text: str) -> list[int]:
     """`"2,4,8"` or `"2 4 8"` -> [2, 4, 8] (positive integers)."""
-    try:
-        values = [int(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise BadFlag(f"{text!r} is not a list of integers (expected e.g. '2,4,8')") from None
-    if not values or any(v < 1 for v in values):
-        raise BadFlag(f"{text!r}: expected one or more positive integers (e.g. '2,4,8')")
-    return values
+    return _list(text, int, "integers", "2,4,8", lambda v: v >= 1, "positive integers")
 
 
 def float_list(text: str) -> list[float]:
     """`"0.5,1,2"` -> [0.5, 1.0, 2.0]."""
+    return _list(text, float, "numbers", "0.5,1,2")
+
+
+def _number(text: str, convert, ok, what: str):
     try:
-        values = [float(v) for v in text.replace(",", " ").split()]
+        value = convert(text)
     except ValueError:
-        raise BadFlag(f"{text!r} is not a list of numbers (expected e.g. '0.5,1,2')") from None
-    if not values:
-        raise BadFlag(f"{text!r}: expected one or more numbers")
-    return values
+        raise BadFlag(f"{text!r} is not {what}") from None
+    if not ok(value):
+        raise BadFlag(f"{text!r} is not {what}")
+    return value
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise BadFlag(f"{text!r} is not a positive integer")
-    return value
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
 
 
 def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise BadFlag(f"{text!r} is not a number >= 0")
-    return value
+    return _number(text, float, lambda v: v >= 0, "a number >= 0")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

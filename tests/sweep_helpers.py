@@ -1,5 +1,6 @@
-"""Importable test helpers for sweep subprocesses (on PYTHONPATH there): a callback that holds a
-fit at the start of training, and a DataModule with a group action the package does not ship."""
+"""Importable test helpers for sweeps (on PYTHONPATH in their subprocesses): a tiny sweep file, a
+callback that holds a fit at the start of training, and a DataModule with a group action the
+package does not ship."""
 
 from __future__ import annotations
 
@@ -12,6 +13,23 @@ from torch import Tensor
 
 from orbitbench.datamodules import OrbitDataModule
 from orbitbench.orbits import GroupAction
+
+# Two cells of 1 epoch on 5 images per class: seconds each.
+TINY = """\
+name: tiny
+track: test-tiny
+datamodule: RotatedMNIST
+grid:
+  model: [paper_mlp]
+  n_angles: [2, 4]
+  leave_out_class: [3]
+  seed: [0]
+fit:
+  trainer.max_epochs: 1
+  data.source: mnist5k
+  data.seeds_per_class: 5
+  data.batch_size: 64
+"""
 
 
 class PauseWhile(L.Callback):

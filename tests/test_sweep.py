@@ -23,23 +23,9 @@ from orbitbench import sweep
 from orbitbench.errors import OrbitbenchError
 from orbitbench.io import try_claim
 from orbitbench.sweep.results import claim_path, prepare_root, result_from_record
+from sweep_helpers import TINY
 
 TESTS = Path(__file__).resolve().parent
-TINY = """\
-name: tiny
-track: test-tiny
-datamodule: RotatedMNIST
-grid:
-  model: [paper_mlp]
-  n_angles: [2, 4]
-  leave_out_class: [3]
-  seed: [0]
-fit:
-  trainer.max_epochs: 1
-  data.source: mnist5k
-  data.seeds_per_class: 5
-  data.batch_size: 64
-"""
 # paper MLP 784-512-128-10, last layer without bias: (784*512 + 512) + (512*128 + 128) + 128*10
 PAPER_MLP_PARAMS = 784 * 512 + 512 + 512 * 128 + 128 + 128 * 10
 CELLS = ("paper_mlp-n2-c3-s0", "paper_mlp-n4-c3-s0")

@@ -25,7 +25,11 @@ SUBCOMMANDS = ("run", "collect", "plot", "list")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orbitbench sweep", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="orbitbench sweep",
+        description="A grid of `orbitbench fit` cells from a sweep file (sweeps/*.yaml): run it on this machine, "
+        "Ray or SLURM, list its cells, collect results.csv, plot Fig. 1C. Clusters: docs/SWEEPS.md.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run (or resume) every unfinished cell of a sweep file")
     run.add_argument("sweep_file")

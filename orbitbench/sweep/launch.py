@@ -53,8 +53,9 @@ class LocalLauncher:
                 yield execute_cell(spec, root, cell, in_process)
             return
         pool = ThreadPoolExecutor(self.jobs, thread_name_prefix="cell")
+        futures = []
         try:
-            futures = [pool.submit(execute_cell, spec, root, cell, False) for cell in cells]
+            futures += [pool.submit(execute_cell, spec, root, cell, False) for cell in cells]
             for future in as_completed(futures):
                 yield future.result()
         except BaseException:

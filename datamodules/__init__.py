@@ -1,7 +1,7 @@
 """LightningDataModules for partially observed orbits (installed as `orbitbench.datamodules`)."""
 
-from .base import IndexBatch, OrbitBatch, OrbitDataModule
+from .base import IndexBatch, OrbitBatch, OrbitDataModule, datamodule_class
 from .rotated_mnist import RotatedMNIST
 from .translated_mnist import TranslatedMNIST
 
-__all__ = ["IndexBatch", "OrbitBatch", "OrbitDataModule", "RotatedMNIST", "TranslatedMNIST"]
+__all__ = ["IndexBatch", "OrbitBatch", "OrbitDataModule", "RotatedMNIST", "TranslatedMNIST", "datamodule_class"]

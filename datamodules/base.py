@@ -8,7 +8,7 @@ angles (3.84 M posed images, 12 GB in float32) never has to exist at once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from orbitbench.data import Digits, load_digits
 from orbitbench.errors import OrbitbenchError
-from orbitbench.orbits import NORMALIZATIONS, GroupAction, normalize
+from orbitbench.orbits import MAX_ORDER, NORMALIZATIONS, GroupAction, normalize
 
 NUM_CLASSES = 10
 # Per-class images of each built-in source, so bad `seeds_per_class` fails at construction.
@@ -100,6 +100,10 @@ class OrbitDataModule(L.LightningDataModule):
     eval_split_names = ("in_test", "out_test")
     num_classes = NUM_CLASSES
     predict_split = "out_test"  # set by `orbitbench predict --split`
+    # The group action's declaration, read by the sweep: the constructor argument that sets the
+    # group order (its grid axis) and the orders it accepts. A subclass with a new action sets both.
+    order_argument: ClassVar[str] = ""
+    order_range: ClassVar[tuple[int, int]] = (1, MAX_ORDER)
 
     def __init__(
         self,
@@ -117,6 +121,11 @@ class OrbitDataModule(L.LightningDataModule):
         seed: int = 125,
     ) -> None:
         super().__init__()
+        low, high = self.order_range
+        if isinstance(n_poses, bool) or not isinstance(n_poses, int) or not low <= n_poses <= high:
+            raise OrbitbenchError(
+                f"{self.order_argument or 'n_poses'}={n_poses!r} is invalid: expected an integer in {low}..{high}"
+            )
         self.group = self.make_group(n_poses)  # validates the order and the action's options
         held_out = list(held_out_poses)
         if isinstance(leave_out_class, bool) or leave_out_class not in range(NUM_CLASSES):
@@ -211,7 +220,8 @@ class OrbitDataModule(L.LightningDataModule):
     def split_dataset(self, name: str) -> PoseIndexDataset:
         return PoseIndexDataset(self.splits[name], self.digits.labels)
 
-    def _loader(self, name: str, sampler: Sampler | None = None) -> DataLoader:
+    def split_dataloader(self, name: str, sampler: Sampler | None = None) -> DataLoader:
+        """A loader of index batches over one split (`train`, `in_test`, `out_test`), in split order by default."""
         return DataLoader(
             self.split_dataset(name),
             batch_size=self.hparams.batch_size,
@@ -222,10 +232,10 @@ class OrbitDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", EpochShuffleSampler(self.splits["train"].shape[0], self.hparams.seed))
+        return self.split_dataloader("train", EpochShuffleSampler(self.splits["train"].shape[0], self.hparams.seed))
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(name) for name in self.eval_split_names]
+        return [self.split_dataloader(name) for name in self.eval_split_names]
 
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()
@@ -233,3 +243,25 @@ class OrbitDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """The split named by `predict_split` (`orbitbench predict --split`), in its stored order."""
         return self._loader(self.predict_split)
+
+def datamodule_class(name: str) -> type[OrbitDataModule]:
+    """`RotatedMNIST` (exported by orbitbench.datamodules) or `package.module.Class` -> the class.
+
+    The class must declare its group action (`order_argument`), which the sweep's grid uses.
+    """
+    import importlib
+
+    from orbitbench import datamodules
+
+    module_name, _, class_name = name.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module_name) if module_name else datamodules, class_name, None)
+    except ImportError as error:
+        raise OrbitbenchError(f"datamodule {name!r}: cannot import {module_name!r} ({error})") from None
+    if not (isinstance(found, type) and issubclass(found, OrbitDataModule) and found.order_argument):
+        known = [n for n in datamodules.__all__ if getattr(getattr(datamodules, n), "order_argument", "")]
+        raise OrbitbenchError(
+            f"datamodule {name!r} is not an OrbitDataModule with a group action (order_argument); "
+            f"expected one of {', '.join(known)} or a dotted path to such a class"
+        )
+    return found

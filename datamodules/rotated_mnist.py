@@ -16,6 +16,9 @@ class RotatedMNIST(OrbitDataModule):
         **kwargs: the split, source, normalisation and loader options of `OrbitDataModule`.
     """
 
+    order_argument = "n_angles"
+    order_range = (1, 360)
+
     def __init__(self, n_angles: int = 8, interpolation: str = "bilinear", **kwargs) -> None:
         self.interpolation = interpolation
         super().__init__(n_angles, **kwargs)

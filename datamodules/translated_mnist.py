@@ -16,6 +16,9 @@ class TranslatedMNIST(OrbitDataModule):
         **kwargs: the split, source, normalisation and loader options of `OrbitDataModule`.
     """
 
+    order_argument = "n_shifts"
+    order_range = (1, 360)
+
     def __init__(self, n_shifts: int = 7, axis: str = "x", **kwargs) -> None:
         self.axis = axis
         super().__init__(n_shifts, **kwargs)

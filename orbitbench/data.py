@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import logging
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -56,13 +57,26 @@ class Digits:
                 f"seeds_per_class={per_class} is not available in {self.source}: "
                 f"expected 1..{available} (the smallest class has {available} images)"
             )
-        generator = torch.Generator().manual_seed(seed)
-        keep = []
-        for label in range(10):
-            members = torch.nonzero(self.labels == label).squeeze(1)
-            keep.append(members[torch.randperm(members.numel(), generator=generator)[:per_class]])
-        index = torch.sort(torch.cat(keep)).values
+        keep = sample_per_class(self.labels, {label: per_class for label in range(10)}, seed)
+        index = torch.sort(torch.cat(list(keep.values()))).values
         return Digits(self.images[index], self.labels[index], self.source)
+
+
+def sample_per_class(labels: torch.Tensor, counts: Mapping[int, int], seed: int, what: str = "images") -> dict[int, torch.Tensor]:
+    """A seeded pick of `counts[c]` indices of each class `c`: class -> int64 [counts[c]].
+
+    One generator seeded once draws the classes in the order of `counts`, so the pick is a pure
+    function of (labels, counts, seed). The one sampler behind "k digits per class" everywhere:
+    the DataModule's `seeds_per_class` images, the theory experiments' seed digits, probe sets.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    chosen = {}
+    for label, count in counts.items():
+        members = torch.nonzero(labels == label).squeeze(1)
+        if members.numel() < count:
+            raise OrbitbenchError(f"class {label} has {members.numel()} images, fewer than the {count} {what} asked for")
+        chosen[label] = members[torch.randperm(members.numel(), generator=generator)[:count]]
+    return chosen
 
 
 def load_digits(source: str = "auto", data_dir: str | Path = "data", download: bool = False) -> Digits:

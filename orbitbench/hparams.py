@@ -56,7 +56,10 @@ def _scalar(value: Any) -> Any:
 
 
 class HParamsSession(L.Callback):
-    """Register settings and the final accuracies as one HPARAMS session per fit (TensorBoard only)."""
+    """Register settings and the final accuracies as one HPARAMS session per fit (TensorBoard only).
+
+    Place it after `RunRecordWriter`: its fit-end values are the record's.
+    """
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = trainer.logger
@@ -80,14 +83,16 @@ class HParamsSession(L.Callback):
 
 
 def final_accuracies(trainer: L.Trainer) -> dict[str, float | None]:
-    """The end-of-fit accuracies under their hparam-metric names (eval-mode train accuracy when logged)."""
-    metrics = trainer.callback_metrics
+    """The end-of-fit accuracies under their hparam-metric names, read from the run record (so train
+    accuracy is the eval-mode one); nothing when the run wrote no record."""
+    from orbitbench.record import RunRecordWriter
 
-    def value(*keys: str) -> float | None:
-        return next((float(metrics[k]) for k in keys if k in metrics), None)
-
+    writer = next((c for c in trainer.callbacks if isinstance(c, RunRecordWriter)), None)
+    if writer is None or writer.record is None:
+        return {}
+    metrics = writer.record.metrics
     return {
-        "hparams/train_acc": value("final/train_acc", "train/acc"),
-        "hparams/in_test_acc": value("val/in_test_acc"),
-        "hparams/out_test_acc": value("val/out_test_acc"),
+        "hparams/train_acc": metrics.train_acc,
+        "hparams/in_test_acc": metrics.in_test_acc,
+        "hparams/out_test_acc": metrics.out_test_acc,
     }

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -25,17 +24,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orbitbench.errors import OrbitbenchError
+from orbitbench.io import atomic_write_bytes, atomic_write_text, one_line_validation_error
 from orbitbench.models import builder_path
-from orbitbench.sweep import (
-    NAME_PATTERN,
-    CellResult,
-    SweepState,
-    aggregate,
-    atomic_write_bytes,
-    atomic_write_text,
-    one_line_validation_error,
-    read_sweep_dir,
-)
+from orbitbench.sweep.results import CellResult, SweepState, aggregate, read_sweep_dir
+from orbitbench.sweep.spec import NAME_PATTERN, TRACK_PATTERN
 
 DEFAULT_ROOT = Path("leaderboard")
 README = "README.md"
@@ -69,10 +61,18 @@ class Protocol(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    datamodule: Literal["RotatedMNIST", "TranslatedMNIST"]
+    datamodule: str
     n_poses: list[int] = Field(min_length=1)
     leave_out_classes: list[int] = Field(min_length=1)
     data: dict[str, Any] = {}
+
+    @field_validator("datamodule")
+    @classmethod
+    def _known_datamodule(cls, name: str) -> str:
+        from orbitbench.datamodules import datamodule_class
+
+        datamodule_class(name)
+        return name
 
     @field_validator("n_poses", "leave_out_classes")
     @classmethod
@@ -93,7 +93,7 @@ class Entry(BaseModel):
     builder: str = Field(pattern=r"^[\w.]+:[\w.]+$")  # module:function
     config: dict[str, Any]
     param_count: int = Field(ge=1)
-    track: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]*$")
+    track: str = Field(pattern=TRACK_PATTERN)
     protocol: Protocol
     seeds: list[int] = Field(min_length=1)
     results: list[PoseResult] = Field(min_length=1)
@@ -148,8 +148,6 @@ def parse_entry(text: str, source: str) -> Entry:
     try:
         return Entry.model_validate_json(text)
     except ValidationError as error:
-        if error.errors()[0]["type"] == "json_invalid":
-            raise OrbitbenchError(f"{source}: not valid JSON ({error.errors()[0]['msg']})") from None
         raise OrbitbenchError(one_line_validation_error(source, error)) from None
 
 
@@ -224,7 +222,7 @@ def entry_from_sweep(state: SweepState, model: str, name: str | None = None, not
         )
         for n in sorted(spec.n_poses)
     ]
-    finished = max(dt.datetime.fromisoformat(r.finished) for r in results)
+    finished = max(r.finished for r in results)
     try:
         return Entry(
             name=name or model.replace(":", "_").replace("(", "_").replace(")", ""),
@@ -348,36 +346,15 @@ def render_readme(entries: dict[str, Entry]) -> str:
 
 def render_figure(entries: dict[str, Entry]) -> bytes:
     """One panel per track: out-test accuracy vs group order, mean ± std band per entry."""
-    import matplotlib
+    from orbitbench.plots import Curve, Panel, accuracy_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    tracks = by_track(entries)
-    fig, axes = plt.subplots(1, max(1, len(tracks)), figsize=(7.5 * max(1, len(tracks)), 4), squeeze=False)
-    for ax, (track, ranked) in zip(axes[0], tracks.items()):
-        for entry in ranked:
-            xs = [r.n_poses for r in entry.results]
-            means = [r.out_test.mean for r in entry.results]
-            stds = [r.out_test.std for r in entry.results]
-            (line,) = ax.plot(xs, means, marker="o", label=entry.name)
-            ax.fill_between(xs, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
-                            color=line.get_color(), alpha=0.12, linewidth=0)
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ranked[0].protocol.n_poses, [str(n) for n in ranked[0].protocol.n_poses])
-        ax.set_xlabel("group order (n_angles / n_shifts)")
-        ax.set_ylabel("out-test accuracy")
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"track {track}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # outside: curves stay visible
-    if not tracks:
-        axes[0][0].text(0.5, 0.5, "no entries yet", ha="center", va="center")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buffer.getvalue()
+    panels = [
+        Panel(f"track {track}", ranked[0].protocol.n_poses, "group order (n_angles / n_shifts)", "out-test accuracy",
+              [Curve(e.name, [r.n_poses for r in e.results], [r.out_test.mean for r in e.results],
+                     [r.out_test.std for r in e.results]) for e in ranked])
+        for track, ranked in by_track(entries).items()
+    ]
+    return accuracy_png(panels, width=7.5, dpi=110, empty_text="no entries yet")
 
 
 def build(root: Path) -> tuple[Path, Path]:

@@ -5,13 +5,14 @@ scheduler from the config, the data (and its poses) from the DataModule. What it
 measurement the benchmark is about: accuracy on train, in-test and out-test, and in-test
 accuracy per pose (does the network recognise every rotation equally well?).
 
-Logged metric names (stable; the sweep and leaderboard read them):
+Logged metric names (TensorBoard; the run record `orbitbench.record` is what the sweep reads):
     train/loss (per step), train/acc (per epoch, running accuracy in train mode)
     val/in_test_acc, val/out_test_acc, val/in_test_loss, val/out_test_loss
     test/in_test_acc, test/out_test_acc, test/in_test_loss, test/out_test_loss
     model/n_params
 plus the figure `{val,test}/in_test_acc_by_pose` (TensorBoard); `pose_accuracy[split]` keeps the
-last per-pose accuracies of both eval splits for `metrics.json`.
+last per-pose accuracies of both eval splits, and `split_accuracy("train")` measures the eval-mode
+train accuracy, both for the run record.
 """
 
 from __future__ import annotations
@@ -160,8 +161,28 @@ class OrbitClassifier(L.LightningModule):
         self.pose_accuracy = values
         for logger in self.loggers:
             add_figure = getattr(getattr(logger, "experiment", None), "add_figure", None)
-            if add_figure is not None:  # TensorBoard (SummaryWriter); other loggers get metrics.json
+            if add_figure is not None:  # TensorBoard (SummaryWriter); every run has record.json
                 add_figure(f"{stage}/in_test_acc_by_pose", pose_accuracy_figure(values["in_test"]), self.global_step)
+
+    @torch.no_grad()
+    def split_accuracy(self, split: str) -> float:
+        """Accuracy on one DataModule split with the network in eval mode (dropout off, BatchNorm stats).
+
+        The run record's train accuracy: the epoch's running `train/acc` mixes weights of a whole
+        epoch and counts dropout, so it cannot be set beside in-test and out-test accuracy.
+        """
+        dm = self.trainer.datamodule
+        was_training = self.net.training
+        self.net.eval()
+        correct = total = 0
+        try:
+            for batch in dm.split_dataloader(split):
+                batch = dm.on_after_batch_transfer(type(batch)(*(t.to(self.device) for t in batch)), 0)
+                correct += int((self.net(batch.image).argmax(dim=1) == batch.label).sum())
+                total += batch.label.numel()
+        finally:
+            self.net.train(was_training)
+        return correct / total if total else math.nan
 
     def configure_optimizers(self):
         # torch validates hyper-parameters (lr >= 0, betas in [0, 1)) with ValueError: user input.

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from orbitbench.data import Digits
+from orbitbench.data import Digits, sample_per_class
 from orbitbench.errors import OrbitbenchError
 from orbitbench.orbits import GroupAction
 
@@ -96,15 +96,7 @@ def class_orbits(
     Returns orbits float64 [C, S, N, H, W] (sphere-normalised after the action) and the digit
     indices int64 [C, S].
     """
-    generator = torch.Generator().manual_seed(seed)
-    chosen = []
-    for label in classes:
-        members = torch.nonzero(digits.labels == label).squeeze(1)
-        if members.numel() < per_class:
-            raise OrbitbenchError(
-                f"class {label} has {members.numel()} digits, fewer than seeds per class={per_class}"
-            )
-        chosen.append(members[torch.randperm(members.numel(), generator=generator)[:per_class]])
-    index = torch.stack(chosen)  # [C, S]
+    chosen = sample_per_class(digits.labels, {label: per_class for label in classes}, seed, "seed digits")
+    index = torch.stack([chosen[label] for label in classes])  # [C, S]
     orbits = pose_orbits(digits.images[index.reshape(-1)], group)  # [C*S, N, H, W]
     return orbits.reshape(len(classes), per_class, *orbits.shape[1:]), index

@@ -8,15 +8,13 @@ the benchmark needs to be trustworthy and easy to read:
 - TensorBoard logs under `runs/<model>-<data>/version_N`, a checkpoint every epoch plus `last.ckpt`;
 - exact resumption: every step reseeds all RNGs from (seed, step), the DataModule shuffles from
   (seed, epoch), so `--ckpt_path last` after a kill ends with the metrics of an unbroken run;
-- `metrics.json` in the run directory (final accuracies, per-pose accuracy, parameter count);
+- `record.json` in the run directory (`orbitbench.record`: settings, seeds, final accuracies);
 - a printed summary after `fit`; bad values end in one `orbitbench: ...` line and exit status 2.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import random
 import re
@@ -42,10 +40,10 @@ from orbitbench.errors import OrbitbenchError
 from orbitbench.hparams import HParamsSession
 from orbitbench.module import OrbitClassifier
 from orbitbench.predict import PredictionWriter
+from orbitbench.record import RECORD_FILE, RunRecordWriter, describe_run
 
 RUNS_DIR = "runs"
 DEFAULT_SEED = 125  # the paper's seed
-METRICS_FILE = "metrics.json"
 MAX_GRID_POSES = 16
 
 
@@ -100,61 +98,6 @@ class TrainOrbitGrid(Callback):
         cells[held] *= 0.3
         grid = make_grid(cells, nrow=len(poses), padding=1, pad_value=0.5)
         experiment.add_image("data/train_orbits", grid, 0)
-
-
-class MetricsFile(Callback):
-    """Write `metrics.json` (final accuracies, per-pose in-test accuracy, parameter count) to the log dir."""
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write(trainer, pl_module, "fit", "val")
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == "validate":
-            self._write(trainer, pl_module, "validate", "val")
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._write(trainer, pl_module, "test", "test")
-
-    @staticmethod
-    def _write(trainer: L.Trainer, pl_module: L.LightningModule, stage: str, prefix: str) -> None:
-        if not trainer.is_global_zero or trainer.log_dir is None:
-            return
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        record = run_record(trainer, pl_module, stage)
-        record.update(
-            train_acc=metrics.get("train/acc") if stage == "fit" else None,
-            in_test_acc=metrics.get(f"{prefix}/in_test_acc"),
-            out_test_acc=metrics.get(f"{prefix}/out_test_acc"),
-            **{
-                f"{split}_pose_acc": [None if math.isnan(v) else v for v in values]
-                for split, values in getattr(pl_module, "pose_accuracy", {}).items()
-            },
-            metrics=metrics,
-        )
-        path = Path(trainer.log_dir) / METRICS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(record, indent=2) + "\n")
-
-
-def run_record(trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> dict:
-    """What was trained on what: the header of `metrics.json` and of the printed summary."""
-    dm = trainer.datamodule
-    data = {"class": type(dm).__name__}
-    if isinstance(dm, OrbitDataModule):
-        data.update(n_poses=dm.n_poses, group=dm.group.kind, **{k: v for k, v in dm.hparams.items() if not k.startswith("_")})
-    checkpoint = trainer.checkpoint_callback
-    return {
-        "stage": stage,
-        "backbone": pl_module.hparams.get("backbone"),
-        "backbone_kwargs": pl_module.hparams.get("backbone_kwargs"),
-        "n_params": getattr(pl_module, "n_params", None),
-        "data": data,
-        "seed": int(os.environ["PL_GLOBAL_SEED"]) if "PL_GLOBAL_SEED" in os.environ else None,
-        "epochs": trainer.current_epoch,
-        "global_step": trainer.global_step,
-        "log_dir": trainer.log_dir,
-        "last_checkpoint": getattr(checkpoint, "last_model_path", None) or None,
-    }
 
 
 def _run_name(config) -> str:
@@ -360,22 +303,24 @@ def place_eval_run(logger, ckpt_path: Path, subcommand: str, split: str | None =
 
 def fit_summary(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
     """A few human lines: what ran, the three accuracies, where logs and checkpoint are."""
-    record = run_record(trainer, pl_module, "fit")
+    record = describe_run(trainer, pl_module)
     metrics = trainer.callback_metrics
+    written = next((c.record for c in trainer.callbacks if isinstance(c, RunRecordWriter) and c.record), None)
+    train_acc = written.metrics.train_acc if written is not None else None  # eval mode, at the end of fit
 
     def fmt(key: str) -> str:
         return f"{float(metrics[key]):.3f}" if key in metrics else "n/a"
 
     data = record["data"]
-    where = ", ".join(f"{k}={data[k]}" for k in ("n_poses", "leave_out_class") if k in data)
+    where = ", ".join(f"{k}={v}" for k, v in (("n_poses", data.n_poses), ("leave_out_class", data.hparams.get("leave_out_class"))) if v is not None)
     lines = [
-        f"orbitbench fit: {record['backbone']} on {data['class']}({where}), "
-        f"{trainer.current_epoch} epoch{'' if trainer.current_epoch == 1 else 's'}, {record['n_params']:,} parameters",
-        f"  accuracy     train {fmt('train/acc')} | in-test {fmt('val/in_test_acc')} | out-test {fmt('val/out_test_acc')}",
+        f"orbitbench fit: {record['model'].backbone} on {data.datamodule}({where}), "
+        f"{trainer.current_epoch} epoch{'' if trainer.current_epoch == 1 else 's'}, {record['model'].n_params:,} parameters",
+        f"  accuracy     train {'n/a' if train_acc is None else f'{train_acc:.3f}'} | in-test {fmt('val/in_test_acc')} | out-test {fmt('val/out_test_acc')}",
     ]
     if trainer.log_dir:
         kinds = ", ".join(_logger_output(logger) for logger in trainer.loggers)
-        lines.append(f"  logs         {trainer.log_dir} ({METRICS_FILE}{', ' + kinds if kinds else ''})")
+        lines.append(f"  logs         {trainer.log_dir} ({RECORD_FILE}{', ' + kinds if kinds else ''})")
     if record["last_checkpoint"]:
         lines.append(f"  checkpoint   {record['last_checkpoint']}")
     lines += [c.summary_line() for c in trainer.callbacks if callable(getattr(c, "summary_line", None))]
@@ -477,7 +422,7 @@ def _run(argv: list[str]) -> None:
             "max_epochs": 10,
             "deterministic": True,
             "log_every_n_steps": 10,
-            "callbacks": [ReseedEachStep(), TrainOrbitGrid(), MetricsFile(), HParamsSession(), PredictionWriter()],
+            "callbacks": [ReseedEachStep(), TrainOrbitGrid(), RunRecordWriter(), HParamsSession(), PredictionWriter()],
         },
         parser_kwargs={"exit_on_error": False},
         save_config_kwargs={"overwrite": True},

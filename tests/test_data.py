@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from orbitbench.data import DataSourceError, Digits, load_digits, read_idx
+from orbitbench.errors import OrbitbenchError
 
 
 def write_idx(path: Path, array: np.ndarray, magic: int | None = None, truncate: int = 0) -> None:
@@ -99,3 +100,17 @@ def test_subsample_per_class_is_seeded_and_balanced(mnist5k: Digits) -> None:
     assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
     with pytest.raises(ValueError, match=r"seeds_per_class=501 .* expected 1\.\.500"):
         mnist5k.subsample_per_class(501, 0)
+
+
+def test_sample_per_class_draws_the_asked_counts_reproducibly(mnist5k: Digits) -> None:
+    from orbitbench.data import sample_per_class
+
+    counts = {7: 3, 0: 2}
+    a, b = (sample_per_class(mnist5k.labels, counts, seed=4) for _ in range(2))
+    assert list(a) == [7, 0] and all(torch.equal(a[c], b[c]) for c in counts)
+    for label, index in a.items():
+        assert index.numel() == counts[label] and index.unique().numel() == counts[label]
+        assert (mnist5k.labels[index] == label).all()
+    assert not torch.equal(sample_per_class(mnist5k.labels, counts, seed=5)[7], a[7])
+    with pytest.raises(OrbitbenchError, match="class 7 has 500 images, fewer than the 501 seed digits asked for"):
+        sample_per_class(mnist5k.labels, {7: 501}, seed=0, what="seed digits")

@@ -86,7 +86,7 @@ def test_sphere_normalisation_after_the_action() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"n_angles": 0}, r"n=0 is invalid: expected an integer in 1\.\.360"),
+        ({"n_angles": 0}, r"n_angles=0 is invalid: expected an integer in 1\.\.360"),
         ({"leave_out_class": 10}, r"leave_out_class=10 is invalid: expected a digit class 0-9"),
         ({"held_out_poses": [8]}, r"held_out_poses=\[8\] is invalid: expected distinct pose indices in 0\.\.7"),
         ({"in_test_fraction": 1.0}, r"in_test_fraction=1\.0 is invalid: expected a fraction in \(0, 1\)"),

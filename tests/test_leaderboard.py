@@ -174,23 +174,23 @@ CELL_ACCURACIES = {(2, 3): (0.8, 0.2), (2, 7): (0.9, 0.4), (4, 3): (0.9, 0.5), (
 
 
 def _sweep_dir(tmp_path: Path, spc: int = 30, overrides: dict | None = None) -> Path:
-    """A finished sweep directory as `orbitbench sweep run` leaves it (sweep.yaml + result.json)."""
+    """A finished sweep directory as `orbitbench sweep run` leaves it (sweep.yaml + each cell's record.json)."""
     root = tmp_path / f"sweep{spc}"
     root.mkdir()
     (root / "sweep.yaml").write_text(SWEEP_YAML.format(spc=spc))
     for (n, c), (in_test, out_test) in CELL_ACCURACIES.items():
         cell = f"paper_mlp-n{n}-c{c}-s0"
-        result = {
-            "sweep": "fixture", "track": "fixture-rot", "cell": cell, "model": "paper_mlp",
-            "datamodule": "RotatedMNIST", "n_poses": n, "leave_out_class": c, "seed": 0,
-            "train_acc": 0.95, "in_test_acc": in_test, "out_test_acc": out_test, "spectral_pred_acc": None,
-            "in_test_acc_per_pose": [in_test] * n, "out_test_acc_per_pose": [], "wall_time_s": 3.0,
-            "param_count": 468864, "log_dir": str(root / "cells" / cell), "fit_argv": ["fit"],
-            "versions": {"torch": "2.14.1"}, "finished": f"2026-11-2{n}T05:00:00+00:00",
-            **(overrides or {}).get((n, c), {}),
+        metrics = {"train_acc": 0.95, "in_test_acc": in_test, "out_test_acc": out_test,
+                   "in_test_acc_per_pose": [in_test] * n, **(overrides or {}).get((n, c), {})}
+        record = {
+            "stage": "fit", "model": {"backbone": "paper_mlp", "n_params": 468864},
+            "data": {"datamodule": "RotatedMNIST", "n_poses": n, "hparams": {"leave_out_class": c, "seeds_per_class": spc}},
+            "seeds": {"seed_everything": 0, "data_split_seed": 125}, "metrics": metrics, "epochs": 12,
+            "global_step": 100, "log_dir": str(root / "cells" / cell), "last_checkpoint": None, "wall_time_s": 3.0,
+            "versions": {"torch": "2.14.1"}, "git_commit": None, "finished": f"2026-11-2{n}T05:00:00+00:00",
         }
         (root / "cells" / cell).mkdir(parents=True)
-        (root / "cells" / cell / "result.json").write_text(json.dumps(result))
+        (root / "cells" / cell / "record.json").write_text(json.dumps(record))
     return root
 
 
@@ -232,11 +232,11 @@ def _refused(capsys, board: Path, sweep_dir: Path, expected: str) -> None:
 
 def test_add_refuses_incomplete_malformed_or_foreign_sweeps(board, tmp_path, capsys):
     incomplete = _sweep_dir(tmp_path)
-    (incomplete / "cells" / "paper_mlp-n4-c7-s0" / "result.json").unlink()
+    (incomplete / "cells" / "paper_mlp-n4-c7-s0" / "record.json").unlink()
     _refused(capsys, board, incomplete, "incomplete for paper_mlp: 1 cells have no result (e.g. paper_mlp-n4-c7-s0)")
 
     malformed = _sweep_dir(tmp_path, spc=31, overrides={(2, 3): {"out_test_acc": 1.5}})
-    _refused(capsys, board, malformed, "out_test_acc: Input should be less than or equal to 1")
+    _refused(capsys, board, malformed, "record.json: metrics.out_test_acc: Input should be less than or equal to 1")
 
     _refused(capsys, board, tmp_path, "is not a sweep directory")
 

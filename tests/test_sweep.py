@@ -1,40 +1,35 @@
-"""`orbitbench sweep`: a real tiny sweep end to end (resume, partial re-run, CSV) and bad sweep files.
+"""`orbitbench sweep`: real tiny sweeps end to end (resume, re-run, CSV from the run records),
+bad sweep files, and the reliability cases: SIGTERM / SIGKILL of a running sweep, two runners on
+one directory, a cell folder a live process writes to.
 
-The end-to-end test runs three real `orbitbench fit` subprocesses on the embedded MNIST subset
-(1 epoch, 5 images per class), about a minute on a busy 2-core machine.
+Cells are real `orbitbench fit` runs on the embedded MNIST subset (1 epoch, 5 images per class).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
+import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from orbitbench import sweep
 from orbitbench.errors import OrbitbenchError
+from orbitbench.io import try_claim
+from orbitbench.sweep.results import claim_path, prepare_root, result_from_record
+from sweep_helpers import TINY
 
-TINY = """\
-name: tiny
-track: test-tiny
-datamodule: RotatedMNIST
-grid:
-  model: [paper_mlp]
-  n_angles: [2, 4]
-  leave_out_class: [3]
-  seed: [0]
-fit:
-  trainer.max_epochs: 1
-  data.source: mnist5k
-  data.seeds_per_class: 5
-  data.batch_size: 64
-"""
+TESTS = Path(__file__).resolve().parent
 # paper MLP 784-512-128-10, last layer without bias: (784*512 + 512) + (512*128 + 128) + 128*10
 PAPER_MLP_PARAMS = 784 * 512 + 512 + 512 * 128 + 128 + 128 * 10
 CELLS = ("paper_mlp-n2-c3-s0", "paper_mlp-n4-c3-s0")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
 
 
 def _write(tmp_path: Path, text: str, name: str = "sweep.yaml") -> Path:
@@ -43,60 +38,96 @@ def _write(tmp_path: Path, text: str, name: str = "sweep.yaml") -> Path:
     return path
 
 
-def _signature(cell: Path) -> tuple[int, str]:
-    """What changes when a cell is re-run: result.json's mtime and the fit log's content."""
-    return (cell / "result.json").stat().st_mtime_ns, (cell / "fit.log").read_text()
+def _paused(flag: Path) -> str:
+    """TINY whose fits wait at the start of training while `flag` exists (see PauseWhile)."""
+    return TINY + f'  trainer.callbacks+: {{"class_path": "sweep_helpers.PauseWhile", "init_args": {{"flag": "{flag}"}}}}\n'
 
 
-def test_tiny_sweep_runs_resumes_and_reruns_only_a_deleted_cell(tmp_path, capsys):
+def _sweep_process(spec_file: Path, out: Path, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "orbitbench", "sweep", "run", str(spec_file), "--out", str(out), "--no-progress", *extra]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=TESTS.parent)
+
+
+def _wait_for(condition, seconds: float = 180, what: str = "") -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def _fits_writing_to(folder: Path) -> list[int]:
+    """Pids of live processes whose command line names `folder` (a cell's fit)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                state = next(line for line in (entry / "status").read_text().splitlines() if line.startswith("State:"))
+            except (OSError, StopIteration):
+                continue
+            if str(folder) in cmdline and "zombie" not in state:
+                pids.append(int(entry.name))
+    return pids
+
+
+def _records(out: Path) -> dict[str, dict]:
+    return {cell: json.loads((out / "cells" / cell / "record.json").read_text()) for cell in CELLS}
+
+
+def _rows(out: Path) -> list[dict]:
+    with open(out / "results.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_in_process_sweep_keeps_every_log_line_resumes_and_matches_a_subprocess_rerun(tmp_path, capsys):
     spec_file, out = _write(tmp_path, TINY), tmp_path / "out"
-    assert sweep.main(["run", str(spec_file), "--out", str(out), "--no-progress"]) == 0
+    process = _sweep_process(spec_file, out, "--in-process")
+    _, err = process.communicate(timeout=500)
+    assert process.returncode == 0, err
     cells = [out / "cells" / cell_id for cell_id in CELLS]
     for cell in cells:
-        assert (cell / "result.json").is_file()
-        assert list(cell.glob("events.out.tfevents.*")), "each cell has its own TensorBoard log"
+        log = (cell / "fit.log").read_text()
+        # Lightning's own log lines land in every cell's log, not only the first one's.
+        assert "GPU available" in log and "Seed set to 0" in log, log
+        assert "I/O operation on closed file" not in log + err
+        assert len(list(cell.glob("events.out.tfevents.*"))) == 1
 
-    with open(out / "results.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
+    # The table is the run records' numbers (read here as plain JSON), one row per cell, grid order.
+    records = _records(out)
+    rows = _rows(out)
     assert [row["cell"] for row in rows] == list(CELLS)
     assert [int(row["n_poses"]) for row in rows] == [2, 4]
     for row in rows:
+        metrics = records[row["cell"]]["metrics"]
         assert row["model"] == "paper_mlp" and row["leave_out_class"] == "3" and row["track"] == "test-tiny"
-        assert int(row["param_count"]) == PAPER_MLP_PARAMS
+        assert int(row["param_count"]) == PAPER_MLP_PARAMS == records[row["cell"]]["model"]["n_params"]
         for key in ("train_acc", "in_test_acc", "out_test_acc"):
-            assert 0.0 <= float(row[key]) <= 1.0
-        assert float(row["wall_time_s"]) > 0
-        poses = row["in_test_acc_per_pose"].split(";")
-        assert len(poses) == int(row["n_poses"])
+            assert float(row[key]) == metrics[key] and 0.0 <= metrics[key] <= 1.0
+        assert len(row["in_test_acc_per_pose"].split(";")) == int(row["n_poses"])
         assert row["spectral_pred_acc"] == ""  # no NTK callback in this sweep
-    # The CSV carries what the fit itself measured (metrics.json written by the module).
-    metrics = json.loads((cells[1] / "metrics.json").read_text())
-    assert math.isclose(float(rows[1]["out_test_acc"]), metrics["out_test_acc"])
-    assert math.isclose(float(rows[1]["in_test_acc"]), metrics["in_test_acc"])
+        assert row["log_dir"] == f"cells/{row['cell']}"
 
     # A second invocation finds both cells finished and runs nothing.
-    before = [_signature(cell) for cell in cells]
+    before = [(cell / "record.json").stat().st_mtime_ns for cell in cells]
     assert sweep.main(["run", str(spec_file), "--out", str(out), "--no-progress"]) == 0
-    assert [_signature(cell) for cell in cells] == before
+    assert "0 cells ran here" in capsys.readouterr().err
+    assert [(cell / "record.json").stat().st_mtime_ns for cell in cells] == before
 
-    # Deleting one cell's result re-runs that cell only; in-process it gives the subprocess's numbers.
-    first = json.loads((cells[0] / "result.json").read_text())
-    (cells[0] / "result.json").unlink()
-    assert sweep.main([str(spec_file), "--out", str(out), "--no-progress", "--in-process"]) == 0  # `sweep FILE` == `sweep run FILE`
-    assert (cells[0] / "result.json").is_file()
-    assert _signature(cells[0]) != before[0]
-    assert _signature(cells[1]) == before[1]
-    again = json.loads((cells[0] / "result.json").read_text())
-    for key in ("train_acc", "in_test_acc", "out_test_acc", "in_test_acc_per_pose", "param_count"):
-        assert again[key] == first[key], key
+    # Deleting one record re-runs that cell only, now as a subprocess fit: the same numbers.
+    table = (out / "results.csv").read_bytes()
+    (cells[0] / "record.json").unlink()
+    assert sweep.main([str(spec_file), "--out", str(out), "--no-progress"]) == 0  # `sweep FILE` == `sweep run FILE`
+    assert "1 cells ran here" in capsys.readouterr().err
+    assert (cells[1] / "record.json").stat().st_mtime_ns == before[1]
+    assert _records(out)[CELLS[0]]["metrics"] == records[CELLS[0]]["metrics"]
+    assert (out / "results.csv").read_bytes() == table
     assert len(list(cells[0].glob("events.out.tfevents.*"))) == 1  # the old attempt's logs were cleared
-    with open(out / "results.csv", newline="") as handle:
-        assert [row["cell"] for row in csv.DictReader(handle)] == list(CELLS)
 
     # Fig. 1C from the finished cells.
     assert sweep.main(["plot", str(out), "-o", str(tmp_path / "fig.png")]) == 0
     assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    capsys.readouterr()
 
 
 BAD_SWEEPS = {
@@ -112,6 +143,9 @@ BAD_SWEEPS = {
     "class out of range": (TINY.replace("leave_out_class: [3]", "leave_out_class: [10]"), "digits 0-9"),
     "duplicate values": (TINY.replace("n_angles: [2, 4]", "n_angles: [4, 4]"), "unique"),
     "wrong pose axis": (TINY.replace("n_angles", "n_shifts"), "needs grid.n_angles"),
+    "order out of range": (TINY.replace("n_angles: [2, 4]", "n_angles: [2, 400]"), "n_angles=400 is outside RotatedMNIST's range 1..360"),
+    "unknown datamodule": (TINY.replace("RotatedMNIST", "ScaledMNIST"), "datamodule 'ScaledMNIST' is not an OrbitDataModule"),
+    "data setting bad for one order": (TINY + "  data.held_out_poses: [3]\n", "n_angles=2, leave_out_class=3: held_out_poses=[3] is invalid"),
     "grid value in fit": (TINY + "  data.n_angles: 8\n", "set by the grid"),
     "data in model_fit": (TINY + "model_fit:\n  paper_mlp:\n    data.seeds_per_class: 9\n", "track's protocol"),
     "model_fit for a model not in grid": (TINY + "model_fit:\n  paper_vit:\n    trainer.max_epochs: 1\n", "not in grid.model"),
@@ -121,7 +155,7 @@ BAD_SWEEPS = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_SWEEPS))
-def test_bad_sweep_files_fail_with_one_line_and_write_nothing(tmp_path, capsys, case):
+def test_bad_sweep_files_fail_with_one_line_before_any_cell_and_write_nothing(tmp_path, capsys, case):
     text, expected = BAD_SWEEPS[case]
     out = tmp_path / "out"
     assert sweep.main(["run", str(_write(tmp_path, text)), "--out", str(out), "--no-progress"]) == 2
@@ -131,24 +165,36 @@ def test_bad_sweep_files_fail_with_one_line_and_write_nothing(tmp_path, capsys, 
     assert not out.exists()
 
 
-def test_missing_sweep_file_and_bad_shard(tmp_path, capsys):
+def test_missing_sweep_file_and_bad_launcher_options(tmp_path, capsys):
     assert sweep.main(["run", str(tmp_path / "nope.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    spec_file = _write(tmp_path, TINY)
-    assert sweep.main(["run", str(spec_file), "--out", str(tmp_path / "o"), "--shard", "2/2"]) == 2
-    assert "--shard '2/2' is invalid" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
+    spec_file, out = _write(tmp_path, TINY), tmp_path / "o"
+    for flags, expected in ((["--jobs", "0"], "--jobs 0 is invalid"),
+                            (["--address", "auto"], "--address is for --launcher ray"),
+                            (["--jobs", "2", "--in-process"], "--in-process runs one cell at a time"),
+                            (["--submitit", "partition"], "expected KEY=VALUE")):
+        assert sweep.main(["run", str(spec_file), "--out", str(out), *flags]) == 2
+        assert expected in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_a_missing_cluster_package_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    out = tmp_path / "o"
+    assert sweep.main(["run", str(_write(tmp_path, TINY)), "--out", str(out), "--launcher", "ray"]) == 2
+    assert capsys.readouterr().err == "orbitbench: --launcher ray needs the 'ray' package: pip install 'orbitbench[cluster]'\n"
+    assert not out.exists()
 
 
 def test_a_sweep_dir_refuses_a_different_grid_but_accepts_more_models(tmp_path):
     root = tmp_path / "out"
     spec = sweep.parse_sweep_text(TINY, "tiny")
-    assert sweep._prepare_root(spec, root) == spec
+    assert prepare_root(spec, root) == spec
     changed = sweep.parse_sweep_text(TINY.replace("[2, 4]", "[2, 8]"), "changed")
     with pytest.raises(OrbitbenchError, match="holds a different sweep"):
-        sweep._prepare_root(changed, root)
+        prepare_root(changed, root)
     more = sweep.parse_sweep_text(TINY.replace("[paper_mlp]", "[paper_convnet]"), "more")
-    merged = sweep._prepare_root(more, root)
+    merged = prepare_root(more, root)
     assert merged.grid.model == ["paper_mlp", "paper_convnet"]
     assert sweep.read_sweep_dir(root).spec.grid.model == ["paper_mlp", "paper_convnet"]
 
@@ -177,6 +223,20 @@ def test_cells_and_fit_command_line():
     assert spec.training_config("paper_mlp") == {"data.batch_size": 64, "trainer.max_epochs": 7}
 
 
+def test_the_pose_axis_is_the_datamodules_declared_order_argument():
+    shifted = sweep.parse_sweep_text(
+        TINY.replace("RotatedMNIST", "TranslatedMNIST").replace("n_angles", "n_shifts"), "shift")
+    assert shifted.n_poses == [2, 4]
+    assert "--data.n_shifts=4" in sweep.fit_argv(shifted, shifted.cells()[1], Path("/x"))
+    # A DataModule outside the package, named by its dotted path, declares its own axis.
+    custom = sweep.parse_sweep_text(TINY.replace("RotatedMNIST", "sweep_helpers.FlippedMNIST")
+                                    .replace("n_angles: [2, 4]", "n_flips: [2]"), "custom")
+    assert custom.order_argument == "n_flips" and [c.cell_id for c in custom.cells()] == ["paper_mlp-n2-c3-s0"]
+    with pytest.raises(OrbitbenchError, match=r"grid.n_flips.1: n_flips=4 is outside sweep_helpers.FlippedMNIST's range 1\.\.2"):
+        sweep.parse_sweep_text(TINY.replace("RotatedMNIST", "sweep_helpers.FlippedMNIST")
+                               .replace("n_angles: [2, 4]", "n_flips: [2, 4]"), "custom")
+
+
 def test_a_model_config_file_comes_first_and_is_recorded(tmp_path):
     config = tmp_path / "my.yaml"
     config.write_text("model:\n  init_args:\n    backbone_kwargs: {dropout: 0.25}\n")
@@ -188,56 +248,32 @@ def test_a_model_config_file_comes_first_and_is_recorded(tmp_path):
     assert recorded["config_file_content"] == {"model": {"init_args": {"backbone_kwargs": {"dropout": 0.25}}}}
 
 
+def _record(cell: sweep.Cell, **callbacks) -> "RunRecord":  # noqa: F821
+    from orbitbench.record import RunRecord
 
-def test_sigterm_stops_the_whole_sweep_and_keeps_nothing_half_done(tmp_path):
-    """`kill <pid>` ends the sweep (Lightning alone would only flag it and go on with the next
-    cell); the interrupted cell has no result, so a re-run redoes exactly that cell."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    long_fit = TINY.replace("trainer.max_epochs: 1", "trainer.max_epochs: 500")  # killed long before the end
-    spec_file, out = _write(tmp_path, long_fit), tmp_path / "out"
-    command = [sys.executable, "-m", "orbitbench", "sweep", "run", str(spec_file), "--out", str(out),
-               "--no-progress", "--in-process"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = out / "cells" / CELLS[0]
-    deadline = time.monotonic() + 120
-    # The model summary is printed when training starts, after Lightning installed its SIGTERM handler.
-    log = first / "fit.log"
-    while process.poll() is None and time.monotonic() < deadline and not (
-        log.is_file() and "Total params" in log.read_text()
-    ):
-        time.sleep(0.2)
-    time.sleep(1.0)
-    assert process.poll() is None, "the sweep ended before it could be killed"
-    process.send_signal(signal.SIGTERM)
-    try:
-        _, err = process.communicate(timeout=120)
-    finally:
-        process.kill()  # never leave a 500-epoch sweep behind when the test fails
-    assert process.returncode == 128 + signal.SIGTERM, err
-    assert err.strip().splitlines()[-1].startswith("orbitbench: sweep stopped by SIGTERM")
-    assert not (first / "result.json").exists()
-    assert not (out / "cells" / CELLS[1]).exists()  # the sweep did not go on to the next cell
-    assert sweep.read_sweep_dir(out).missing == sweep.read_sweep_dir(out).spec.cells()
+    return RunRecord.model_validate({
+        "stage": "fit", "model": {"backbone": cell.model, "n_params": 10},
+        "data": {"datamodule": "RotatedMNIST", "n_poses": cell.n_poses, "hparams": {"leave_out_class": cell.leave_out_class}},
+        "seeds": {"seed_everything": cell.seed, "data_split_seed": 125},
+        "metrics": {"train_acc": 0.9, "in_test_acc": 0.8, "out_test_acc": 0.25},
+        "callbacks": callbacks, "epochs": 1, "global_step": 3, "log_dir": None, "last_checkpoint": None,
+        "wall_time_s": 1.0, "versions": {}, "git_commit": None, "finished": "2026-11-27T10:00:00Z",
+    })
 
 
-def test_spectral_accuracy_comes_from_the_ntk_callbacks_last_logged_value(tmp_path):
-    """EmpiricalNTKCallback logs `ntk/spectral_accuracy` through the loggers, not metrics.json."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(tmp_path))
-    for step, value in enumerate((0.25, 0.5, 0.75)):
-        writer.add_scalar("ntk/spectral_accuracy", value, step)
-    writer.close()
-    with_callback = ["fit", "--trainer.callbacks+={\"class_path\": \"orbitbench.callbacks.EmpiricalNTKCallback\"}"]
-    assert sweep._spectral_accuracy({}, with_callback, tmp_path) == 0.75
-    assert sweep._spectral_accuracy({}, ["fit"], tmp_path) is None  # no callback: events not read
-    assert sweep._spectral_accuracy({"spectral_pred_acc": 0.4}, with_callback, tmp_path) == 0.4
+def test_the_spectral_prediction_comes_from_the_ntk_callbacks_record_summary():
+    spec = sweep.parse_sweep_text(TINY, "tiny")
+    cell = spec.cells()[0]
+    with_ntk = _record(cell, EmpiricalNTKCallback={"spectral_accuracy": 0.75, "network_accuracy": 0.5})
+    assert result_from_record(spec, cell, with_ntk, "r").spectral_pred_acc == 0.75
+    assert result_from_record(spec, cell, _record(cell), "r").spectral_pred_acc is None
+    # A record of another cell (a moved folder) is refused, not tabulated under the wrong cell.
+    with pytest.raises(OrbitbenchError, match="not of cell paper_mlp-n4-c3-s0"):
+        result_from_record(spec, spec.cells()[1], with_ntk, "r")
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_settings_that_fit_rejects_stop_the_sweep_at_the_first_cell(tmp_path, capsys):
     bad = TINY.replace("trainer.max_epochs: 1", "trainer.max_epochs: many")
     out = tmp_path / "out"
@@ -246,3 +282,83 @@ def test_settings_that_fit_rejects_stop_the_sweep_at_the_first_cell(tmp_path, ca
     assert err.startswith(f"orbitbench: cell {CELLS[0]} failed (exit 2)") and "max_epochs" in err
     assert err.count("\n") == 1
     assert not (out / "cells" / CELLS[1]).exists()  # not repeated for every cell
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_sigterm_stops_the_whole_in_process_sweep_and_keeps_nothing_half_done(tmp_path):
+    """`kill <pid>` ends the sweep (Lightning alone would only flag it and go on with the next
+    cell); the interrupted cell has no record, so a re-run redoes exactly that cell."""
+    flag = tmp_path / "pause"
+    flag.touch()
+    spec_file, out = _write(tmp_path, _paused(flag)), tmp_path / "out"
+    process = _sweep_process(spec_file, out, "--in-process")
+    log = out / "cells" / CELLS[0] / "fit.log"
+    try:
+        _wait_for(lambda: process.poll() is not None or (log.is_file() and "paused" in log.read_text()), what="training")
+        assert process.poll() is None, process.communicate()[1]
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()  # never leave a paused sweep behind when the test fails
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1].startswith("orbitbench: sweep stopped by SIGTERM")
+    assert not (out / "cells" / CELLS[0] / "record.json").exists()
+    assert not (out / "cells" / CELLS[1]).exists()  # the sweep did not go on to the next cell
+    assert sweep.read_sweep_dir(out).missing == sweep.read_sweep_dir(out).spec.cells()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+def test_a_sigkilled_sweep_takes_its_fit_with_it_and_a_rerun_finishes_the_cell(tmp_path):
+    flag = tmp_path / "pause"
+    flag.touch()
+    spec_file, out = _write(tmp_path, _paused(flag)), tmp_path / "out"
+    process = _sweep_process(spec_file, out)
+    first = out / "cells" / CELLS[0]
+    try:
+        _wait_for(lambda: process.poll() is not None or ((first / "fit.log").is_file() and "paused" in (first / "fit.log").read_text()),
+                  what="the first cell's fit")
+        fits = _fits_writing_to(first)
+        assert fits and process.pid not in fits, "the fit runs in a child process"
+        process.kill()  # SIGKILL: no handler runs in the sweep
+        process.wait()
+        _wait_for(lambda: not _fits_writing_to(first), seconds=30, what="the orphaned fit to die")
+    finally:
+        process.kill()
+    flag.unlink()
+    rerun = _sweep_process(spec_file, out)
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    assert "2 cells ran here" in err
+    assert len(list(first.glob("events.out.tfevents.*"))) == 1  # the killed attempt was cleared
+    assert [row["cell"] for row in _rows(out)] == list(CELLS)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(500)
+def test_two_runners_on_one_directory_split_the_cells_and_never_touch_a_claimed_folder(tmp_path):
+    """A cell claimed by a live process is neither run nor cleared; two runners share the rest."""
+    spec_file, out = _write(tmp_path, TINY.replace("leave_out_class: [3]", "leave_out_class: [3, 7]")), tmp_path / "out"
+    spec = sweep.load_sweep_file(spec_file)
+    held = spec.cells()[0]  # a live writer (this test) holds the first cell, with a file in its folder
+    marker = out / "cells" / held.cell_id / "written-by-a-live-process"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("keep")
+    claim = try_claim(claim_path(out, held))
+    runners = [_sweep_process(spec_file, out) for _ in range(2)]
+    try:
+        others = [c for c in spec.cells() if c != held]
+        _wait_for(lambda: all((out / "cells" / c.cell_id / "record.json").is_file() for c in others), what="free cells")
+        time.sleep(1.0)
+        assert marker.read_text() == "keep" and all(r.poll() is None for r in runners), "runners wait for the held cell"
+    finally:
+        claim.release()
+    errs = [runner.communicate(timeout=300)[1] for runner in runners]
+    assert [runner.returncode for runner in runners] == [0, 0], errs
+    ran = [int(next(line for line in err.splitlines() if "cells ran here" in line).split(": ")[1].split()[0]) for err in errs]
+    assert sum(ran) == len(spec.cells()), errs  # every cell exactly once, across both runners
+    assert not marker.exists()  # released unfinished: cleared and run by one of the runners
+    assert [row["cell"] for row in _rows(out)] == [c.cell_id for c in spec.cells()]
+    for cell in spec.cells():
+        assert (out / "cells" / cell.cell_id / "fit.log").read_text().count("$ orbitbench fit") == 1

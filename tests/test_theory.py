@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import json
 from pathlib import Path
 
@@ -169,3 +170,14 @@ def test_existing_run_folder_is_refused(tmp_path: Path, capsys) -> None:
     (tmp_path / "taken").mkdir()
     assert main(["toy", "--out", str(tmp_path / "taken"), "--orbit-sizes", "4"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_pearson_matches_scipy_and_is_nan_for_a_constant() -> None:
+    from scipy.stats import pearsonr
+
+    from orbitbench.stats import pearson
+
+    x, y = [0.1, 0.4, 0.35, 0.8, 0.7], [1.0, 2.5, 2.0, 3.9, 4.2]
+    assert pearson(x, y) == pytest.approx(pearsonr(x, y).statistic, abs=1e-12)
+    assert pearson(torch.tensor(x), torch.tensor(y)) == pytest.approx(pearsonr(x, y).statistic, abs=1e-6)
+    assert math.isnan(pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])) and math.isnan(pearson([1.0], [2.0]))

@@ -1,8 +1,8 @@
 """`orbitbench fit|validate|test` end to end on the embedded MNIST digits (tiny runs).
 
-One reference fit (module fixture) is checked for logs, checkpoints and accuracy; a second fit
-with the same seed must match it exactly, and so must a run that is SIGKILLed mid-epoch and
-resumed with `--ckpt_path last`.
+One reference fit (module fixture) is checked for logs, checkpoints, accuracy and its run record;
+a second fit with the same seed must match it exactly, and so must a run that is SIGKILLed
+mid-epoch and resumed with `--ckpt_path last`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import lightning as L
 import pytest
 import torch
 
+from orbitbench.errors import OrbitbenchError
+from orbitbench.record import load_record
 from orbitbench.training_cli import condense_parser_error, run_lightning_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +35,13 @@ TINY = [
     "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
 ]
 pytestmark = pytest.mark.usefixtures("one_thread")
-RESULT_KEYS = ("train_acc", "in_test_acc", "out_test_acc", "in_test_pose_acc", "out_test_pose_acc", "metrics")
+
+
+class Summarised(L.Callback):
+    """A callback with a record summary: the run record keeps it under the class name."""
+
+    def record_summary(self) -> dict:
+        return {"answer": torch.tensor(42.0), "label": "x"}
 
 
 class KillDuringEpoch(L.Callback):
@@ -58,14 +66,14 @@ def run_dir(save_dir: Path) -> Path:
 
 
 def results(save_dir: Path) -> dict:
-    metrics = json.loads((run_dir(save_dir) / "metrics.json").read_text())
-    return {key: metrics[key] for key in RESULT_KEYS}
+    """What a run measured (its record's metrics), read as plain JSON."""
+    return json.loads((run_dir(save_dir) / "record.json").read_text())["metrics"]
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> tuple[Path, str]:
     save_dir = tmp_path_factory.mktemp("reference")
-    status, stdout = fit(save_dir, "--checkpoint.save_top_k", "-1")
+    status, stdout = fit(save_dir, "--checkpoint.save_top_k", "-1", "--trainer.callbacks+=test_training.Summarised")
     assert status == 0
     return save_dir, stdout
 
@@ -74,15 +82,22 @@ def test_tiny_fit_logs_in_and_out_test_accuracy(reference) -> None:
     save_dir, stdout = reference
     log_dir = run_dir(save_dir)
     assert log_dir.parent.name == "paper_mlp-RotatedMNIST"
-    metrics = json.loads((log_dir / "metrics.json").read_text())
-    assert metrics["backbone"] == "paper_mlp" and metrics["n_params"] == 468_864
-    assert metrics["data"]["n_poses"] == 4 and metrics["data"]["leave_out_class"] == 3
+    record = json.loads((log_dir / "record.json").read_text())
+    metrics = record["metrics"]
+    assert record["stage"] == "fit" and record["model"]["backbone"] == "paper_mlp" and record["model"]["n_params"] == 468_864
+    assert record["data"]["n_poses"] == 4 and record["data"]["hparams"]["leave_out_class"] == 3
+    assert record["data"]["order_argument"] == "n_angles" and record["data"]["group"] == "rotation"
+    assert record["seeds"] == {"seed_everything": 125, "data_split_seed": 125}
+    assert record["callbacks"] == {"Summarised": {"answer": 42.0, "label": "x"}}
+    assert set(record["versions"]) == {"python", "orbitbench", "torch", "lightning"}
+    assert record["git_commit"] is None or len(record["git_commit"]) == 40
+    assert record["epochs"] == EPOCHS and record["wall_time_s"] > 0
     # Ten classes: chance is 0.1. After 4 short epochs in-test is far above it.
     assert metrics["in_test_acc"] > 0.35
     assert 0.0 <= metrics["out_test_acc"] <= 1.0 and 0.0 <= metrics["train_acc"] <= 1.0
     # Out-test holds only the upright pose; in-test has every pose.
-    assert metrics["out_test_pose_acc"][1:] == [None, None, None]
-    assert len(metrics["in_test_pose_acc"]) == 4 and None not in metrics["in_test_pose_acc"]
+    assert metrics["out_test_acc_per_pose"][1:] == [None, None, None]
+    assert len(metrics["in_test_acc_per_pose"]) == 4 and None not in metrics["in_test_acc_per_pose"]
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -94,8 +109,26 @@ def test_tiny_fit_logs_in_and_out_test_accuracy(reference) -> None:
     assert {"data/train_orbits", "val/in_test_acc_by_pose"} <= set(events.Tags()["images"])
 
     assert "in-test" in stdout and "out-test" in stdout
-    assert f"in-test {metrics['in_test_acc']:.3f}" in stdout
+    assert f"in-test {metrics['in_test_acc']:.3f}" in stdout and f"train {metrics['train_acc']:.3f}" in stdout
     assert f"tensorboard --logdir {save_dir}" in stdout and "last.ckpt" in stdout
+
+
+def test_train_accuracy_is_measured_in_eval_mode_on_the_whole_training_split(reference) -> None:
+    """Recomputed here from the last checkpoint and the DataModule's own split, dropout off."""
+    from orbitbench.datamodules import RotatedMNIST
+    from orbitbench.module import OrbitClassifier
+
+    log_dir = run_dir(reference[0])
+    record = json.loads((log_dir / "record.json").read_text())
+    model = OrbitClassifier.load_from_checkpoint(log_dir / "checkpoints" / "last.ckpt", map_location="cpu").eval()
+    dm = RotatedMNIST(**{k: v for k, v in record["data"]["hparams"].items()})
+    dm.setup("fit")
+    train = dm.splits["train"]  # [M, 2] (image, pose)
+    images = dm.materialize(train[:, 0], train[:, 1])
+    with torch.no_grad():
+        predicted = model.net(images).argmax(dim=1)
+    expected = (predicted == dm.digits.labels[train[:, 0]]).double().mean().item()
+    assert record["metrics"]["train_acc"] == pytest.approx(expected, abs=1e-12)
 
 
 def test_checkpoint_every_epoch(reference) -> None:
@@ -110,6 +143,8 @@ def test_same_seed_gives_identical_metrics(reference, tmp_path) -> None:
     assert results(tmp_path) == results(reference[0])
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(400)
 def test_sigkill_and_resume_from_last_matches_an_unbroken_run(reference, tmp_path) -> None:
     argv = [sys.executable, "-m", "orbitbench", "fit", *TINY, "--trainer.logger.init_args.save_dir", str(tmp_path),
             "--trainer.callbacks+=test_training.KillDuringEpoch"]
@@ -117,7 +152,7 @@ def test_sigkill_and_resume_from_last_matches_an_unbroken_run(reference, tmp_pat
     killed = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     log_dir = run_dir(tmp_path)
-    assert not (log_dir / "metrics.json").exists()
+    assert not (log_dir / "record.json").exists()
     last = torch.load(log_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["epoch"] == KILL_EPOCH - 1  # the end of the last finished epoch
 
@@ -128,23 +163,46 @@ def test_sigkill_and_resume_from_last_matches_an_unbroken_run(reference, tmp_pat
 
 
 def test_test_subcommand_reevaluates_a_checkpoint(reference, tmp_path) -> None:
-    reference_metrics = json.loads((run_dir(reference[0]) / "metrics.json").read_text())
-    status, _ = fit(tmp_path, "--ckpt_path", reference_metrics["last_checkpoint"], command="test")
+    reference_record = load_record(run_dir(reference[0]))
+    status, _ = fit(tmp_path, "--ckpt_path", reference_record.last_checkpoint, command="test")
     assert status == 0
     (evaluation,) = (run_dir(reference[0]) / "eval").glob("test-*")  # logged inside the run it evaluates
-    tested = json.loads((evaluation / "metrics.json").read_text())
-    assert tested["stage"] == "test"
+    tested = load_record(evaluation)
+    assert tested.stage == "test" and tested.metrics.train_acc is None
     # val and test loops read the same in-test/out-test splits: same weights, same accuracies.
-    assert tested["in_test_acc"] == pytest.approx(reference_metrics["in_test_acc"], abs=1e-6)
-    assert tested["out_test_acc"] == pytest.approx(reference_metrics["out_test_acc"], abs=1e-6)
-    assert tested["in_test_pose_acc"] == pytest.approx(reference_metrics["in_test_pose_acc"], abs=1e-6)
+    assert tested.metrics.in_test_acc == pytest.approx(reference_record.metrics.in_test_acc, abs=1e-6)
+    assert tested.metrics.out_test_acc == pytest.approx(reference_record.metrics.out_test_acc, abs=1e-6)
+    assert tested.metrics.in_test_acc_per_pose == pytest.approx(reference_record.metrics.in_test_acc_per_pose, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda text: None, "no run record"),
+        (lambda text: text[: len(text) // 2], "not valid JSON"),
+        (lambda text: text.replace('"stage": "fit"', '"stage": "train"'), "stage: Input should be 'fit', 'validate' or 'test'"),
+        (lambda text: text.replace('"out_test_acc": ', '"out_test_acc": 2.0, "x": '), "metrics.out_test_acc"),
+        (lambda text: text.replace('"n_params"', '"params"'), "model.n_params: Field required"),
+    ],
+    ids=["missing", "truncated", "bad stage", "accuracy above 1", "renamed field"],
+)
+def test_an_unusable_record_is_one_clear_line(reference, tmp_path, edit, fragment) -> None:
+    text = (run_dir(reference[0]) / "record.json").read_text()
+    path = tmp_path / "record.json"
+    edited = edit(text)
+    if edited is not None:
+        path.write_text(edited)
+    with pytest.raises(OrbitbenchError) as caught:
+        load_record(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and fragment in message and "\n" not in message, message
 
 
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
         (["--data.n_angles", "abc"], "--data.n_angles: expected int, got 'abc'"),
-        (["--data.n_angles", "0"], "n=0"),
+        (["--data.n_angles", "0"], "n_angles=0 is invalid: expected an integer in 1..360"),
         (["--model.backbone", "paper_mpl"], "did you mean 'paper_mlp'"),
         (["--data.leave_out_class", "12"], "leave_out_class=12"),
         (["--config", "no/such.yaml"], "no/such.yaml"),

@@ -1,7 +1,8 @@
 """What every `orbitbench theory` experiment shares: argument types, the run folder, outputs.
 
-A run folder is written under a temporary name and renamed when the experiment has finished, so a
-failed or interrupted run never leaves a half-written folder behind.
+A run folder is an `orbitbench.io.WriteOnceFolder`: written under `<out>.partial` and renamed when
+the experiment has finished, so a failed, interrupted (SIGTERM) or killed run never leaves a
+half-written folder in place of a result.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -17,22 +17,28 @@ from pathlib import Path
 import torch
 
 from orbitbench.errors import OrbitbenchError
+from orbitbench.io import WriteOnceFolder, sigterm_as_exit
 from orbitbench.orbits import INTERPOLATIONS
+from orbitbench.stats import pearson  # noqa: F401  (the experiments import it from here)
 
 # Flag types raise ArgumentTypeError: argparse keeps its message (a ValueError would be replaced
 # by "invalid <type> value"), and the theory parser turns it into one OrbitbenchError line.
 BadFlag = argparse.ArgumentTypeError
 
 
+def _list(text: str, convert, what: str, example: str, ok=lambda v: True, ok_what: str = "") -> list:
+    try:
+        values = [convert(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise BadFlag(f"{text!r} is not a list of {what} (expected e.g. '{example}')") from None
+    if not values or not all(ok(v) for v in values):
+        raise BadFlag(f"{text!r}: expected one or more {ok_what or what} (e.g. '{example}')")
+    return values
+
+
 def int_list(text: str) -> list[int]:
     """`"2,4,8"` or `"2 4 8"` -> [2, 4, 8] (positive integers)."""
-    try:
-        values = [int(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise BadFlag(f"{text!r} is not a list of integers (expected e.g. '2,4,8')") from None
-    if not values or any(v < 1 for v in values):
-        raise BadFlag(f"{text!r}: expected one or more positive integers (e.g. '2,4,8')")
-    return values
+    return _list(text, int, "integers", "2,4,8", lambda v: v >= 1, "positive integers")
 
 
 def class_list(text: str) -> list[int]:
@@ -48,33 +54,25 @@ def class_list(text: str) -> list[int]:
 
 def float_list(text: str) -> list[float]:
     """`"0.5,1,2"` -> [0.5, 1.0, 2.0]."""
+    return _list(text, float, "numbers", "0.5,1,2")
+
+
+def _number(text: str, convert, ok, what: str):
     try:
-        values = [float(v) for v in text.replace(",", " ").split()]
+        value = convert(text)
     except ValueError:
-        raise BadFlag(f"{text!r} is not a list of numbers (expected e.g. '0.5,1,2')") from None
-    if not values:
-        raise BadFlag(f"{text!r}: expected one or more numbers")
-    return values
+        raise BadFlag(f"{text!r} is not {what}") from None
+    if not ok(value):
+        raise BadFlag(f"{text!r} is not {what}")
+    return value
 
 
 def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise BadFlag(f"{text!r} is not a positive integer")
-    return value
+    return _number(text, int, lambda v: v >= 1, "a positive integer")
 
 
 def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise BadFlag(f"{text!r} is not a number >= 0")
-    return value
+    return _number(text, float, lambda v: v >= 0, "a number >= 0")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -158,17 +156,17 @@ def ridge_note(reg: float, spectral: bool = True, exact: bool = True) -> dict:
     return note
 
 
-class RunFolder:
-    """Writes into `<out>.partial`, renamed to `<out>` by `commit()`; removed if never committed."""
+class RunFolder(WriteOnceFolder):
+    """The experiment's folder: written as `<out>.partial`, renamed to `<out>` by `commit(summary)`.
+
+    While it is open, SIGTERM ends the run through `discard()` (see `WriteOnceFolder`).
+    """
 
     def __init__(self, out: Path | None, experiment: str) -> None:
-        self.final = out or Path("runs") / "theory" / f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}"
-        if self.final.exists():
-            raise OrbitbenchError(f"run folder {self.final} already exists; pass a new --out")
-        self.path = self.final.with_name(self.final.name + ".partial")
-        shutil.rmtree(self.path, ignore_errors=True)
-        self.path.mkdir(parents=True)
+        super().__init__(out or Path("runs") / "theory" / f"{experiment}-{time.strftime('%Y%m%d-%H%M%S')}")
         self._writer = None
+        self._sigterm = sigterm_as_exit()
+        self._sigterm.__enter__()
 
     @property
     def writer(self):
@@ -190,24 +188,21 @@ class RunFolder:
         figure.savefig(self.path / name, dpi=120, bbox_inches="tight")
         self.writer.add_figure(tag, figure, close=True)
 
-    def commit(self, summary: dict) -> Path:
+    def commit(self, summary: dict) -> Path:  # type: ignore[override]
         (self.path / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-        if self._writer is not None:
-            self._writer.close()
-        self.path.rename(self.final)
-        return self.final
+        self._close()
+        return super().commit()
 
     def discard(self) -> None:
+        self._close()
+        super().discard()
+
+    def _close(self) -> None:
         if self._writer is not None:
             self._writer.close()
-        shutil.rmtree(self.path, ignore_errors=True)
+            self._writer = None
+        if self._sigterm is not None:
+            self._sigterm.__exit__(None, None, None)
+            self._sigterm = None
 
 
-def pearson(x, y) -> float:
-    """Pearson correlation of two 1-D sequences (nan when either is constant or too short)."""
-    import numpy as np
-
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if x.size < 2 or x.std() == 0 or y.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(x, y)[0, 1])

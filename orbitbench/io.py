@@ -1,0 +1,206 @@
+"""Writing results safely: atomic files, exclusive claims, write-once folders, provenance.
+
+One mechanism for each concern, shared by training (the run record), the sweep (cells, results),
+the leaderboard and the theory experiments:
+
+- `atomic_write_text` / `atomic_write_bytes`: readers see the old file or the whole new one;
+- `Claim`: an exclusive lock on a file (`flock`), released by the kernel when every process
+  holding it has died, so a crash never leaves a stale lock; a child process handed the
+  descriptor keeps the claim alive for as long as it runs;
+- `WriteOnceFolder`: a folder built under `<name>.partial` and renamed into place when complete;
+  an abandoned `.partial` (its writer died) is cleared by the next writer, a live one refuses it;
+- `versions()` and `git_commit()`: what produced a result;
+- `one_line_validation_error`: a pydantic report as the one line the CLI prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from orbitbench.errors import OrbitbenchError
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
+
+VERSIONED_PACKAGES = ("orbitbench", "torch", "lightning")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write next to `path`, then rename: readers see the old file or the whole new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # same filesystem
+    try:
+        with open(tmp, "xb") as handle:  # ordinary permissions (umask), unlike mkstemp's 0600
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+class Claim:
+    """An exclusive `flock` on `path` (created if missing); `None`-like failure via `try_claim`.
+
+    flock locks belong to the open file, not the process: a child started with
+    `pass_fds=[claim.fileno()]` holds the claim too, so it is free again only once the claimer
+    and every child it handed it to have exited (however they died).
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self._fd = path, fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # closing the last descriptor drops the lock
+            self._fd = -1
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def try_claim(path: Path, wait: bool = False) -> Claim | None:
+    """Claim `path`, or return None at once if another process holds it (`wait=False`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return Claim(path, fd)
+
+
+class WriteOnceFolder:
+    """A run folder written under `<final>.partial` and renamed to `<final>` by `commit()`.
+
+    The `.partial` folder is claimed while it is written: a second writer of the same `final`
+    refuses with one line; a `.partial` whose writer died (SIGKILL, power loss) is unclaimed and
+    is cleared by the next writer. SIGTERM while writing becomes `SystemExit`, so the caller's
+    cleanup (`discard`) runs instead of leaving the folder behind.
+    """
+
+    LOCK = ".writing"
+
+    def __init__(self, final: Path) -> None:
+        self.final = Path(final)
+        if self.final.exists():
+            raise OrbitbenchError(f"run folder {self.final} already exists; pass a new --out")
+        self.path = self.final.with_name(self.final.name + ".partial")
+        self.path.mkdir(parents=True, exist_ok=True)
+        claim = try_claim(self.path / self.LOCK)
+        if claim is None:
+            raise OrbitbenchError(f"{self.final} is being written by another process; pass another --out")
+        self._claim: Claim | None = claim
+        for stale in self.path.iterdir():  # left by a writer that died: ours now
+            if stale.name != self.LOCK:
+                shutil.rmtree(stale) if stale.is_dir() and not stale.is_symlink() else stale.unlink()
+
+    def commit(self) -> Path:
+        """Rename into place (still claimed, so no second writer can step in), then unclaim."""
+        if self.final.exists():
+            self.discard()
+            raise OrbitbenchError(f"run folder {self.final} appeared while this run was writing; result discarded")
+        os.rename(self.path, self.final)
+        (self.final / self.LOCK).unlink(missing_ok=True)
+        self._release()
+        return self.final
+
+    def discard(self) -> None:
+        if self._claim is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+        self._release()
+
+    def _release(self) -> None:
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
+
+
+@contextlib.contextmanager
+def sigterm_as_exit():
+    """Within the block, SIGTERM raises SystemExit(128 + 15) so `finally` clauses run."""
+    if sys.platform == "win32" or not _is_main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def versions() -> dict[str, str]:
+    """Python and the packages that decide a result's numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": sys.version.split()[0]}
+    for package in VERSIONED_PACKAGES:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str | None:
+    """The commit of the orbitbench checkout this code runs from; None outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        done = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = done.stdout.strip()
+    return commit if done.returncode == 0 and len(commit) == 40 else None
+
+
+def one_line_validation_error(source: str, error: ValidationError) -> str:
+    """pydantic's multi-line report -> `source: field.path: message (got value)` on one line."""
+    first = error.errors()[0]
+    if first["type"] == "json_invalid":
+        return f"{source}: not valid JSON ({first['msg']})"
+    loc = ".".join(str(part) for part in first["loc"])
+    where = f"{loc}: " if loc else ""
+    message = first["msg"].removeprefix("Value error, ")
+    # A model-level check names its fields itself; its input is the whole file.
+    shown = first["loc"] and first["type"] not in ("missing", "model_type")
+    got = f" (got {first['input']!r})" if shown else ""
+    more = f" [+{error.error_count() - 1} more error(s)]" if error.error_count() > 1 else ""
+    return f"{source}: {where}{message}{got}{more}".replace("\n", " ")

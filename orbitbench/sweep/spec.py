@@ -1,0 +1,268 @@
+"""The sweep file: a validated grid of `orbitbench fit` cells (models x group orders x classes x seeds).
+
+The grid's pose axis is named by the DataModule's own declaration (`order_argument`, e.g.
+`n_angles` for RotatedMNIST, `n_shifts` for TranslatedMNIST) and its values are checked against
+the DataModule's `order_range`; a new group action needs no change here. Everything that can be
+checked without training is checked by `check_runnable` before the first cell runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from orbitbench.errors import OrbitbenchError
+from orbitbench.io import one_line_validation_error
+
+# Fit settings that fix which images are shown: they define a leaderboard track's protocol.
+PROTOCOL_DATA_KEYS_EXCLUDED = ("batch_size", "num_workers", "data_dir")
+Scalar = str | int | float | bool | None
+FitValue = Scalar | list[Scalar] | dict[str, Any]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+TRACK_PATTERN = r"^[a-z0-9][a-z0-9.-]*$"
+
+
+class Grid(BaseModel):
+    """The axes of the sweep; the cells are their Cartesian product.
+
+    Besides these fields the grid holds exactly one pose axis, named after the DataModule's
+    `order_argument` (`n_angles: [2, 4, 8]`); `SweepSpec` checks it.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: list[str] = Field(min_length=1)
+    leave_out_class: list[int] = Field(min_length=1)
+    seed: list[int] = Field(default=[0], min_length=1)
+
+    @field_validator("model", "leave_out_class", "seed")
+    @classmethod
+    def _unique(cls, values: list) -> list:
+        if len(set(values)) != len(values):
+            raise ValueError(f"values must be unique, got {values}")
+        return values
+
+    @field_validator("leave_out_class")
+    @classmethod
+    def _digit(cls, values: list[int]) -> list[int]:
+        if any(v not in range(10) for v in values):
+            raise ValueError(f"leave-out classes must be digits 0-9, got {values}")
+        return values
+
+    @property
+    def axes(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+def _check_orders(datamodule: str, argument: str, values: Any, low: int, high: int) -> None:
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"grid.{argument}: expected a non-empty list of group orders, got {values!r}")
+    for i, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"grid.{argument}.{i}: expected an integer group order, got {value!r}")
+        if not low <= value <= high:
+            raise ValueError(f"grid.{argument}.{i}: {argument}={value} is outside {datamodule}'s range {low}..{high}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"grid.{argument}: values must be unique, got {values}")
+
+
+class SweepSpec(BaseModel):
+    """A sweep file: which grid, on which track, with which `orbitbench fit` settings."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    track: str = Field(pattern=TRACK_PATTERN)
+    description: str = ""
+    datamodule: str  # a class of orbitbench.datamodules (RotatedMNIST) or a dotted path to one
+    grid: Grid
+    # `orbitbench fit` settings as dotted keys (`trainer.max_epochs: 3`), for every cell ...
+    fit: dict[str, FitValue] = {}
+    # ... and per model on top (training budget only: data settings are the track's protocol).
+    model_fit: dict[str, dict[str, FitValue]] = {}
+    # A model's own `orbitbench fit --config` file (models/<name>.yaml), applied before the settings.
+    config_files: dict[str, str] = {}
+
+    @field_validator("datamodule")
+    @classmethod
+    def _known_datamodule(cls, name: str) -> str:
+        from orbitbench.datamodules import datamodule_class
+
+        datamodule_class(name)  # an OrbitbenchError (a ValueError) names the accepted ones
+        return name
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SweepSpec:
+        argument = self.order_argument
+        low, high = self.datamodule_class.order_range
+        axes = self.grid.axes
+        if argument not in axes:
+            raise ValueError(f"datamodule {self.datamodule} needs grid.{argument} (a list of group orders)")
+        for other in axes:
+            if other != argument:
+                raise ValueError(f"grid.{other} does not apply to {self.datamodule}; its group order is grid.{argument}")
+        _check_orders(self.datamodule, argument, axes[argument], low, high)
+        for key in list(self.fit) + [k for over in self.model_fit.values() for k in over]:
+            if key.startswith("-") or not re.fullmatch(r"[A-Za-z_][\w.]*\+?", key):
+                raise ValueError(f"fit key {key!r} is not a dotted `orbitbench fit` option like trainer.max_epochs")
+        reserved = {f"data.{argument}", "data.leave_out_class", "seed_everything", "model.backbone", "data"}
+        for key in reserved & set(self.fit):
+            raise ValueError(f"fit.{key} is set by the grid for every cell; remove it from fit")
+        for section in ("model_fit", "config_files"):
+            for model in getattr(self, section):
+                if model not in self.grid.model:
+                    raise ValueError(f"{section}.{model}: {model!r} is not in grid.model {self.grid.model}")
+        for model, over in self.model_fit.items():
+            for key in over:
+                if key.startswith("data.") or key in reserved:
+                    raise ValueError(
+                        f"model_fit.{model}.{key}: data settings are the track's protocol and must be "
+                        "the same for every model; set them in fit"
+                    )
+        return self
+
+    @property
+    def datamodule_class(self) -> type:
+        from orbitbench.datamodules import datamodule_class
+
+        return datamodule_class(self.datamodule)
+
+    @property
+    def order_argument(self) -> str:
+        """The DataModule argument that sets the group order (`n_angles`): the grid's pose axis."""
+        return self.datamodule_class.order_argument
+
+    @property
+    def n_poses(self) -> list[int]:
+        return list(self.grid.axes[self.order_argument])
+
+    def protocol_data(self) -> dict[str, Any]:
+        """The `data.*` settings that decide which images a cell sees (part of the track)."""
+        return {
+            key.removeprefix("data."): value
+            for key, value in sorted(self.fit.items())
+            if key.startswith("data.") and key.removeprefix("data.") not in PROTOCOL_DATA_KEYS_EXCLUDED
+        }
+
+    def training_config(self, model: str) -> dict[str, Any]:
+        """Everything a submission chooses for `model`: the non-protocol fit settings."""
+        merged = {**self.fit, **self.model_fit.get(model, {})}
+        config = {
+            key: value
+            for key, value in sorted(merged.items())
+            if not key.startswith("data.") or key.removeprefix("data.") in PROTOCOL_DATA_KEYS_EXCLUDED
+        }
+        if model in self.config_files:
+            path = Path(self.config_files[model])
+            config["config_file"] = str(path)
+            config["config_file_content"] = yaml.safe_load(path.read_text()) if path.is_file() else None
+        return config
+
+    def cells(self) -> list[Cell]:
+        return [
+            Cell(model, n, c, s)
+            for model, n, c, s in itertools.product(
+                self.grid.model, self.n_poses, self.grid.leave_out_class, self.grid.seed
+            )
+        ]
+
+    def with_models(self, models: list[str]) -> SweepSpec:
+        """The same sweep for other models (a contributor's model on a track's protocol)."""
+        if not models:
+            raise OrbitbenchError("--models names no model")
+        try:
+            return SweepSpec.model_validate(
+                {**self.model_dump(), "grid": {**self.grid.model_dump(), "model": models},
+                 "model_fit": {m: v for m, v in self.model_fit.items() if m in models},
+                 "config_files": {m: v for m, v in self.config_files.items() if m in models}}
+            )
+        except ValidationError as error:
+            raise OrbitbenchError(one_line_validation_error("--models", error)) from None
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    n_poses: int
+    leave_out_class: int
+    seed: int
+
+    @property
+    def cell_id(self) -> str:
+        """A filesystem-safe, human-readable id: `paper_mlp-n4-c3-s0`, `timm_resnet18-n8-c0-s0`."""
+        slug = re.sub(r"[^A-Za-z0-9_.]+", "_", self.model).strip("_")
+        return f"{slug}-n{self.n_poses}-c{self.leave_out_class}-s{self.seed}"
+
+
+def parse_sweep_text(text: str, source: str) -> SweepSpec:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise OrbitbenchError(f"{source}: not valid YAML ({str(error).splitlines()[0]})") from error
+    if not isinstance(raw, dict):
+        raise OrbitbenchError(f"{source}: a sweep file must be a YAML mapping with name, track, datamodule, grid")
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as error:
+        raise OrbitbenchError(one_line_validation_error(source, error)) from None
+
+
+def load_sweep_file(path: str | Path) -> SweepSpec:
+    path = Path(path)
+    if not path.is_file():
+        raise OrbitbenchError(f"sweep file {str(path)!r} does not exist; see sweeps/*.yaml for examples")
+    return parse_sweep_text(path.read_text(), str(path))
+
+
+def check_runnable(spec: SweepSpec) -> None:
+    """Everything knowable before training: model names, config files, each DataModule of the grid.
+
+    Building each model and each (group order, leave-out class) DataModule once is cheap (no
+    data is loaded) and exact: a grid that would fail in its fifth cell fails here instead.
+    """
+    from orbitbench.models import create_model
+
+    for name in spec.grid.model:
+        create_model(name)  # raises OrbitbenchError naming the accepted models
+    for model, path in spec.config_files.items():
+        if not Path(path).is_file():
+            raise OrbitbenchError(f"config_files.{model}: {path!r} does not exist; expected a `orbitbench fit --config` YAML")
+    data = {k.removeprefix("data."): v for k, v in spec.fit.items() if k.startswith("data.") and "." not in k[5:]}
+    for n, c in itertools.product(spec.n_poses, spec.grid.leave_out_class):
+        try:
+            spec.datamodule_class(**{spec.order_argument: n, "leave_out_class": c, **data})
+        except (OrbitbenchError, TypeError) as error:
+            raise OrbitbenchError(f"grid cell {spec.order_argument}={n}, leave_out_class={c}: {error}") from None
+
+
+def fit_argv(spec: SweepSpec, cell: Cell, log_dir: Path) -> list[str]:
+    """The `orbitbench fit` command line of one cell: grid values, then fit, then model_fit."""
+    settings: dict[str, FitValue] = {
+        "seed_everything": cell.seed,
+        "model.backbone": cell.model,
+        "data": spec.datamodule,
+        f"data.{spec.order_argument}": cell.n_poses,
+        "data.leave_out_class": cell.leave_out_class,
+        "trainer.enable_progress_bar": False,  # the sweep's bar is over cells; fit.log stays readable
+        **spec.fit,
+        **spec.model_fit.get(cell.model, {}),
+        "trainer.logger.class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "trainer.logger.init_args.save_dir": str(log_dir),
+        "trainer.logger.init_args.name": "",
+        "trainer.logger.init_args.version": "",
+        "trainer.default_root_dir": str(log_dir),
+    }
+    config = [f"--config={spec.config_files[cell.model]}"] if cell.model in spec.config_files else []
+    return ["fit", *config, *(f"--{key}={_cli_value(value)}" for key, value in settings.items())]
+
+
+def _cli_value(value: FitValue) -> str:
+    """A fit setting as jsonargparse reads it on the command line (YAML/JSON flow syntax)."""
+    return value if isinstance(value, str) else json.dumps(value)

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from orbitbench.sweep import atomic_write_bytes, atomic_write_text
+from orbitbench.io import atomic_write_bytes, atomic_write_text
 
 PREDICTIONS_FILE = "predictions.csv"
 CONFUSION_FIGURE = "confusion.png"

@@ -242,7 +242,7 @@ class OrbitDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         """The split named by `predict_split` (`orbitbench predict --split`), in its stored order."""
-        return self._loader(self.predict_split)
+        return self.split_dataloader(self.predict_split)
 
 def datamodule_class(name: str) -> type[OrbitDataModule]:
     """`RotatedMNIST` (exported by orbitbench.datamodules) or `package.module.Class` -> the class.

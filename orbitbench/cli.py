@@ -1,41 +1,121 @@
-"""The `orbitbench` console script: one entry point, one module per subcommand.
+"""The `orbitbench` console script: one front end for every command.
 
-`fit`, `validate` and `test` go to the LightningCLI (`orbitbench.training_cli`); `theory`,
-`sweep` and `leaderboard` to their own modules. Heavy imports happen only for the subcommand
-that needs them, so `orbitbench --help` and `--version` are instant.
+`fit | validate | test | predict` are a LightningCLI (`orbitbench.training_cli`); every other
+command is a typed Python function exposed through jsonargparse, so `--config FILE`,
+`--print_config`, `--help` and one-line errors behave the same everywhere. The table below names
+each function as `module:function` and is read without importing anything, so `orbitbench --help`
+and `orbitbench theory --help` answer at once; a command imports its own module only when it runs.
 """
 
 from __future__ import annotations
 
+import importlib
+import signal
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from orbitbench import __version__
 
-USAGE = """\
-usage: orbitbench <command> [options]
+LIGHTNING_COMMANDS = {
+    "fit": "train a model on partially observed orbits",
+    "validate": "evaluate a checkpoint on in-test and out-test",
+    "test": "evaluate a checkpoint with the test loop",
+    "predict": "per-sample predictions of a checkpoint (CSV) and its confusion figure",
+}
+# group -> subcommand -> ("module:function", one-line help[, "module:formatter" of its result]);
+# "" marks a command without subcommands.
+COMMANDS: dict[str, dict[str, tuple[str, ...]]] = {
+    "theory": {
+        "toy": ("orbitbench.theory.toy:toy", "Fig. 2-3: RBF kernel on two interleaved circles"),
+        "pairs": ("orbitbench.theory.pairs:pairs", "Fig. 4: infinite-width MLP NTK on MNIST orbit pairs"),
+        "cnn": ("orbitbench.theory.cnn:cnn", "Fig. 5: CNN-FC / CNN-GAP NTKs on rotation and translation orbits"),
+        "seeds": ("orbitbench.theory.seeds:seeds", "Fig. 6A: several seeds per class, spectral vs exact error"),
+        "multiclass": ("orbitbench.theory.multiclass:multiclass", "Fig. 6B: ten-class spectral accuracy (--train: vs networks)"),
+    },
+    "sweep": {
+        "run": ("orbitbench.sweep:run", "run (or resume) every unfinished cell of a sweep file"),
+        "list": ("orbitbench.sweep:cells", "the cells of a sweep file and whether they are finished",
+                 "orbitbench.sweep:format_cells"),
+        "collect": ("orbitbench.sweep:collect", "rebuild <dir>/results.csv from the cells' run records"),
+        "plot": ("orbitbench.sweep:plot", "Fig. 1C: accuracy vs group order per model"),
+    },
+    "leaderboard": {
+        "add": ("orbitbench.leaderboard:add", "add a finished sweep as an entry"),
+        "build": ("orbitbench.leaderboard:build", "render leaderboard/README.md and index.html from the entries"),
+        "check": ("orbitbench.leaderboard:check", "recompute and validate every entry"),
+        "verify": ("orbitbench.leaderboard:verify", "re-run some cells of an entry and record the comparison"),
+    },
+    "predict-kernel": {
+        "": ("orbitbench.predictors:predict_kernel", "the kernel-prediction table of a checkpoint"),
+    },
+}
+DEFAULT_SUBCOMMAND = {"sweep": "run"}  # `orbitbench sweep FILE.yaml` is `orbitbench sweep run FILE.yaml`
 
-Can an architecture learn a symmetry it has only partly seen?
 
-commands:
-  fit | validate | test   train / evaluate a model on partially observed orbits (LightningCLI;
-                          `orbitbench fit --help` for every option)
-  predict                 per-sample predictions of a checkpoint (CSV) and its confusion figure
-  theory <experiment>     the paper's kernel experiments (toy, pairs, cnn, seeds, multiclass)
-  sweep                   a grid of fits (models x n_angles x leave-out classes x seeds); `sweep plot`
-  leaderboard             add | build | check leaderboard entries
+def usage() -> str:
+    lines = ["usage: orbitbench <command> [options]", "", "Can an architecture learn a symmetry it has only partly seen?", "",
+             "commands:"]  # fmt: skip
+    lines += [f"  {name:<22}{text}" for name, text in LIGHTNING_COMMANDS.items()]
+    for group, commands in COMMANDS.items():
+        if "" in commands:
+            lines.append(f"  {group:<22}{commands[''][1]}")
+        else:
+            lines.append(f"  {group + ' <command>':<22}{', '.join(commands)} (`orbitbench {group} --help`)")
+    lines += ["", "Every command takes --help, --config FILE and --print_config.",
+              "options:", "  -h, --help            show this message and exit",
+              "  --version             print the orbitbench version and exit"]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
-options:
-  -h, --help              show this message and exit
-  --version               print the orbitbench version and exit
-"""
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+def group_usage(group: str) -> str:
+    lines = [f"usage: orbitbench {group} <command> [options]", "", "commands:"]
+    lines += [f"  {name:<12}{entry[1]}" for name, entry in COMMANDS[group].items()]
+    lines.append(f"\n`orbitbench {group} <command> --help` for a command's options.")
+    return "\n".join(lines) + "\n"
+
+
+def load(target: str) -> Callable[..., Any]:
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def fail(message: str) -> int:
+    print(f"orbitbench: {' '.join(str(message).split())}", file=sys.stderr)
+    return 2
+
+
+def run_function(entry: tuple[str, ...], args: list[str], prog: str) -> int:
+    """Parse `args` against the entry's function signature with jsonargparse, call it, print its
+    result (through the entry's formatter, if it names one)."""
+    from jsonargparse import ArgumentError, auto_cli
+
+    from orbitbench.errors import Interrupted, OrbitbenchError
+    from orbitbench.training_cli import condense_parser_error
+
+    try:
+        function = load(entry[0])
+        result = auto_cli(function, args=args, prog=prog, exit_on_error=False)
+    except ArgumentError as error:
+        return fail(condense_parser_error(str(error)))
+    except OrbitbenchError as error:
+        return fail(str(error))
+    except Interrupted as stop:
+        fail(str(stop))
+        return stop.exit_status
+    except SystemExit as exit_:  # --help, --print_config
+        return exit_.code if isinstance(exit_.code, int) else 0
+    if result is not None:
+        print(load(entry[2])(result) if len(entry) > 2 else result)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None and hasattr(signal, "SIGPIPE"):
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `orbitbench sweep list ... | head` ends quietly
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE, end="")
+        print(usage(), end="")
         return 0
     command, rest = argv[0], argv[1:]
     if command == "--version":
@@ -45,24 +125,23 @@ def main(argv: list[str] | None = None) -> int:
         from orbitbench.training_cli import run_lightning_cli
 
         return run_lightning_cli(argv)
-    if command == "theory":
-        from orbitbench.theory.cli import main as theory_main
-
-        return theory_main(rest)
-    if command == "sweep":
-        from orbitbench.sweep import main as sweep_main
-
-        return sweep_main(rest)
-    if command == "leaderboard":
-        from orbitbench.leaderboard import main as leaderboard_main
-
-        return leaderboard_main(rest)
-    print(
-        f"orbitbench: unknown command {command!r}; expected one of "
-        f"{', '.join(LIGHTNING_COMMANDS + ('theory', 'sweep', 'leaderboard'))} (see `orbitbench --help`)",
-        file=sys.stderr,
-    )
-    return 2
+    if command not in COMMANDS:
+        known = ", ".join([*LIGHTNING_COMMANDS, *COMMANDS])
+        return fail(f"unknown command {command!r}; expected one of {known} (see `orbitbench --help`)")
+    commands = COMMANDS[command]
+    if "" in commands:
+        return run_function(commands[""], rest, f"orbitbench {command}")
+    if not rest or rest[0] in ("-h", "--help"):
+        print(group_usage(command), end="")
+        return 0
+    sub = rest[0]
+    if sub not in commands and command in DEFAULT_SUBCOMMAND and sub.endswith((".yaml", ".yml")):
+        sub, rest = DEFAULT_SUBCOMMAND[command], [sub, *rest[1:]]
+    else:
+        rest = rest[1:]
+    if sub not in commands:
+        return fail(f"unknown command {command} {sub!r}; expected one of {', '.join(commands)} (see `orbitbench {command} --help`)")
+    return run_function(commands[sub], rest, f"orbitbench {command} {sub}")
 
 
 if __name__ == "__main__":

@@ -35,10 +35,20 @@ if TYPE_CHECKING:
 VERSIONED_PACKAGES = ("orbitbench", "torch", "lightning")
 
 
+def make_dirs(path: Path) -> Path:
+    """`mkdir -p`, with one clear line where the file system says no (read-only, a file in the way)."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OrbitbenchError(f"cannot create folder {path}: {error.strerror or error}") from None
+    return path
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write next to `path`, then rename: readers see the old file or the whole new one, never half."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")  # same filesystem
     try:
         with open(tmp, "xb") as handle:  # ordinary permissions (umask), unlike mkstemp's 0600
@@ -46,6 +56,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise OrbitbenchError(f"cannot write {path}: {error.strerror or error}") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -84,8 +97,11 @@ class Claim:
 def try_claim(path: Path, wait: bool = False) -> Claim | None:
     """Claim `path`, or return None at once if another process holds it (`wait=False`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    make_dirs(path.parent)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as error:
+        raise OrbitbenchError(f"cannot write {path}: {error.strerror or error}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -112,8 +128,7 @@ class WriteOnceFolder:
         self.final = Path(final)
         if self.final.exists():
             raise OrbitbenchError(f"run folder {self.final} already exists; pass a new --out")
-        self.path = self.final.with_name(self.final.name + ".partial")
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.path = make_dirs(self.final.with_name(self.final.name + ".partial"))
         claim = try_claim(self.path / self.LOCK)
         if claim is None:
             raise OrbitbenchError(f"{self.final} is being written by another process; pass another --out")

@@ -44,7 +44,7 @@ def _paused(flag: Path) -> str:
 
 
 def _sweep_process(spec_file: Path, out: Path, *extra: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "orbitbench", "sweep", "run", str(spec_file), "--out", str(out), "--no-progress", *extra]
+    command = [sys.executable, "-m", "orbitbench", "sweep", "run", str(spec_file), "--out", str(out), "--progress", "false", *extra]
     return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=TESTS.parent)
 
 
@@ -83,7 +83,7 @@ def _rows(out: Path) -> list[dict]:
 @pytest.mark.timeout(600)
 def test_in_process_sweep_keeps_every_log_line_resumes_and_matches_a_subprocess_rerun(tmp_path, capsys):
     spec_file, out = _write(tmp_path, TINY), tmp_path / "out"
-    process = _sweep_process(spec_file, out, "--in-process")
+    process = _sweep_process(spec_file, out, "--in_process", "true")
     _, err = process.communicate(timeout=500)
     assert process.returncode == 0, err
     cells = [out / "cells" / cell_id for cell_id in CELLS]
@@ -111,14 +111,14 @@ def test_in_process_sweep_keeps_every_log_line_resumes_and_matches_a_subprocess_
 
     # A second invocation finds both cells finished and runs nothing.
     before = [(cell / "record.json").stat().st_mtime_ns for cell in cells]
-    assert sweep.main(["run", str(spec_file), "--out", str(out), "--no-progress"]) == 0
+    assert sweep.main(["run", str(spec_file), "--out", str(out), "--progress", "false"]) == 0
     assert "0 cells ran here" in capsys.readouterr().err
     assert [(cell / "record.json").stat().st_mtime_ns for cell in cells] == before
 
     # Deleting one record re-runs that cell only, now as a subprocess fit: the same numbers.
     table = (out / "results.csv").read_bytes()
     (cells[0] / "record.json").unlink()
-    assert sweep.main([str(spec_file), "--out", str(out), "--no-progress"]) == 0  # `sweep FILE` == `sweep run FILE`
+    assert sweep.main([str(spec_file), "--out", str(out), "--progress", "false"]) == 0  # `sweep FILE` == `sweep run FILE`
     assert "1 cells ran here" in capsys.readouterr().err
     assert (cells[1] / "record.json").stat().st_mtime_ns == before[1]
     assert _records(out)[CELLS[0]]["metrics"] == records[CELLS[0]]["metrics"]
@@ -126,7 +126,7 @@ def test_in_process_sweep_keeps_every_log_line_resumes_and_matches_a_subprocess_
     assert len(list(cells[0].glob("events.out.tfevents.*"))) == 1  # the old attempt's logs were cleared
 
     # Fig. 1C from the finished cells.
-    assert sweep.main(["plot", str(out), "-o", str(tmp_path / "fig.png")]) == 0
+    assert sweep.main(["plot", str(out), "--output", str(tmp_path / "fig.png")]) == 0
     assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -158,7 +158,7 @@ BAD_SWEEPS = {
 def test_bad_sweep_files_fail_with_one_line_before_any_cell_and_write_nothing(tmp_path, capsys, case):
     text, expected = BAD_SWEEPS[case]
     out = tmp_path / "out"
-    assert sweep.main(["run", str(_write(tmp_path, text)), "--out", str(out), "--no-progress"]) == 2
+    assert sweep.main(["run", str(_write(tmp_path, text)), "--out", str(out), "--progress", "false"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("orbitbench: ") and err.count("\n") == 1, err
     assert expected in err
@@ -171,8 +171,8 @@ def test_missing_sweep_file_and_bad_launcher_options(tmp_path, capsys):
     spec_file, out = _write(tmp_path, TINY), tmp_path / "o"
     for flags, expected in ((["--jobs", "0"], "--jobs 0 is invalid"),
                             (["--address", "auto"], "--address is for --launcher ray"),
-                            (["--jobs", "2", "--in-process"], "--in-process runs one cell at a time"),
-                            (["--submitit", "partition"], "expected KEY=VALUE")):
+                            (["--jobs", "2", "--in_process", "true"], "--in_process runs one cell at a time"),
+                            (["--submitit_parameters", "partition"], "--submitit_parameters: expected dict")):
         assert sweep.main(["run", str(spec_file), "--out", str(out), *flags]) == 2
         assert expected in capsys.readouterr().err
     assert not out.exists()
@@ -277,7 +277,7 @@ def test_the_spectral_prediction_comes_from_the_ntk_callbacks_record_summary():
 def test_settings_that_fit_rejects_stop_the_sweep_at_the_first_cell(tmp_path, capsys):
     bad = TINY.replace("trainer.max_epochs: 1", "trainer.max_epochs: many")
     out = tmp_path / "out"
-    assert sweep.main(["run", str(_write(tmp_path, bad)), "--out", str(out), "--no-progress", "--in-process"]) == 2
+    assert sweep.main(["run", str(_write(tmp_path, bad)), "--out", str(out), "--progress", "false", "--in_process", "true"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"orbitbench: cell {CELLS[0]} failed (exit 2)") and "max_epochs" in err
     assert err.count("\n") == 1
@@ -292,7 +292,7 @@ def test_sigterm_stops_the_whole_in_process_sweep_and_keeps_nothing_half_done(tm
     flag = tmp_path / "pause"
     flag.touch()
     spec_file, out = _write(tmp_path, _paused(flag)), tmp_path / "out"
-    process = _sweep_process(spec_file, out, "--in-process")
+    process = _sweep_process(spec_file, out, "--in_process", "true")
     log = out / "cells" / CELLS[0] / "fit.log"
     try:
         _wait_for(lambda: process.poll() is not None or (log.is_file() and "paused" in log.read_text()), what="training")

@@ -8,7 +8,8 @@ One typed function per command, for any front end (and for notebooks):
     cells(spec, out=None, models=None) -> list[tuple[str, bool]]   # (cell id, finished)
 
 The parts: `spec` (the validated sweep file), `cell` (running one cell safely), `launch` (local,
-Ray, submitit), `runner` (the loop), `results` (records -> results.csv), `cli` (argparse wiring).
+Ray, submitit), `runner` (the loop), `results` (records -> results.csv). The command line is
+`orbitbench.cli` (jsonargparse over these functions).
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def run(
     loaded, root = _spec_and_root(spec, out, models)
     chosen = make_launcher(launcher, jobs, address, cpus_per_cell, gpus_per_cell, submitit_cluster, submitit_parameters)
     state = run_sweep(loaded, root, chosen, in_process, fail_fast, progress)
+    print(f"{len(state.results)} of {len(state.spec.cells())} cells finished"
+          + (f"; {len(state.missing)} cells of {root} belong to other --models" if state.missing else ""))
     return state.root / CSV_FILE
 
 
@@ -117,8 +120,15 @@ def cells(spec: Path, out: Path | None = None, models: list[str] | None = None) 
     return [(cell.cell_id, is_finished(root, cell)) for cell in loaded.cells()]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`orbitbench sweep ...` (argparse; see orbitbench.sweep.cli)."""
-    from orbitbench.sweep.cli import main as cli_main
+def format_cells(cells: list[tuple[str, bool]]) -> str:
+    """`orbitbench sweep list`: one line per cell, `done` or `todo` first."""
+    return "\n".join(f"{'done' if done else 'todo'}  {cell_id}" for cell_id, done in cells)
 
-    return cli_main(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    """`orbitbench sweep ...` through the project's one front end (`orbitbench.cli`)."""
+    import sys
+
+    from orbitbench.cli import main as cli_main
+
+    return cli_main(["sweep", *(sys.argv[1:] if argv is None else argv)])

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TextIO
 
-from orbitbench.errors import OrbitbenchError
+from orbitbench.errors import Interrupted, OrbitbenchError
 from orbitbench.io import Claim, try_claim
 from orbitbench.record import RECORD_FILE
 from orbitbench.sweep.results import cell_dir, claim_path, read_spec, result_from_record
@@ -171,13 +171,13 @@ def _output_to(log: TextIO):
 # ---- signals -------------------------------------------------------------------------------
 
 
-class SweepTerminated(BaseException):
+class SweepTerminated(Interrupted):
     """SIGTERM or Ctrl-C reached the sweep. A BaseException so that no `except Exception` (ours or
     Lightning's) turns it into a failed cell: the sweep stops; finished cells stay finished."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
+        name = signal.Signals(signum).name
+        super().__init__(f"sweep stopped by {name}; finished cells are kept, re-run the same command to resume", signum)
 
 
 _received_signals: list[int] = []  # what `stop_on_signals` caught, even where its raise was swallowed

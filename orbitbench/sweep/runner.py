@@ -30,7 +30,7 @@ def run_sweep(
 
     launcher = launcher or LocalLauncher()
     if in_process and getattr(launcher, "jobs", 1) > 1:
-        raise OrbitbenchError("--in-process runs one cell at a time; drop --jobs or --in-process")
+        raise OrbitbenchError("--in_process runs one cell at a time; drop --jobs or --in_process")
     check_runnable(spec)  # nothing is written before the whole grid is known to be runnable
     root = Path(root).absolute()  # remote workers may start elsewhere
     with try_claim(root / DIR_LOCK, wait=True):  # spec merges and table writes, one runner at a time

@@ -6,19 +6,29 @@ checkpoint's, and leaves the data settings alone: `fit --config models/paper_con
 angles evaluates on 8. Here the checkpoint's saved settings become the defaults: a setting the user
 did not give is restored from the checkpoint, a setting the user gave that disagrees with it is one
 error line. Data may differ on purpose (evaluating on another group order) with `--override_data`.
+
+Also here: where an evaluation of a checkpoint logs (inside the run it evaluates), and what a
+failed run leaves behind (nothing, or a run marked FAILED when it has checkpoints to resume from).
 """
 
 from __future__ import annotations
 
+import os
 import pickle
+import shutil
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import torch
+from lightning.pytorch.cli import LightningCLI
 
 from orbitbench.errors import OrbitbenchError
+
+EVAL_COMMANDS = ("validate", "test", "predict")
 
 _PRIVATE = ("_class_path", "_instantiator")
 
@@ -111,3 +121,70 @@ def _plain(value: Any) -> Any:
 
 def short_class(class_path: str | None) -> str:
     return str(class_path).rsplit(".", 1)[-1]
+
+
+def check_checkpoint_settings(cli: LightningCLI, subcommand: str, ckpt_path: str) -> None:
+    """`orbitbench.checkpoints` applied to the CLI's config: restore, or one error naming the conflicts."""
+    saved = read_settings(ckpt_path)
+    config = cli.config[subcommand]
+    conflicts: list[str] = []
+    for section, saved_class, values, may_differ in (
+        ("model", saved.model_class, saved.model, False),
+        ("data", saved.data_class, saved.data, bool(config.get("override_data"))),
+    ):
+        class_given, given = given_settings(cli.argv, section)
+        asked = config[section]
+        if saved_class is not None and asked.class_path != saved_class:
+            if class_given and not may_differ:
+                conflicts.append(f"--{section} is {short_class(asked.class_path)}, the checkpoint's is {short_class(saved_class)}")
+                continue
+            if not class_given:  # the checkpoint's class, with its settings
+                restored = cli._parser(subcommand).parse_object(
+                    {section: {"class_path": saved_class, "init_args": values}}, config
+                )
+                config[section] = restored[section]
+                continue
+        if saved_class is None or asked.class_path == saved_class:
+            conflicts += reconcile(section, asked, given, values, may_differ)
+    if conflicts:
+        hint = " (add --override_data true to evaluate on other data)" if subcommand in EVAL_COMMANDS else ""
+        raise OrbitbenchError(f"--ckpt_path {ckpt_path}: {'; '.join(conflicts)}{hint}")
+
+
+def log_dir_exists(trainer: L.Trainer) -> bool:
+    log_dir = trainer.log_dir if trainer.loggers else None
+    return log_dir is not None and Path(log_dir).exists()
+
+
+def discard_failed_run(trainer: L.Trainer) -> None:
+    """A run that failed before saving a checkpoint leaves nothing behind; one with checkpoints is
+    kept for `--ckpt_path last` and marked `FAILED` (the sweep and leaderboard skip such folders)."""
+    if not trainer.is_global_zero or not log_dir_exists(trainer):
+        return
+    log_dir = Path(trainer.log_dir)
+    for logger in trainer.loggers:
+        experiment = getattr(logger, "_experiment", None)
+        if experiment is not None and hasattr(experiment, "close"):
+            experiment.close()  # release the event file before removing it
+    if any(log_dir.rglob("*.ckpt")):
+        (log_dir / "FAILED").write_text("this run stopped with an error before it finished\n")
+    else:
+        shutil.rmtree(log_dir, ignore_errors=True)
+        parent = log_dir.parent
+        if parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+
+
+def place_eval_run(logger, ckpt_path: Path, subcommand: str, split: str | None = None) -> None:
+    """Log an evaluation of a run's checkpoint inside that run: `<run>/eval/<subcommand>-<time>`."""
+    run_dir = ckpt_path.resolve().parent.parent
+    if ckpt_path.resolve().parent.name != "checkpoints" or not os.access(run_dir, os.W_OK):
+        return  # a checkpoint from elsewhere: the default run naming
+    stem = f"{subcommand}-{split + '-' if split else ''}{time.strftime('%Y%m%d-%H%M%S')}"
+    version, count = stem, 1
+    while (run_dir / "eval" / version).exists():  # two evaluations within one second
+        count += 1
+        version = f"{stem}-{count}"
+    logger.init_args.save_dir = str(run_dir)
+    logger.init_args.name = "eval"
+    logger.init_args.version = version

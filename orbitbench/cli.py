@@ -47,7 +47,7 @@ COMMANDS: dict[str, dict[str, tuple[str, ...]]] = {
         "verify": ("orbitbench.leaderboard:verify", "re-run some cells of an entry and record the comparison"),
     },
     "predict-kernel": {
-        "": ("orbitbench.predictors:predict_kernel", "the kernel-prediction table of a checkpoint"),
+        "": ("orbitbench.predict_kernel:predict_kernel", "the kernel-prediction table of a checkpoint"),
     },
 }
 DEFAULT_SUBCOMMAND = {"sweep": "run"}  # `orbitbench sweep FILE.yaml` is `orbitbench sweep run FILE.yaml`
@@ -91,7 +91,7 @@ def run_function(entry: tuple[str, ...], args: list[str], prog: str) -> int:
     from jsonargparse import ArgumentError, auto_cli
 
     from orbitbench.errors import Interrupted, OrbitbenchError
-    from orbitbench.training_cli import condense_parser_error
+    from orbitbench.errors import condense_parser_error
 
     try:
         function = load(entry[0])

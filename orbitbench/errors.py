@@ -1,4 +1,8 @@
-"""One exception type for bad user input, so the CLI can print one line instead of a traceback."""
+"""Bad user input becomes one line: the exception types, and the translation of parser errors."""
+
+from __future__ import annotations
+
+import re
 
 
 class OrbitbenchError(ValueError):
@@ -20,3 +24,26 @@ class Interrupted(BaseException):
         super().__init__(message)
         self.signum = signum
         self.exit_status = 128 + signum
+
+
+def condense_parser_error(message: str) -> str:
+    """One readable line from a jsonargparse error: the full key, what was expected, what was given.
+
+    `Parser key "data": ... Parser key "n_angles": Expected a <class 'int'>. Got value: abc` becomes
+    `--data.n_angles: expected int, got 'abc'`.
+    """
+    text = " ".join(message.split())
+    keys = re.findall(r'Parser key "([^"]+)"', text)
+    if not keys:
+        return text[:300]
+    key = ".".join(keys)
+    detail = text.rsplit(f'Parser key "{keys[-1]}":', 1)[1]
+    core = detail.split(" - Expected a <class 'NoneType'>")[0]  # drop the Optional[...] alternative
+    nested = re.search(r"val='(.*?)'\)", detail)
+    given = nested or re.search(r"(?:Got value|Given value): (.+?)(?: - |$)", detail)
+    expected = list(dict.fromkeys(re.findall(r"Expected a <class '([\w.]+)'>", core)))
+    if expected:
+        got = f", got {given.group(1).strip()!r}" if given else ""
+        return f"--{key}: expected {' or '.join(expected)}{got}"
+    core = re.sub(r"Does not validate against any of the Union subtypes Subtypes: \[.*?\] Errors:", "", core)
+    return f"--{key}: {core.strip(' -')}"[:300]

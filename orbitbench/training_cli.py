@@ -18,9 +18,7 @@ import logging
 import os
 import random
 import re
-import shutil
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -34,9 +32,9 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from orbitbench.checkpoints import given_settings, read_settings, reconcile, short_class
+from orbitbench.checkpoints import EVAL_COMMANDS, check_checkpoint_settings, discard_failed_run, log_dir_exists, place_eval_run
 from orbitbench.datamodules import OrbitDataModule
-from orbitbench.errors import OrbitbenchError
+from orbitbench.errors import OrbitbenchError, condense_parser_error
 from orbitbench.hparams import HParamsSession
 from orbitbench.module import OrbitClassifier
 from orbitbench.predict import PredictionWriter
@@ -116,9 +114,6 @@ def _find_last_checkpoint(save_dir: str, name: str) -> Path:
             "expected a previous run of this configuration (or give the checkpoint file's path)"
         )
     return candidates[-1]
-
-
-EVAL_COMMANDS = ("validate", "test", "predict")
 
 
 class OrbitbenchCLI(LightningCLI):
@@ -220,7 +215,7 @@ class OrbitbenchCLI(LightningCLI):
         print(fit_summary(self.trainer, self.model), flush=True)
 
     def _run_subcommand(self, subcommand: str) -> None:
-        existed = _log_dir_exists(self.trainer)
+        existed = log_dir_exists(self.trainer)
         try:
             super()._run_subcommand(subcommand)
         except BaseException:
@@ -232,73 +227,6 @@ class OrbitbenchCLI(LightningCLI):
         for callback in self.trainer.callbacks:
             if isinstance(callback, PredictionWriter) and callback.written:
                 print(f"orbitbench predict: {', '.join(str(p) for p in callback.written)}", flush=True)
-
-
-def check_checkpoint_settings(cli: OrbitbenchCLI, subcommand: str, ckpt_path: str) -> None:
-    """`orbitbench.checkpoints` applied to the CLI's config: restore, or one error naming the conflicts."""
-    saved = read_settings(ckpt_path)
-    config = cli.config[subcommand]
-    conflicts: list[str] = []
-    for section, saved_class, values, may_differ in (
-        ("model", saved.model_class, saved.model, False),
-        ("data", saved.data_class, saved.data, bool(config.get("override_data"))),
-    ):
-        class_given, given = given_settings(cli.argv, section)
-        asked = config[section]
-        if saved_class is not None and asked.class_path != saved_class:
-            if class_given and not may_differ:
-                conflicts.append(f"--{section} is {short_class(asked.class_path)}, the checkpoint's is {short_class(saved_class)}")
-                continue
-            if not class_given:  # the checkpoint's class, with its settings
-                restored = cli._parser(subcommand).parse_object(
-                    {section: {"class_path": saved_class, "init_args": values}}, config
-                )
-                config[section] = restored[section]
-                continue
-        if saved_class is None or asked.class_path == saved_class:
-            conflicts += reconcile(section, asked, given, values, may_differ)
-    if conflicts:
-        hint = " (add --override_data true to evaluate on other data)" if subcommand in EVAL_COMMANDS else ""
-        raise OrbitbenchError(f"--ckpt_path {ckpt_path}: {'; '.join(conflicts)}{hint}")
-
-
-def _log_dir_exists(trainer: L.Trainer) -> bool:
-    log_dir = trainer.log_dir if trainer.loggers else None
-    return log_dir is not None and Path(log_dir).exists()
-
-
-def discard_failed_run(trainer: L.Trainer) -> None:
-    """A run that failed before saving a checkpoint leaves nothing behind; one with checkpoints is
-    kept for `--ckpt_path last` and marked `FAILED` (the sweep and leaderboard skip such folders)."""
-    if not trainer.is_global_zero or not _log_dir_exists(trainer):
-        return
-    log_dir = Path(trainer.log_dir)
-    for logger in trainer.loggers:
-        experiment = getattr(logger, "_experiment", None)
-        if experiment is not None and hasattr(experiment, "close"):
-            experiment.close()  # release the event file before removing it
-    if any(log_dir.rglob("*.ckpt")):
-        (log_dir / "FAILED").write_text("this run stopped with an error before it finished\n")
-    else:
-        shutil.rmtree(log_dir, ignore_errors=True)
-        parent = log_dir.parent
-        if parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
-
-
-def place_eval_run(logger, ckpt_path: Path, subcommand: str, split: str | None = None) -> None:
-    """Log an evaluation of a run's checkpoint inside that run: `<run>/eval/<subcommand>-<time>`."""
-    run_dir = ckpt_path.resolve().parent.parent
-    if ckpt_path.resolve().parent.name != "checkpoints" or not os.access(run_dir, os.W_OK):
-        return  # a checkpoint from elsewhere: the default run naming
-    stem = f"{subcommand}-{split + '-' if split else ''}{time.strftime('%Y%m%d-%H%M%S')}"
-    version, count = stem, 1
-    while (run_dir / "eval" / version).exists():  # two evaluations within one second
-        count += 1
-        version = f"{stem}-{count}"
-    logger.init_args.save_dir = str(run_dir)
-    logger.init_args.name = "eval"
-    logger.init_args.version = version
 
 
 def fit_summary(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
@@ -348,29 +276,6 @@ def _user_error(error: BaseException) -> OrbitbenchError | None:
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
-
-
-def condense_parser_error(message: str) -> str:
-    """One readable line from a jsonargparse error: the full key, what was expected, what was given.
-
-    `Parser key "data": ... Parser key "n_angles": Expected a <class 'int'>. Got value: abc` becomes
-    `--data.n_angles: expected int, got 'abc'`.
-    """
-    text = " ".join(message.split())
-    keys = re.findall(r'Parser key "([^"]+)"', text)
-    if not keys:
-        return text[:300]
-    key = ".".join(keys)
-    detail = text.rsplit(f'Parser key "{keys[-1]}":', 1)[1]
-    core = detail.split(" - Expected a <class 'NoneType'>")[0]  # drop the Optional[...] alternative
-    nested = re.search(r"val='(.*?)'\)", detail)
-    given = nested or re.search(r"(?:Got value|Given value): (.+?)(?: - |$)", detail)
-    expected = list(dict.fromkeys(re.findall(r"Expected a <class '([\w.]+)'>", core)))
-    if expected:
-        got = f", got {given.group(1).strip()!r}" if given else ""
-        return f"--{key}: expected {' or '.join(expected)}{got}"
-    core = re.sub(r"Does not validate against any of the Union subtypes Subtypes: \[.*?\] Errors:", "", core)
-    return f"--{key}: {core.strip(' -')}"[:300]
 
 
 class _DropTips(logging.Filter):

@@ -21,9 +21,9 @@ import lightning as L
 import pytest
 import torch
 
-from orbitbench.errors import OrbitbenchError
+from orbitbench.errors import OrbitbenchError, condense_parser_error
 from orbitbench.record import load_record
-from orbitbench.training_cli import condense_parser_error, run_lightning_cli
+from orbitbench.training_cli import run_lightning_cli
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 3

@@ -103,20 +103,19 @@ def patch_features(images: Tensor, gain: float, bias: float) -> tuple[Tensor, Te
 
 
 def _direction_ids(unit: Tensor, other: Tensor | None) -> tuple[Tensor, Tensor]:
-    """int32 ids of unit vectors [B, HW, K] rounded to 2^-40 (shared numbering): [B, HW], [B2, HW].
+    """int64 ids of unit vectors [B, HW, K] rounded to 2^-40 (shared numbering): [B, HW], [B2, HW].
 
-    A lexicographic sort (one stable argsort per component) then a scan for changes: what
-    `torch.unique(dim=0)` does, without its per-row Python-level unbinding.
+    Rows are hashed to one int64 (random odd multipliers, wrapping) and numbered by a 1-D unique;
+    if a check finds two different rows under one id, a lexicographic sort numbers them instead.
     """
-    keys = torch.round(torch.cat([unit, unit if other is None else other]).flatten(0, 1) * 2.0**40).long()  # [M, K]
-    order = torch.arange(keys.shape[0], device=keys.device)
-    for k in reversed(range(keys.shape[1])):
-        order = order[torch.argsort(keys[order, k], stable=True)]
-    ordered = keys[order]
-    changes = torch.ones(keys.shape[0], dtype=torch.int32, device=keys.device)
-    changes[1:] = (ordered[1:] != ordered[:-1]).any(-1)
-    ids = torch.empty_like(changes)
-    ids[order] = torch.cumsum(changes, 0, dtype=torch.int32)
+    rows = unit if other is None else torch.cat([unit, other])
+    keys = torch.round(rows.flatten(0, 1) * 2.0**40).long()  # [M, K]
+    multipliers = torch.randint(1, 2**62, (keys.shape[1],), generator=torch.Generator().manual_seed(0)) * 2 + 1
+    _, ids = torch.unique((keys * multipliers.to(keys.device)).sum(-1), return_inverse=True)  # [M]
+    first = torch.full((int(ids.max()) + 1,), keys.shape[0], dtype=torch.long, device=keys.device)
+    first.scatter_reduce_(0, ids, torch.arange(keys.shape[0], device=keys.device), "amin")
+    if not torch.equal(keys[first[ids]], keys):  # a hash collision: number the rows exactly
+        _, ids = torch.unique(keys, dim=0, return_inverse=True)
     left = ids[: unit.shape[0] * unit.shape[1]].view(unit.shape[:-1])
     return left, (left if other is None else ids[left.numel() :].view(other.shape[:-1]))
 
@@ -191,16 +190,21 @@ def _gap_means(u1, s1, ids1, u2, s2, ids2, gram: bool, block_elements: int, prog
 
 
 def _fc_means(u1, s1, ids1, u2, s2, ids2, block_elements: int) -> tuple[Tensor, Tensor]:
-    """Means over positions p = p' of s s' h(cos) and s s' g(cos): [B, B2] each, blocks of the cap."""
+    """Means over positions p = p' of s s' h(cos) and s s' g(cos): [B, B2] each, blocks of the cap.
+
+    Positions are the batch of one matrix product per block: [p, B, K] @ [p, K, B2] -> [p, B, B2].
+    """
     n_left, hw, _ = u1.shape
-    rows = max(1, block_elements // (u2.shape[0] * hw))
-    h_parts, g_parts = [], []
-    for start in range(0, n_left, rows):
-        part = slice(start, start + rows)
-        cos = torch.einsum("ipk,jpk->ijp", u1[part], u2)  # [r, B2, HW]
+    n_right = u2.shape[0]
+    step = max(1, block_elements // (n_left * n_right))
+    h_sum = torch.zeros(n_left, n_right, dtype=u1.dtype, device=u1.device)
+    g_sum = torch.zeros_like(h_sum)
+    for start in range(0, hw, step):
+        part = slice(start, start + step)
+        cos = torch.bmm(u1[:, part].transpose(0, 1), u2[:, part].permute(1, 2, 0))  # [p, B, B2]
         h, g = torch.empty_like(cos), torch.empty_like(cos)
-        _even_terms(cos, ids1[part, None, :] == ids2[None, :, :], h, g)
-        weights = s1[part, None, :] * s2[None, :, :]  # [r, B2, HW]
-        h_parts.append(h.mul_(weights).mean(-1))
-        g_parts.append(g.mul_(weights).mean(-1))
-    return torch.cat(h_parts), torch.cat(g_parts)
+        _even_terms(cos, ids1[:, part].T[:, :, None] == ids2[:, part].T[:, None, :], h, g)
+        weights = s1[:, part].T[:, :, None] * s2[:, part].T[:, None, :]  # [p, B, B2]
+        h_sum += torch.einsum("pij,pij->ij", h, weights)
+        g_sum += torch.einsum("pij,pij->ij", g, weights)
+    return h_sum / hw, g_sum / hw

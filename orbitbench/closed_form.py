@@ -21,11 +21,27 @@ from torch import Tensor
 HALF_PI = math.pi / 2
 
 
-def _row_ids(rows: Tensor, other: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Integer ids of the distinct rows of `rows` [A, D] and `other` [B, D] (shared numbering)."""
-    stacked = rows if other is None else torch.cat([rows, other])
-    _, ids = torch.unique(stacked, dim=0, return_inverse=True)
-    return ids[: rows.shape[0]], ids[rows.shape[0] :] if other is not None else ids
+def row_ids(keys: Tensor, multipliers: Tensor | None = None) -> Tensor:
+    """int64 ids of the distinct rows of int64 `keys` [M, K]: equal ids iff equal rows.
+
+    Rows are hashed to one int64 (random odd multipliers, wrapping) and numbered by a 1-D unique;
+    if a check finds two different rows under one id, `torch.unique(dim=0)` (exact, much slower:
+    it unbinds the rows) numbers them instead.
+    """
+    if multipliers is None:
+        multipliers = torch.randint(1, 2**62, (keys.shape[1],), generator=torch.Generator().manual_seed(0)) * 2 + 1
+    _, ids = torch.unique((keys * multipliers.to(keys.device)).sum(-1), return_inverse=True)  # [M]
+    first = torch.full((int(ids.max()) + 1,), keys.shape[0], dtype=torch.long, device=keys.device)
+    first.scatter_reduce_(0, ids, torch.arange(keys.shape[0], device=keys.device), "amin")
+    if not torch.equal(keys[first[ids]], keys):  # a hash collision
+        _, ids = torch.unique(keys, dim=0, return_inverse=True)
+    return ids
+
+
+def _input_ids(x: Tensor, x2: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Ids of bitwise-equal inputs [A, D] and [B, D] (shared numbering)."""
+    ids = row_ids((x if x2 is None else torch.cat([x, x2])).contiguous().view(torch.int64))
+    return ids[: x.shape[0]], (ids if x2 is None else ids[x.shape[0] :])
 
 
 def _cos_terms(cos: Tensor) -> tuple[Tensor, Tensor]:
@@ -39,7 +55,7 @@ def mlp_kernel(x: Tensor, x2: Tensor | None, *, kind: str, depth: int, w_std: fl
                rows: int = 4096) -> Tensor:
     """[Dense, Relu] x depth, Dense(1) on [B, D] (and [B2, D]) -> [B, B2] on the inputs' device."""
     right = x if x2 is None else x2
-    ids_left, ids_right = _row_ids(x, x2)
+    ids_left, ids_right = _input_ids(x, x2)
     blocks = [
         _mlp_block(x[start : start + rows], right, ids_left[start : start + rows, None] == ids_right[None, :],
                    kind=kind, depth=depth, w_std=w_std, b_std=b_std)
@@ -103,19 +119,9 @@ def patch_features(images: Tensor, gain: float, bias: float) -> tuple[Tensor, Te
 
 
 def _direction_ids(unit: Tensor, other: Tensor | None) -> tuple[Tensor, Tensor]:
-    """int64 ids of unit vectors [B, HW, K] rounded to 2^-40 (shared numbering): [B, HW], [B2, HW].
-
-    Rows are hashed to one int64 (random odd multipliers, wrapping) and numbered by a 1-D unique;
-    if a check finds two different rows under one id, a lexicographic sort numbers them instead.
-    """
+    """Ids of unit vectors [B, HW, K] rounded to 2^-40 (shared numbering): [B, HW], [B2, HW]."""
     rows = unit if other is None else torch.cat([unit, other])
-    keys = torch.round(rows.flatten(0, 1) * 2.0**40).long()  # [M, K]
-    multipliers = torch.randint(1, 2**62, (keys.shape[1],), generator=torch.Generator().manual_seed(0)) * 2 + 1
-    _, ids = torch.unique((keys * multipliers.to(keys.device)).sum(-1), return_inverse=True)  # [M]
-    first = torch.full((int(ids.max()) + 1,), keys.shape[0], dtype=torch.long, device=keys.device)
-    first.scatter_reduce_(0, ids, torch.arange(keys.shape[0], device=keys.device), "amin")
-    if not torch.equal(keys[first[ids]], keys):  # a hash collision: number the rows exactly
-        _, ids = torch.unique(keys, dim=0, return_inverse=True)
+    ids = row_ids(torch.round(rows.flatten(0, 1) * 2.0**40).long())  # [M]
     left = ids[: unit.shape[0] * unit.shape[1]].view(unit.shape[:-1])
     return left, (left if other is None else ids[left.numel() :].view(other.shape[:-1]))
 

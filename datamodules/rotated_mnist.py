@@ -12,7 +12,8 @@ class RotatedMNIST(OrbitDataModule):
 
     Args:
         n_angles: order of the rotation group (1..360); multiples of 90 degrees are exact.
-        interpolation: "bilinear" (default) or "nearest" for angles that are not multiples of 90.
+        interpolation: "bilinear" (default), "nearest" or "cubic" (scipy's order-3 spline rotation, as
+            the paper's kernel code) for angles that are not multiples of 90.
         **kwargs: the split, source, normalisation and loader options of `OrbitDataModule`.
     """
 

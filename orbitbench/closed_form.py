@@ -21,20 +21,27 @@ from torch import Tensor
 HALF_PI = math.pi / 2
 
 
-def _row_ids(rows: Tensor, other: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Integer ids of the distinct rows of `rows` [A, D] and `other` [B, D] (shared numbering)."""
-    stacked = rows if other is None else torch.cat([rows, other])
-    _, ids = torch.unique(stacked, dim=0, return_inverse=True)
-    return ids[: rows.shape[0]], ids[rows.shape[0] :] if other is not None else ids
+def row_ids(keys: Tensor, multipliers: Tensor | None = None) -> Tensor:
+    """int64 ids of the distinct rows of int64 `keys` [M, K]: equal ids iff equal rows.
+
+    Rows are hashed to one int64 (random odd multipliers, wrapping) and numbered by a 1-D unique;
+    if a check finds two different rows under one id, `torch.unique(dim=0)` (exact, much slower:
+    it unbinds the rows) numbers them instead.
+    """
+    if multipliers is None:
+        multipliers = torch.randint(1, 2**62, (keys.shape[1],), generator=torch.Generator().manual_seed(0)) * 2 + 1
+    _, ids = torch.unique((keys * multipliers.to(keys.device)).sum(-1), return_inverse=True)  # [M]
+    first = torch.full((int(ids.max()) + 1,), keys.shape[0], dtype=torch.long, device=keys.device)
+    first.scatter_reduce_(0, ids, torch.arange(keys.shape[0], device=keys.device), "amin")
+    if not torch.equal(keys[first[ids]], keys):  # a hash collision
+        _, ids = torch.unique(keys, dim=0, return_inverse=True)
+    return ids
 
 
-def _direction_ids(unit: Tensor, other: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-    """Ids of unit vectors [..., K] rounded to 2^-40, shared numbering: (left, right, -right)."""
-    left = torch.round(unit.flatten(0, -2) * 2.0**40).long()  # [M, K]
-    right = left if other is None else torch.round(other.flatten(0, -2) * 2.0**40).long()
-    _, ids = torch.unique(torch.cat([left, right, -right]), dim=0, return_inverse=True)
-    m, m2 = left.shape[0], right.shape[0]
-    return ids[:m].view(unit.shape[:-1]), ids[m : m + m2].view(-1, unit.shape[-2]), ids[m + m2 :].view(-1, unit.shape[-2])
+def _input_ids(x: Tensor, x2: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Ids of bitwise-equal inputs [A, D] and [B, D] (shared numbering)."""
+    ids = row_ids((x if x2 is None else torch.cat([x, x2])).contiguous().view(torch.int64))
+    return ids[: x.shape[0]], (ids if x2 is None else ids[x.shape[0] :])
 
 
 def _cos_terms(cos: Tensor) -> tuple[Tensor, Tensor]:
@@ -48,7 +55,7 @@ def mlp_kernel(x: Tensor, x2: Tensor | None, *, kind: str, depth: int, w_std: fl
                rows: int = 4096) -> Tensor:
     """[Dense, Relu] x depth, Dense(1) on [B, D] (and [B2, D]) -> [B, B2] on the inputs' device."""
     right = x if x2 is None else x2
-    ids_left, ids_right = _row_ids(x, x2)
+    ids_left, ids_right = _input_ids(x, x2)
     blocks = [
         _mlp_block(x[start : start + rows], right, ids_left[start : start + rows, None] == ids_right[None, :],
                    kind=kind, depth=depth, w_std=w_std, b_std=b_std)
@@ -92,19 +99,31 @@ def patches(images: Tensor) -> Tensor:
     return torch.stack(shifted, dim=-1).flatten(1, 2)
 
 
-def patch_features(images: Tensor, gain: float, bias: float) -> tuple[Tensor, Tensor]:
-    """First-layer features: [B, H, W] -> unit vectors u [B, HW, K] and scales s [B, HW].
+def patch_features(images: Tensor, gain: float, bias: float) -> tuple[Tensor, Tensor, Tensor]:
+    """First-layer features: [B, H, W] -> sign-canonical unit vectors u [B, HW, K], scales s [B, HW]
+    and the scaled patches themselves [B, HW, K] (s[p] times the true unit vector).
 
-    Sigma(x, x')[p, p'] = gain / 9 <patch_x(p), patch_x'(p')> + bias = s[p] s'[p'] <u[p], u'[p']>.
-    Norms sum sorted squares, so a quarter turn (which permutes a patch's entries) keeps them
-    bitwise equal and block-circulant kernels agree with directly computed ones.
+    Sigma(x, x')[p, p'] = gain / 9 <patch_x(p), patch_x'(p')> + bias = s[p] s'[p'] <u[p], u'[p']> up
+    to the signs of u, which `cnn_kernel` accounts for. Norms sum sorted squares, so a quarter turn
+    (which permutes a patch's entries) keeps them bitwise equal: block-circulant kernels then agree
+    with directly computed ones.
     """
     raw = patches(images) * math.sqrt(gain / 9)  # [B, HW, 9]
     if bias > 0:
         raw = torch.cat([raw, torch.full_like(raw[..., :1], math.sqrt(bias))], dim=-1)  # [B, HW, 10]
     scale = raw.square().sort(dim=-1).values.sum(-1).sqrt()  # [B, HW]
     unit = raw / scale.clamp_min(torch.finfo(raw.dtype).tiny)[..., None]  # a zero patch stays zero
-    return unit, scale
+    largest = torch.gather(unit, -1, unit.abs().argmax(-1, keepdim=True))  # [B, HW, 1]
+    sign = torch.where(largest < 0, -1.0, 1.0).to(unit.dtype)  # u and -u get the same canonical vector
+    return unit * sign, scale, raw
+
+
+def _direction_ids(unit: Tensor, other: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Ids of unit vectors [B, HW, K] rounded to 2^-40 (shared numbering): [B, HW], [B2, HW]."""
+    rows = unit if other is None else torch.cat([unit, other])
+    ids = row_ids(torch.round(rows.flatten(0, 1) * 2.0**40).long())  # [M]
+    left = ids[: unit.shape[0] * unit.shape[1]].view(unit.shape[:-1])
+    return left, (left if other is None else ids[left.numel() :].view(other.shape[:-1]))
 
 
 def cnn_kernel(left: Tensor, right: Tensor | None, *, gap: bool, kind: str, w_std: float, b_std: float | None,
@@ -114,64 +133,84 @@ def cnn_kernel(left: Tensor, right: Tensor | None, *, gap: bool, kind: str, w_st
     After the ReLU, CNN-FC keeps the positions p = p' (Flatten + Dense averages them); CNN-GAP
     averages over all (p, p'). With F = mean s s' cos (pi/2 + asin cos) and G = mean s s' sqrt(1 -
     cos^2) over those positions: nngp = gain (F + G) / (2 pi) + bias, ntk = gain F / (2 pi) + nngp.
+    F splits into the linear part pi/2 mean s s' cos, a product of patch sums, and mean s s' cos
+    asin cos, which like G is even in cos and so is computed on sign-canonical patches: parallel
+    and opposite patches then share one id and get |cos| = 1 exactly.
     """
     gain, bias = float(w_std) ** 2, 0.0 if b_std is None else float(b_std) ** 2
-    u_left, s_left = patch_features(left, gain, bias)
-    u_right, s_right = (u_left, s_left) if right is None else patch_features(right, gain, bias)
-    ids = _direction_ids(u_left, None if right is None else u_right)  # [B, HW], [B2, HW], [B2, HW]
-    sums = _gap_sums if gap else _fc_sums
-    f_sum, g_sum = sums(u_left, s_left, u_right, s_right, ids, right is None, block_elements, progress)
-    nngp = gain / (2 * math.pi) * (f_sum + g_sum) + bias
-    out = nngp if kind == "nngp" else gain / (2 * math.pi) * f_sum + nngp
+    u_left, s_left, raw_left = patch_features(left, gain, bias)
+    u_right, s_right, raw_right = (u_left, s_left, raw_left) if right is None else patch_features(right, gain, bias)
+    ids_left, ids_right = _direction_ids(u_left, None if right is None else u_right)
+    hw = u_left.shape[1]
+    if gap:
+        linear = raw_left.sum(1) @ raw_right.sum(1).T / hw**2  # mean over (p, p') of s s' cos
+        h_mean, g_mean = _gap_means(u_left, s_left, ids_left, u_right, s_right, ids_right, right is None,
+                                    block_elements, progress)
+    else:
+        linear = raw_left.flatten(1) @ raw_right.flatten(1).T / hw  # mean over p of s s' cos
+        h_mean, g_mean = _fc_means(u_left, s_left, ids_left, u_right, s_right, ids_right, block_elements)
+    f_mean = HALF_PI * linear + h_mean
+    nngp = gain / (2 * math.pi) * (f_mean + g_mean) + bias
+    out = nngp if kind == "nngp" else gain / (2 * math.pi) * f_mean + nngp
     return 0.5 * (out + out.T) if right is None else out
 
 
-def _gap_sums(u1, s1, u2, s2, ids, gram: bool, block_elements: int, progress: bool) -> tuple[Tensor, Tensor]:
-    """F and G of CNN-GAP (means over all position pairs), [B, B2] each, in blocks of the cap."""
+def _even_terms(cos: Tensor, same: Tensor, h: Tensor, g: Tensor) -> None:
+    """In place: cos clamped, 1 where `same`; h = cos asin cos, g = sqrt(1 - cos^2) (same shapes)."""
+    cos.clamp_(-1.0, 1.0).masked_fill_(same, 1.0)
+    torch.asin(cos, out=h).mul_(cos)
+    torch.addcmul(torch.ones((), dtype=cos.dtype, device=cos.device), cos, cos, value=-1.0, out=g).sqrt_()  # >= 0 as |cos| <= 1
+
+
+def _gap_means(u1, s1, ids1, u2, s2, ids2, gram: bool, block_elements: int, progress: bool) -> tuple[Tensor, Tensor]:
+    """Means over all position pairs of s s' h(cos) and s s' g(cos): [B, B2] each, blocks of the cap."""
     from tqdm.auto import tqdm
 
-    ids1, ids2, opposite2 = ids
     n_left, hw, width = u1.shape
     n_right = u2.shape[0]
     images_per_block = max(1, block_elements // (hw * hw))
     rows = hw if images_per_block > 1 else min(hw, max(1, block_elements // hw))
-    f_sum = torch.zeros(n_left, n_right, dtype=u1.dtype, device=u1.device)
-    g_sum = torch.zeros_like(f_sum)
+    buffers = [torch.empty(rows * min(images_per_block, n_right) * hw, dtype=u1.dtype, device=u1.device) for _ in range(3)]
+    same = torch.empty(buffers[0].shape, dtype=torch.bool, device=u1.device)
+    h_sum = torch.zeros(n_left, n_right, dtype=u1.dtype, device=u1.device)
+    g_sum = torch.zeros_like(h_sum)
     for i in tqdm(range(n_left), desc="cnn_gap kernel rows", disable=not progress, leave=False):
         for start in range(i if gram else 0, n_right, images_per_block):
             cols = slice(start, min(start + images_per_block, n_right))
             n_cols = cols.stop - cols.start
-            right_u = u2[cols].reshape(-1, width).T  # [K, n_cols*HW]
-            right_ids, right_opposite = ids2[cols].reshape(-1), opposite2[cols].reshape(-1)
+            right_u, right_ids = u2[cols].reshape(-1, width).T, ids2[cols].reshape(-1)  # [K, n_cols*HW], [n_cols*HW]
             for row in range(0, hw, rows):
                 part = slice(row, row + rows)
-                cos = (u1[i, part] @ right_u).clamp_(-1.0, 1.0)  # [r, n_cols*HW]
-                cos.masked_fill_(ids1[i, part, None] == right_opposite, -1.0)
-                cos.masked_fill_(ids1[i, part, None] == right_ids, 1.0)
-                complement, sine = _cos_terms(cos)
+                shape = (min(row + rows, hw) - row, n_cols * hw)
+                cos, h, g = (b[: shape[0] * shape[1]].view(shape) for b in buffers)
+                torch.mm(u1[i, part], right_u, out=cos)
+                torch.eq(ids1[i, part, None], right_ids, out=same[: cos.numel()].view(shape))
+                _even_terms(cos, same[: cos.numel()].view(shape), h, g)
                 weights = s1[i, part]  # [r]
-                f_sum[i, cols] += ((weights @ complement.mul_(cos)).view(n_cols, hw) * s2[cols]).sum(-1)
-                g_sum[i, cols] += ((weights @ sine).view(n_cols, hw) * s2[cols]).sum(-1)
+                h_sum[i, cols] += ((weights @ h).view(n_cols, hw) * s2[cols]).sum(-1)
+                g_sum[i, cols] += ((weights @ g).view(n_cols, hw) * s2[cols]).sum(-1)
     if gram:
-        lower = torch.ones_like(f_sum, dtype=torch.bool).tril(-1)
-        f_sum, g_sum = torch.where(lower, f_sum.T, f_sum), torch.where(lower, g_sum.T, g_sum)
-    return f_sum / hw**2, g_sum / hw**2
+        lower = torch.ones_like(h_sum, dtype=torch.bool).tril(-1)
+        h_sum, g_sum = torch.where(lower, h_sum.T, h_sum), torch.where(lower, g_sum.T, g_sum)
+    return h_sum / hw**2, g_sum / hw**2
 
 
-def _fc_sums(u1, s1, u2, s2, ids, gram: bool, block_elements: int, progress: bool) -> tuple[Tensor, Tensor]:
-    """F and G of CNN-FC (means over positions p = p'), [B, B2] each, in blocks of the cap."""
-    ids1, ids2, opposite2 = ids
+def _fc_means(u1, s1, ids1, u2, s2, ids2, block_elements: int) -> tuple[Tensor, Tensor]:
+    """Means over positions p = p' of s s' h(cos) and s s' g(cos): [B, B2] each, blocks of the cap.
+
+    Positions are the batch of one matrix product per block: [p, B, K] @ [p, K, B2] -> [p, B, B2].
+    """
     n_left, hw, _ = u1.shape
     n_right = u2.shape[0]
-    rows = max(1, block_elements // (n_right * hw))
-    f_parts, g_parts = [], []
-    for start in range(0, n_left, rows):
-        part = slice(start, start + rows)
-        cos = torch.einsum("ipk,jpk->ijp", u1[part], u2).clamp_(-1.0, 1.0)  # [r, B2, HW]
-        cos.masked_fill_(ids1[part, None, :] == opposite2[None, :, :], -1.0)
-        cos.masked_fill_(ids1[part, None, :] == ids2[None, :, :], 1.0)
-        complement, sine = _cos_terms(cos)
-        weights = s1[part, None, :] * s2[None, :, :]  # [r, B2, HW]
-        f_parts.append((complement.mul_(cos).mul_(weights)).mean(-1))
-        g_parts.append(sine.mul_(weights).mean(-1))
-    return torch.cat(f_parts), torch.cat(g_parts)
+    step = max(1, block_elements // (n_left * n_right))
+    h_sum = torch.zeros(n_left, n_right, dtype=u1.dtype, device=u1.device)
+    g_sum = torch.zeros_like(h_sum)
+    for start in range(0, hw, step):
+        part = slice(start, start + step)
+        cos = torch.bmm(u1[:, part].transpose(0, 1), u2[:, part].permute(1, 2, 0))  # [p, B, B2]
+        h, g = torch.empty_like(cos), torch.empty_like(cos)
+        _even_terms(cos, ids1[:, part].T[:, :, None] == ids2[:, part].T[:, None, :], h, g)
+        weights = s1[:, part].T[:, :, None] * s2[:, part].T[:, None, :]  # [p, B, B2]
+        h_sum += torch.einsum("pij,pij->ij", h, weights)
+        g_sum += torch.einsum("pij,pij->ij", g, weights)
+    return h_sum / hw, g_sum / hw

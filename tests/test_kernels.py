@@ -185,3 +185,14 @@ def test_bad_architecture_and_shapes_raise() -> None:
         kernels.infinite_kernel(torch.ones(2, 4), arch="cnn_fc")
     with pytest.raises(OrbitbenchError, match="backend='jax' is unknown"):
         kernels.infinite_kernel(torch.ones(2, 4), backend="jax")
+
+
+def test_row_ids_number_equal_rows_alike_even_when_hashes_collide(digits) -> None:
+    from orbitbench.closed_form import row_ids
+
+    keys = torch.round(pairs.pose_orbits(digits.images[:6], Translation(4)).reshape(24, 784) * 2.0**20).long()
+    keys = torch.cat([keys, keys[[3, 7, 7]]])  # repeated rows
+    exact = torch.unique(keys, dim=0, return_inverse=True)[1]
+    for multipliers in (None, torch.zeros(784, dtype=torch.long)):  # zeros: every row collides
+        ids = row_ids(keys, multipliers)
+        assert torch.equal(ids[:, None] == ids[None, :], exact[:, None] == exact[None, :])

@@ -43,7 +43,7 @@ def test_networks_train_on_exactly_the_kernel_sides_points(mnist5k) -> None:
 @pytest.mark.timeout(300)
 def test_multiclass_train_writes_network_and_spectral_accuracy(tmp_path: Path) -> None:
     out = tmp_path / "m"
-    argv = ["multiclass", "--out", str(out), "--n-angles", "2", "--seeds-per-class", "1", "--train", "--epochs", "3",
+    argv = ["multiclass", "--out", str(out), "--n-angles", "2", "--seeds-per-class", "1", "--train", "--steps", "3",
             "--leave-out-classes", "3,7"]
     assert main(argv) == 0
     with open(out / "results.csv") as handle:
@@ -51,6 +51,7 @@ def test_multiclass_train_writes_network_and_spectral_accuracy(tmp_path: Path) -
     assert len(rows) == 10
     trained = {int(r["leave_out_class"]): float(r["paper_mlp_out_test_acc"]) for r in rows if r["paper_mlp_out_test_acc"]}
     assert set(trained) == {3, 7} and all(a in (0.0, 1.0) for a in trained.values())  # one out-test image each
+    assert all(0.0 <= float(r["paper_mlp_train_acc"]) <= 1.0 for r in rows if r["paper_mlp_train_acc"])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["trained_out_test_accuracy"]["paper_mlp"]["n2"] == pytest.approx(sum(trained.values()) / 2)
     spectral = {int(r["leave_out_class"]): float(r["spectral_accuracy"]) for r in rows}

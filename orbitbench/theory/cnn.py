@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from orbitbench.errors import OrbitbenchError
+from orbitbench.kernels import block_circulant
+from orbitbench.orbits import make_group
 from orbitbench.theory._run import (
     RunFolder, documents_data_arguments, add_data_arguments, execute, int_list, non_negative_float, pearson, positive_int, ridge_note,
 )
@@ -72,6 +74,17 @@ def cnn(
     return execute("cnn", run, dict(locals(), rotations=list(rotations), shifts=list(shifts)))
 
 
+def kernel_entries(args: argparse.Namespace) -> int:
+    """Kernel entries of one architecture over the grid: a block row per pair for exact orbits."""
+    total = 0
+    for kind, sizes in (("rotation", args.rotations), ("translation", args.shifts)):
+        options = {"interpolation": args.interpolation} if kind == "rotation" else {}
+        for n in sizes:
+            exact = block_circulant("cnn_gap", make_group(kind, n, **options), (28, 28))
+            total += 2 * (2 * n) if exact else n * (2 * n + 1)
+    return total * args.n_pairs
+
+
 def run(args: argparse.Namespace, folder: RunFolder) -> dict:
     import matplotlib
 
@@ -87,6 +100,8 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
                     "backend": args.backend}}
         for arch in ARCHS
     ]
+    print(f"cnn: {kernel_entries(args):,} CNN-GAP kernel entries on {args.device} (benchmarks/RESULTS.md: cost per"
+          " entry and the paper grid's time); progress bars show each configuration's ETA")
     rows = []
     for group, sizes in (("rotation", args.rotations), ("translation", args.shifts)):
         for config in configs:

@@ -41,8 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also train --models on exactly these points (pose 0 of each leave-out class held out)")
     parser.add_argument("--models", type=lambda text: [m for m in text.split(",") if m], default=["paper_mlp"],
                         help="zoo models to train with --train, comma-separated (default paper_mlp)")
-    parser.add_argument("--epochs", type=positive_int, default=50, help="training epochs of each network")
-    parser.add_argument("--batch-size", type=positive_int, default=128, help="training batch size")
+    parser.add_argument("--steps", type=positive_int, default=1000, help="optimiser steps of each network (a budget, not epochs)")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="training batch size")
     parser.add_argument("--leave-out-classes", type=class_list, default=None,
                         help="leave-out classes to train (default all ten; the spectral side always has all ten)")
 
@@ -56,8 +56,8 @@ def multiclass(
     chunk: int = 1024,
     train: bool = False,
     models: Sequence[str] = ("paper_mlp",),
-    epochs: int = 50,
-    batch_size: int = 128,
+    steps: int = 1000,
+    batch_size: int = 64,
     leave_out_classes: Sequence[int] | None = None,
     source: str = "mnist5k",
     data_dir: str = "data",
@@ -76,7 +76,7 @@ def multiclass(
         chunk: orbit pairs per batch (memory ~ chunk * (2N)^2 * 8 bytes).
         train: train `models` on exactly the kernel side's points (see `theory.networks`).
         models: zoo models to train (`orbitbench.models.list_models()`).
-        epochs: training epochs of each network.
+        steps: optimiser steps of each network (the paper's Adam; enough to fit the train split).
         batch_size: training batch size.
         leave_out_classes: classes to train a network for (default all ten).
     """
@@ -157,7 +157,7 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
                 if label in args.leave_out_classes:
                     data = training_datamodule(n, label, args.seeds_per_class, args.seed, args.interpolation,
                                                args.source, args.data_dir, args.batch_size)
-                    result = fit_out_test_accuracy(model, data, args.epochs, args.seed, args.device)
+                    result = fit_out_test_accuracy(model, data, args.steps, args.seed, args.device)
                     trained[model].setdefault(n, []).append(result["out_test"])
                     row |= {f"{model}_out_test_acc": result["out_test"], f"{model}_train_acc": result["train"]}
                     progress.update()
@@ -196,6 +196,6 @@ def run(args: argparse.Namespace, folder: RunFolder) -> dict:
             "spectral_accuracy_trained_classes": {f"n{n}": float(accuracy[n][chosen].mean()) for n in args.n_angles},
             "trained_out_test_accuracy": {m: {f"n{n}": float(np.mean(v)) for n, v in by_n.items()}
                                           for m, by_n in trained.items()},
-            "training": {"models": list(trained), "epochs": args.epochs, "batch_size": args.batch_size,
+            "training": {"models": list(trained), "steps": args.steps, "batch_size": args.batch_size,
                          "leave_out_classes": chosen} if trained else None,
             "network_out_test_accuracy": {m: {f"n{n}": a for n, a in by_n.items()} for m, by_n in args.network.items()}}

@@ -42,8 +42,9 @@ def _accelerator(device: str) -> dict:
     return {"accelerator": "gpu", "devices": [parsed.index or 0]}
 
 
-def fit_out_test_accuracy(model: str, datamodule: RotatedMNIST, epochs: int, seed: int, device: str) -> dict[str, float]:
-    """Train zoo `model` on `datamodule`; accuracy on its out-test (held-out poses) and train splits."""
+def fit_out_test_accuracy(model: str, datamodule: RotatedMNIST, steps: int, seed: int, device: str) -> dict[str, float]:
+    """Train zoo `model` for `steps` optimiser steps on `datamodule` (a step budget, not epochs: the
+    splits are tiny and grow with n_angles); accuracy on its out-test (held-out poses) and train."""
     import lightning as L
 
     from orbitbench.module import OrbitClassifier
@@ -58,7 +59,7 @@ def fit_out_test_accuracy(model: str, datamodule: RotatedMNIST, epochs: int, see
             L.seed_everything(seed, workers=True, verbose=False)
             classifier = OrbitClassifier(backbone=model)
             trainer = L.Trainer(
-                max_epochs=epochs, deterministic=True, logger=False, enable_checkpointing=False,
+                max_steps=steps, max_epochs=-1, deterministic=True, logger=False, enable_checkpointing=False,
                 enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                 callbacks=[ReseedEachStep()], **_accelerator(device),
             )

@@ -13,7 +13,12 @@ import torch
 
 from orbitbench import kernels, pairs, spectral
 from orbitbench.orbits import Rotation, Translation
-from orbitbench.theory.cli import main
+from orbitbench import cli
+
+
+def main(argv: list[str]) -> int:
+    """`orbitbench theory ...` through the one front end, as a user types it."""
+    return cli.main(["theory", *argv])
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -66,7 +71,7 @@ def test_class_orbits_pick_the_requested_classes(mnist5k) -> None:
 
 def test_toy_run_folder_and_values(tmp_path: Path, capsys) -> None:
     out = tmp_path / "toy"
-    assert main(["toy", "--out", str(out), "--orbit-sizes", "4,8", "--distances", "0.5,1.5", "--reg", "0"]) == 0
+    assert main(["toy", "--out", str(out), "--orbit_sizes", "[4,8]", "--distances", "[0.5,1.5]", "--reg", "0"]) == 0
     assert {"results.csv", "figure.png", "summary.json", "inverse_spectra.npz", "tensorboard"} <= {p.name for p in out.iterdir()}
     assert any((out / "tensorboard").iterdir())
     rows = read_rows(out / "results.csv")
@@ -88,7 +93,7 @@ def test_toy_run_folder_and_values(tmp_path: Path, capsys) -> None:
 
 def test_pairs_run_tracks_exact_error(tmp_path: Path) -> None:
     out = tmp_path / "pairs"
-    assert main(["pairs", "--out", str(out), "--n-pairs", "8", "--n-poses", "4", "--depths", "1"]) == 0
+    assert main(["pairs", "--out", str(out), "--n_pairs", "8", "--n_poses", "[4]", "--depths", "[1]"]) == 0
     rows = read_rows(out / "results.csv")
     assert len(rows) == 8 and all(r["label_a"] != r["label_b"] for r in rows)
     predicted = np.array([float(r["spectral_error"]) for r in rows])
@@ -101,7 +106,7 @@ def test_pairs_run_tracks_exact_error(tmp_path: Path) -> None:
 
 def test_cnn_run_gap_exact_on_shifts(tmp_path: Path) -> None:
     out = tmp_path / "cnn"
-    assert main(["cnn", "--out", str(out), "--rotations", "2", "--shifts", "2", "--n-pairs", "1"]) == 0
+    assert main(["cnn", "--out", str(out), "--rotations", "[2]", "--shifts", "[2]", "--n_pairs", "1"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["gap_translation_max_exact_error"] < 1e-6
     assert summary["fc_translation_mean_exact_error"] > 0.1
@@ -109,11 +114,11 @@ def test_cnn_run_gap_exact_on_shifts(tmp_path: Path) -> None:
 
 
 def test_seeds_and_multiclass_runs(tmp_path: Path, mnist5k) -> None:
-    assert main(["seeds", "--out", str(tmp_path / "s"), "--n-angles", "4", "--seeds-per-class", "2", "--trials", "2"]) == 0
+    assert main(["seeds", "--out", str(tmp_path / "s"), "--n_angles", "[4]", "--seeds_per_class", "2", "--trials", "2"]) == 0
     rows = read_rows(tmp_path / "s" / "results.csv")
     assert len(rows) == 2 and all(r["class_a"] != r["class_b"] for r in rows)
     assert all(0 < float(r["exact_error"]) < 3 for r in rows)
-    assert main(["multiclass", "--out", str(tmp_path / "m"), "--n-angles", "4", "--seeds-per-class", "2"]) == 0
+    assert main(["multiclass", "--out", str(tmp_path / "m"), "--n_angles", "[4]", "--seeds_per_class", "2"]) == 0
     accuracy = [float(r["spectral_accuracy"]) for r in read_rows(tmp_path / "m" / "results.csv")]
     assert len(accuracy) == 10 and all(a in (0.0, 0.5, 1.0) for a in accuracy)
 
@@ -126,7 +131,7 @@ def test_multiclass_plots_sweep_accuracy_alongside(tmp_path: Path) -> None:
         "s,paper_mlp,TranslatedMNIST,4,0,0.9\n"
     )
     out = tmp_path / "m"
-    assert main(["multiclass", "--out", str(out), "--n-angles", "2", "--seeds-per-class", "1", "--compare", str(sweep_csv)]) == 0
+    assert main(["multiclass", "--out", str(out), "--n_angles", "[2]", "--seeds_per_class", "1", "--compare", str(sweep_csv)]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["network_out_test_accuracy"] == {"paper_mlp": {"n4": pytest.approx(0.3)}}
     bad = tmp_path / "bad.csv"
@@ -150,12 +155,12 @@ def test_multiclass_pair_predictions_match_directly_built_pairs(mnist5k) -> None
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["pairs", "--n-pairs", "0"], "'0' is not a positive integer"),
-        (["pairs", "--group", "spin"], "invalid choice: 'spin'"),
-        (["toy", "--orbit-sizes", "4,x"], "'4,x' is not a list of integers"),
-        (["pairs", "--reg", "-1"], "'-1' is not a number >= 0"),
+        (["pairs", "--n_pairs", "0"], "n_pairs=0: expected a positive integer"),
+        (["pairs", "--group", "spin"], "group='spin': expected one of rotation, translation"),
+        (["toy", "--orbit_sizes", "[4,x]"], "--orbit_sizes: expected int, got 'x'"),
+        (["pairs", "--reg", "-1"], "reg=-1.0: expected a number >= 0"),
         (["toy", "--length", "0"], "--length 0.0"),
-        (["fig9"], "invalid choice: 'fig9'"),
+        (["fig9"], "unknown command theory 'fig9'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, capsys, argv, message) -> None:
@@ -168,7 +173,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, caps
 
 def test_existing_run_folder_is_refused(tmp_path: Path, capsys) -> None:
     (tmp_path / "taken").mkdir()
-    assert main(["toy", "--out", str(tmp_path / "taken"), "--orbit-sizes", "4"]) == 2
+    assert main(["toy", "--out", str(tmp_path / "taken"), "--orbit_sizes", "[4]"]) == 2
     assert "already exists" in capsys.readouterr().err
 
 

@@ -13,8 +13,14 @@ import torch
 from orbitbench import pairs
 from orbitbench.errors import OrbitbenchError
 from orbitbench.orbits import Rotation
-from orbitbench.theory.cli import main
+from orbitbench.theory._run import DigitData
+from orbitbench import cli
 from orbitbench.theory.networks import training_datamodule
+
+
+def main(argv: list[str]) -> int:
+    """`orbitbench theory ...` through the one front end, as a user types it."""
+    return cli.main(["theory", *argv])
 
 
 def test_networks_train_on_exactly_the_kernel_sides_points(mnist5k) -> None:
@@ -43,8 +49,8 @@ def test_networks_train_on_exactly_the_kernel_sides_points(mnist5k) -> None:
 @pytest.mark.timeout(300)
 def test_multiclass_train_writes_network_and_spectral_accuracy(tmp_path: Path) -> None:
     out = tmp_path / "m"
-    argv = ["multiclass", "--out", str(out), "--n-angles", "2", "--seeds-per-class", "1", "--train", "--steps", "3",
-            "--leave-out-classes", "3,7"]
+    argv = ["multiclass", "--out", str(out), "--n_angles", "[2]", "--seeds_per_class", "1", "--train", "true", "--steps", "3",
+            "--leave_out_classes", "[3,7]"]
     assert main(argv) == 0
     with open(out / "results.csv") as handle:
         rows = list(csv.DictReader(handle))
@@ -66,7 +72,7 @@ def test_experiments_are_typed_functions_that_check_their_options(tmp_path: Path
     assert path == tmp_path / "p" and (path / "summary.json").is_file()
     summary = json.loads((path / "summary.json").read_text())
     assert summary["interpolation"] == "cubic" and summary["ridge"]["exact"].startswith("1e-10 * trace(K[O, O])")
-    for bad in (dict(n_pairs=0), dict(n_poses=[4, 0]), dict(reg=-1.0), dict(interpolation="lanczos"), dict(group="spin")):
+    for bad in (dict(n_pairs=0), dict(n_poses=[4, 0]), dict(reg=-1.0), dict(data=DigitData(interpolation="lanczos")), dict(group="spin")):
         with pytest.raises(OrbitbenchError):
             pairs_experiment(**bad, out=tmp_path / "bad")
     assert not (tmp_path / "bad").exists() and not (tmp_path / "bad.partial").exists()
@@ -75,7 +81,7 @@ def test_experiments_are_typed_functions_that_check_their_options(tmp_path: Path
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
 @pytest.mark.parametrize("device,message", [("cuda", "--device cuda: CUDA is not available"), ("gpu7", "not a torch device")])
 def test_unusable_device_is_one_line(tmp_path: Path, capsys, device: str, message: str) -> None:
-    assert main(["cnn", "--out", str(tmp_path / "c"), "--device", device, "--n-pairs", "1"]) == 2
+    assert main(["cnn", "--out", str(tmp_path / "c"), "--device", device, "--n_pairs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("orbitbench: ") and message in err and err.count("\n") == 1
     assert not any(tmp_path.iterdir())

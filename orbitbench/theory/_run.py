@@ -1,4 +1,4 @@
-"""What every `orbitbench theory` experiment shares: argument types, the run folder, outputs.
+"""What every `orbitbench theory` experiment shares: option checks, the run folder, outputs.
 
 A run folder is an `orbitbench.io.WriteOnceFolder`: written under `<out>.partial` and renamed when
 the experiment has finished, so a failed, interrupted (SIGTERM) or killed run never leaves a
@@ -7,11 +7,13 @@ half-written folder in place of a result.
 
 from __future__ import annotations
 
-import argparse
+import types
 import csv
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -20,72 +22,6 @@ from orbitbench.errors import OrbitbenchError
 from orbitbench.io import WriteOnceFolder, sigterm_as_exit
 from orbitbench.orbits import INTERPOLATIONS
 from orbitbench.stats import pearson  # noqa: F401  (the experiments import it from here)
-
-# Flag types raise ArgumentTypeError: argparse keeps its message (a ValueError would be replaced
-# by "invalid <type> value"), and the theory parser turns it into one OrbitbenchError line.
-BadFlag = argparse.ArgumentTypeError
-
-
-def _list(text: str, convert, what: str, example: str, ok=lambda v: True, ok_what: str = "") -> list:
-    try:
-        values = [convert(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        raise BadFlag(f"{text!r} is not a list of {what} (expected e.g. '{example}')") from None
-    if not values or not all(ok(v) for v in values):
-        raise BadFlag(f"{text!r}: expected one or more {ok_what or what} (e.g. '{example}')")
-    return values
-
-
-def int_list(text: str) -> list[int]:
-    """`"2,4,8"` or `"2 4 8"` -> [2, 4, 8] (positive integers)."""
-    return _list(text, int, "integers", "2,4,8", lambda v: v >= 1, "positive integers")
-
-
-def class_list(text: str) -> list[int]:
-    """`"0,3,7"` -> [0, 3, 7] (digit classes 0-9)."""
-    try:
-        values = [int(v) for v in text.replace(",", " ").split()]
-    except ValueError:
-        values = []
-    if not values or any(v not in range(10) for v in values):
-        raise BadFlag(f"{text!r}: expected digit classes 0-9 (e.g. '0,3,7')")
-    return values
-
-
-def float_list(text: str) -> list[float]:
-    """`"0.5,1,2"` -> [0.5, 1.0, 2.0]."""
-    return _list(text, float, "numbers", "0.5,1,2")
-
-
-def _number(text: str, convert, ok, what: str):
-    try:
-        value = convert(text)
-    except ValueError:
-        raise BadFlag(f"{text!r} is not {what}") from None
-    if not ok(value):
-        raise BadFlag(f"{text!r} is not {what}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    return _number(text, int, lambda v: v >= 1, "a positive integer")
-
-
-def non_negative_float(text: str) -> float:
-    return _number(text, float, lambda v: v >= 0, "a number >= 0")
-
-
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=None, help="run folder (default runs/theory/<experiment>-<time>)")
-    parser.add_argument("--seed", type=int, default=124, help="seed of the pair / seed-digit draws (paper: 124)")
-    parser.add_argument("--device", default="cpu", help="torch device of the kernels (cpu, cuda, cuda:1, ...)")
-
-
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--source", default="mnist5k", help="digits: mnist5k (embedded), mnist, auto or an IDX path")
-    parser.add_argument("--data-dir", default="data", help="folder of full MNIST for --source mnist/auto")
-    parser.add_argument("--interpolation", default="cubic", choices=("cubic", "bilinear", "nearest"),
-                        help="rotation interpolation (cubic: scipy's order-3 spline, as the paper's kernel code)")
 
 
 def check_device(device: str) -> torch.device:
@@ -107,8 +43,11 @@ POSITIVE_INTS = ("n_pairs", "seeds_per_class", "trials", "depth", "channels", "c
 POSITIVE_INT_LISTS = ("n_poses", "depths", "n_angles", "rotations", "shifts", "orbit_sizes")
 
 
-def execute(experiment: str, run: Callable[[argparse.Namespace, RunFolder], dict], options: dict) -> Path:
+def execute(experiment: str, run: Callable[[types.SimpleNamespace, RunFolder], dict], options: dict) -> Path:
     """Check `options` (an experiment function's arguments), run into a fresh folder, return it."""
+    data = options.pop("data", None)
+    if data is not None:  # flat for the experiments: args.source, args.seed, ...
+        options.update(dataclasses.asdict(data) if dataclasses.is_dataclass(data) else dict(data))
     for name in POSITIVE_INTS:
         value = options.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -121,7 +60,7 @@ def execute(experiment: str, run: Callable[[argparse.Namespace, RunFolder], dict
         raise OrbitbenchError(f"reg={options['reg']!r}: expected a number >= 0")
     if options.get("interpolation", "cubic") not in INTERPOLATIONS:
         raise OrbitbenchError(f"interpolation={options['interpolation']!r}: expected one of {', '.join(INTERPOLATIONS)}")
-    args = argparse.Namespace(**options)
+    args = types.SimpleNamespace(**options)
     args.device = str(check_device(options.get("device", "cpu")))
     folder = RunFolder(options.get("out"), experiment)
     try:
@@ -131,11 +70,25 @@ def execute(experiment: str, run: Callable[[argparse.Namespace, RunFolder], dict
         raise
 
 
-DATA_ARGUMENTS_DOC = """
-        source: digits: mnist5k (embedded), mnist, auto or an IDX path.
+@dataclass(frozen=True)
+class DigitData:
+    """The seed digits of an experiment: where they come from, how they are drawn and rotated.
+
+    Args:
+        source: mnist5k (embedded), mnist, auto or an IDX path.
         data_dir: folder of full MNIST for source mnist / auto.
         interpolation: rotation interpolation: cubic (the paper's kernel code), bilinear, nearest.
         seed: seed of the digit draws (paper 124); draws are prefix-stable in their counts.
+    """
+
+    source: str = "mnist5k"
+    data_dir: str = "data"
+    interpolation: str = "cubic"
+    seed: int = 124
+
+
+DATA_ARGUMENTS_DOC = """
+        data: the seed digits (`--data.source`, `--data.data_dir`, `--data.interpolation`, `--data.seed`).
         device: torch device of the kernels (cpu, cuda, cuda:1, ...).
         out: run folder (default runs/theory/<experiment>-<time>)."""
 

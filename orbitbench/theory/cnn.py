@@ -7,7 +7,7 @@ both are approximate and the spectral error tracks the exact one more loosely fo
 
 from __future__ import annotations
 
-import argparse
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,26 +16,10 @@ import numpy as np
 from orbitbench.errors import OrbitbenchError
 from orbitbench.kernels import block_circulant
 from orbitbench.orbits import make_group
-from orbitbench.theory._run import (
-    RunFolder, documents_data_arguments, add_data_arguments, execute, int_list, non_negative_float, pearson, positive_int, ridge_note,
-)
+from orbitbench.theory._run import DigitData, RunFolder, documents_data_arguments, execute, pearson, ridge_note
 from orbitbench.theory.pairs import pair_rows
 
 ARCHS = ("cnn_fc", "cnn_gap")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_data_arguments(parser)
-    parser.add_argument("--rotations", type=int_list, default=[4], help="rotation orbit sizes (paper 2,4,8,16,32,64)")
-    parser.add_argument("--shifts", type=int_list, default=[4, 7], help="translation orbit sizes (paper 2,4,7,14,28)")
-    parser.add_argument("--n-pairs", type=positive_int, default=4, help="random different-class pairs (paper 512)")
-    parser.add_argument("--channels", type=positive_int, default=64, help="conv channels (infinite-width limit: no effect)")
-    parser.add_argument("--reg", type=non_negative_float, default=1e-10,
-                        help="ridge of both sides, fraction of the trace (the public code: 1e-5 on the spectral side)")
-    parser.add_argument("--backend", default="torch", choices=("torch", "neural_tangents"),
-                        help="kernel code: closed-form torch (default), or the neural-tangents reference install")
-    parser.add_argument("--block-elements", type=positive_int, default=None,
-                        help="elements of one CNN-GAP block (memory ~ 32 bytes each; default cache-sized on cpu, 2^25 on cuda)")
 
 
 @documents_data_arguments
@@ -47,10 +31,7 @@ def cnn(
     reg: float = 1e-10,
     backend: str = "torch",
     block_elements: int | None = None,
-    source: str = "mnist5k",
-    data_dir: str = "data",
-    interpolation: str = "cubic",
-    seed: int = 124,
+    data: DigitData = DigitData(),
     device: str = "cpu",
     out: Path | None = None,
 ) -> Path:
@@ -74,7 +55,7 @@ def cnn(
     return execute("cnn", run, dict(locals(), rotations=list(rotations), shifts=list(shifts)))
 
 
-def kernel_entries(args: argparse.Namespace) -> int:
+def kernel_entries(args: types.SimpleNamespace) -> int:
     """Kernel entries of one architecture over the grid: a block row per pair for exact orbits."""
     total = 0
     for kind, sizes in (("rotation", args.rotations), ("translation", args.shifts)):
@@ -85,7 +66,7 @@ def kernel_entries(args: argparse.Namespace) -> int:
     return total * args.n_pairs
 
 
-def run(args: argparse.Namespace, folder: RunFolder) -> dict:
+def run(args: types.SimpleNamespace, folder: RunFolder) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")

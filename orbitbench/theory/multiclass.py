@@ -9,7 +9,7 @@ and their out-test accuracy is plotted against the spectral prediction.
 
 from __future__ import annotations
 
-import argparse
+import types
 import csv
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,29 +22,9 @@ from orbitbench.errors import OrbitbenchError
 from orbitbench.kernels import infinite_kernel
 from orbitbench.orbits import make_group
 from orbitbench.pairs import class_orbits
-from orbitbench.theory._run import (
-    RunFolder, add_data_arguments, class_list, documents_data_arguments, execute, int_list, positive_int, ridge_note,
-)
+from orbitbench.theory._run import DigitData, RunFolder, documents_data_arguments, execute, ridge_note
 
 CLASSES = list(range(10))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_data_arguments(parser)
-    parser.add_argument("--n-angles", type=int_list, default=[2, 4, 8, 16], help="rotation orbit sizes (paper 2..64)")
-    parser.add_argument("--seeds-per-class", type=positive_int, default=4, help="seed digits per class S (paper 13)")
-    parser.add_argument("--depth", type=positive_int, default=1, help="MLP hidden layers")
-    parser.add_argument("--compare", type=Path, default=None,
-                        help="results.csv of an `orbitbench sweep` on RotatedMNIST: plot its out-test accuracy alongside")
-    parser.add_argument("--chunk", type=positive_int, default=1024, help="orbit pairs per batch (memory ~ chunk * (2N)^2 * 8 B)")
-    parser.add_argument("--train", action="store_true",
-                        help="also train --models on exactly these points (pose 0 of each leave-out class held out)")
-    parser.add_argument("--models", type=lambda text: [m for m in text.split(",") if m], default=["paper_mlp"],
-                        help="zoo models to train with --train, comma-separated (default paper_mlp)")
-    parser.add_argument("--steps", type=positive_int, default=1000, help="optimiser steps of each network (a budget, not epochs)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="training batch size")
-    parser.add_argument("--leave-out-classes", type=class_list, default=None,
-                        help="leave-out classes to train (default all ten; the spectral side always has all ten)")
 
 
 @documents_data_arguments
@@ -59,10 +39,7 @@ def multiclass(
     steps: int = 1000,
     batch_size: int = 64,
     leave_out_classes: Sequence[int] | None = None,
-    source: str = "mnist5k",
-    data_dir: str = "data",
-    interpolation: str = "cubic",
-    seed: int = 124,
+    data: DigitData = DigitData(),
     device: str = "cpu",
     out: Path | None = None,
 ) -> Path:
@@ -130,7 +107,7 @@ def pair_predictions(gram: torch.Tensor, n_poses: int, n_classes: int, per_class
     return predictions.reshape(n_classes, per_class, n_classes, per_class)
 
 
-def run(args: argparse.Namespace, folder: RunFolder) -> dict:
+def run(args: types.SimpleNamespace, folder: RunFolder) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")

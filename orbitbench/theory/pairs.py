@@ -7,7 +7,7 @@ leave-one-out error on the raw kernel, and the two spectral factors vs their inp
 
 from __future__ import annotations
 
-import argparse
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,22 +18,9 @@ from orbitbench.kernels import pair_kernels
 from orbitbench.orbits import make_group
 from orbitbench.pairs import make_orbit_pairs
 from orbitbench.errors import OrbitbenchError
-from orbitbench.theory._run import (
-    RunFolder, documents_data_arguments, add_data_arguments, execute, int_list, non_negative_float, pearson, positive_int, ridge_note,
-)
+from orbitbench.theory._run import DigitData, RunFolder, documents_data_arguments, execute, pearson, ridge_note
 
 DEFAULT_POSES = {"rotation": [2, 4, 8, 16], "translation": [2, 4, 7, 14]}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_data_arguments(parser)
-    parser.add_argument("--group", default="rotation", choices=("rotation", "translation"))
-    parser.add_argument("--n-poses", type=int_list, default=None,
-                        help="orbit sizes (default rotation 2,4,8,16; translation 2,4,7,14; paper up to 64 / 28)")
-    parser.add_argument("--n-pairs", type=positive_int, default=64, help="random different-class pairs (paper 512)")
-    parser.add_argument("--depths", type=int_list, default=[1, 5], help="MLP hidden layers (paper 1 and 5)")
-    parser.add_argument("--reg", type=non_negative_float, default=1e-10,
-                        help="ridge of both sides, fraction of the trace (the public code: 1e-5 on the spectral side)")
 
 
 @documents_data_arguments
@@ -43,10 +30,7 @@ def pairs(
     group: str = "rotation",
     depths: Sequence[int] = (1, 5),
     reg: float = 1e-10,
-    source: str = "mnist5k",
-    data_dir: str = "data",
-    interpolation: str = "cubic",
-    seed: int = 124,
+    data: DigitData = DigitData(),
     device: str = "cpu",
     out: Path | None = None,
 ) -> Path:
@@ -67,7 +51,7 @@ def pairs(
 
 
 def pair_rows(
-    args: argparse.Namespace, digits, group: str, n_poses: list[int], configs: list[dict]
+    args: types.SimpleNamespace, digits, group: str, n_poses: list[int], configs: list[dict]
 ) -> list[dict]:
     """One row per (n, config, pair): spectral and exact errors plus the spectral factors.
 
@@ -100,7 +84,7 @@ def pair_rows(
     return rows
 
 
-def run(args: argparse.Namespace, folder: RunFolder) -> dict:
+def run(args: types.SimpleNamespace, folder: RunFolder) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")

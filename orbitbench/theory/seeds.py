@@ -7,7 +7,7 @@ pose of every orbit of A left out (then of B), error = 1 - mean prediction, symm
 
 from __future__ import annotations
 
-import argparse
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,19 +18,7 @@ from orbitbench import spectral
 from orbitbench.kernels import infinite_kernel
 from orbitbench.orbits import make_group
 from orbitbench.pairs import class_orbits
-from orbitbench.theory._run import (
-    RunFolder, documents_data_arguments, add_data_arguments, execute, int_list, non_negative_float, pearson, positive_int, ridge_note,
-)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_data_arguments(parser)
-    parser.add_argument("--n-angles", type=int_list, default=[4, 8, 16], help="rotation orbit sizes (paper 2..64)")
-    parser.add_argument("--seeds-per-class", type=positive_int, default=4, help="seed digits per class S (paper 13)")
-    parser.add_argument("--trials", type=positive_int, default=12, help="random class pairs (paper 50)")
-    parser.add_argument("--depth", type=positive_int, default=1, help="MLP hidden layers")
-    parser.add_argument("--reg", type=non_negative_float, default=1e-10,
-                        help="ridge of both sides, fraction of the trace (the public code: 1e-5 on the spectral side)")
+from orbitbench.theory._run import DigitData, RunFolder, documents_data_arguments, execute, pearson, ridge_note
 
 
 @documents_data_arguments
@@ -40,10 +28,7 @@ def seeds(
     trials: int = 12,
     depth: int = 1,
     reg: float = 1e-10,
-    source: str = "mnist5k",
-    data_dir: str = "data",
-    interpolation: str = "cubic",
-    seed: int = 124,
+    data: DigitData = DigitData(),
     device: str = "cpu",
     out: Path | None = None,
 ) -> Path:
@@ -64,7 +49,7 @@ def orbit_major_gram(orbits: torch.Tensor, depth: int, device: str = "cpu") -> t
     return infinite_kernel(orbits.reshape(-1, *orbits.shape[2:]).to(device), arch="mlp", depth=depth)
 
 
-def run(args: argparse.Namespace, folder: RunFolder) -> dict:
+def run(args: types.SimpleNamespace, folder: RunFolder) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -6,7 +6,7 @@ pi/N; the RBF kernel of such points is exactly circulant, so Eq. 7 must equal ex
 
 from __future__ import annotations
 
-import argparse
+import types
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,16 +16,7 @@ import torch
 from orbitbench import spectral
 from orbitbench.errors import OrbitbenchError
 from orbitbench.kernels import rbf_kernel
-from orbitbench.theory._run import RunFolder, execute, float_list, int_list, non_negative_float, ridge_note
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--distances", type=float_list, default=list(np.round(np.linspace(0.1, 2.0, 20), 3)),
-                        help="plane distances d (default 20 values in 0.1..2)")
-    parser.add_argument("--orbit-sizes", type=int_list, default=[4, 8, 12, 16, 24, 32, 48],
-                        help="points per circle N (paper 4..48)")
-    parser.add_argument("--length", type=float, default=1.4, help="RBF inverse length scale L")
-    parser.add_argument("--reg", type=non_negative_float, default=1e-5, help="ridge, as a fraction of the trace (paper 1e-5)")
+from orbitbench.theory._run import RunFolder, execute, ridge_note
 
 
 def toy(
@@ -60,7 +51,7 @@ def circle_orbits(n_per_orbit: int, distance: float) -> torch.Tensor:
     return points
 
 
-def run(args: argparse.Namespace, folder: RunFolder) -> dict:
+def run(args: types.SimpleNamespace, folder: RunFolder) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -72,6 +72,13 @@ def mlp_pair_kernels(points: Tensor, *, kind: str, depth: int, w_std: float, b_s
     return 0.5 * (out + out.transpose(-1, -2))
 
 
+def mlp_pair_rows(points: Tensor, *, kind: str, depth: int, w_std: float, b_std: float | None) -> Tensor:
+    """First two rows of the Gram matrices of point sets [P, n, D] -> [P, 2, n] (block-circulant pairs)."""
+    same = torch.zeros(2, points.shape[1], dtype=torch.bool, device=points.device)
+    same[0, 0] = same[1, 1] = True  # rows 0 and 1 are columns 0 and 1
+    return _mlp_block(points[:, :2], points, same, kind=kind, depth=depth, w_std=w_std, b_std=b_std)
+
+
 def _mlp_block(left: Tensor, right: Tensor, same: Tensor, *, kind: str, depth: int, w_std: float,
                b_std: float | None) -> Tensor:
     """The arc-cosine recursion on [..., A, D] x [..., B, D] -> [..., A, B]; `same` marks equal inputs."""

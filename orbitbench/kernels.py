@@ -193,8 +193,16 @@ def pair_kernels(
                    backend=backend, block_elements=block_elements)
     shape = tuple(points.shape[2:]) if arch != "mlp" else tuple(points.shape[-2:]) if points.ndim == 4 else ()
     if block_circulant(arch, group, shape) and n % 2 == 0:
-        rows = [infinite_kernel(points[p, :2], points[p], **options) for p in _pair_range(n_pairs, progress, arch)]
-        return expand_block_circulant(torch.stack(rows))  # [P, 2, n] -> [P, n, n]
+        if arch == "mlp" and backend == "torch":
+            from orbitbench import closed_form
+
+            flat = points.to(torch.float64).flatten(2)  # [P, n, D]
+            rows = torch.cat([closed_form.mlp_pair_rows(part, kind=kind, depth=depth, w_std=W_std, b_std=b_std)
+                              for part in flat.split(chunk or 256)]).cpu()
+        else:
+            rows = torch.stack([infinite_kernel(points[p, :2], points[p], **options)
+                                for p in _pair_range(n_pairs, progress, arch)])
+        return expand_block_circulant(rows)  # [P, 2, n] -> [P, n, n]
     if arch == "mlp" and backend == "neural_tangents":
         return _neural_tangents_pairs(points, arch, kind, depth, width, W_std, b_std, channels, chunk)
     if arch == "mlp":

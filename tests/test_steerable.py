@@ -14,6 +14,7 @@ import torch
 from orbitbench.data import load_digits
 from orbitbench.errors import OrbitbenchError
 from orbitbench.models import create_model
+from orbitbench.orbits import normalize
 from orbitbench.training_cli import run_lightning_cli
 from test_methods import one_thread  # noqa: F401  (a fixture: one intra-op thread on the shared CPU)
 
@@ -22,8 +23,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _digits(n: int = 32) -> torch.Tensor:
-    images = load_digits("mnist5k").images[:n].float() / 255.0
-    return images.unsqueeze(1)  # [n, 1, 28, 28]
+    """Real digits as the benchmark feeds them: unit-norm images [n, 1, 28, 28]."""
+    images = normalize(load_digits("mnist5k").images[:n].float() / 255.0, "unit_norm")
+    return images.unsqueeze(1)
 
 
 @pytest.mark.parametrize("n", [4, 8, 16])
@@ -56,7 +58,7 @@ def test_building_it_emits_no_warning_and_bad_settings_are_one_line() -> None:
 def test_short_training_at_n_angles_4_generalises_to_the_held_out_pose(tmp_path) -> None:
     argv = [
         "fit", "--config", str(REPO / "models/steerable_cnn.yaml"), "--data.n_angles", "4", "--data.seeds_per_class", "50",
-        "--data.batch_size", "64", "--data.leave_out_class", "3", "--trainer.max_epochs", "6",
+        "--data.batch_size", "64", "--data.leave_out_class", "3", "--trainer.max_epochs", "8",
         "--trainer.enable_progress_bar", "false", "--trainer.num_sanity_val_steps", "0",
         "--trainer.logger.init_args.save_dir", str(tmp_path),
     ]

@@ -199,3 +199,32 @@ def test_latent_operator_network_maps_images_to_logits_and_reads_moduli() -> Non
     assert torch.allclose(model.net.classify(turned), model.net.classify(code), atol=1e-5)
     # The backbone's own read-out is gone: no parameter of the 128 -> 10 layer is left.
     assert all(p.shape != (10, 128) for p in model.net.parameters())
+
+
+def test_the_sweep_grid_has_a_method_axis_beside_the_models() -> None:
+    from orbitbench import sweep
+    from orbitbench.sweep.spec import check_runnable
+    from sweep_helpers import TINY
+
+    with_methods = "  model: [paper_mlp]\n  method: [supervised, pose_consistency]\n"
+    spec = sweep.parse_sweep_text(TINY.replace("  model: [paper_mlp]\n", with_methods), "m")
+    cells = spec.cells()
+    # supervised cells keep the ids of sweeps made before methods; others name their method.
+    assert [c.cell_id for c in cells] == [
+        "paper_mlp-n2-c3-s0", "paper_mlp-n4-c3-s0",
+        "paper_mlp+pose_consistency-n2-c3-s0", "paper_mlp+pose_consistency-n4-c3-s0",
+    ]
+    assert "--model.method=pose_consistency" in sweep.fit_argv(spec, cells[2], Path("/x"))
+    assert "--model.method=supervised" in sweep.fit_argv(spec, cells[0], Path("/x"))
+    assert sweep.parse_sweep_text(TINY, "old").grid.method == ["supervised"]  # the default axis
+    with pytest.raises(OrbitbenchError, match="unknown method 'pose'"):
+        check_runnable(sweep.parse_sweep_text(TINY.replace("  model: [paper_mlp]\n", "  model: [paper_mlp]\n  method: [pose]\n"), "m"))
+    with pytest.raises(OrbitbenchError, match="fit.model.method is set by the grid"):
+        sweep.parse_sweep_text(TINY + "  model.method: supervised\n", "m")
+
+
+def test_an_unknown_method_on_the_command_line_is_one_line_and_exit_2(tmp_path, capsys) -> None:
+    status, _ = fit(tmp_path / "runs", "--model.method", "pose_consistensy")
+    err = capsys.readouterr().err
+    assert status == 2 and "did you mean 'pose_consistency'" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()

@@ -177,8 +177,8 @@ def test_feature_tap_reads_the_input_of_the_read_out(backbone: str) -> None:
     net = create_model(backbone).eval()
     images = load_digits("mnist5k").images[:5].float().unsqueeze(1) / 255  # [5, 1, 28, 28]
     tap = FeatureTap(net)
-    logits = net(images)
-    features = tap.features(5)
+    logits, features = tap(images)
+    assert torch.equal(logits, net(images))  # the same forward pass as the network's own
     readout = last_linear(net)
     assert features.shape == (5, readout.in_features)
     if backbone != "c4_pooled(paper_mlp)":  # c4_pooled averages log-probabilities, not read-outs

@@ -27,29 +27,35 @@ def last_linear(net: nn.Module) -> nn.Linear:
 
 
 class FeatureTap:
-    """Keeps the input of `net`'s read-out from the latest forward pass.
+    """Runs `net` and returns its logits together with the input of its read-out.
 
-    Use: `tap = FeatureTap(net)`, then after `logits = net(images)`, `tap.features(B)` is [B, D].
-    A wrapper that runs its backbone on k poses at once (`c4_pooled`: rows ordered (pose, image))
-    gives [k*B, D]; the k rows of an image are averaged, as the wrapper averages their logits.
+    Use: `tap = FeatureTap(net)`, then `logits, features = tap(images)`: [B, classes], [B, D].
+    The hook keeps nothing outside such a call, so other users of `net` (evaluation, the
+    empirical-NTK callback's functional transforms) are untouched. A wrapper that runs its
+    backbone on k poses at once (`c4_pooled`: rows ordered (pose, image)) gives [k*B, D]; the k
+    rows of an image are averaged, as the wrapper averages their logits.
     """
 
     def __init__(self, net: nn.Module) -> None:
+        self.net = net
         self._latest: Tensor | None = None
-        self.handle = last_linear(net).register_forward_hook(self._keep)
+        self._active = False
+        last_linear(net).register_forward_hook(self._keep)
 
     def _keep(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        self._latest = inputs[0]
+        if self._active:
+            self._latest = inputs[0]
 
-    def features(self, batch_size: int) -> Tensor:
-        latest = self._latest
+    def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        self._active, self._latest = True, None
+        try:
+            logits = self.net(images)
+            latest = self._latest
+        finally:
+            self._active, self._latest = False, None
         if latest is None:
-            raise RuntimeError("FeatureTap.features() before any forward pass of the network")
-        self._latest = None
-        flat = latest.flatten(1)  # [k*B, D]; a read-out applied per token would give [.., T, D]
-        if flat.shape[0] % batch_size:
-            raise OrbitbenchError(f"read-out saw {flat.shape[0]} rows for a batch of {batch_size} images")
-        return reduce(flat, "(k b) d -> b d", "mean", b=batch_size)  # [B, D]
-
-    def remove(self) -> None:
-        self.handle.remove()
+            raise OrbitbenchError(f"{type(self.net).__name__}: its read-out did not run in the forward pass")
+        flat = latest.flatten(1)  # [k*B, D]
+        if flat.shape[0] % images.shape[0]:
+            raise OrbitbenchError(f"read-out saw {flat.shape[0]} rows for a batch of {images.shape[0]} images")
+        return logits, reduce(flat, "(k b) d -> b d", "mean", b=images.shape[0])  # [B, D]

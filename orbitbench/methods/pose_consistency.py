@@ -67,8 +67,7 @@ class PoseConsistency(Method):
         partner = dm.partner_poses(batch.image_index, batch.pose)  # [B]
         views = torch.cat([batch.image, dm.materialize(batch.image_index, partner)])  # [2B, 1, 28, 28]
         size = batch.label.shape[0]
-        all_logits = module.net(views)  # [2B, classes]
-        features = self._tap.features(2 * size)  # [2B, D]
+        all_logits, features = self._tap(views)  # [2B, classes], [2B, D]
         logits = all_logits[:size]
         supervised = F.cross_entropy(logits, batch.label)
         consistency = info_nce(features[:size], features[size:], batch.image_index, self.temperature)

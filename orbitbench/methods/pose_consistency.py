@@ -39,7 +39,8 @@ class PoseConsistency(Method):
     """Cross-entropy on the batch + `weight` x InfoNCE between each image's pose and a partner pose.
 
     Args:
-        weight: factor of the joint-embedding term (0 trains as `supervised`, with extra forwards).
+        weight: factor of the joint-embedding term (0 leaves cross-entropy alone, though not bit for
+            bit `supervised`: the partner views share the forward pass and its dropout masks).
         temperature: InfoNCE temperature on cosine similarities.
     """
 

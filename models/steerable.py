@@ -58,14 +58,17 @@ class SteerableCNN(nn.Module):
                 if pool:
                     layers.append(enn.PointwiseMaxPool(hidden, 2))
                 field = hidden
-            layers.append(enn.GroupPooling(field))  # one invariant channel per field
         self.features = enn.SequentialModule(*layers)
         self.head = nn.Sequential(nn.Linear(len(field), hidden_units), nn.ReLU(), nn.Linear(hidden_units, num_classes))
 
     def forward(self, x: Tensor) -> Tensor:
         _, enn = _e2cnn()
-        pooled = self.features(enn.GeometricTensor(x * self.input_scale, self.input_type)).tensor  # [B, fields, 1, 1]
-        return self.head(pooled.flatten(1))  # [B, fields] -> [B, classes]
+        fields = self.features(enn.GeometricTensor(x * self.input_scale, self.input_type)).tensor  # [B, F*n, 1, 1]
+        # Group pooling: max over each regular field's n channels (contiguous in e2cnn's layout),
+        # written out of place: e2cnn's GroupPooling fills a buffer in place, which torch.func's
+        # vmap (the empirical-NTK callback) refuses.
+        pooled = fields.flatten(1).unflatten(1, (-1, self.n)).amax(dim=2)  # [B, F]
+        return self.head(pooled)  # [B, classes]
 
 
 @register_model("steerable_cnn")

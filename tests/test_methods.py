@@ -228,3 +228,21 @@ def test_an_unknown_method_on_the_command_line_is_one_line_and_exit_2(tmp_path, 
     err = capsys.readouterr().err
     assert status == 2 and "did you mean 'pose_consistency'" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("backbone", "method"),
+    [("paper_mlp", "supervised"), ("paper_mlp", "pose_consistency"), ("paper_mlp", "latent_operator"),
+     ("steerable_cnn", "supervised")],
+)
+def test_every_methods_network_has_an_empirical_ntk(backbone: str, method: str) -> None:
+    """`net` maps images to logits and survives torch.func (what the empirical-NTK callback runs)."""
+    from orbitbench.ntk import empirical_ntk
+
+    torch.manual_seed(0)
+    net = OrbitClassifier(backbone=backbone, method=method).net.eval()
+    images = torch.rand(4, 1, 28, 28)
+    kernel = empirical_ntk(net, images, output=(3, 5))
+    assert kernel.shape == (4, 4) and torch.isfinite(kernel).all()
+    assert torch.allclose(kernel, kernel.T, rtol=1e-4, atol=1e-4)
+    assert torch.linalg.eigvalsh(kernel.double()).min() > -1e-3 * kernel.diagonal().abs().max()

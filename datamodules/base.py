@@ -152,6 +152,7 @@ class OrbitDataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=("n_poses",))
         self.held_out_poses = held_out
         self._base_by_device: dict[torch.device, Tensor] = {}
+        self._train_poses_by_device: dict[torch.device, Tensor] = {}
 
     def make_group(self, n_poses: int) -> GroupAction:
         """The group action of this dataset (subclasses: rotations, translations)."""
@@ -211,6 +212,32 @@ class OrbitDataModule(L.LightningDataModule):
         if self.hparams.normalize == "sphere":
             images = normalize(images, "sphere")
         return images.unsqueeze(1)
+
+    def train_pose_table(self, device: torch.device) -> Tensor:
+        """bool [N images, n_poses]: True where (image, pose) is in the training split."""
+        if device not in self._train_poses_by_device:
+            table = torch.zeros(len(self.digits), self.n_poses, dtype=torch.bool)
+            train = self.splits["train"]
+            table[train[:, 0], train[:, 1]] = True
+            self._train_poses_by_device[device] = table.to(device)
+        return self._train_poses_by_device[device]
+
+    def partner_poses(self, image_index: Tensor, pose: Tensor) -> Tensor:
+        """For training pairs (image, pose) [B]: another training pose of each image, drawn uniformly.
+
+        The pairs a method may put side by side in a loss (two poses of one training image) come
+        only from the training split, so out-test and in-test poses never enter training. An image
+        with no other training pose gets its own pose back. Draws from the global RNG (seeded per
+        step by the CLI), on the batch's device; only the partners' images are ever made.
+        """
+        table = self.train_pose_table(image_index.device)
+        rows = torch.arange(image_index.numel(), device=image_index.device)
+        if not table[image_index, pose].all():
+            raise OrbitbenchError("partner_poses: a pair of the batch is not in the training split")
+        allowed = table[image_index]  # [B, n_poses]
+        allowed[rows, pose] = False
+        scores = torch.rand(allowed.shape, device=allowed.device).masked_fill(~allowed, -1.0)  # [B, n_poses]
+        return torch.where(allowed.any(dim=1), scores.argmax(dim=1), pose)
 
     def on_after_batch_transfer(self, batch: IndexBatch, dataloader_idx: int) -> OrbitBatch:
         if isinstance(batch, OrbitBatch):

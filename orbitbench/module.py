@@ -1,12 +1,14 @@
-"""`OrbitClassifier`: the one LightningModule, a zoo backbone trained with cross-entropy.
+"""`OrbitClassifier`: the one LightningModule, a zoo backbone trained by a registered method.
 
-It stays thin on purpose: the architecture comes from the zoo by name, the optimiser and
-scheduler from the config, the data (and its poses) from the DataModule. What it adds is the
+It stays thin on purpose: the architecture comes from the zoo by name, the training loss from
+the methods registry by name (`orbitbench.methods`; `supervised` = cross-entropy), the optimiser
+and scheduler from the config, the data (and its poses) from the DataModule. What it adds is the
 measurement the benchmark is about: accuracy on train, in-test and out-test, and in-test
 accuracy per pose (does the network recognise every rotation equally well?).
 
 Logged metric names (TensorBoard; the run record `orbitbench.record` is what the sweep reads):
     train/loss (per step), train/acc (per epoch, running accuracy in train mode)
+    train/<term> (per step): the loss terms a method reports besides its total (e.g. train/ce)
     val/in_test_acc, val/out_test_acc, val/in_test_loss, val/out_test_loss
     test/in_test_acc, test/out_test_acc, test/in_test_loss, test/out_test_loss
     model/n_params
@@ -29,6 +31,7 @@ from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from orbitbench.errors import OrbitbenchError
+from orbitbench.methods import create_method
 from orbitbench.models import create_model
 
 EVAL_SPLITS = ("in_test", "out_test")  # == OrbitDataModule.eval_split_names (dataloader_idx -> name)
@@ -68,6 +71,11 @@ class OrbitClassifier(L.LightningModule):
         optimizer: a callable `params -> Optimizer`; default the paper's Adam(1e-3, betas (0.7, 0.9)).
         scheduler: an optional callable `optimizer -> LRScheduler`, stepped once per epoch.
         num_classes: number of digit classes.
+        method: a registered training method (`orbitbench.methods.list_methods()`).
+        method_kwargs: keyword arguments of the method (e.g. `{weight: 1.0}`).
+
+    `net` is always an `nn.Module` mapping images to logits, whatever the method wraps around
+    the backbone; evaluation and the kernel callbacks read only `net`.
     """
 
     def __init__(
@@ -77,10 +85,13 @@ class OrbitClassifier(L.LightningModule):
         optimizer: OptimizerCallable = paper_adam,
         scheduler: LRSchedulerCallable | None = None,
         num_classes: int = 10,
+        method: str = "supervised",
+        method_kwargs: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=("optimizer", "scheduler"))
-        self.net = create_model(backbone, num_classes=num_classes, **(backbone_kwargs or {}))
+        self.method = create_method(method, **(method_kwargs or {}))
+        self.net = self.method.attach(create_model(backbone, num_classes=num_classes, **(backbone_kwargs or {})), num_classes)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.n_params = sum(p.numel() for p in self.net.parameters())
@@ -102,11 +113,12 @@ class OrbitClassifier(L.LightningModule):
             self.pose_acc = nn.ModuleDict({split: PoseAccuracy(n_poses) for split in EVAL_SPLITS})
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        logits = self.net(batch.image)
-        loss = F.cross_entropy(logits, batch.label)
+        loss, logits, terms = self.method.training_step(self, batch)
         self.train_acc(logits, batch.label)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
+        for name, value in terms.items():
+            self.log(f"train/{name}", value, on_step=True, on_epoch=False)
         return loss
 
     def _eval_step(self, stage: str, batch, dataloader_idx: int) -> None:

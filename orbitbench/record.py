@@ -44,6 +44,8 @@ class _Strict(BaseModel):
 class ModelSettings(_Strict):
     backbone: str
     backbone_kwargs: dict[str, Any] | None = None
+    method: str = "supervised"  # the training method (orbitbench.methods); records before methods: supervised
+    method_kwargs: dict[str, Any] | None = None
     num_classes: int | None = None
     n_params: int = Field(ge=1)
 
@@ -182,6 +184,8 @@ def describe_run(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, 
         "model": ModelSettings(
             backbone=str(pl_module.hparams.get("backbone", type(pl_module).__name__)),
             backbone_kwargs=pl_module.hparams.get("backbone_kwargs"),
+            method=str(pl_module.hparams.get("method", "supervised")),
+            method_kwargs=pl_module.hparams.get("method_kwargs"),
             num_classes=pl_module.hparams.get("num_classes"),
             n_params=getattr(pl_module, "n_params", None) or sum(p.numel() for p in pl_module.parameters()),
         ),

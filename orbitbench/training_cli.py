@@ -99,8 +99,14 @@ class TrainOrbitGrid(Callback):
 
 
 def _run_name(config) -> str:
-    """`<backbone>-<DataModule>`, path-safe: `c4_pooled(paper_mlp)` -> `c4_pooled-paper_mlp`."""
+    """`<backbone>[+<method>]-<DataModule>`, path-safe: `c4_pooled(paper_mlp)` -> `c4_pooled-paper_mlp`.
+
+    A method other than `supervised` is part of the name, so `--ckpt_path last` never resumes
+    another method's run.
+    """
     backbone = str(config.model.init_args.get("backbone", "model"))
+    method = str(config.model.init_args.get("method") or "supervised")
+    backbone += "" if method == "supervised" else f"+{method}"
     data = str(config.data.class_path).rsplit(".", 1)[-1]
     return re.sub(r"[^A-Za-z0-9_.]+", "-", f"{backbone}-{data}").strip("-")
 
@@ -242,7 +248,7 @@ def fit_summary(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
     data = record["data"]
     where = ", ".join(f"{k}={v}" for k, v in (("n_poses", data.n_poses), ("leave_out_class", data.hparams.get("leave_out_class"))) if v is not None)
     lines = [
-        f"orbitbench fit: {record['model'].backbone} on {data.datamodule}({where}), "
+        f"orbitbench fit: {record['model'].backbone}{'' if record['model'].method == 'supervised' else ' + ' + record['model'].method} on {data.datamodule}({where}), "
         f"{trainer.current_epoch} epoch{'' if trainer.current_epoch == 1 else 's'}, {record['model'].n_params:,} parameters",
         f"  accuracy     train {'n/a' if train_acc is None else f'{train_acc:.3f}'} | in-test {fmt('val/in_test_acc')} | out-test {fmt('val/out_test_acc')}",
     ]

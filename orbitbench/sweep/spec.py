@@ -1,4 +1,4 @@
-"""The sweep file: a validated grid of `orbitbench fit` cells (models x group orders x classes x seeds).
+"""The sweep file: a validated grid of `orbitbench fit` cells (models x methods x group orders x classes x seeds).
 
 The grid's pose axis is named by the DataModule's own declaration (`order_argument`, e.g.
 `n_angles` for RotatedMNIST, `n_shifts` for TranslatedMNIST) and its values are checked against
@@ -39,10 +39,11 @@ class Grid(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
 
     model: list[str] = Field(min_length=1)
+    method: list[str] = Field(default=["supervised"], min_length=1)  # training methods (orbitbench.methods)
     leave_out_class: list[int] = Field(min_length=1)
     seed: list[int] = Field(default=[0], min_length=1)
 
-    @field_validator("model", "leave_out_class", "seed")
+    @field_validator("model", "method", "leave_out_class", "seed")
     @classmethod
     def _unique(cls, values: list) -> list:
         if len(set(values)) != len(values):
@@ -112,7 +113,7 @@ class SweepSpec(BaseModel):
         for key in list(self.fit) + [k for over in self.model_fit.values() for k in over]:
             if key.startswith("-") or not re.fullmatch(r"[A-Za-z_][\w.]*\+?", key):
                 raise ValueError(f"fit key {key!r} is not a dotted `orbitbench fit` option like trainer.max_epochs")
-        reserved = {f"data.{argument}", "data.leave_out_class", "seed_everything", "model.backbone", "data"}
+        reserved = {f"data.{argument}", "data.leave_out_class", "seed_everything", "model.backbone", "model.method", "data"}
         for key in reserved & set(self.fit):
             raise ValueError(f"fit.{key} is set by the grid for every cell; remove it from fit")
         for section in ("model_fit", "config_files"):
@@ -167,9 +168,9 @@ class SweepSpec(BaseModel):
 
     def cells(self) -> list[Cell]:
         return [
-            Cell(model, n, c, s)
-            for model, n, c, s in itertools.product(
-                self.grid.model, self.n_poses, self.grid.leave_out_class, self.grid.seed
+            Cell(model, n, c, s, method)
+            for model, method, n, c, s in itertools.product(
+                self.grid.model, self.grid.method, self.n_poses, self.grid.leave_out_class, self.grid.seed
             )
         ]
 
@@ -193,12 +194,17 @@ class Cell:
     n_poses: int
     leave_out_class: int
     seed: int
+    method: str = "supervised"
 
     @property
     def cell_id(self) -> str:
-        """A filesystem-safe, human-readable id: `paper_mlp-n4-c3-s0`, `timm_resnet18-n8-c0-s0`."""
+        """A filesystem-safe, human-readable id: `paper_mlp-n4-c3-s0`, `paper_mlp+pose_consistency-n4-c3-s0`.
+
+        `supervised` adds nothing, so the cells of sweeps made before methods keep their ids.
+        """
         slug = re.sub(r"[^A-Za-z0-9_.]+", "_", self.model).strip("_")
-        return f"{slug}-n{self.n_poses}-c{self.leave_out_class}-s{self.seed}"
+        method = "" if self.method == "supervised" else f"+{self.method}"
+        return f"{slug}{method}-n{self.n_poses}-c{self.leave_out_class}-s{self.seed}"
 
 
 def parse_sweep_text(text: str, source: str) -> SweepSpec:
@@ -227,10 +233,13 @@ def check_runnable(spec: SweepSpec) -> None:
     Building each model and each (group order, leave-out class) DataModule once is cheap (no
     data is loaded) and exact: a grid that would fail in its fifth cell fails here instead.
     """
+    from orbitbench.methods import create_method
     from orbitbench.models import create_model
 
     for name in spec.grid.model:
         create_model(name)  # raises OrbitbenchError naming the accepted models
+    for name in spec.grid.method:
+        create_method(name)  # likewise for the methods
     for model, path in spec.config_files.items():
         if not Path(path).is_file():
             raise OrbitbenchError(f"config_files.{model}: {path!r} does not exist; expected a `orbitbench fit --config` YAML")
@@ -247,6 +256,7 @@ def fit_argv(spec: SweepSpec, cell: Cell, log_dir: Path) -> list[str]:
     settings: dict[str, FitValue] = {
         "seed_everything": cell.seed,
         "model.backbone": cell.model,
+        "model.method": cell.method,
         "data": spec.datamodule,
         f"data.{spec.order_argument}": cell.n_poses,
         "data.leave_out_class": cell.leave_out_class,

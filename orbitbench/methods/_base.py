@@ -1,0 +1,92 @@
+"""The method interface and its registry (`@register_method("name")`, `create_method(name, **kw)`).
+
+A method decides two things: the network (`attach`: the backbone as is, or wrapped in the
+method's own heads) and the training loss (`training_step`). Whatever it builds, `net` stays an
+`nn.Module` mapping images [B, 1, 28, 28] to logits [B, classes], so evaluation, the run record
+and the empirical-NTK callback work on every method unchanged.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, NamedTuple
+
+from torch import Tensor, nn
+
+from orbitbench.errors import OrbitbenchError
+
+if TYPE_CHECKING:
+    from orbitbench.module import OrbitClassifier
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What a method is, for docs, the run record and (later) the leaderboard.
+
+    idea: the published idea it implements, one line.
+    kernel_prediction: what the empirical NTK of `net`'s logits predicts for this method, or None
+        where no kernel prediction is defined (then `kernel_note` says why).
+    uses_pose_pairs: whether it asks the DataModule for a second training pose of each image.
+    """
+
+    idea: str
+    kernel_prediction: str | None
+    kernel_note: str = ""
+    uses_pose_pairs: bool = False
+
+
+class StepOutput(NamedTuple):
+    loss: Tensor  # the scalar that is minimised
+    logits: Tensor  # [B, classes] of the batch's own images (train accuracy)
+    logs: dict[str, Tensor]  # extra per-step scalars, logged as train/<name>
+
+
+class Method(nn.Module):
+    """Base class: parameters a method adds (projectors, operators) live in the network it returns."""
+
+    name: ClassVar[str] = ""
+    info: ClassVar[MethodInfo]
+
+    def attach(self, net: nn.Module, num_classes: int) -> nn.Module:
+        """The network trained and evaluated: `net` itself unless the method wraps it."""
+        return net
+
+    def training_step(self, module: OrbitClassifier, batch: Any) -> StepOutput:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Method]] = {}
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    def decorator(cls: type[Method]) -> type[Method]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"method name {name!r} is already registered by {_REGISTRY[name].__module__}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorator
+
+
+def list_methods() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def method_class(name: str) -> type[Method]:
+    name = name.strip()
+    if name not in _REGISTRY:
+        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise OrbitbenchError(f"unknown method {name!r}{hint}; expected one of {', '.join(list_methods())}")
+    return _REGISTRY[name]
+
+
+def create_method(name: str, **kwargs: Any) -> Method:
+    """Build the registered method `name`; a bad keyword is one `OrbitbenchError` line."""
+    cls = method_class(name)
+    try:
+        return cls(**kwargs)
+    except TypeError as error:
+        raise OrbitbenchError(f"method {name!r}: {error}") from error

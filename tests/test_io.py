@@ -73,7 +73,7 @@ def test_atomic_write_replaces_whole_files_and_leaves_no_temporary(tmp_path):
 def test_theory_killed_with_sigterm_leaves_no_partial_folder(tmp_path):
     out = tmp_path / "toy"
     command = [sys.executable, "-m", "orbitbench", "theory", "toy", "--out", str(out),
-               "--orbit-sizes", "1500,1500,1500,1500", "--distances", "0.1,0.2,0.3"]  # long enough to be killed
+               "--orbit_sizes", "[1500,1500,1500,1500]", "--distances", "[0.1,0.2,0.3]"]  # long enough to be killed
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
     partial = tmp_path / "toy.partial"
     deadline = time.monotonic() + 120

@@ -362,3 +362,21 @@ def test_two_runners_on_one_directory_split_the_cells_and_never_touch_a_claimed_
     assert [row["cell"] for row in _rows(out)] == [c.cell_id for c in spec.cells()]
     for cell in spec.cells():
         assert (out / "cells" / cell.cell_id / "fit.log").read_text().count("$ orbitbench fit") == 1
+
+
+def test_methods_of_one_model_are_aggregated_apart():
+    from datetime import datetime, timezone
+
+    from orbitbench.sweep import CellResult, aggregate
+
+    def result(method: str, out_test: float, leave_out: int) -> CellResult:
+        return CellResult(sweep="s", track="t", cell=f"c{method}{leave_out}", model="paper_mlp", method=method,
+                          datamodule="RotatedMNIST", n_poses=4, leave_out_class=leave_out, seed=0, in_test_acc=0.5,
+                          out_test_acc=out_test, wall_time_s=1.0, param_count=10, log_dir="cells/x", versions={},
+                          finished=datetime.now(timezone.utc))  # fmt: skip
+
+    results = [result("supervised", 0.0, 3), result("supervised", 0.2, 7),
+               result("pose_consistency", 0.6, 3), result("pose_consistency", 0.4, 7)]
+    stats = aggregate(results, "out_test_acc")
+    assert set(stats) == {("paper_mlp", 4), ("paper_mlp+pose_consistency", 4)}
+    assert stats[("paper_mlp", 4)][0] == pytest.approx(0.1) and stats[("paper_mlp+pose_consistency", 4)][0] == pytest.approx(0.5)

@@ -26,6 +26,7 @@ from orbitbench.sweep.results import (
     SweepState,
     aggregate,
     cell_dir,
+    entrant,
     is_finished,
     read_sweep_dir,
     write_csv,
@@ -101,9 +102,9 @@ def plot(sweep_dir: Path, output: Path | None = None) -> Path:
     if not results:
         raise OrbitbenchError(f"{state.root}: no finished cells to plot yet")
     panel = Panel(f"{state.spec.name}: mean ± std over leave-out classes", state.spec.n_poses, state.spec.order_argument)
-    for model in state.spec.grid.model:
+    for model in dict.fromkeys(entrant(r) for r in results):  # models (+ methods), in grid order
         for key, label, dashed in (("out_test_acc", "out-test", False), ("in_test_acc", "in-test", True)):
-            stats = aggregate([r for r in results if r.model == model], key)
+            stats = aggregate([r for r in results if entrant(r) == model], key)
             xs = sorted(n for _, n in stats)
             if xs:
                 panel.curves.append(Curve(f"{model} {label}", xs, [stats[(model, n)][0] for n in xs],

@@ -33,7 +33,7 @@ CSV_FILE = "results.csv"
 # What the NTK callback's record summary calls its spectral-predicted out-test accuracy.
 SPECTRAL_SUMMARY = ("EmpiricalNTKCallback", "spectral_accuracy")
 CSV_COLUMNS = (
-    "sweep", "track", "cell", "model", "datamodule", "n_poses", "leave_out_class", "seed",
+    "sweep", "track", "cell", "model", "method", "datamodule", "n_poses", "leave_out_class", "seed",
     "train_acc", "in_test_acc", "out_test_acc", "spectral_pred_acc",
     "in_test_acc_per_pose", "out_test_acc_per_pose", "param_count", "log_dir",
 )
@@ -48,6 +48,7 @@ class CellResult(BaseModel):
     track: str
     cell: str
     model: str
+    method: str = "supervised"
     datamodule: str
     n_poses: int = Field(ge=1)
     leave_out_class: int = Field(ge=0, le=9)
@@ -79,18 +80,19 @@ def is_finished(root: Path, cell: Cell) -> bool:
 
 def result_from_record(spec: SweepSpec, cell: Cell, record: RunRecord, source: str) -> CellResult:
     """Check the record is this cell's run (a moved or hand-edited folder is refused), then summarise it."""
-    found = (record.model.backbone, record.data.n_poses, record.data.hparams.get("leave_out_class"),
-             record.seeds.seed_everything, record.stage)
-    expected = (cell.model, cell.n_poses, cell.leave_out_class, cell.seed, "fit")
+    found = (record.model.backbone, record.model.method, record.data.n_poses,
+             record.data.hparams.get("leave_out_class"), record.seeds.seed_everything, record.stage)
+    expected = (cell.model, cell.method, cell.n_poses, cell.leave_out_class, cell.seed, "fit")
     if found != expected:
         raise OrbitbenchError(
-            f"{source}: the record is of (model, n_poses, leave_out_class, seed, stage) {found}, "
+            f"{source}: the record is of (model, method, n_poses, leave_out_class, seed, stage) {found}, "
             f"not of cell {cell.cell_id} {expected}; delete that cell folder to re-run it"
         )
     spectral = record.callbacks.get(SPECTRAL_SUMMARY[0], {}).get(SPECTRAL_SUMMARY[1])
     metrics = record.metrics
     return CellResult(
-        sweep=spec.name, track=spec.track, cell=cell.cell_id, model=cell.model, datamodule=spec.datamodule,
+        sweep=spec.name, track=spec.track, cell=cell.cell_id, model=cell.model, method=cell.method,
+        datamodule=spec.datamodule,
         n_poses=cell.n_poses, leave_out_class=cell.leave_out_class, seed=cell.seed,
         train_acc=metrics.train_acc, in_test_acc=metrics.in_test_acc, out_test_acc=metrics.out_test_acc,
         spectral_pred_acc=spectral,
@@ -152,13 +154,19 @@ def write_csv(state: SweepState) -> Path:
     return path
 
 
+def entrant(result: CellResult) -> str:
+    """What a sweep compares: the model, with its training method when that is not `supervised`."""
+    return result.model if result.method == "supervised" else f"{result.model}+{result.method}"
+
+
 def aggregate(results: Sequence[CellResult], key: str) -> dict[tuple[str, int], tuple[float, float, int]]:
-    """(model, n_poses) -> (mean, population std, count) of `key` over leave-out classes and seeds."""
+    """(entrant, n_poses) -> (mean, population std, count) of `key` over leave-out classes and seeds;
+    the entrant is `entrant(result)`: the model, plus its method where that is not `supervised`."""
     groups: dict[tuple[str, int], list[float]] = {}
     for result in results:
         value = getattr(result, key)
         if value is not None:
-            groups.setdefault((result.model, result.n_poses), []).append(float(value))
+            groups.setdefault((entrant(result), result.n_poses), []).append(float(value))
     return {group: mean_std(values) for group, values in groups.items()}
 
 

@@ -22,6 +22,7 @@ commands:
   theory <experiment>     the paper's kernel experiments (toy, pairs, cnn, seeds, multiclass)
   sweep                   a grid of fits (models x n_angles x leave-out classes x seeds); `sweep plot`
   leaderboard             add | build | check leaderboard entries
+  predict-kernel          kernel predictions of a saved fit's out-test accuracy (--ckpt_path PATH)
 
 options:
   -h, --help              show this message and exit
@@ -52,13 +53,17 @@ def main(argv: list[str] | None = None) -> int:
         from orbitbench.sweep import main as sweep_main
 
         return sweep_main(rest)
+    if command == "predict-kernel":
+        from orbitbench.predict_kernel import main as predict_kernel_main
+
+        return predict_kernel_main(rest)
     if command == "leaderboard":
         from orbitbench.leaderboard import main as leaderboard_main
 
         return leaderboard_main(rest)
     print(
         f"orbitbench: unknown command {command!r}; expected one of "
-        f"{', '.join(LIGHTNING_COMMANDS + ('theory', 'sweep', 'leaderboard'))} (see `orbitbench --help`)",
+        f"{', '.join(LIGHTNING_COMMANDS + ('theory', 'sweep', 'leaderboard', 'predict-kernel'))} (see `orbitbench --help`)",
         file=sys.stderr,
     )
     return 2

@@ -36,7 +36,7 @@ from orbitbench.models._registry import KernelTwin
 from orbitbench.probe import ProbeKernels, ProbeSet, empirical_gram, network_outputs, probe_kernels
 from orbitbench.twins import twin_kernel
 
-__all__ = ["PREDICTORS", "KernelPredictors", "PredictionReport"]
+__all__ = ["PREDICTORS", "KernelPredictors", "PredictionReport", "linearized_prediction"]
 
 PREDICTORS = ("infinite", "init", "trained")
 
@@ -66,6 +66,30 @@ def _solve(k_train: Tensor, rhs: Tensor, reg: float) -> Tensor:
     """(K + r I)^-1 rhs with the protocol's ridge r = reg * trace(K) (docs/THEORY.md §2)."""
     ridge = reg * torch.diagonal(k_train).sum()
     return torch.linalg.solve(k_train + ridge * torch.eye(len(k_train), dtype=k_train.dtype), rhs)
+
+
+def linearized_prediction(
+    k_train: Tensor, k_test: Tensor, targets: Tensor, f0_train: Tensor | None = None, f0_test: Tensor | None = None,
+    lr_time: float | None = None, reg: float = 1e-10,
+) -> Tensor:
+    """The linearised network after gradient flow on 0.5 * mean squared error (lazy training).
+
+    `f_t(x*) = f0(x*) + K(x*, X) K^-1 (I - exp(-lr_time K / n)) (y - f0(X))`, `lr_time` = learning
+    rate x steps; None: trained to convergence, `K (K + r)^-1 (y - f0)`. k_train [n, n],
+    k_test [m, n], targets and f0 [n, ...] / [m, ...] -> [m, ...].
+    """
+    residual = targets - (0.0 if f0_train is None else f0_train)
+    if lr_time is None:
+        out = k_test @ _solve(k_train, residual, reg)
+    else:
+        eig, vectors = torch.linalg.eigh(k_train)  # K = V diag(eig) V^T
+        eig = eig.clamp_min(0.0)
+        # (1 - exp(-lr_time eig / n)) / eig, -> lr_time / n as eig -> 0
+        rate = lr_time / len(k_train)
+        gain = torch.where(eig * rate > 1e-12, -torch.expm1(-rate * eig) / eig.clamp_min(1e-300), rate)
+        flat = residual.reshape(len(k_train), -1)
+        out = (k_test @ (vectors @ (gain[:, None] * (vectors.T @ flat)))).reshape(len(k_test), *residual.shape[1:])
+    return out + (0.0 if f0_test is None else f0_test)
 
 
 @contextmanager
@@ -114,7 +138,7 @@ class KernelPredictors:
         regression = k[r:, :r] @ _solve(k[:r, :r], targets, reg)  # [U, C]
         linearized = None
         if f0 is not None:  # lazy training: f0 + K (K + r)^-1 (y - f0)
-            linearized = f0[r:] + k[r:, :r] @ _solve(k[:r, :r], targets - f0[:r], reg)
+            linearized = linearized_prediction(k[:r, :r], k[r:, :r], targets, f0[:r], f0[r:], reg=reg)
         return _Raw(one_vs_many(1.0 - err), one_vs_many(exact), regression, float(err.abs().mean()),
                     float((1.0 - exact).abs().mean()), linearized, k)  # fmt: skip
 

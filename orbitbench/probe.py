@@ -166,11 +166,27 @@ def probe_kernels(probe: ProbeSet, gram: Callable[[Tensor, Any], Tensor]) -> Pro
 
 
 def empirical_gram(network: nn.Module, dtype: torch.dtype = torch.float64, chunk_size: int = 256):
-    """`gram` for `probe_kernels` from the network's empirical NTK (on the network's device)."""
+    """`gram` for `probe_kernels` from the network's empirical NTK (on the network's device).
+
+    A `C4Pooled` network `mean_k f(rot90^k x)` has the kernel `mean_{k,l} K_f(rot90^k x, rot90^l x')`
+    of its backbone: computed that way, the backbone's layers keep their fast per-sample path (the
+    pooled forward pass mixes four poses in one batch, which would send them to the generic one).
+    """
+    from orbitbench.models.c4_pooled import C4Pooled
+
     device = next(network.parameters()).device
+    pooled = isinstance(network, C4Pooled)
+    inner = network.backbone if pooled else network
 
     def gram(images: Tensor, output: Any) -> Tensor:
-        return empirical_ntk(network, images.to(device), output=output, chunk_size=chunk_size, dtype=dtype)
+        x = images.to(device)
+        if pooled:
+            x = torch.cat([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)])  # [4B, ...], pose-major
+        kernel = empirical_ntk(inner, x, output=output, chunk_size=chunk_size, dtype=dtype)
+        if pooled:
+            b = len(images)
+            kernel = kernel.reshape(4, b, 4, b).mean(dim=(0, 2))  # [B, B]
+        return kernel
 
     return gram
 

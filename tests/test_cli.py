@@ -30,5 +30,5 @@ def test_unknown_command_is_one_line_and_exit_2() -> None:
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
         "orbitbench: unknown command 'frobnicate'; expected one of fit, validate, test, theory, sweep, "
-        "leaderboard (see `orbitbench --help`)"
+        "leaderboard, predict-kernel (see `orbitbench --help`)"
     ]

@@ -37,7 +37,7 @@ def short_fit(backbone: str, n_angles: int, epochs: int, leave_out: int = 5, **o
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_c4_pooled_is_predicted_to_succeed_and_the_paper_mlp_to_fail() -> None:
     # The pooled network's out-test accuracy is its training accuracy on the leave-out class (invariance),
     # so a class it learns within a short fit (0); its kernels cost 16x per entry: fewer regression points.
@@ -92,7 +92,7 @@ def test_statistics_of_constant_and_informative_predictors() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_predict_kernel_prints_the_fits_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from orbitbench.cli import main
 

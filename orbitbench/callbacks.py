@@ -66,7 +66,7 @@ class EmpiricalNTKCallback(L.Callback):
             regression_chance_agreement                   kernel regression on the training split
             spectral_error_mean, exact_error_mean, seconds
             init.linearized: the regression_* numbers of f0 + K (K + r)^-1 (y - f0)
-            trained.kernel_drift: |K - K0| / |K0| of the regression Gram matrix
+            trained.kernel_drift: |K - K0| / |K0| of the regression kernel
     Intervals are 95% Wilson intervals over seeds (in-test: over points); kappa is 0 for a
     predictor that agrees no more than chance, spearman null when either margin is constant.
 
@@ -75,7 +75,7 @@ class EmpiricalNTKCallback(L.Callback):
         n_seeds: probe digits of the leave-out class (the out-test samples).
         seeds_per_class: probe digits of each other class for the spectral rule.
         train_per_class: training-split (image, pose) pairs per class for kernel regression (plus
-            the leave-out seeds' own training pairs).
+            up to 6 training pairs of each leave-out seed: its observed poses).
         in_test_per_class: in-test pairs per class.
         reg: ridge of the spectral rule and of both regressions (times the kernel's trace).
         dtype: "float64" (docs/THEORY.md §4: precision matters) or "float32" for the kernels.
@@ -91,7 +91,7 @@ class EmpiricalNTKCallback(L.Callback):
         every_n_epochs: int = 5,
         n_seeds: int = 32,
         seeds_per_class: int = 4,
-        train_per_class: int = 40,
+        train_per_class: int = 30,
         in_test_per_class: int = 10,
         reg: float = 1e-10,
         dtype: str = "float64",

@@ -80,7 +80,7 @@ def predict_kernel(
     ckpt_path: Path,
     n_seeds: int = 32,
     seeds_per_class: int = 4,
-    train_per_class: int = 40,
+    train_per_class: int = 30,
     in_test_per_class: int = 10,
     reg: float = 1e-10,
     dtype: str = "float64",

@@ -51,7 +51,7 @@ class _Raw:
     spectral_error_mean: float
     exact_error_mean: float
     linearized: Tensor | None = None  # [U, C] (init only)
-    kernel: Tensor | None = None  # regression Gram matrix, kept for the drift of the trained one
+    kernel: Tensor | None = None  # regression kernel [R+U, R], kept for the drift of the trained one
     seconds: float = 0.0
 
 
@@ -135,10 +135,10 @@ class KernelPredictors:
         r = len(probe.train_labels)
         k = kernels.regression
         targets = torch.nn.functional.one_hot(probe.train_labels, probe.num_classes).double()  # [R, C]
-        regression = k[r:, :r] @ _solve(k[:r, :r], targets, reg)  # [U, C]
+        regression = k[r:] @ _solve(k[:r], targets, reg)  # [U, C]
         linearized = None
         if f0 is not None:  # lazy training: f0 + K (K + r)^-1 (y - f0)
-            linearized = linearized_prediction(k[:r, :r], k[r:, :r], targets, f0[:r], f0[r:], reg=reg)
+            linearized = linearized_prediction(k[:r], k[r:], targets, f0[:r], f0[r:], reg=reg)
         return _Raw(one_vs_many(1.0 - err), one_vs_many(exact), regression, float(err.abs().mean()),
                     float((1.0 - exact).abs().mean()), linearized, k)  # fmt: skip
 
@@ -166,7 +166,7 @@ class KernelPredictors:
     def _infinite(self) -> _Raw | str:
         if "infinite" not in self._fixed:
             start = time.perf_counter()
-            gram = lambda images, output: twin_kernel(self.twin, images)  # noqa: E731 (scale-free: one kernel)
+            gram = lambda images, output, images2=None: twin_kernel(self.twin, images, images2)  # noqa: E731 (scale-free)
             with _unfilled_memory():
                 raw = self._raw(probe_kernels(self.probe, gram))
             raw.seconds = time.perf_counter() - start

@@ -5,14 +5,14 @@ Drawn once per run from a set-up orbit DataModule (seeded), it has two parts:
 - *orbits* for the paper's spectral rule (docs/THEORY.md §3, §5): `n_seeds` digits of the
   leave-out class and `seeds_per_class` digits of every other class, each in all N poses;
 - the *network's own task* for kernel regression: a class-balanced draw of (image, pose) pairs
-  of the training split, plus every training pair of the leave-out seeds (their observed
-  poses), as regression data; test points are the leave-out seeds' held-out poses (out-test)
+  of the training split, plus up to `OWN_POSES` training pairs of each leave-out seed (its
+  observed poses), as regression data; test points are the leave-out seeds' held-out poses (out-test)
   and a class-balanced draw of the in-test split.
 
 `probe_kernels` computes what a predictor needs from one kernel function: the interleaved
 two-orbit kernels of every (leave-out seed, other seed) pair, with the scalar output
-`logit(leave-out) - logit(other)`, and the Gram matrix of all regression points over the centred
-logits (summed over classes).
+`logit(leave-out) - logit(other)`, and the kernel between all regression points and the training
+ones over the centred logits (summed over classes).
 """
 
 from __future__ import annotations
@@ -28,6 +28,10 @@ from orbitbench import spectral
 from orbitbench.errors import OrbitbenchError
 from orbitbench.ntk import empirical_ntk, evaluating
 
+# Observed poses per leave-out seed in the regression data: all of them at n_angles 8, a sample
+# of them for finer groups (the kernel's cost grows with the square of the point count).
+OWN_POSES = 6
+
 __all__ = ["ProbeOptions", "ProbeSet", "ProbeKernels", "draw_probe", "probe_kernels", "network_outputs"]
 
 
@@ -37,7 +41,7 @@ class ProbeOptions:
 
     n_seeds: int = 32
     seeds_per_class: int = 4
-    train_per_class: int = 40
+    train_per_class: int = 30
     in_test_per_class: int = 10
     seed: int = 124
 
@@ -105,8 +109,8 @@ def draw_probe(dm: Any, options: ProbeOptions = ProbeOptions()) -> ProbeSet:
     """The probe set of a set-up orbit DataModule (RotatedMNIST, TranslatedMNIST).
 
     `n_seeds` digits of the leave-out class and `seeds_per_class` of every other class (full
-    orbits); `train_per_class` training-split pairs per class plus the leave-out seeds' own
-    training pairs (regression data); `in_test_per_class` in-test pairs per class.
+    orbits); `train_per_class` training-split pairs per class plus up to `OWN_POSES` training
+    pairs of each leave-out seed (regression data); `in_test_per_class` in-test pairs per class.
     """
     n_seeds, seeds_per_class, seed = options.n_seeds, options.seeds_per_class, options.seed
     train_per_class, in_test_per_class = options.train_per_class, options.in_test_per_class
@@ -128,8 +132,9 @@ def draw_probe(dm: Any, options: ProbeOptions = ProbeOptions()) -> ProbeSet:
     train, in_test = dm.splits["train"], dm.splits["in_test"]  # int64 [*, 2]: (image, pose)
     rows = [_pick(torch.nonzero(labels[train[:, 0]] == c).squeeze(1), train_per_class, generator,
                   f"class {c} in the training split") for c in range(classes)]  # fmt: skip
-    own = torch.nonzero(torch.isin(train[:, 0], chosen[0])).squeeze(1)  # the leave-out seeds' observed poses
-    train_pairs = train[torch.unique(torch.cat([*rows, own]))]
+    own = [_pick(rows_of, min(OWN_POSES, rows_of.numel()), generator, "")  # the leave-out seeds' observed poses
+           for rows_of in (torch.nonzero(train[:, 0] == i).squeeze(1) for i in chosen[0].tolist())]  # fmt: skip
+    train_pairs = train[torch.unique(torch.cat([*rows, *own]))]
     test_rows = [_pick(torch.nonzero(labels[in_test[:, 0]] == c).squeeze(1), in_test_per_class, generator,
                        f"class {c} in the in-test split") for c in range(classes)]  # fmt: skip
     in_test_pairs = in_test[torch.cat(test_rows)]
@@ -147,21 +152,21 @@ def draw_probe(dm: Any, options: ProbeOptions = ProbeOptions()) -> ProbeSet:
 @dataclass
 class ProbeKernels:
     """One kernel on the probe: pair kernels [P, 2N, 2N] (class-major, P = (C-1) S T) and the
-    Gram matrix [R+U, R+U] of the regression points (train, out-test, in-test), float64 CPU."""
+    kernel [R+U, R] between the regression points (train, out-test, in-test) and the train ones, float64 CPU."""
 
     pairs: Tensor
     regression: Tensor
 
 
-def probe_kernels(probe: ProbeSet, gram: Callable[[Tensor, Any], Tensor]) -> ProbeKernels:
-    """`gram(images, output)` -> [B, B]: output is (leave-out, other) for a logit difference or
-    "centred" for the centred logits summed over classes."""
+def probe_kernels(probe: ProbeSet, gram: Callable[..., Tensor]) -> ProbeKernels:
+    """`gram(images, output, images2=None)` -> [B, B2]: output is (leave-out, other) for a logit
+    difference or "centred" for the centred logits summed over classes."""
     a_idx, b_idx = probe.pair_orbits()
     pairs = []
     for other in probe.other_classes:
         block = gram(probe.images[probe.rows(probe.class_orbits(other))], (probe.leave_out_class, other))
         pairs.append(spectral.orbit_pair_kernels(block.double().cpu(), probe.n_poses, a_idx, b_idx))  # [S*T, 2N, 2N]
-    regression = gram(probe.regression_images, "centred").double().cpu()
+    regression = gram(probe.regression_images, "centred", probe.train_images).double().cpu()
     return ProbeKernels(pairs=torch.cat(pairs), regression=regression)
 
 
@@ -178,14 +183,14 @@ def empirical_gram(network: nn.Module, dtype: torch.dtype = torch.float64, chunk
     pooled = isinstance(network, C4Pooled)
     inner = network.backbone if pooled else network
 
-    def gram(images: Tensor, output: Any) -> Tensor:
-        x = images.to(device)
+    def gram(images: Tensor, output: Any, images2: Tensor | None = None) -> Tensor:
+        pair = [images] if images2 is None else [images, images2]
+        if pooled:  # [4B, ...], pose-major
+            pair = [torch.cat([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]) for x in pair]
+        kernel = empirical_ntk(inner, *[x.to(device) for x in pair], output=output, chunk_size=chunk_size, dtype=dtype)
         if pooled:
-            x = torch.cat([torch.rot90(x, k, dims=(-2, -1)) for k in range(4)])  # [4B, ...], pose-major
-        kernel = empirical_ntk(inner, x, output=output, chunk_size=chunk_size, dtype=dtype)
-        if pooled:
-            b = len(images)
-            kernel = kernel.reshape(4, b, 4, b).mean(dim=(0, 2))  # [B, B]
+            b1, b2 = len(images), len(images if images2 is None else images2)
+            kernel = kernel.reshape(4, b1, 4, b2).mean(dim=(0, 2))  # [B, B2]
         return kernel
 
     return gram

@@ -65,6 +65,7 @@ def test_pooled_kernel_is_the_pooled_networks_own(mnist5k) -> None:
     for output in ((5, 3), "centred"):
         expected = empirical_ntk(network, x, output=output, method="jacobian")
         assert torch.allclose(empirical_gram(network)(x, output), expected, rtol=1e-10, atol=1e-10)
+        assert torch.allclose(empirical_gram(network)(x[:2], output, x[2:]), expected[:2, 2:], rtol=1e-10, atol=1e-10)
 
 
 def test_statistics_of_constant_and_informative_predictors() -> None:

@@ -157,7 +157,8 @@ class EmpiricalNTKCallback(L.Callback):
         if not trainer.is_global_zero:  # no collectives inside: other ranks simply skip it
             return
         start = time.perf_counter()
-        report = self.predictors.report(network_of(pl_module), trainer.global_step, trainer.current_epoch)
+        report = self.predictors.report(network_of(pl_module), trainer.global_step, trainer.current_epoch,
+                                        at_initial=when == "fit_start")  # fmt: skip
         seconds = time.perf_counter() - start
         self._last_step = trainer.global_step
         self.history.append({**report.as_dict(), "when": when, "seconds": seconds})

@@ -20,6 +20,7 @@ out-test and in-test probe points. `orbitbench.agreement` scores both against th
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from collections.abc import Iterator
@@ -175,8 +176,9 @@ class KernelPredictors:
 
     # ---- the report ----------------------------------------------------------------------------
 
-    def report(self, network: nn.Module, step: int = 0, epoch: int = 0) -> PredictionReport:
-        """Every predictor against `network` at its current weights."""
+    def report(self, network: nn.Module, step: int = 0, epoch: int = 0, at_initial: bool = False) -> PredictionReport:
+        """Every predictor against `network` at its current weights (`at_initial`: the weights given
+        to `set_initial`, whose kernel is then reused for `trained`)."""
         probe = self.probe
         start = time.perf_counter()
         outputs = network_outputs(network, probe)[len(probe.train_labels):]  # [U, C]
@@ -184,7 +186,11 @@ class KernelPredictors:
         labels = torch.cat([out_labels, probe.in_test_labels])
         net_margin = _margins(outputs, labels)
         network_seconds = time.perf_counter() - start
-        trained = self._empirical(network)
+        initial = self._fixed.get("init")
+        if at_initial and isinstance(initial, _Raw):
+            trained = dataclasses.replace(initial, linearized=None)
+        else:
+            trained = self._empirical(network)
         raws = {"infinite": self._infinite(), "init": self._fixed.get("init", "no initial weights"), "trained": trained}
         init = raws["init"]
         drift = None if isinstance(init, str) else float((trained.kernel - init.kernel).norm() / init.kernel.norm())

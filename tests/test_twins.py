@@ -62,24 +62,25 @@ def test_rot90_pooled_twin_is_the_mean_over_all_pose_pairs(digits: torch.Tensor)
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_pytorch_default_init_paper_mlp_concentrates_on_its_twin(digits: torch.Tensor) -> None:
-    """paper_mlp's shape, widths x1, x4, x16, PyTorch's default init, eval mode (dropout off).
+    """paper_mlp's shape at widths x1, x4, x16, PyTorch's default init, eval mode (dropout off):
+    the mean empirical NTK over 4 initialisations approaches the twin.
 
-    Output: logit 0 minus logit 1 (LogSoftmax cancels), whose kernel is twice one unit's in the limit."""
+    Output: logit 0 minus logit 1 (LogSoftmax cancels), whose kernel is twice one unit's in the limit.
+    The approach is not a clean 1/sqrt(width): single draws scatter widely and the mean levels off at a
+    few percent from x4 on (benchmarks/RESULTS.md), so the bounds are loose."""
     errors = {}
     for scale in (1, 4, 16):
-        twin = KernelTwin(widths=(512 * scale, 128 * scale), readout_bias=False)
-        analytic = 2 * twin_kernel(twin, digits)
-        errs = []
-        for seed in range(2):
+        analytic = 2 * twin_kernel(KernelTwin(widths=(512 * scale, 128 * scale), readout_bias=False), digits)
+        kernels = []
+        for seed in range(4):
             torch.manual_seed(seed)
             network = create_model("paper_mlp").double() if scale == 1 else nn.Sequential(
                 nn.Flatten(), nn.Linear(784, 512 * scale), nn.ReLU(), nn.Dropout(0.5), nn.Linear(512 * scale, 128 * scale),
                 nn.ReLU(), nn.Dropout(0.5), nn.Linear(128 * scale, 10, bias=False)).double()  # fmt: skip
             network.train()  # the kernel is the eval-mode network's whatever the mode
-            empirical = empirical_ntk(network, digits, output=(0, 1))
-            errs.append(float((empirical - analytic).norm() / analytic.norm()))
-        errors[scale] = float(np.mean(errs))
-    assert errors[1] > errors[4] > errors[16], errors
-    assert errors[16] < 0.5 * errors[1] and errors[16] < 0.08, errors  # O(1/sqrt(width)) gives 1/4
+            kernels.append(empirical_ntk(network, digits, output=(0, 1)))
+        errors[scale] = float((torch.stack(kernels).mean(0) - analytic).norm() / analytic.norm())
+    assert errors[4] < 0.5 * errors[1] and errors[16] < 0.6 * errors[1], errors
+    assert max(errors[4], errors[16]) < 0.07, errors

@@ -15,6 +15,9 @@ poses, pair-averaged over the other seeds, one-vs-many over classes, docs/THEORY
 exact counterpart (pair regression leaving out only the held-out poses), and (b) kernel
 regression on the network's own task (one-hot targets, training-split points of the probe) at the
 out-test and in-test probe points. `orbitbench.agreement` scores both against the network.
+
+What no kernel here matches: the training itself (Adam on cross-entropy with dropout, not gradient
+flow on squared error) and, for `infinite`, the finite width (tests/test_twins.py).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -246,7 +249,6 @@ class PredictionReport:
     predictors: dict[str, dict[str, Any]]
     step: int = 0
     epoch: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"probe": self.probe, "network": self.network, "predictors": self.predictors, "step": self.step,

@@ -5,11 +5,12 @@ per input (logit 3 minus logit 1, the two-orbit label of a class pair): the torc
 ported to plain JAX functions (no stax/flax) and fed to `neural_tangents.empirical_ntk_fn` with
 JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS and STRUCTURED_DERIVATIVES (each jitted, compiled before
 timing). Also timed: our generic torch.func path (`method="jacobian"`), SimpleViT (no JAX port:
-ours vs generic), and one EmpiricalNTKCallback measurement against a nominal training epoch.
+ours vs generic), and one EmpiricalNTKCallback measurement per predictor against a training epoch
+timed in the same run.
 Every kernel is checked against ours before it is timed.
 
     .venv/bin/python benchmarks/bench_ntk.py [--n 128] [--repeats 10] [--dtype float32|float64] [--threads 1]
-        [--models mlp,cnn,vit] [--skip-callback]
+        [--models mlp,cnn,vit] [--skip-callback] [--callback-repeats 3]
 
 Prints a markdown table; the headline is the "ours / nt-structured" ratio on the MLP.
 """
@@ -112,26 +113,46 @@ def bench_model(name: str, model: nn.Module, x: torch.Tensor, repeats: int, with
     return [(name, impl, ms[impl], errs[impl]) for impl in fns]
 
 
-def bench_callback(backbone: str, n_angles: int, repeats: int) -> tuple[str, int, int, float, float]:
-    """Wall time of one EmpiricalNTKCallback measurement (default probe set), without figures."""
-    from orbitbench.callbacks import EmpiricalNTKCallback
+def bench_predictors(backbone: str, n_angles: int, repeats: int) -> dict[str, float]:
+    """Seconds of each part of one EmpiricalNTKCallback measurement (default probe, no figures) and,
+    as the baseline measured in the same run, of one training epoch of the same network on the
+    same data (the `make run` DataModule: mnist5k, batch 512, the paper's Adam)."""
+    from orbitbench.callbacks import model_twin
     from orbitbench.datamodules import RotatedMNIST
-    from orbitbench.models import create_model
+    from orbitbench.module import OrbitClassifier, paper_adam
+    from orbitbench.predictors import KernelPredictors
+    from orbitbench.probe import draw_probe
 
     dm = RotatedMNIST(n_angles=n_angles, source="mnist5k")
     dm.setup("fit")
-    callback = EmpiricalNTKCallback(infinite_width=False)
-    callback.probe = callback.draw_probe(dm)
-    network = create_model(backbone)
-    network.train()
-    ms = round_robin_ms({"cb": lambda: callback.compute(network)}, repeats)["cb"]
-    pairs = len(callback.probe.other_classes) * callback.n_seeds * callback.seeds_per_class
-    epoch_s = len(dm.splits["train"]) / SAMPLES_PER_S[backbone]
-    return backbone, n_angles, pairs, ms, epoch_s
+    module = OrbitClassifier(backbone)
+    network = module.net
+    optimizer = paper_adam(network.parameters())
 
+    def train_epoch() -> None:
+        network.train()
+        for batch in dm.train_dataloader():
+            batch = dm.on_after_batch_transfer(batch, 0)
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(network(batch.image), batch.label).backward()
+            optimizer.step()
 
-# Training throughput on this machine (docs: batch 2048, 2 idle cores) -> a nominal epoch time.
-SAMPLES_PER_S = {"paper_mlp": 23000.0, "paper_convnet": 2200.0}
+    timings: dict[str, list[float]] = {k: [] for k in ("probe", "infinite", "init", "trained", "epoch")}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        probe = draw_probe(dm)
+        timings["probe"].append(time.perf_counter() - start)
+        predictors = KernelPredictors(probe, model_twin(module))
+        predictors.set_initial(network)
+        report = predictors.report(network)
+        for name in ("infinite", "init", "trained"):
+            timings[name].append(report.predictors[name].get("seconds", float("nan")))
+        start = time.perf_counter()
+        train_epoch()
+        timings["epoch"].append(time.perf_counter() - start)
+    out = {k: float(np.median(v)) for k, v in timings.items()}
+    out["points"] = len(probe.train_labels) + probe.n_seeds + len(probe.in_test_labels)
+    return out
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -145,6 +166,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--models", default="mlp,cnn,vit", help="comma list of mlp, cnn, vit ('' for none)")
     parser.add_argument("--skip-callback", action="store_true")
+    parser.add_argument("--callback-repeats", type=int, default=3, help="measurements (and epochs) per model")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch and XLA alike (1: steadiest on a shared machine)")
     args = parser.parse_args()
@@ -170,13 +192,16 @@ def main() -> None:
     if rows:
         print_kernel_table(rows, args)
     if not args.skip_callback:
-        print("\nEmpiricalNTKCallback, one measurement (4 leave-out seeds x 9 classes = 36 orbit pairs, "
-              f"float64, no figures; load avg {os.getloadavg()[0]:.2f})\n")  # fmt: skip
-        print("| backbone | n_angles | pairs | ms per measurement | nominal epoch s | % of an epoch |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print(f"\nEmpiricalNTKCallback, one measurement per predictor (default probe: 32 leave-out seeds, 4 per "
+              f"other class, float64, no figures) vs one training epoch in the same run; median of "
+              f"{args.callback_repeats}; load avg {os.getloadavg()[0]:.2f}\n")  # fmt: skip
+        print("| backbone | n_angles | regression points | probe s | infinite s | init s | trained s | epoch s "
+              "| trained / epoch |")  # fmt: skip
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for backbone, n_angles in (("paper_mlp", 8), ("paper_mlp", 32), ("paper_convnet", 8)):
-            b, n, pairs, ms, epoch_s = bench_callback(backbone, n_angles, 3)
-            print(f"| {b} | {n} | {pairs} | {ms:.0f} | {epoch_s:.1f} | {100 * ms / 1e3 / epoch_s:.1f} |")
+            t = bench_predictors(backbone, n_angles, args.callback_repeats)
+            print(f"| {backbone} | {n_angles} | {t['points']} | {t['probe']:.2f} | {t['infinite']:.2f} | "
+                  f"{t['init']:.2f} | {t['trained']:.2f} | {t['epoch']:.2f} | {t['trained'] / t['epoch']:.2f} |")
 
 
 def print_kernel_table(rows: list[tuple], args: argparse.Namespace) -> None:

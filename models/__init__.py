@@ -14,10 +14,10 @@ underscore is imported below, so a new file registers itself without touching th
 import importlib
 import pkgutil
 
-from orbitbench.models._registry import builder_path, create_model, list_models, register_model
+from orbitbench.models._registry import KernelTwin, builder_path, create_model, kernel_twin, list_models, register_model
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["builder_path", "create_model", "list_models", "register_model"]
+__all__ = ["KernelTwin", "builder_path", "create_model", "kernel_twin", "list_models", "register_model"]

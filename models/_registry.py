@@ -1,4 +1,9 @@
-"""timm-style model registry: `@register_model("name")` on a builder, `create_model(name, **kw)`.
+"""timm-style model registry: `@register_model("name", kernel=...)` on a builder, `create_model(name, **kw)`.
+
+Beside each builder sits its metadata, as timm keeps `default_cfgs` beside its models: here the
+model's *kernel twin*, the infinite-width network whose analytic NTK the finite model's kernel
+converges to (`KernelTwin`, computed by `orbitbench.twins`), or the reason it has none. Code
+elsewhere reads it with `kernel_twin(name, **kwargs)` instead of guessing from module types.
 
 Two name forms are resolved here rather than registered one by one, because they are open-ended:
 `timm:<timm model name>` (any timm architecture adapted to 1x28x28 input) and
@@ -12,8 +17,9 @@ import difflib
 import importlib
 import importlib.metadata
 import re
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal, Union
 
 from torch import nn
 
@@ -21,7 +27,45 @@ from orbitbench.errors import OrbitbenchError
 
 ModelBuilder = Callable[..., nn.Module]
 
+
+@dataclass(frozen=True)
+class KernelTwin:
+    """An infinite-width ReLU MLP declared as a zoo model's analytic twin (docs/THEORY.md §4).
+
+    Layer l maps fan_in -> fan_out: `h = W a + b`, with `W` of variance `W_std**2 / fan_in` and
+    `b` of variance `b_std**2 / fan_in` (`bias_scale="fan_in"`, PyTorch's default nn.Linear init
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)): W_std = b_std = 1/sqrt(3)) or `b_std**2`
+    (`bias_scale="unit"`, neural-tangents' convention). `parameterization="standard"`: those are
+    the trained parameters (PyTorch); "ntk": the trained parameters are unit Gaussians scaled in
+    the forward pass (neural-tangents). A standard-parameterised NTK grows with the widths, so the
+    twin keeps the model's own `widths`: its kernel is the one the model's empirical NTK
+    concentrates on as all widths grow together (tests/test_twins.py). Dropout is not part of a
+    twin (the kernel is the eval-mode network's), nor are the finite-width fluctuations.
+    `pool="rot90"`: the network's outputs are averaged over the four rot90 poses (c4_pooled).
+    """
+
+    widths: tuple[int, ...]  # hidden-layer widths; depth = len(widths)
+    in_features: int = 784
+    W_std: float = 3**-0.5  # noqa: N815 (neural-tangents' name)
+    b_std: float | None = 3**-0.5  # None: no hidden biases
+    bias_scale: Literal["fan_in", "unit"] = "fan_in"
+    readout_bias: bool = True
+    parameterization: Literal["standard", "ntk"] = "standard"
+    pool: Literal["rot90"] | None = None
+    arch: Literal["mlp"] = "mlp"
+
+    @property
+    def depth(self) -> int:
+        return len(self.widths)
+
+
+# What a builder declares: a twin, a function of the builder's keyword arguments giving a twin or
+# the reason there is none, or that reason as a string.
+KernelSpec = Union[KernelTwin, str, Callable[..., Union[KernelTwin, str]]]
+NO_TWIN = "no analytic kernel twin declared for this architecture"
+
 _REGISTRY: dict[str, ModelBuilder] = {}
+_KERNELS: dict[str, KernelSpec] = {}
 _C4_PATTERN = re.compile(r"^c4_pooled\((?P<inner>.+)\)$")
 TIMM_PREFIX = "timm:"
 ENTRY_POINT_GROUP = "orbitbench.models"  # installed packages add models here (see CONTRIBUTING.md)
@@ -30,13 +74,18 @@ _ENTRY_POINT_SOURCES: set[str] = set()  # distributions whose entry points were 
 _entry_points_loaded = False
 
 
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Register `builder(**kwargs) -> nn.Module` under `name`; the builder maps [B,1,28,28] -> [B,10]."""
+def register_model(name: str, kernel: KernelSpec = NO_TWIN) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Register `builder(**kwargs) -> nn.Module` under `name`; the builder maps [B,1,28,28] -> [B,10].
+
+    `kernel`: the model's analytic twin (`KernelTwin`), a function of the builder's keyword
+    arguments returning one or a reason, or the reason there is none.
+    """
 
     def decorator(builder: ModelBuilder) -> ModelBuilder:
         if name in _REGISTRY and _REGISTRY[name] is not builder:
             raise ValueError(f"model name {name!r} is already registered by {_REGISTRY[name].__module__}")
         _REGISTRY[name] = builder
+        _KERNELS[name] = kernel
         return builder
 
     return decorator
@@ -66,6 +115,26 @@ def create_model(name: str, **kwargs) -> nn.Module:
         return _registered(name)(**kwargs)
     except TypeError as error:  # a bad keyword for this builder: user input, not a bug
         raise OrbitbenchError(f"model {name!r}: {error}") from error
+
+
+def kernel_twin(name: str, **kwargs) -> KernelTwin | str:
+    """The analytic twin of zoo model `name` built with `kwargs`, or one line saying why there is none."""
+    name = name.strip()
+    match = _C4_PATTERN.match(name)
+    if match:
+        inner = kernel_twin(match.group("inner"), **kwargs)
+        if isinstance(inner, str) or inner.pool is not None:
+            return inner if isinstance(inner, str) else "c4_pooled of a pooled model has no twin here"
+        return replace(inner, pool="rot90")
+    if name.startswith(TIMM_PREFIX):
+        return "timm architectures have no analytic kernel twin here"
+    spec = _KERNELS.get(name, NO_TWIN) if name in _REGISTRY else _registered(name)
+    if callable(spec) and not isinstance(spec, KernelTwin):
+        try:
+            spec = spec(**kwargs)
+        except TypeError as error:
+            raise OrbitbenchError(f"model {name!r}: {error}") from error
+    return spec
 
 
 def builder_path(name: str) -> str:

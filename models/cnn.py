@@ -11,6 +11,10 @@ from torch import nn
 from orbitbench.errors import OrbitbenchError
 from orbitbench.models._registry import register_model
 
+# orbitbench.kernels' CNN kernels are NTK-parameterised and bias-free; these models use PyTorch's
+# default init with biases, so those kernels are not their twins.
+_TWIN = "no analytic kernel twin: the standard-parameterised conv kernel with biases is not implemented"
+
 
 def _circular_conv(channels: int) -> nn.Module:
     if channels < 1:
@@ -19,7 +23,7 @@ def _circular_conv(channels: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, channels, 3, padding=1, padding_mode="circular"), nn.ReLU())
 
 
-@register_model("cnn_fc")
+@register_model("cnn_fc", kernel=_TWIN)
 def cnn_fc(channels: int = 64, num_classes: int = 10, image_size: int = 28) -> nn.Module:
     """3x3 circular conv, ReLU, flatten, dense read-out."""
     return nn.Sequential(
@@ -29,7 +33,7 @@ def cnn_fc(channels: int = 64, num_classes: int = 10, image_size: int = 28) -> n
     )
 
 
-@register_model("cnn_gap")
+@register_model("cnn_gap", kernel=_TWIN)
 def cnn_gap(channels: int = 64, num_classes: int = 10) -> nn.Module:
     """3x3 circular conv, ReLU, global average pool, dense read-out."""
     return nn.Sequential(

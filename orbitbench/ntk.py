@@ -15,6 +15,10 @@ Every other trainable parameter (LayerNorm, embeddings, `MultiheadAttention`'s f
 projections, ...) goes through the generic `torch.func` path: per-sample Jacobians by
 `vmap(jacrev(functional_call))`.
 
+Several outputs at once (`output="centred"`, or a callable returning [B, K]) give the kernel
+summed over them, `sum_k J_k(x) J_k(x')^T` (the trace NTK): one forward pass and K backward
+passes, with the cotangents of all K outputs side by side in the same layer products.
+
 Samples must not interact in eval mode (true for every network in the zoo: BatchNorm uses its
 running statistics there). The model is evaluated in eval mode and left exactly as it was:
 parameters, buffers and every submodule's train/eval flag are untouched.
@@ -35,18 +39,21 @@ from torch.nn.utils import parametrize
 
 from orbitbench.errors import OrbitbenchError
 
-OutputSpec = Union[None, int, tuple[int, int], Callable[[Tensor], Tensor]]
+OutputSpec = Union[None, int, tuple[int, int], str, Callable[[Tensor], Tensor]]
 Method = Literal["structured", "jacobian"]
 
 __all__ = ["OutputSpec", "empirical_ntk", "evaluating", "output_selector", "structured_layers"]
 
 
 def output_selector(output: OutputSpec) -> Callable[[Tensor], Tensor]:
-    """Turn `output` into a function: network output [B, ...] -> one scalar per input [B].
+    """Turn `output` into a function: network output [B, ...] -> one scalar per input [B] (or [B, K]).
 
     None: the network already returns one number per input ([B] or [B, 1]); int: that logit;
-    (i, j): logit i minus logit j (the two-orbit label +1 / -1 of a class pair); callable: as is.
+    (i, j): logit i minus logit j (the two-orbit label +1 / -1 of a class pair); "centred": every
+    logit minus their mean, [B, C] (the same for logits and log-probabilities); callable: as is.
     """
+    if output == "centred":
+        return lambda out: out - out.mean(1, keepdim=True)
     if output is None:
 
         def select(out: Tensor) -> Tensor:
@@ -68,7 +75,7 @@ def output_selector(output: OutputSpec) -> Callable[[Tensor], Tensor]:
     if callable(output):
         return output
     raise OrbitbenchError(
-        f"empirical_ntk: output={output!r}; accepted: None, a logit index, a pair (i, j) or a callable"
+        f"empirical_ntk: output={output!r}; accepted: None, a logit index, a pair (i, j), 'centred' or a callable"
     )
 
 
@@ -209,14 +216,32 @@ def _chunk_factors(
         with _probing(layers, calls):
             f = select(functional_call(model, {**generic, **fixed}, (x,)))
         probes = [p for n in layers for _, p in calls[n]]
-        if f.requires_grad and probes:
-            grads = torch.autograd.grad(f.sum(), probes, allow_unused=True)
-        else:
-            grads = [None] * len(probes)
-        _structured_factors(layers, calls, {id(p): g for p, g in zip(probes, grads)}, x.shape[0], out)
+        columns = f.reshape(f.shape[0], -1).unbind(1)  # K outputs, each [B]
+        per_output = []
+        for k, column in enumerate(columns):
+            if column.requires_grad and probes:
+                grads = torch.autograd.grad(column.sum(), probes, allow_unused=True, retain_graph=k + 1 < len(columns))
+            else:
+                grads = [None] * len(probes)
+            if len(columns) > 1:  # every output must give every layer the same factors to sit side by side
+                grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, probes)]
+            part = _Factors()
+            _structured_factors(layers, calls, {id(p): g for p, g in zip(probes, grads)}, x.shape[0], part)
+            per_output.append(part)
+        _side_by_side(per_output, out)
     if generic:
         out.gram.append(_generic_jacobian(model, select, generic, fixed, x))
     return out
+
+
+def _side_by_side(parts: list[_Factors], out: _Factors) -> None:
+    """Factors of K outputs -> factors of their summed kernel: cotangents and Jacobians concatenated
+    along features (`sum_k (a a'^T) * (g_k g_k'^T) = (a a'^T) * ([g_1..g_K] [g'_1..g'_K]^T)`)."""
+    cat = lambda ts: torch.cat(list(ts), -1)  # noqa: E731
+    first = parts[0]
+    out.gram += [cat(p.gram[i] for p in parts) for i in range(len(first.gram))]
+    out.outer += [(a, cat(p.outer[i][1] for p in parts)) for i, (a, _) in enumerate(first.outer)]
+    out.tokens += [(a, cat(p.tokens[i][1] for p in parts)) for i, (a, _) in enumerate(first.tokens)]
 
 
 def _kernel_from(f1: _Factors, f2: _Factors) -> Tensor:
@@ -274,7 +299,7 @@ def empirical_ntk(
 ) -> Tensor:
     """Empirical NTK [N1, N2] between inputs x1 [N1, ...] and x2 [N2, ...] (x2=None: x1 itself).
 
-    `output` picks one scalar per input (see `output_selector`). `chunk_size` bounds how many
+    `output` picks one scalar per input, or several whose kernels are summed (see `output_selector`). `chunk_size` bounds how many
     inputs go through the network at once. `dtype` (e.g. torch.float64) evaluates a cast copy of
     the parameters, leaving the model's own untouched; default: the model's dtype. The kernel is
     on the model's device. `method="jacobian"` sends every parameter through the generic

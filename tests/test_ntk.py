@@ -192,3 +192,24 @@ def test_wide_mlp_converges_to_neural_tangents_analytic_ntk(neural_tangents) -> 
     assert errors[256] > errors[1024] > errors[4096], errors
     assert errors[4096] < 0.5 * errors[256], errors  # O(1/sqrt(width)) would give 1/4
     assert errors[4096] < 0.05, errors
+
+
+@pytest.mark.parametrize("net", [TinyMLP, TinyCNN, TinyViT])
+def test_centred_output_is_the_trace_over_centred_logits(net: type[nn.Module]) -> None:
+    """output="centred": sum over classes c of the kernels of `logit c - mean logit`, from explicit Jacobians."""
+    torch.manual_seed(3)
+    model = net().double()
+    x = torch.randn(5, 1, 8, 8, dtype=torch.float64)
+    model.eval()
+    params = [p for p in model.parameters() if p.requires_grad]
+    rows = []  # per input: the Jacobian of all 10 centred outputs, flattened, [10 * P]
+    for i in range(len(x)):
+        out = model(x[i : i + 1])[0]
+        centred = out - out.mean()
+        grads = [torch.autograd.grad(centred[c], params, retain_graph=True, allow_unused=True) for c in range(10)]
+        rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
+                               for per_class in grads for g, p in zip(per_class, params)]))  # fmt: skip
+    jacobian = torch.stack(rows)
+    reference = jacobian @ jacobian.T
+    for kwargs in ({}, {"chunk_size": 2}, {"method": "jacobian"}):
+        assert (empirical_ntk(model, x, output="centred", **kwargs) - reference).abs().max() <= 1e-10, kwargs

@@ -1,40 +1,40 @@
-"""EmpiricalNTKCallback on a tiny real run: what reaches TensorBoard, and that its numbers are
-orbitbench.spectral applied to empirical NTKs computed here, outside the callback."""
+"""EmpiricalNTKCallback on a tiny real run: what reaches the loggers and the summary, and that its
+numbers are orbitbench.spectral, plain linear algebra and textbook statistics applied to empirical
+NTKs computed here, outside the callback."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from scipy import stats
+from sklearn.metrics import cohen_kappa_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from orbitbench import spectral
-from orbitbench.callbacks import EmpiricalNTKCallback, mlp_depth
+from orbitbench.callbacks import EmpiricalNTKCallback, model_twin
 from orbitbench.datamodules import RotatedMNIST
 from orbitbench.errors import OrbitbenchError
-from orbitbench.models import create_model
 from orbitbench.module import OrbitClassifier
 from orbitbench.ntk import empirical_ntk
 
-SCALARS = {
-    "spectral_error_mean", "exact_error_mean", "spectral_exact_correlation", "circulant_defect",
-    "spectral_accuracy", "network_accuracy", "agreement", "pair_spectral_accuracy",
-    "pair_network_accuracy", "pair_agreement", "kernel_alignment_init", "kernel_drift", "seconds",
-    "infinite_spectral_error_mean", "infinite_exact_error_mean", "infinite_spectral_accuracy", "infinite_agreement",
-}  # fmt: skip
-FIGURES = {"kernel", "inverse_spectrum", "spectral_vs_exact"}
+OPTIONS = dict(n_seeds=10, seeds_per_class=2, train_per_class=20, in_test_per_class=4)
+FIELDS = {"spectral_out_test_acc", "spectral_out_test_ci", "regression_out_test_acc", "regression_in_test_acc",
+          "kappa", "spearman", "agreement", "chance_agreement", "exact_out_test_acc", "regression_kappa"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory):
-    """Paper MLP, 4 rotations, 20 digits per class, 3 epochs; measurements at start, epoch 2 and end."""
+    """Paper MLP, 4 rotations, 40 digits per class, 3 epochs; measurements at start, epoch 2 and end."""
     torch.manual_seed(0)
-    dm = RotatedMNIST(n_angles=4, leave_out_class=5, source="mnist5k", seeds_per_class=20, batch_size=128)
+    dm = RotatedMNIST(n_angles=4, leave_out_class=5, source="mnist5k", seeds_per_class=40, batch_size=128)
     model = OrbitClassifier("paper_mlp")
-    callback = EmpiricalNTKCallback(every_n_epochs=2, n_seeds=3, seeds_per_class=2)
+    callback = EmpiricalNTKCallback(every_n_epochs=2, **OPTIONS)
     logger = TensorBoardLogger(tmp_path_factory.mktemp("tb"), name="ntk", version=0)
     trainer = L.Trainer(
         max_epochs=3, logger=logger, callbacks=[callback], enable_progress_bar=False, enable_checkpointing=False,
@@ -44,78 +44,115 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     return dm, model, callback, trainer, Path(logger.log_dir)
 
 
-def test_logs_all_scalars_and_figures_at_start_every_k_epochs_and_end(trained) -> None:
+def test_logs_every_predictor_at_start_every_k_epochs_and_end(trained) -> None:
     dm, model, callback, trainer, log_dir = trained
     events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})
     events.Reload()
-    steps_per_epoch = trainer.num_training_batches
-    expected_steps = [0, 2 * steps_per_epoch, 3 * steps_per_epoch]
-    for name in SCALARS:
-        values = events.Scalars(f"ntk/{name}")
-        assert [v.step for v in values] == expected_steps, name
-    for name in FIGURES:
-        assert [v.step for v in events.Images(f"ntk/{name}")] == expected_steps, name
-    alignment = [v.value for v in events.Scalars("ntk/kernel_alignment_init")]
-    drift = [v.value for v in events.Scalars("ntk/kernel_drift")]
-    assert alignment[0] == pytest.approx(1.0) and drift[0] == pytest.approx(0.0, abs=1e-12)
-    assert drift[-1] > drift[1] > 0 and alignment[-1] < 1.0  # training moves the finite-width kernel
-    infinite = [v.value for v in events.Scalars("ntk/infinite_spectral_error_mean")]
-    assert len(set(infinite)) == 1  # the analytic kernel does not train
-    assert [h["final"] for h in callback.history] == [0.0, 0.0, 1.0]
-    assert all(h["seconds"] > 0 for h in callback.history)
-    last = callback.summary()
-    line = callback.summary_line()
-    assert f"spectral-predicted {last['spectral_accuracy']:.3f} | network {last['network_accuracy']:.3f}" in line
-    assert f"(kernel at init: {callback.history[0]['spectral_accuracy']:.3f})" in line
+    steps = [0, 2 * trainer.num_training_batches, 3 * trainer.num_training_batches]
+    names = ["network/out_test_acc", "network/in_test_acc", "spectral_accuracy", "seconds", "trained/kernel_drift",
+             "init/linearized/regression_out_test_acc"]  # fmt: skip
+    names += [f"{p}/{f}" for p in ("infinite", "init", "trained") for f in ("spectral_out_test_acc", "kappa",
+              "regression_out_test_acc", "regression_in_test_acc", "exact_out_test_acc")]  # fmt: skip
+    for name in names:
+        assert [v.step for v in events.Scalars(f"ntk/{name}")] == steps, name
+    assert [v.step for v in events.Images("ntk/predicted_vs_actual")] == steps
+    for fixed in ("infinite", "init"):  # these kernels do not train
+        assert len({v.value for v in events.Scalars(f"ntk/{fixed}/regression_out_test_acc")}) == 1
+    drift = [v.value for v in events.Scalars("ntk/trained/kernel_drift")]
+    assert drift[0] == pytest.approx(0.0, abs=1e-12) and drift[2] > drift[1] > 0
+    assert [h["when"] for h in callback.history] == ["fit_start", "epoch", "fit_end"]
 
 
-def test_numbers_equal_spectral_module_on_kernels_computed_outside(trained) -> None:
-    dm, model, callback, trainer, _ = trained
-    probe = callback.probe
-    last = callback.history[-1]
-    n, leave_out = dm.n_poses, dm.hparams.leave_out_class
-    labels = dm.digits.labels
-    seeds = probe.image_index[: probe.n_seeds]
+def test_summary_table_and_record(trained) -> None:
+    *_, callback, _, _ = trained
+    lines = callback.summary_line().splitlines()
+    assert lines[0].startswith("  kernel predictions on 10 leave-out seeds x 1 held-out pose")
+    rows = [line.split()[0] for line in lines[3:]]
+    assert rows[:3] == ["network", "infinite", "init"] and "trained" in rows and "linearised" in rows
+    record = json.loads(json.dumps(callback.record_summary()))
+    assert record["probe"]["n_seeds"] == 10 and record["probe"]["seeds_per_class"] == 2
+    assert set(record["predictors"]) == {"infinite", "init", "trained"}
+    for entry in record["predictors"].values():
+        assert FIELDS <= set(entry)
+    network = record["network"]
+    assert f"{network['out_test_acc']:.3f} [{network['out_test_ci'][0]:.2f}, {network['out_test_ci'][1]:.2f}]" in lines[3]
+
+
+def _one_vs_many(prediction: dict[tuple[int, int], list[float]], seeds: list[int], others: list[int]) -> list[float]:
+    """Per seed: the smallest, over other classes, of the mean prediction against that class's seeds."""
+    return [min(float(np.mean(prediction[a, c])) for c in others) for a in seeds]
+
+
+def test_numbers_equal_independent_computations(trained) -> None:
+    dm, model, callback, _, _ = trained
+    probe, last = callback.probe, callback.history[-1]
+    n, leave_out, labels = dm.n_poses, dm.hparams.leave_out_class, dm.digits.labels
+    seeds, others = probe.image_index[: probe.n_seeds].tolist(), probe.image_index[probe.n_seeds :].tolist()
     assert (labels[seeds] == leave_out).all()
-    others = probe.image_index[probe.n_seeds :]
     assert sorted(labels[others].tolist()) == sorted([c for c in range(10) if c != leave_out] * 2)
 
+    # (a) the spectral rule from one pair kernel at a time, posed by the DataModule itself
     poses = torch.arange(n)
-    spectral_errors, exact_errors, predictions = [], [], {}
-    for a in seeds.tolist():
-        for b in others.tolist():
-            # the interleaved pair x_2k = g^k a, x_2k+1 = g^k b, posed by the DataModule itself
+    spectral_pred, exact_pred = {}, {}
+    for a in seeds:
+        for b in others:
             images = torch.stack([dm.materialize(torch.full((n,), a), poses),
                                   dm.materialize(torch.full((n,), b), poses)], dim=1).flatten(0, 1)  # fmt: skip
-            other_class = int(labels[b])
-            kernel = empirical_ntk(model.net, images, output=(leave_out, other_class), dtype=torch.float64)
-            err = spectral.spectral_error(spectral.circularize(kernel), reg=1e-10)
-            spectral_errors.append(err)
-            exact_errors.append(spectral.symmetrized_error(kernel, reg=1e-10))
-            predictions.setdefault((a, other_class), []).append(1 - err)
-    assert last["spectral_error_mean"] == pytest.approx(float(torch.stack(spectral_errors).mean()), rel=1e-9)
-    assert last["exact_error_mean"] == pytest.approx(float(torch.stack(exact_errors).mean()), rel=1e-6)
-    # one-vs-many: a seed is predicted right iff its mean prediction beats 0 against every other class
-    spectral_right = {a: all(torch.stack(predictions[a, c]).mean() > 0 for c in range(10) if c != leave_out)
-                      for a in seeds.tolist()}  # fmt: skip
-    assert last["spectral_accuracy"] == pytest.approx(sum(spectral_right.values()) / len(seeds))
+            other = int(labels[b])
+            kernel = empirical_ntk(model.net, images, output=(leave_out, other), dtype=torch.float64)
+            spectral_pred.setdefault((a, other), []).append(1 - float(spectral.spectral_error(spectral.circularize(kernel), 1e-10)))
+            rest = [i for i in range(2 * n) if i != 0]  # leave out only the held-out pose 0 of orbit a
+            signs = torch.tensor([1.0, -1.0] * n, dtype=torch.float64)
+            k_rr = kernel[rest][:, rest]
+            alpha = torch.linalg.solve(k_rr + 1e-10 * k_rr.trace() * torch.eye(2 * n - 1, dtype=torch.float64), signs[rest])
+            exact_pred.setdefault((a, other), []).append(float(kernel[0, rest] @ alpha))
+    other_classes = [c for c in range(10) if c != leave_out]
+    spectral_margin = _one_vs_many(spectral_pred, seeds, other_classes)
+    trained_entry = last["predictors"]["trained"]
+    assert trained_entry["spectral_out_test_acc"] == pytest.approx(np.mean(np.array(spectral_margin) > 0))
+    assert trained_entry["exact_out_test_acc"] == pytest.approx(np.mean(np.array(_one_vs_many(exact_pred, seeds, other_classes)) > 0))
+
+    # the network on the same seeds' held-out poses
     model.eval()
     with torch.no_grad():
-        upright = dm.materialize(seeds, torch.zeros_like(seeds))  # held-out pose 0 of each leave-out seed
-        network_right = (model.net(upright).argmax(1) == leave_out).tolist()
-    assert last["network_accuracy"] == pytest.approx(sum(network_right) / len(seeds))
-    agree = [spectral_right[a] == r for a, r in zip(seeds.tolist(), network_right)]
-    assert last["agreement"] == pytest.approx(sum(agree) / len(seeds))
+        logits = model.net(dm.materialize(torch.tensor(seeds), torch.zeros(len(seeds), dtype=torch.long)))
+    network_right = (logits.argmax(1) == leave_out).numpy()
+    assert last["network"]["out_test_acc"] == pytest.approx(network_right.mean())
+    k = int(network_right.sum())
+    low, high = stats.binomtest(k, len(seeds)).proportion_ci(method="wilson")
+    assert last["network"]["out_test_ci"] == pytest.approx([low, high], abs=1e-9)
+
+    # agreement statistics against scikit-learn / ranks
+    predicted_right = np.array(spectral_margin) > 0
+    if len(set(predicted_right)) > 1 or len(set(network_right)) > 1:
+        expected_kappa = cohen_kappa_score(predicted_right, network_right)
+        assert trained_entry["kappa"] == pytest.approx(0.0 if np.isnan(expected_kappa) else expected_kappa, abs=1e-9)
+    others_logits = logits.clone()
+    others_logits[:, leave_out] = -np.inf
+    network_margin = (logits[:, leave_out] - others_logits.max(1).values).numpy()
+    ranks = np.corrcoef(stats.rankdata(spectral_margin), stats.rankdata(network_margin))[0, 1]
+    assert trained_entry["spearman"] == pytest.approx(ranks, abs=1e-9)
+
+    # (b) kernel regression on the training split, one-hot targets, the trained kernel over centred logits
+    points = probe.regression_images
+    kernel = empirical_ntk(model.net, points, output=lambda o: o - o.mean(1, keepdim=True), dtype=torch.float64)
+    r = len(probe.train_labels)
+    targets = torch.eye(10, dtype=torch.float64)[probe.train_labels]
+    k_rr = kernel[:r, :r]
+    outputs = kernel[r:, :r] @ torch.linalg.solve(k_rr + 1e-10 * k_rr.trace() * torch.eye(r, dtype=torch.float64), targets)
+    truth = torch.cat([torch.full((len(seeds),), leave_out), probe.in_test_labels])
+    right = (outputs.argmax(1) == truth).double()
+    assert trained_entry["regression_out_test_acc"] == pytest.approx(float(right[: len(seeds)].mean()))
+    assert trained_entry["regression_in_test_acc"] == pytest.approx(float(right[len(seeds) :].mean()))
 
 
-def test_infinite_width_only_for_relu_mlps_and_bad_arguments() -> None:
-    assert mlp_depth(create_model("paper_mlp")) == 2
-    assert mlp_depth(create_model("mlp", depth=5)) == 5
-    assert mlp_depth(create_model("paper_convnet")) is None
+def test_bad_arguments_and_models_without_a_twin() -> None:
     with pytest.raises(OrbitbenchError, match="every_n_epochs=0"):
         EmpiricalNTKCallback(every_n_epochs=0)
     with pytest.raises(OrbitbenchError, match="dtype='float16'"):
         EmpiricalNTKCallback(dtype="float16")
+    assert "max-pooling" in model_twin(OrbitClassifier("paper_convnet"))
+    assert model_twin(OrbitClassifier("mlp", {"depth": 1, "width": 32})).widths == (32,)
 
 
 def test_config_file_and_callbacks_flag_add_the_callback(capsys: pytest.CaptureFixture) -> None:
@@ -125,7 +162,7 @@ def test_config_file_and_callbacks_flag_add_the_callback(capsys: pytest.CaptureF
     assert run_lightning_cli(["fit", "--config", str(config), "--print_config"]) == 0
     printed = capsys.readouterr().out
     assert "class_path: orbitbench.callbacks.EmpiricalNTKCallback" in printed
-    assert "every_n_epochs: 5" in printed and "dtype: float64" in printed
+    assert "n_seeds: 32" in printed and "seeds_per_class: 4" in printed and "dtype: float64" in printed
     argv = ["fit", "--trainer.callbacks+=orbitbench.callbacks.EmpiricalNTKCallback",
             "--trainer.callbacks.every_n_epochs=3", "--print_config"]  # fmt: skip
     assert run_lightning_cli(argv) == 0
@@ -137,13 +174,16 @@ def test_resume_from_checkpoint_keeps_the_initial_kernel(trained, tmp_path: Path
     dm, model, callback, trainer, _ = trained
     checkpoint = tmp_path / "last.ckpt"
     trainer.save_checkpoint(checkpoint)
-    resumed = EmpiricalNTKCallback(every_n_epochs=2, n_seeds=3, seeds_per_class=2, infinite_width=False)
+    resumed = EmpiricalNTKCallback(every_n_epochs=2, **OPTIONS)
     logger = TensorBoardLogger(tmp_path, name="resumed", version=0)
     L.Trainer(
         max_epochs=4, logger=logger, callbacks=[resumed], enable_progress_bar=False, enable_checkpointing=False,
         enable_model_summary=False, limit_val_batches=1, num_sanity_val_steps=0,
     ).fit(OrbitClassifier("paper_mlp"), dm, ckpt_path=checkpoint)  # fmt: skip
     steps = [h["step"] for h in resumed.history]
-    assert steps == [h["step"] for h in callback.history] + [4.0 * trainer.num_training_batches]
-    # the drift is still measured from the kernel at initialisation, not from the resumed weights
-    assert resumed.history[-1]["kernel_drift"] > callback.history[-1]["kernel_drift"] > 0
+    assert steps == [h["step"] for h in callback.history] + [4 * trainer.num_training_batches]
+    # the init predictor comes from the initial weights, not from the resumed ones
+    own = lambda entry: {k: v for k, v in entry.items() if k.endswith(("_acc", "_ci", "_mean"))}  # noqa: E731
+    before, after = callback.history[-1]["predictors"]["init"], resumed.history[-1]["predictors"]["init"]
+    assert own(after) == own(before) and own(after["linearized"]) == own(before["linearized"])
+    assert resumed.history[-1]["predictors"]["trained"]["kernel_drift"] > 0

@@ -1,0 +1,106 @@
+"""`orbitbench predict-kernel --ckpt_path PATH`: the kernel-prediction table of a saved fit.
+
+The checkpoint carries what the measurement needs: the model's and the DataModule's
+hyperparameters (class path included, as LightningCLI saves them) and, when the fit ran
+EmpiricalNTKCallback, the initial weights for the `init` predictor.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from orbitbench.errors import OrbitbenchError
+from orbitbench.predictors import KernelPredictors, PredictionReport
+from orbitbench.probe import ProbeOptions, draw_probe
+
+__all__ = ["load_checkpoint", "measure_checkpoint", "predict_kernel", "main"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _class(path: str, what: str) -> type:
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as error:
+        raise OrbitbenchError(f"checkpoint {what} class {path!r} cannot be imported: {error}") from error
+
+
+def _init_args(hparams: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in hparams.items() if not k.startswith("_")}
+
+
+def load_checkpoint(ckpt_path: Path, data_overrides: dict[str, Any] | None = None):
+    """(model, set-up DataModule, initial weights or None, global step) from a fit's checkpoint."""
+    path = Path(ckpt_path)
+    if not path.is_file():
+        raise OrbitbenchError(f"--ckpt_path {path}: no such checkpoint file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 (any unreadable file is the user's input)
+        raise OrbitbenchError(f"--ckpt_path {path}: not a readable checkpoint ({error})") from error
+    model_hp = checkpoint.get("hyper_parameters") or {}
+    data_hp = checkpoint.get("datamodule_hyper_parameters") or {}
+    if "_class_path" not in data_hp:
+        raise OrbitbenchError(f"--ckpt_path {path}: no DataModule hyperparameters (save it from `orbitbench fit`)")
+    model_cls = _class(model_hp.get("_class_path", "orbitbench.module.OrbitClassifier"), "model")
+    model = model_cls(**_init_args(model_hp))
+    model.load_state_dict(checkpoint["state_dict"])
+    dm = _class(data_hp["_class_path"], "DataModule")(**{**_init_args(data_hp), **(data_overrides or {})})
+    dm.setup("fit")
+    state = next((v for k, v in checkpoint.get("callbacks", {}).items() if k.startswith("EmpiricalNTKCallback")), {})
+    return model, dm, state.get("initial_state"), int(checkpoint.get("global_step", 0))
+
+
+def measure_checkpoint(
+    ckpt_path: Path,
+    probe: ProbeOptions = ProbeOptions(),
+    reg: float = 1e-10,
+    dtype: str = "float64",
+    data_overrides: dict[str, Any] | None = None,
+) -> PredictionReport:
+    """Every kernel predictor against the checkpoint's network on its own data (no Trainer)."""
+    from orbitbench.callbacks import model_twin, network_of
+
+    if dtype not in _DTYPES:
+        raise OrbitbenchError(f"--dtype {dtype!r}; accepted: {', '.join(_DTYPES)}")
+    model, dm, initial, step = load_checkpoint(ckpt_path, data_overrides)
+    network = network_of(model)
+    predictors = KernelPredictors(draw_probe(dm, probe), model_twin(model), reg, _DTYPES[dtype])
+    predictors.set_initial_state(network, initial)
+    return predictors.report(network, step=step)
+
+
+def predict_kernel(
+    ckpt_path: Path,
+    n_seeds: int = 32,
+    seeds_per_class: int = 4,
+    train_per_class: int = 30,
+    in_test_per_class: int = 10,
+    reg: float = 1e-10,
+    dtype: str = "float64",
+    seed: int = 124,
+    source: str | None = None,
+    data_dir: str | None = None,
+) -> str:
+    """How the kernel predictors (infinite, init, trained) predict a trained network's out-test accuracy: the table.
+
+    Args:
+        ckpt_path: a checkpoint written by `orbitbench fit` (e.g. runs/<name>/version_0/checkpoints/last.ckpt).
+        n_seeds: probe digits of the leave-out class.
+        seeds_per_class: probe digits of each other class (spectral rule).
+        train_per_class: training-split pairs per class for kernel regression.
+        in_test_per_class: in-test pairs per class.
+        reg: ridge, times the kernel's trace.
+        dtype: float64 or float32 kernels.
+        seed: the probe draw.
+        source: override the checkpoint's data source (e.g. mnist5k).
+        data_dir: override the checkpoint's data directory.
+    """
+    overrides = {k: v for k, v in (("source", source), ("data_dir", data_dir)) if v is not None}
+    probe = ProbeOptions(n_seeds, seeds_per_class, train_per_class, in_test_per_class, seed)
+    return measure_checkpoint(ckpt_path, probe, reg, dtype, overrides).table()

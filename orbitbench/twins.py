@@ -1,0 +1,93 @@
+"""Analytic NTK of a zoo model's kernel twin (`orbitbench.models.KernelTwin`), in closed form.
+
+The twin of `paper_mlp` is a standard-parameterised ReLU MLP with PyTorch's default init and no
+read-out bias, which `orbitbench.kernels.infinite_kernel` (NTK parameterisation, one bias scale for
+every layer) cannot express; the arc-cosine recursion below covers both parameterisations with
+per-layer variances. tests/test_twins.py checks it against neural-tangents' `stax` and shows the
+empirical NTK of the torch models concentrating on it as their widths grow.
+
+Recursion for one output unit (docs/THEORY.md §4), with `w = W_std**2`, `v_l` the bias variance of
+layer l, fan-ins `n_0 = in_features, n_1, ...`, and for the ReLU
+`E = E[relu(u) relu(v)]`, `E' = E[relu'(u) relu'(v)]` under the covariance `Sigma_l`:
+
+    Sigma_1 = w x.x' / n_0 + v_1,          Sigma_{l+1} = w E(Sigma_l) + v_{l+1}
+    ntk:       Theta_1 = Sigma_1,           Theta_{l+1} = Sigma_{l+1} + w E'(Sigma_l) Theta_l
+    standard:  Theta_1 = x.x' + [bias],     Theta_{l+1} = n_l E(Sigma_l) + [bias] + w E'(Sigma_l) Theta_l
+
+([bias] = 1 where the layer has a trained bias: d h / d b = 1.)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from orbitbench.errors import OrbitbenchError
+from orbitbench.models._registry import KernelTwin
+
+__all__ = ["twin_kernel"]
+
+
+def _relu_expectations(cov: Tensor, var_1: Tensor, var_2: Tensor) -> tuple[Tensor, Tensor]:
+    """E[relu(u) relu(v)] and E[relu'(u) relu'(v)] for centred Gaussians (arc-cosine kernels of order 1, 0)."""
+    scale = torch.sqrt(var_1 * var_2)
+    cos = (cov / scale).clamp(-1.0, 1.0)
+    angle = torch.arccos(cos)
+    e = scale * (torch.sqrt(1.0 - cos * cos) + (math.pi - angle) * cos) / (2 * math.pi)
+    return e, (math.pi - angle) / (2 * math.pi)
+
+
+def _mlp_ntk(twin: KernelTwin, x1: Tensor, x2: Tensor) -> Tensor:
+    """Closed-form NTK [B1, B2] of one output of the twin MLP on flat float64 inputs."""
+    w = twin.W_std**2
+    fan_ins = (twin.in_features, *twin.widths)
+    has_bias = [twin.b_std is not None] * twin.depth + [twin.readout_bias and twin.b_std is not None]
+
+    def bias_var(fan_in: int, present: bool) -> float:
+        if not present:
+            return 0.0
+        return twin.b_std**2 / (fan_in if twin.bias_scale == "fan_in" else 1.0)
+
+    dot = x1 @ x2.T  # [B1, B2]
+    sq_1, sq_2 = x1.square().sum(1)[:, None], x2.square().sum(1)[None, :]  # [B1, 1], [1, B2]
+    v = bias_var(fan_ins[0], has_bias[0])
+    cov, var_1, var_2 = w * dot / fan_ins[0] + v, w * sq_1 / fan_ins[0] + v, w * sq_2 / fan_ins[0] + v
+    standard = twin.parameterization == "standard"
+    ntk = dot + float(has_bias[0]) if standard else cov.clone()
+    for layer in range(1, twin.depth + 1):
+        fan_in, v = fan_ins[layer], bias_var(fan_ins[layer], has_bias[layer])
+        e, e_prime = _relu_expectations(cov, var_1, var_2)
+        next_cov = w * e + v
+        own = fan_in * e + float(has_bias[layer]) if standard else next_cov  # this layer's own parameters
+        ntk = own + w * e_prime * ntk
+        cov, var_1, var_2 = next_cov, w * var_1 / 2 + v, w * var_2 / 2 + v  # E(q, q) = q / 2
+    return ntk
+
+
+def twin_kernel(twin: KernelTwin, x: Tensor, x2: Tensor | None = None) -> Tensor:
+    """The twin's analytic NTK of one output between images x [B, ...] and x2 [B2, ...] -> float64 [B, B2], CPU.
+
+    Independent output units make the kernel of a logit difference twice this one and that of
+    centred logits `(1 - 1/C)` times it: the same predictions, so one kernel serves every output.
+    `pool="rot90"` averages the kernel over the four rot90 poses of both inputs; rot90 permutes
+    pixels, which leaves dot products and norms (all an MLP kernel depends on) unchanged, so
+    `mean_{k,l} K(r^k x, r^l x') = mean_d K(x, r^d x')`.
+    """
+    if twin.arch != "mlp":
+        raise OrbitbenchError(f"kernel twin arch={twin.arch!r}; accepted: 'mlp'")
+    if twin.parameterization not in ("standard", "ntk"):
+        raise OrbitbenchError(f"kernel twin parameterization={twin.parameterization!r}; accepted: standard, ntk")
+    other = x if x2 is None else x2
+    flat = lambda t: t.detach().to("cpu", torch.float64).reshape(t.shape[0], -1)  # noqa: E731
+    for t in (x, other):
+        if flat(t).shape[1] != twin.in_features:
+            raise OrbitbenchError(f"kernel twin takes {twin.in_features} input features, got shape {tuple(t.shape)}")
+    if twin.pool is None:
+        out = _mlp_ntk(twin, flat(x), flat(other))
+    elif twin.pool == "rot90":
+        out = torch.stack([_mlp_ntk(twin, flat(x), flat(torch.rot90(other, d, dims=(-2, -1)))) for d in range(4)]).mean(0)
+    else:
+        raise OrbitbenchError(f"kernel twin pool={twin.pool!r}; accepted: None, 'rot90'")
+    return 0.5 * (out + out.T) if x2 is None else out

@@ -106,7 +106,7 @@ def test_in_process_sweep_keeps_every_log_line_resumes_and_matches_a_subprocess_
         for key in ("train_acc", "in_test_acc", "out_test_acc"):
             assert float(row[key]) == metrics[key] and 0.0 <= metrics[key] <= 1.0
         assert len(row["in_test_acc_per_pose"].split(";")) == int(row["n_poses"])
-        assert row["spectral_pred_acc"] == ""  # no NTK callback in this sweep
+        assert row["pred_init_out_test"] == ""  # no NTK callback in this sweep
         assert row["log_dir"] == f"cells/{row['cell']}"
 
     # A second invocation finds both cells finished and runs nothing.
@@ -261,12 +261,15 @@ def _record(cell: sweep.Cell, **callbacks) -> "RunRecord":  # noqa: F821
     })
 
 
-def test_the_spectral_prediction_comes_from_the_ntk_callbacks_record_summary():
+def test_the_kernel_predictions_come_from_the_ntk_callbacks_record_summary():
     spec = sweep.parse_sweep_text(TINY, "tiny")
     cell = spec.cells()[0]
-    with_ntk = _record(cell, EmpiricalNTKCallback={"spectral_accuracy": 0.75, "network_accuracy": 0.5})
-    assert result_from_record(spec, cell, with_ntk, "r").spectral_pred_acc == 0.75
-    assert result_from_record(spec, cell, _record(cell), "r").spectral_pred_acc is None
+    predictors = {"infinite": {"undefined": "no twin"}, "init": {"spectral_out_test_acc": 0.25},
+                  "trained": {"spectral_out_test_acc": 0.75}}
+    with_ntk = _record(cell, EmpiricalNTKCallback={"predictors": predictors})
+    result = result_from_record(spec, cell, with_ntk, "r")
+    assert (result.pred_infinite_out_test, result.pred_init_out_test, result.pred_trained_out_test) == (None, 0.25, 0.75)
+    assert result_from_record(spec, cell, _record(cell), "r").pred_init_out_test is None
     # A record of another cell (a moved folder) is refused, not tabulated under the wrong cell.
     with pytest.raises(OrbitbenchError, match="not of cell paper_mlp-n4-c3-s0"):
         result_from_record(spec, spec.cells()[1], with_ntk, "r")

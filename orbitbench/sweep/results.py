@@ -30,11 +30,13 @@ from orbitbench.sweep.spec import Cell, SweepSpec, parse_sweep_text
 
 SPEC_FILE = "sweep.yaml"
 CSV_FILE = "results.csv"
-# What the NTK callback's record summary calls its spectral-predicted out-test accuracy.
-SPECTRAL_SUMMARY = ("EmpiricalNTKCallback", "spectral_accuracy")
+# The kernel predictors of the NTK callback's record summary (orbitbench.predictors): each one's
+# spectral-rule prediction of out-test accuracy becomes a column `pred_<name>_out_test`.
+NTK_CALLBACK = "EmpiricalNTKCallback"
+PREDICTORS = ("infinite", "init", "trained")
 CSV_COLUMNS = (
     "sweep", "track", "cell", "model", "method", "datamodule", "n_poses", "leave_out_class", "seed",
-    "train_acc", "in_test_acc", "out_test_acc", "spectral_pred_acc",
+    "train_acc", "in_test_acc", "out_test_acc", *(f"pred_{name}_out_test" for name in PREDICTORS),
     "in_test_acc_per_pose", "out_test_acc_per_pose", "param_count", "log_dir",
 )
 
@@ -56,7 +58,9 @@ class CellResult(BaseModel):
     train_acc: float | None = Field(default=None, ge=0, le=1)
     in_test_acc: float = Field(ge=0, le=1)
     out_test_acc: float = Field(ge=0, le=1)
-    spectral_pred_acc: float | None = Field(default=None, ge=0, le=1)
+    pred_infinite_out_test: float | None = Field(default=None, ge=0, le=1)
+    pred_init_out_test: float | None = Field(default=None, ge=0, le=1)
+    pred_trained_out_test: float | None = Field(default=None, ge=0, le=1)
     in_test_acc_per_pose: list[float | None] = []
     out_test_acc_per_pose: list[float | None] = []
     wall_time_s: float = Field(ge=0)
@@ -88,14 +92,15 @@ def result_from_record(spec: SweepSpec, cell: Cell, record: RunRecord, source: s
             f"{source}: the record is of (model, method, n_poses, leave_out_class, seed, stage) {found}, "
             f"not of cell {cell.cell_id} {expected}; delete that cell folder to re-run it"
         )
-    spectral = record.callbacks.get(SPECTRAL_SUMMARY[0], {}).get(SPECTRAL_SUMMARY[1])
+    predictors = record.callbacks.get(NTK_CALLBACK, {}).get("predictors") or {}
+    predicted = {f"pred_{name}_out_test": (predictors.get(name) or {}).get("spectral_out_test_acc") for name in PREDICTORS}
     metrics = record.metrics
     return CellResult(
         sweep=spec.name, track=spec.track, cell=cell.cell_id, model=cell.model, method=cell.method,
         datamodule=spec.datamodule,
         n_poses=cell.n_poses, leave_out_class=cell.leave_out_class, seed=cell.seed,
         train_acc=metrics.train_acc, in_test_acc=metrics.in_test_acc, out_test_acc=metrics.out_test_acc,
-        spectral_pred_acc=spectral,
+        **predicted,
         in_test_acc_per_pose=metrics.in_test_acc_per_pose, out_test_acc_per_pose=metrics.out_test_acc_per_pose,
         wall_time_s=record.wall_time_s, param_count=record.model.n_params,
         log_dir=str(Path("cells") / cell.cell_id), versions=record.versions, finished=record.finished,

@@ -81,3 +81,8 @@ def _registered(name: str) -> ModelBuilder:
             f"'timm:<timm model name>' or 'c4_pooled(<model>)'"
         )
     return _REGISTRY[name]
+
+
+def invariance(name: str) -> str:
+    """`built-in:<group>` for a model invariant by construction (`c4_pooled(...)`: rot90), else `none`."""
+    return "built-in:c4" if _C4_PATTERN.match(name.strip()) else "none"

@@ -24,7 +24,8 @@ def _cli(root: Path, *args: str) -> int:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_verify_reruns_cells_and_records_it_and_a_forged_cell_fails(tmp_path, capsys):
-    sweep = run_sweep(ONE_CELL, out=tmp_path / "sweep", in_process=True)
+    sweep = tmp_path / "sweep"
+    run_sweep(ONE_CELL, out=sweep, in_process=True)
     root = tmp_path / "board"
     (root / "entries").mkdir(parents=True)
     assert _cli(root, "add", str(sweep)) == 0
@@ -59,11 +60,13 @@ def test_a_config_file_with_a_data_block_is_refused_with_the_setting_it_changed(
     other.write_text("data:\n  init_args:\n    held_out_poses: [0, 1]\n")
     spec = tmp_path / "one_cell.yaml"
     spec.write_text(ONE_CELL.read_text() + f"  config: {other}\n")
-    sweep = run_sweep(spec, out=tmp_path / "sweep", in_process=True)
+    sweep = tmp_path / "sweep"
+    run_sweep(spec, out=sweep, in_process=True)
     record = json.loads((sweep / "cells" / "paper_mlp-n4-c3-s0" / "record.json").read_text())
     assert record["data"]["hparams"]["held_out_poses"] == [0, 1]  # the fit really ran another protocol
     root = tmp_path / "board"
     (root / "entries").mkdir(parents=True)
+    capsys.readouterr()  # the sweep's progress lines
     code = _cli(root, "add", str(sweep))
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from orbitbench.errors import OrbitbenchError
 from orbitbench.io import atomic_write_bytes, atomic_write_text, git_commit, one_line_validation_error
 from orbitbench.leaderboard import integrity
-from orbitbench.leaderboard.schema import Entry, Protocol, Provenance, Verified
+from orbitbench.leaderboard.schema import Entry, Provenance, Verified
 
 DEFAULT_ROOT = Path("leaderboard")
 DEFAULT_SWEEPS = Path("sweeps")
@@ -39,13 +39,13 @@ def parse_entry(text: str, source: str) -> Entry:
         raise OrbitbenchError(one_line_validation_error(source, error)) from None
 
 
-def check_collection(entries: dict[str, Entry], tracks: dict[str, tuple[Path, Protocol]]) -> None:
+def check_collection(entries: dict[str, Entry], tracks: dict[str, integrity.Track]) -> None:
     """Each entry against its track and its own cells first, then across entries (duplicates)."""
     seen: dict[tuple[str, str], str] = {}
     for path, entry in entries.items():
         if Path(path).name != entry.file_name:
             raise OrbitbenchError(f"{path}: file name must be {entry.file_name!r} (<track>__<name>.json)")
-        integrity.check_entry(entry, path, tracks.get(entry.track, (None, None))[1])
+        integrity.check_entry(entry, path, tracks[entry.track].protocol if entry.track in tracks else None)
         key = (entry.track, integrity.effective_config(entry))
         if key in seen:
             raise OrbitbenchError(f"{path}: duplicate of {seen[key]} (same track, model and effective configuration); remove one")
@@ -65,7 +65,7 @@ def load_entries(root: Path, sweeps: Path = DEFAULT_SWEEPS) -> dict[str, Entry]:
 # ---- add ---------------------------------------------------------------------------------------
 
 
-def entry_from_sweep(sweep_dir: Path, model: str, tracks: dict[str, tuple[Path, Protocol]], name: str | None = None,
+def entry_from_sweep(sweep_dir: Path, model: str, tracks: dict[str, integrity.Track], name: str | None = None,
                      **metadata) -> Entry:
     """Summarise one model's finished cells; the protocol is what the cells ran, checked against the track."""
     from orbitbench.models import builder_path
@@ -87,7 +87,7 @@ def entry_from_sweep(sweep_dir: Path, model: str, tracks: dict[str, tuple[Path, 
     if spec.track not in tracks:
         raise OrbitbenchError(f"{source}: track {spec.track!r} is not defined by any sweeps/*.yaml")
     protocol = integrity.protocol_from_cells(cells, source)
-    difference = integrity.differing_setting(protocol, tracks[spec.track][1])
+    difference = integrity.differing_setting(protocol, tracks[spec.track].protocol)
     if difference:
         raise OrbitbenchError(f"{source}: a cell's {difference}; it is not track {spec.track!r}")
     results, score = integrity.recompute(cells)
@@ -143,11 +143,12 @@ def write_entry(path: Path, entry: Entry) -> None:
 # ---- build / check / verify ---------------------------------------------------------------------
 
 
-def rendered(entries: dict[str, Entry]) -> dict[str, str]:
+def rendered(entries: dict[str, Entry], sweeps: Path) -> dict[str, str]:
     """File name -> text of every rendering that `check` compares (the PNG is not compared)."""
     from orbitbench.leaderboard.render import render_html, render_readme
 
-    return {README: render_readme(entries), PAGE: render_html(entries)}
+    about = {name: track.description for name, track in integrity.load_tracks(sweeps).items()}
+    return {README: render_readme(entries, about), PAGE: render_html(entries, about)}
 
 
 def build(root: Path = DEFAULT_ROOT, sweeps: Path = DEFAULT_SWEEPS) -> list[Path]:
@@ -156,7 +157,7 @@ def build(root: Path = DEFAULT_ROOT, sweeps: Path = DEFAULT_SWEEPS) -> list[Path
 
     entries = load_entries(root, sweeps)
     written = []
-    for file, text in rendered(entries).items():
+    for file, text in rendered(entries, sweeps).items():
         atomic_write_text(Path(root) / file, text)
         written.append(Path(root) / file)
     atomic_write_bytes(Path(root) / FIGURE, render_figure(entries))
@@ -166,9 +167,9 @@ def build(root: Path = DEFAULT_ROOT, sweeps: Path = DEFAULT_SWEEPS) -> list[Path
 def check(root: Path = DEFAULT_ROOT, sweeps: Path = DEFAULT_SWEEPS) -> int:
     """What CI runs: every entry recomputed from its cells, and the renderings up to date."""
     entries = load_entries(root, sweeps)
-    for file, text in rendered(entries).items():
+    for file, text in rendered(entries, sweeps).items():
         path = Path(root) / file
-        if entries and (not path.is_file() or path.read_text() != text):
+        if not path.is_file() or path.read_text() != text:
             raise OrbitbenchError(f"{path} is out of date with {Path(root) / 'entries'}; run `orbitbench leaderboard build`")
     return len(entries)
 
@@ -184,7 +185,8 @@ def verify(entry: Path, cells: int = 2, tolerance: float = 0.0, seed: int | None
     if not path.is_file():
         raise OrbitbenchError(f"{path}: no such entry file")
     parsed = parse_entry(path.read_text(), str(path))
-    integrity.check_entry(parsed, str(path), integrity.load_tracks(sweeps).get(parsed.track, (None, None))[1])
+    tracks = integrity.load_tracks(sweeps)
+    integrity.check_entry(parsed, str(path), tracks[parsed.track].protocol if parsed.track in tracks else None)
     ids, worst = integrity.verify_cells(parsed, cells, rng=random.Random(seed))
     if worst > tolerance:
         raise OrbitbenchError(f"{path}: re-running {', '.join(ids)} differs by up to {worst:.3g} (tolerance {tolerance:g}); not verified")

@@ -12,6 +12,7 @@ import json
 import random
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +56,24 @@ def track_protocol(spec: SweepSpec) -> Protocol:
                     data=_protocol_data(spec.datamodule, hparams))
 
 
-def load_tracks(sweeps: Path) -> dict[str, tuple[Path, Protocol]]:
-    """Track -> (its defining sweep file, protocol), from `sweeps/*.yaml`; sweeps of one track must agree."""
-    tracks: dict[str, tuple[Path, Protocol]] = {}
+@dataclass(frozen=True)
+class Track:
+    """A track as its sweep file defines it: the protocol and the one-line description shown."""
+
+    path: Path
+    protocol: Protocol
+    description: str
+
+
+def load_tracks(sweeps: Path) -> dict[str, Track]:
+    """Track name -> Track, from `sweeps/*.yaml`; several sweep files of one track must agree."""
+    tracks: dict[str, Track] = {}
     for path in sorted(Path(sweeps).glob("*.yaml")):
         spec = load_sweep_file(path)
         protocol = track_protocol(spec)
-        if spec.track in tracks and tracks[spec.track][1] != protocol:
-            raise OrbitbenchError(f"{path}: track {spec.track!r} is also defined by {tracks[spec.track][0]} with another protocol")
-        tracks.setdefault(spec.track, (path, protocol))
+        if spec.track in tracks and tracks[spec.track].protocol != protocol:
+            raise OrbitbenchError(f"{path}: track {spec.track!r} is also defined by {tracks[spec.track].path} with another protocol")
+        tracks.setdefault(spec.track, Track(path, protocol, spec.description))
     return tracks
 
 

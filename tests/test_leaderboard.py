@@ -325,7 +325,7 @@ def test_the_track_files_define_their_protocols():
 
     tracks = load_tracks(REPO / "sweeps")
     assert {"mnist5k-quick", "mnist5k-cpu"} <= set(tracks)
-    cpu = tracks["mnist5k-cpu"][1]
+    cpu = tracks["mnist5k-cpu"].protocol
     assert cpu.leave_out_classes == list(range(10)) and cpu.n_poses == [2, 4, 8, 16]
 
 

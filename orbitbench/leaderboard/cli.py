@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import random
 import sys
 from collections.abc import Sequence
@@ -147,7 +146,7 @@ def rendered(entries: dict[str, Entry], sweeps: Path) -> dict[str, str]:
     """File name -> text of every rendering that `check` compares (the PNG is not compared)."""
     from orbitbench.leaderboard.render import render_html, render_readme
 
-    about = {name: track.description for name, track in integrity.load_tracks(sweeps).items()}
+    about = {name: " ".join(track.description.split()) for name, track in integrity.load_tracks(sweeps).items()}
     return {README: render_readme(entries, about), PAGE: render_html(entries, about)}
 
 

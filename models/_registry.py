@@ -213,3 +213,8 @@ def _load_entry_points() -> None:
             raise OrbitbenchError(f"model plug-in {entry_point.value!r} of {source} failed to load: {error}") from error
         if callable(loaded) and not isinstance(loaded, type(importlib)) and entry_point.name not in _REGISTRY:
             register_model(entry_point.name)(loaded)
+
+
+def invariance(name: str) -> str:
+    """`built-in:<group>` for a model invariant by construction (`c4_pooled(...)`: rot90), else `none`."""
+    return "built-in:c4" if _C4_PATTERN.match(name.strip()) else "none"

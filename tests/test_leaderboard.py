@@ -1,7 +1,9 @@
-"""`orbitbench leaderboard`: entry schema, add from a sweep dir, build's ranking, check.
+"""`orbitbench leaderboard`: entries built from real run records, recomputed and checked.
 
-Fixture entries (tests/fixtures/leaderboard/entries) carry hand-chosen numbers; the expected
-rankings and summaries below are worked out by hand from them.
+The fixture sweep (tests/fixtures/leaderboard/sweep: sweep.yaml and each cell's record.json) was
+written by a real run of tests/fixtures/leaderboard/sweeps/tiny.yaml on the embedded digits.
+Expected numbers are computed here from the records' JSON with numpy / scipy, not by the code
+under test; every forgery of the issue is built from these real entries.
 """
 
 from __future__ import annotations
@@ -10,249 +12,323 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from orbitbench import leaderboard
 from orbitbench.errors import OrbitbenchError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "leaderboard"
-REPO_LEADERBOARD = Path(__file__).parent.parent / "leaderboard"
-ALPHA = "fixture-rot__alpha.json"
+SWEEP, SWEEPS = FIXTURES / "sweep", FIXTURES / "sweeps"
+REPO = Path(__file__).parent.parent
+MLP, GAP, C4 = "tiny-rot__paper_mlp.json", "tiny-rot__cnn_gap.json", "tiny-rot__c4_pooled_paper_mlp.json"
 
 
-@pytest.fixture
-def board(tmp_path) -> Path:
-    root = tmp_path / "board"
-    shutil.copytree(FIXTURES / "entries", root / "entries")
-    return root
-
-
-def _cli(capsys, root: Path, *args: str) -> tuple[int, str, str]:
-    code = leaderboard.main(["--root", str(root), *args])
+def _cli(capsys, root: Path, *args: str, sweeps: Path = SWEEPS) -> tuple[int, str, str]:
+    code = leaderboard.main(["--root", str(root), "--sweeps", str(sweeps), *args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
 
-def _tables(readme: str) -> dict[str, list[list[str]]]:
-    """Track -> the rows of its table, each a list of cell texts."""
-    tables: dict[str, list[list[str]]] = {}
-    track = None
-    for line in readme.splitlines():
-        if line.startswith("## Track `"):
-            track = line.split("`")[1]
-            tables[track] = []
-        elif track and line.startswith("| ") and not line.startswith("| Rank"):
-            tables[track].append([cell.strip() for cell in line.strip("|").split("|")])
-    return tables
+def _records(model_slug: str) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sorted((SWEEP / "cells").glob(f"{model_slug}-n*/record.json"))}
 
 
-def test_build_ranks_each_track_by_mean_out_test(board, capsys):
-    code, out, _ = _cli(capsys, board, "build")
-    assert code == 0
-    tables = _tables((board / "README.md").read_text())
-    assert list(tables) == ["fixture-rot", "fixture-shift"]
-    rot = tables["fixture-rot"]
-    # alpha out-test (0.10 + 0.30)/2 = 0.20; beta (0.40 + 0.60)/2 = 0.50; gamma (0.25 + 0.35)/2 = 0.30
-    assert [(row[0], row[1]) for row in rot] == [("1", "beta"), ("2", "gamma"), ("3", "alpha")]
-    assert [row[4] for row in rot] == ["**0.500**", "**0.300**", "**0.200**"]
-    # in-test: beta (0.80 + 0.84)/2 = 0.82 -> gap +0.320; gamma 0.96 -> +0.660; alpha 0.91 -> +0.710
-    assert [row[5] for row in rot] == ["0.820", "0.960", "0.910"]
-    assert [row[6] for row in rot] == ["+0.320", "+0.660", "+0.710"]
-    assert rot[0][7:9] == ["0.400 ± 0.050", "0.600 ± 0.050"]
-    assert rot[1][3] == "1,290"
-    # delta scores 0.90, higher than every rot entry, but is ranked only within its own track.
-    assert [(row[0], row[1]) for row in tables["fixture-shift"]] == [("1", "delta")]
-    assert (board / "out_test_vs_angles.png").read_bytes()[:4] == b"\x89PNG"
-    assert _cli(capsys, board, "check") == (0, "4 entries valid\n", "")
-
-
-def test_check_fails_when_the_readme_is_stale(board, capsys):
-    assert _cli(capsys, board, "build")[0] == 0
-    path = board / "entries" / ALPHA
-    data = json.loads(path.read_text())
-    data["results"][0]["out_test"]["mean"] = 0.95
-    path.write_text(json.dumps(data))
-    code, _, err = _cli(capsys, board, "check")
-    assert code == 2 and "out of date" in err and "orbitbench leaderboard build" in err
-
-
-def _mutations() -> dict[str, tuple[callable, str]]:
-    def delete(key):
-        return lambda e: e.pop(key)
-
-    def setter(path, value):
-        def apply(entry):
-            target = entry
-            for part in path[:-1]:
-                target = target[part]
-            target[path[-1]] = value
-
-        return apply
-
-    return {
-        "missing param_count": (delete("param_count"), "param_count: Field required"),
-        "missing results": (delete("results"), "results: Field required"),
-        "string param_count": (setter(["param_count"], "many"), "param_count: Input should be a valid integer"),
-        "float param_count": (setter(["param_count"], 1.5), "param_count: Input should be a valid integer"),
-        "bool as number": (setter(["results", 0, "out_test", "mean"], True), "results.0.out_test.mean"),
-        "accuracy above 1": (setter(["results", 0, "out_test", "mean"], 1.2), "results.0.out_test.mean: Input should be less than or equal to 1"),
-        "accuracy below 0": (setter(["results", 1, "in_test", "mean"], -0.1), "results.1.in_test.mean: Input should be greater than or equal to 0"),
-        "spread above 0.5": (setter(["results", 0, "in_test", "std"], 0.7), "results.0.in_test.std"),
-        "unknown field": (setter(["score"], 0.9), "score: Extra inputs are not permitted"),
-        "orders differ from protocol": (setter(["protocol", "n_poses"], [2, 8]), "results are for n_poses [2, 4]"),
-        "wrong count": (setter(["results", 0, "out_test", "n"], 3), "n must be 2"),
-        "bad date": (setter(["date"], "yesterday"), "date: Input should be a valid date"),
-        "unknown datamodule": (setter(["protocol", "datamodule"], "ScaledMNIST"), "protocol.datamodule"),
-        "bad builder": (setter(["builder"], "paper_mlp"), "builder: String should match pattern"),
-    }
-
-
-@pytest.mark.parametrize("case", sorted(_mutations()))
-def test_check_rejects_each_bad_entry_with_one_line(board, capsys, case):
-    mutate, expected = _mutations()[case]
-    path = board / "entries" / ALPHA
-    data = json.loads(path.read_text())
-    mutate(data)
-    path.write_text(json.dumps(data))
-    code, out, err = _cli(capsys, board, "check")
-    assert code == 2 and out == ""
-    assert err.startswith(f"orbitbench: {path}: ") and err.count("\n") == 1, err
-    assert expected in err
-
-
-def test_check_rejects_invalid_json_duplicates_mixed_protocols_and_odd_names(board, capsys):
-    entries = board / "entries"
-    alpha = json.loads((entries / ALPHA).read_text())
-
-    (entries / "fixture-rot__broken.json").write_text('{"name": "broken",')
-    assert "not valid JSON" in _cli(capsys, board, "check")[2]
-    (entries / "fixture-rot__broken.json").unlink()
-
-    # The same experiment under another name is a duplicate.
-    (entries / "fixture-rot__alpha2.json").write_text(json.dumps({**alpha, "name": "alpha2"}))
-    code, _, err = _cli(capsys, board, "check")
-    assert code == 2 and "duplicate of" in err and "fixture-rot__alpha.json" in err
-    (entries / "fixture-rot__alpha2.json").unlink()
-
-    # One track, one protocol: other images make another track.
-    other = {**alpha, "name": "other", "config": {"trainer.max_epochs": 99},
-             "protocol": {**alpha["protocol"], "data": {"seeds_per_class": 50, "source": "mnist5k"}}}
-    (entries / "fixture-rot__other.json").write_text(json.dumps(other))
-    code, _, err = _cli(capsys, board, "check")
-    assert code == 2 and "protocol.data differs" in err and "new track" in err
-    (entries / "fixture-rot__other.json").unlink()
-
-    (entries / "alpha.json").write_text((entries / ALPHA).read_text())
-    (entries / ALPHA).unlink()
-    code, _, err = _cli(capsys, board, "check")
-    assert code == 2 and "file name must be 'fixture-rot__alpha.json'" in err
-
-
-# ----------------------------------------------------------------------------------------------
-# `leaderboard add` from a sweep directory
-# ----------------------------------------------------------------------------------------------
-
-SWEEP_YAML = """\
-name: fixture
-track: fixture-rot
-datamodule: RotatedMNIST
-grid:
-  model: [paper_mlp]
-  n_angles: [2, 4]
-  leave_out_class: [3, 7]
-  seed: [0]
-fit:
-  data.source: mnist5k
-  data.seeds_per_class: {spc}
-  trainer.max_epochs: 12
-"""
-# (n_angles, leave-out class) -> (in-test, out-test), chosen by hand:
-#   n=2: out 0.2, 0.4 -> mean 0.3, std 0.1; in 0.8, 0.9 -> mean 0.85, std 0.05
-#   n=4: out 0.5, 0.7 -> mean 0.6, std 0.1; in 0.9, 0.9 -> mean 0.9, std 0
-#   ranking score: (0.3 + 0.6) / 2 = 0.45, between beta (0.50) and gamma (0.30)
-CELL_ACCURACIES = {(2, 3): (0.8, 0.2), (2, 7): (0.9, 0.4), (4, 3): (0.9, 0.5), (4, 7): (0.9, 0.7)}
-
-
-def _sweep_dir(tmp_path: Path, spc: int = 30, overrides: dict | None = None) -> Path:
-    """A finished sweep directory as `orbitbench sweep run` leaves it (sweep.yaml + each cell's record.json)."""
-    root = tmp_path / f"sweep{spc}"
-    root.mkdir()
-    (root / "sweep.yaml").write_text(SWEEP_YAML.format(spc=spc))
-    for (n, c), (in_test, out_test) in CELL_ACCURACIES.items():
-        cell = f"paper_mlp-n{n}-c{c}-s0"
-        metrics = {"train_acc": 0.95, "in_test_acc": in_test, "out_test_acc": out_test,
-                   "in_test_acc_per_pose": [in_test] * n, **(overrides or {}).get((n, c), {})}
-        record = {
-            "stage": "fit", "model": {"backbone": "paper_mlp", "n_params": 468864},
-            "data": {"datamodule": "RotatedMNIST", "n_poses": n, "hparams": {"leave_out_class": c, "seeds_per_class": spc}},
-            "seeds": {"seed_everything": 0, "data_split_seed": 125}, "metrics": metrics, "epochs": 12,
-            "global_step": 100, "log_dir": str(root / "cells" / cell), "last_checkpoint": None, "wall_time_s": 3.0,
-            "versions": {"torch": "2.14.1"}, "git_commit": None, "finished": f"2026-11-2{n}T05:00:00+00:00",
-        }
-        (root / "cells" / cell).mkdir(parents=True)
-        (root / "cells" / cell / "record.json").write_text(json.dumps(record))
+@pytest.fixture(scope="module")
+def built_board(tmp_path_factory) -> Path:
+    """A leaderboard with the fixture sweep's three entries, built and rendered (once per module)."""
+    root = tmp_path_factory.mktemp("built") / "board"
+    (root / "entries").mkdir(parents=True)
+    common = ["--root", str(root), "--sweeps", str(SWEEPS)]
+    assert leaderboard.main([*common, "add", str(SWEEP), "--author", "Ada Lovelace", "--code", "https://example.org/net"]) == 0
+    assert leaderboard.main([*common, "build"]) == 0
     return root
 
 
-def test_add_summarises_a_sweep_and_build_ranks_it(board, tmp_path, capsys):
-    sweep_dir = _sweep_dir(tmp_path)
-    code, out, err = _cli(capsys, board, "add", str(sweep_dir), "--name", "mlp12", "--model", "paper_mlp")
-    assert code == 0, err
-    entry = json.loads((board / "entries" / "fixture-rot__mlp12.json").read_text())
-    assert entry["builder"] == "orbitbench.models.paper:paper_mlp"
-    assert entry["param_count"] == 468864 and entry["seeds"] == [0] and entry["date"] == "2026-11-24"
-    assert entry["config"] == {"trainer.max_epochs": 12}
-    assert entry["protocol"] == {"datamodule": "RotatedMNIST", "n_poses": [2, 4], "leave_out_classes": [3, 7],
-                                 "data": {"seeds_per_class": 30, "source": "mnist5k"}}
-    n2, n4 = entry["results"]
-    assert n2["out_test"] == pytest.approx({"mean": 0.3, "std": 0.1, "n": 2})
-    assert n2["in_test"] == pytest.approx({"mean": 0.85, "std": 0.05, "n": 2})
-    assert n4["out_test"] == pytest.approx({"mean": 0.6, "std": 0.1, "n": 2})
-    assert n4["in_test"] == pytest.approx({"mean": 0.9, "std": 0.0, "n": 2})
-    assert n2["train"]["mean"] == pytest.approx(0.95) and n2["spectral_predicted"] is None
+@pytest.fixture
+def board(built_board, tmp_path) -> Path:
+    """A private copy of the built leaderboard."""
+    root = tmp_path / "board"
+    shutil.copytree(built_board, root)
+    return root
 
+
+def _tables(readme: str) -> dict[str, list[dict[str, str]]]:
+    """Track -> rows of its table as {header: cell text}."""
+    tables, track, header = {}, None, None
+    for line in readme.splitlines():
+        if line.startswith("## Track `"):
+            track, header = line.split("`")[1], None
+            tables[track] = []
+        elif track and line.startswith("| "):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if header is None:
+                header = cells
+            else:
+                tables[track].append(dict(zip(header, cells)))
+    return tables
+
+
+# ---- add: cells kept, numbers recomputed --------------------------------------------------------
+
+
+def test_add_keeps_every_cell_record_and_derives_the_numbers_from_them(board):
+    entry = json.loads((board / "entries" / MLP).read_text())
+    records = _records("paper_mlp")
+    assert len(records) == 8 and sorted(c["cell"] for c in entry["cells"]) == sorted(records)
+    for cell in entry["cells"]:
+        record = records[cell["cell"]]
+        assert cell["data"] == record["data"] and cell["metrics"] == record["metrics"]
+        assert cell["wall_time_s"] == record["wall_time_s"] and cell["seed"] == record["seeds"]["seed_everything"]
+    # The protocol is what the cells ran: every DataModule setting but the grid axes and loading.
+    hparams = next(iter(records.values()))["data"]["hparams"]
+    assert entry["protocol"]["data"] == {k: v for k, v in hparams.items()
+                                         if k not in ("n_angles", "leave_out_class", "batch_size", "num_workers", "data_dir", "download")}
+    assert entry["protocol"]["data"]["seeds_per_class"] == 10 and entry["protocol"]["seeds"] == [0, 1]
+    assert entry["provenance"]["git_commit"] == next(iter(records.values()))["git_commit"]
+    assert entry["provenance"]["versions"]["torch"] and entry["authors"] == ["Ada Lovelace"]
+    assert entry["method"] == "supervised" and entry["invariance"] == "none"
+    # Per group order: mean and population std over the 4 cells (2 classes x 2 seeds).
+    for result in entry["results"]:
+        out = [r["metrics"]["out_test_acc"] for r in records.values() if r["data"]["n_poses"] == result["n_poses"]]
+        assert result["out_test"]["mean"] == pytest.approx(np.mean(out), abs=1e-6)
+        assert result["out_test"]["std"] == pytest.approx(np.std(out), abs=1e-6) and result["out_test"]["n"] == 4
+    # The score: out-test averaged over group orders per (class, seed) unit, 95% t-interval over units.
+    units: dict[tuple, list[float]] = {}
+    for r in records.values():
+        units.setdefault((r["data"]["hparams"]["leave_out_class"], r["seeds"]["seed_everything"]), []).append(r["metrics"]["out_test_acc"])
+    scores = np.array([np.mean(v) for v in units.values()])
+    half = stats.t.ppf(0.975, 3) * scores.std(ddof=1) / 2
+    assert entry["score"]["mean"] == pytest.approx(scores.mean(), abs=1e-6) and entry["score"]["n"] == 4
+    assert entry["score"]["low"] == pytest.approx(max(0.0, scores.mean() - half), abs=1e-6)
+    assert entry["score"]["high"] == pytest.approx(min(1.0, scores.mean() + half), abs=1e-6)
+    c4 = json.loads((board / "entries" / C4).read_text())
+    assert c4["invariance"] == "built-in:c4"  # from the model registry
+
+
+def test_build_renders_intervals_paired_differences_rank_ranges_and_badges(board, capsys):
+    rows = _tables((board / "README.md").read_text())["tiny-rot"]
+    entries = {p.name: json.loads(p.read_text()) for p in (board / "entries").glob("*.json")}
+    by_name = {e["name"]: e for e in entries.values()}
+    assert [r["Entry"] for r in rows] == sorted(by_name, key=lambda n: (-by_name[n]["score"]["mean"], n))
+    for row in rows:
+        e = by_name[row["Entry"]]
+        assert row["Out-test [95% CI]"] == f"**{e['score']['mean']:.3f} [{e['score']['low']:.3f}, {e['score']['high']:.3f}]**"
+        assert row["Verified"] == "reported" and row["Cells"] == "8"
+        assert row["Invariance"] == e["invariance"] and row["Params"] == f"{e['param_count']:,}"
+    # Paired by unit, against paper_mlp: differences of unit scores, t-interval over the 4 units.
+    def units(e):
+        out: dict[tuple, list[float]] = {}
+        for c in e["cells"]:
+            out.setdefault((c["data"]["hparams"]["leave_out_class"], c["seed"]), []).append(c["metrics"]["out_test_acc"])
+        return {k: np.mean(v) for k, v in out.items()}
+    base = units(by_name["paper_mlp"])
+    for row in rows:
+        if row["Entry"] == "paper_mlp":
+            assert row["Δ vs paper_mlp [95% CI]"] == ""
+            continue
+        mine = units(by_name[row["Entry"]])
+        d = np.array([mine[k] - base[k] for k in sorted(base)])
+        half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if d.std() > 0 else 0.0
+        assert row["Δ vs paper_mlp [95% CI]"] == f"{d.mean():+.3f} [{d.mean() - half:+.3f}, {d.mean() + half:+.3f}]"
+    assert (board / "index.html").is_file() and (board / "out_test_vs_angles.png").read_bytes()[:4] == b"\x89PNG"
+    assert _cli(capsys, board, "check") == (0, "3 entries valid\n", "")
+
+
+def test_rank_ranges_tie_entries_whose_paired_interval_contains_zero():
+    from orbitbench.leaderboard.intervals import rank_ranges
+
+    # a is ahead of b and c in every unit by 0.2 +- 0.01; b and c differ by +-0.1 alternately (tied).
+    units = [(c, 0) for c in range(6)]
+    b = {u: 0.5 + (0.1 if i % 2 else -0.1) for i, u in enumerate(units)}
+    c = {u: 0.5 for u in units}
+    a = {u: 0.7 + 0.01 * (i % 2) + 0.1 * (i % 2 == 0) for i, u in enumerate(units)}
+    assert rank_ranges({"a": a, "b": b, "c": c}) == {"a": (1, 1), "b": (2, 3), "c": (2, 3)}
+
+
+# ---- forgeries: each one line from `check`, naming the field ---------------------------------------
+
+
+def _edit(path: Path, change) -> None:
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+def _set(*path_and_value):
+    *path, value = path_and_value
+
+    def apply(entry):
+        target = entry
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = value
+    return apply
+
+
+FORGERIES = {
+    "out-test raised to 0.95": (_set("results", 0, "out_test", "mean", 0.95), "results (n_poses=2).out_test does not match the cells"),
+    "score raised to 0.99": (_set("score", "mean", 0.99), "score does not match the cells"),
+    "cell and aggregates edited together": (_set("cells", 0, "metrics", "out_test_acc", 0.99), "results (n_poses=2).out_test does not match"),
+    "model that does not exist": (_set("model", "paper_mlp_xxl"), "model: unknown model 'paper_mlp_xxl'"),
+    "model swapped for another real one": (_set("model", "paper_convnet"), "builder is 'orbitbench.models.paper:paper_mlp' but 'paper_convnet'"),
+    "param_count 7": (_set("param_count", 7), "param_count is 7 but building paper_mlp gives 468864"),
+    "cell param count 7": (_set("cells", 3, "model", "n_params", 7), "reports 7 parameters; paper_mlp has 468864"),
+    "protocol edited": (_set("protocol", "data", "seeds_per_class", 50), "protocol does not match the cells (data.seeds_per_class is 50"),
+    "a cell trained on other images": (_set("cells", 2, "data", "hparams", "seeds_per_class", 50), "ran different data.seeds_per_class (10 vs 50)"),
+    "every cell on other held-out poses": (lambda e: [c["data"]["hparams"].update(held_out_poses=[0, 1]) for c in e["cells"]],
+                                           "the cells' data.held_out_poses is [0, 1], the track's is [0]; a new protocol needs a new track"),
+    "a cell missing": (lambda e: e["cells"].pop(), "no cell for (n_poses, leave_out_class, seed)"),
+    "dummy config key": (_set("config", "dummy", 1), "config: 'dummy' is not an `orbitbench fit` setting"),
+    "config epochs differ from the cells'": (_set("config", "trainer.max_epochs", 50), "config trainer.max_epochs is 50 but cell"),
+    "notes with a newline": (_set("notes", "fine\n## Injected heading\n| 1 | fake | row |"), "notes: must be one plain line"),
+    "notes with a table pipe": (_set("notes", "a | b"), "notes: must be one plain line"),
+    "author with html": (_set("authors", ["<script>x</script>"]), "authors: must be one plain line"),
+    "method with a newline": (_set("method", "supervised\n# big"), "method: must be one plain line"),
+    "paper link not a URL": (_set("paper", "javascript:alert(1)"), "paper: String should match pattern"),
+    "unknown invariance": (_set("invariance", "invariant"), "invariance: String should match pattern"),
+    "unknown track": (_set("track", "other-track"), "file name must be"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORGERIES))
+def test_check_rejects_each_forgery_with_one_line_naming_the_field(board, capsys, case):
+    change, expected = FORGERIES[case]
+    path = board / "entries" / MLP
+    _edit(path, change)
+    code, out, err = _cli(capsys, board, "check")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith(f"orbitbench: {path}: ") and expected in err, err
+
+
+def test_copies_are_duplicates_and_the_track_must_exist(board, capsys):
+    entries = board / "entries"
+    mlp = json.loads((entries / MLP).read_text())
+    (entries / "tiny-rot__copy.json").write_text(json.dumps({**mlp, "name": "copy"}))
+    code, _, err = _cli(capsys, board, "check")
+    assert code == 2 and "duplicate of" in err and MLP in err
+    # A dummy key does not make a copy a new experiment: it is not a fit setting at all.
+    (entries / "tiny-rot__copy.json").write_text(json.dumps({**mlp, "name": "copy", "config": {**mlp["config"], "trainer.dummy": 1}}))
+    code, _, err = _cli(capsys, board, "check")
+    assert code == 2 and "config: 'trainer.dummy' is not an `orbitbench fit` setting" in err
+    (entries / "tiny-rot__copy.json").unlink()
+    other = {**mlp, "track": "other-track"}
+    (entries / MLP).unlink()
+    (entries / "other-track__paper_mlp.json").write_text(json.dumps(other))
+    code, _, err = _cli(capsys, board, "check")
+    assert code == 2 and "track 'other-track' is not defined by any sweeps/*.yaml" in err
+
+
+def test_notes_are_escaped_in_markdown_and_html(board, capsys):
+    _edit(board / "entries" / MLP, _set("notes", "see [this](http://x) **now** # _here_"))
     assert _cli(capsys, board, "build")[0] == 0
-    rot = _tables((board / "README.md").read_text())["fixture-rot"]
-    assert [row[1] for row in rot] == ["beta", "mlp12", "gamma", "alpha"]
-    assert rot[1][4] == "**0.450**" and rot[1][6] == "+0.425"  # in-test (0.85 + 0.9)/2 = 0.875
-
-    # Adding it again is refused; --replace overwrites.
-    code, _, err = _cli(capsys, board, "add", str(sweep_dir), "--name", "mlp12", "--model", "paper_mlp")
-    assert code == 2 and "already exists" in err
-    assert _cli(capsys, board, "add", str(sweep_dir), "--name", "mlp12", "--model", "paper_mlp", "--replace")[0] == 0
+    readme = (board / "README.md").read_text()
+    assert r"see \[this\]\(http://x\) \*\*now\*\* \# \_here\_" in readme and "[this](http://x)" not in readme
+    page = (board / "index.html").read_text()
+    assert "see [this](http://x) **now** # _here_" in page  # HTML: text, never markup
 
 
-def _refused(capsys, board: Path, sweep_dir: Path, expected: str) -> None:
-    before = sorted(p.name for p in (board / "entries").iterdir())
-    code, out, err = _cli(capsys, board, "add", str(sweep_dir))
-    assert code == 2 and err.startswith("orbitbench: ") and err.count("\n") == 1, err
-    assert expected in err
-    assert sorted(p.name for p in (board / "entries").iterdir()) == before  # nothing written
+def test_check_fails_when_a_rendering_is_stale(board, capsys):
+    (board / "index.html").write_text((board / "index.html").read_text().replace("paper_mlp", "paper_mlq"))
+    code, _, err = _cli(capsys, board, "check")
+    assert code == 2 and "index.html is out of date" in err
 
 
-def test_add_refuses_incomplete_malformed_or_foreign_sweeps(board, tmp_path, capsys):
-    incomplete = _sweep_dir(tmp_path)
-    (incomplete / "cells" / "paper_mlp-n4-c7-s0" / "record.json").unlink()
-    _refused(capsys, board, incomplete, "incomplete for paper_mlp: 1 cells have no result (e.g. paper_mlp-n4-c7-s0)")
-
-    malformed = _sweep_dir(tmp_path, spc=31, overrides={(2, 3): {"out_test_acc": 1.5}})
-    _refused(capsys, board, malformed, "record.json: metrics.out_test_acc: Input should be less than or equal to 1")
-
-    _refused(capsys, board, tmp_path, "is not a sweep directory")
-
-    # Same track, other images: the track's protocol would no longer be one protocol.
-    other_protocol = _sweep_dir(tmp_path, spc=50)
-    _refused(capsys, board, other_protocol, "protocol.data differs")
+# ---- add refuses --------------------------------------------------------------------------------
 
 
-def test_entry_parse_error_is_an_orbitbench_error():
-    with pytest.raises(OrbitbenchError, match=r"^x\.json: param_count"):
-        data = json.loads((FIXTURES / "entries" / ALPHA).read_text())
-        data["param_count"] = 0
-        leaderboard.parse_entry(json.dumps(data), "x.json")
+def _copy_sweep(tmp_path: Path) -> Path:
+    root = tmp_path / "sweep"
+    shutil.copytree(SWEEP, root)
+    return root
+
+
+def test_add_refuses_a_cell_whose_data_differs_from_the_track_naming_the_setting(tmp_path, capsys):
+    root = tmp_path / "board"
+    (root / "entries").mkdir(parents=True)
+    sweep = _copy_sweep(tmp_path)
+    record = sweep / "cells" / "paper_mlp-n2-c3-s0" / "record.json"
+    _edit(record, _set("data", "hparams", "in_test_fraction", 0.5))
+    code, _, err = _cli(capsys, root, "add", str(sweep), "--model", "paper_mlp")
+    assert code == 2 and err.count("\n") == 1
+    assert "ran different data.in_test_fraction (0.5 vs 0.1)" in err or "data.in_test_fraction is 0.5" in err, err
+    assert list((root / "entries").iterdir()) == []
+    _edit(record, _set("data", "hparams", "in_test_fraction", 0.1))
+    for r in (sweep / "cells").glob("paper_mlp-*/record.json"):
+        _edit(r, _set("data", "hparams", "in_test_fraction", 0.2))
+    code, _, err = _cli(capsys, root, "add", str(sweep), "--model", "paper_mlp")
+    assert code == 2 and "a cell's data.in_test_fraction is 0.2, the track's is 0.1; it is not track 'tiny-rot'" in err
+
+
+def test_add_refuses_an_incomplete_sweep_and_bad_free_text(tmp_path, capsys):
+    root = tmp_path / "board"
+    (root / "entries").mkdir(parents=True)
+    sweep = _copy_sweep(tmp_path)
+    shutil.rmtree(sweep / "cells" / "cnn_gap-n4-c7-s1")
+    code, _, err = _cli(capsys, root, "add", str(sweep), "--model", "cnn_gap")
+    assert code == 2 and "incomplete for cnn_gap: 1 cells have no result (e.g. cnn_gap-n4-c7-s1)" in err
+    code, _, err = _cli(capsys, root, "add", str(sweep), "--model", "paper_mlp", "--notes", "two\nlines")
+    assert code == 2 and "notes: must be one plain line" in err and list((root / "entries").iterdir()) == []
+
+
+# ---- kernel predictions ------------------------------------------------------------------------
+
+
+def test_kernel_predictions_are_aggregated_shown_and_plotted(tmp_path, capsys):
+    sweep = _copy_sweep(tmp_path)
+    expected: dict[int, dict[str, list[float]]] = {}
+    for i, path in enumerate(sorted((sweep / "cells").glob("paper_mlp-*/record.json"))):
+        record = json.loads(path.read_text())
+        values = {"infinite": 0.1 + 0.05 * i, "init": 0.3 + 0.01 * i, "trained": 0.5}
+        record["callbacks"]["EmpiricalNTKCallback"] = {
+            "predictors": {k: {"spectral_out_test_acc": v, "other": 1} for k, v in values.items()}}
+        path.write_text(json.dumps(record))
+        for k, v in values.items():
+            expected.setdefault(record["data"]["n_poses"], {}).setdefault(k, []).append(v)
+    root = tmp_path / "board"
+    (root / "entries").mkdir(parents=True)
+    assert _cli(capsys, root, "add", str(sweep))[0] == 0
+    assert _cli(capsys, root, "build")[0] == 0
+    entry = json.loads((root / "entries" / MLP).read_text())
+    for result in entry["results"]:
+        for name, values in expected[result["n_poses"]].items():
+            assert result["predicted"][name]["mean"] == pytest.approx(np.mean(values), abs=1e-6)
+    gap = json.loads((root / "entries" / GAP).read_text())
+    assert all(r["predicted"] == {} for r in gap["results"])
+    rows = {r["Entry"]: r for r in _tables((root / "README.md").read_text())["tiny-rot"]}
+    means = {k: np.mean([np.mean(expected[n][k]) for n in expected]) for k in ("infinite", "init")}
+    assert rows["paper_mlp"]["pred. infinite"] == f"{means['infinite']:.3f}" and rows["paper_mlp"]["pred. init"] == f"{means['init']:.3f}"
+    assert rows["cnn_gap"]["pred. infinite"] == ""
+    page = (root / "index.html").read_text()
+    assert 'data-plot="predicted_vs_actual"' in page
+    for n, by_name in expected.items():
+        out = [r["out_test"]["mean"] for r in entry["results"] if r["n_poses"] == n][0]
+        assert f'data-entry="paper_mlp" data-predictor="infinite" data-n="{n}" data-x="{np.mean(by_name["infinite"]):.6f}" data-y="{out:.6f}"' in page
+    # Forging a prediction is caught like any other number.
+    _edit(root / "entries" / MLP, _set("results", 0, "predicted", "init", "mean", 0.9))
+    code, _, err = _cli(capsys, root, "check")
+    assert code == 2 and "results (n_poses=2).predicted does not match the cells" in err
+
+
+# ---- the repository's leaderboard --------------------------------------------------------------
 
 
 def test_repository_leaderboard_is_valid_and_rendered(capsys):
-    """The committed entries pass the schema and README.md matches them (`leaderboard check`)."""
-    code, out, err = _cli(capsys, REPO_LEADERBOARD, "check")
+    """The committed entries are recomputed from their cells; README.md and index.html match them."""
+    code, out, err = _cli(capsys, REPO / "leaderboard", "check", sweeps=REPO / "sweeps")
     assert code == 0, err
+
+
+def test_the_track_files_define_their_protocols():
+    from orbitbench.leaderboard.integrity import load_tracks
+
+    tracks = load_tracks(REPO / "sweeps")
+    assert {"mnist5k-quick", "mnist5k-cpu"} <= set(tracks)
+    cpu = tracks["mnist5k-cpu"].protocol
+    assert cpu.leave_out_classes == list(range(10)) and cpu.n_poses == [2, 4, 8, 16]
+
+
+def test_parse_entry_error_is_one_orbitbench_line():
+    with pytest.raises(OrbitbenchError, match=r"^x\.json: not valid JSON"):
+        leaderboard.parse_entry('{"name": ', "x.json")

@@ -1,0 +1,249 @@
+"""The leaderboard commands as plain typed functions (any front end can expose them), and the
+`orbitbench leaderboard ...` argparse wiring.
+
+    add(sweep_dir, ...)   validate a finished sweep against its track and write its entries
+    build(...)            README.md (Markdown), index.html (static page), out_test_vs_angles.png
+    check(...)            recompute every entry from its cells; README.md and index.html up to date
+    verify(entry, cells)  re-run randomly chosen cells and record how far they are from the entry
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from orbitbench.errors import OrbitbenchError
+from orbitbench.io import atomic_write_bytes, atomic_write_text, git_commit, one_line_validation_error
+from orbitbench.leaderboard import integrity
+from orbitbench.leaderboard.schema import Entry, Provenance, Verified
+
+DEFAULT_ROOT = Path("leaderboard")
+DEFAULT_SWEEPS = Path("sweeps")
+README, PAGE, FIGURE = "README.md", "index.html", "out_test_vs_angles.png"
+
+
+# ---- reading -----------------------------------------------------------------------------------
+
+
+def parse_entry(text: str, source: str) -> Entry:
+    try:
+        return Entry.model_validate_json(text)
+    except ValidationError as error:
+        raise OrbitbenchError(one_line_validation_error(source, error)) from None
+
+
+def check_collection(entries: dict[str, Entry], tracks: dict[str, integrity.Track]) -> None:
+    """Each entry against its track and its own cells first, then across entries (duplicates)."""
+    seen: dict[tuple[str, str], str] = {}
+    for path, entry in entries.items():
+        if Path(path).name != entry.file_name:
+            raise OrbitbenchError(f"{path}: file name must be {entry.file_name!r} (<track>__<name>.json)")
+        integrity.check_entry(entry, path, tracks[entry.track].protocol if entry.track in tracks else None)
+        key = (entry.track, integrity.effective_config(entry))
+        if key in seen:
+            raise OrbitbenchError(f"{path}: duplicate of {seen[key]} (same track, model and effective configuration); remove one")
+        seen[key] = path
+
+
+def load_entries(root: Path, sweeps: Path = DEFAULT_SWEEPS) -> dict[str, Entry]:
+    """Every `root/entries/*.json`, validated alone, against its track and together; path -> entry."""
+    folder = Path(root) / "entries"
+    if not folder.is_dir():
+        raise OrbitbenchError(f"{folder} does not exist: expected the leaderboard folder with entries/*.json")
+    entries = {str(path): parse_entry(path.read_text(), str(path)) for path in sorted(folder.glob("*.json"))}
+    check_collection(entries, integrity.load_tracks(sweeps))
+    return entries
+
+
+# ---- add ---------------------------------------------------------------------------------------
+
+
+def entry_from_sweep(sweep_dir: Path, model: str, tracks: dict[str, integrity.Track], name: str | None = None,
+                     **metadata) -> Entry:
+    """Summarise one model's finished cells; the protocol is what the cells ran, checked against the track."""
+    from orbitbench.models import builder_path
+    from orbitbench.models._registry import invariance
+    from orbitbench.record import RECORD_FILE, load_record
+    from orbitbench.sweep.results import cell_dir, read_sweep_dir
+
+    state = read_sweep_dir(sweep_dir)  # every finished record must be its cell's
+    spec = state.spec
+    if model not in spec.grid.model:
+        raise OrbitbenchError(f"model {model!r} is not in {state.root}'s grid ({', '.join(spec.grid.model)})")
+    missing = [cell.cell_id for cell in state.missing if cell.model == model]
+    if missing:
+        raise OrbitbenchError(f"sweep {state.root} is incomplete for {model}: {len(missing)} cells have no result "
+                              f"(e.g. {missing[0]}); finish it with `orbitbench sweep run` first")
+    cells = [integrity.cell_from_record(c.cell_id, load_record(cell_dir(state.root, c) / RECORD_FILE))
+             for c in spec.cells() if c.model == model]
+    source = f"sweep {state.root}"
+    if spec.track not in tracks:
+        raise OrbitbenchError(f"{source}: track {spec.track!r} is not defined by any sweeps/*.yaml")
+    protocol = integrity.protocol_from_cells(cells, source)
+    difference = integrity.differing_setting(protocol, tracks[spec.track].protocol)
+    if difference:
+        raise OrbitbenchError(f"{source}: a cell's {difference}; it is not track {spec.track!r}")
+    results, score = integrity.recompute(cells)
+    commits = {c.git_commit for c in cells}
+    metadata = {k: v for k, v in metadata.items() if v is not None}
+    metadata.setdefault("invariance", invariance(model))
+    try:
+        return Entry(
+            name=name or model.replace(":", "_").replace("(", "_").replace(")", ""),
+            model=model, builder=builder_path(model), config=spec.training_config(model),
+            param_count=cells[0].model.n_params, track=spec.track, protocol=protocol, score=score, results=results,
+            provenance=Provenance(orbitbench=cells[0].versions.get("orbitbench", "unknown"),
+                                  git_commit=commits.pop() if len(commits) == 1 else None, versions=cells[0].versions),
+            sweep=spec.name, date=max(c.finished for c in cells).date(), cells=cells, **metadata,
+        )
+    except ValidationError as error:
+        raise OrbitbenchError(one_line_validation_error(f"entry for {model} from {state.root}", error)) from None
+
+
+def add(sweep_dir: Path, models: Sequence[str] | None = None, name: str | None = None, notes: str = "",
+        authors: Sequence[str] = (), paper: str | None = None, code: str | None = None, method: str = "supervised",
+        invariance: str | None = None, replace: bool = False, root: Path = DEFAULT_ROOT,
+        sweeps: Path = DEFAULT_SWEEPS) -> list[Path]:
+    """Write one entry per model of a finished sweep; every entry is checked (alone and with the
+    existing ones) before any is written. `invariance` defaults to the registry's (`none`,
+    `built-in:c4` for `c4_pooled(...)`)."""
+    from orbitbench.sweep.results import read_spec
+
+    tracks = integrity.load_tracks(sweeps)
+    models = list(models or read_spec(Path(sweep_dir)).grid.model)
+    if name and len(models) != 1:
+        raise OrbitbenchError(f"--name needs exactly one --model (the sweep has {', '.join(models)})")
+    new = [entry_from_sweep(Path(sweep_dir), m, tracks, name, notes=notes, authors=list(authors), paper=paper,
+                            code=code, method=method, invariance=invariance) for m in models]
+    existing = load_entries(root, sweeps)
+    folder = Path(root) / "entries"
+    targets = {str(folder / entry.file_name): entry for entry in new}
+    if len(targets) != len(new):
+        raise OrbitbenchError("two models of this sweep map to the same entry name; add them one by one with --name")
+    for path in targets:
+        if path in existing and not replace:
+            raise OrbitbenchError(f"{path} already exists; pass --replace to overwrite it or --name for another entry")
+    check_collection({**existing, **targets}, tracks)
+    for path, entry in targets.items():
+        write_entry(Path(path), entry)
+    return [Path(path) for path in targets]
+
+
+def write_entry(path: Path, entry: Entry) -> None:
+    atomic_write_text(path, entry.model_dump_json(indent=1) + "\n")
+
+
+# ---- build / check / verify ---------------------------------------------------------------------
+
+
+def rendered(entries: dict[str, Entry], sweeps: Path) -> dict[str, str]:
+    """File name -> text of every rendering that `check` compares (the PNG is not compared)."""
+    from orbitbench.leaderboard.render import render_html, render_readme
+
+    about = {name: " ".join(track.description.split()) for name, track in integrity.load_tracks(sweeps).items()}
+    return {README: render_readme(entries, about), PAGE: render_html(entries, about)}
+
+
+def build(root: Path = DEFAULT_ROOT, sweeps: Path = DEFAULT_SWEEPS) -> list[Path]:
+    """Check every entry, then write README.md, index.html and out_test_vs_angles.png."""
+    from orbitbench.leaderboard.render import render_figure
+
+    entries = load_entries(root, sweeps)
+    written = []
+    for file, text in rendered(entries, sweeps).items():
+        atomic_write_text(Path(root) / file, text)
+        written.append(Path(root) / file)
+    atomic_write_bytes(Path(root) / FIGURE, render_figure(entries))
+    return [*written, Path(root) / FIGURE]
+
+
+def check(root: Path = DEFAULT_ROOT, sweeps: Path = DEFAULT_SWEEPS) -> int:
+    """What CI runs: every entry recomputed from its cells, and the renderings up to date."""
+    entries = load_entries(root, sweeps)
+    for file, text in rendered(entries, sweeps).items():
+        path = Path(root) / file
+        if not path.is_file() or path.read_text() != text:
+            raise OrbitbenchError(f"{path} is out of date with {Path(root) / 'entries'}; run `orbitbench leaderboard build`")
+    return len(entries)
+
+
+def verify(entry: Path, cells: int = 2, tolerance: float = 0.0, seed: int | None = None,
+           sweeps: Path = DEFAULT_SWEEPS) -> Verified:
+    """Re-run `cells` randomly chosen cells of `entry` on this machine and record the result in it.
+
+    CPU runs with the entry's seeds and package versions are bit-identical (`tolerance` 0); a
+    difference above `tolerance` is an error and the entry is left unchanged.
+    """
+    path = Path(entry)
+    if not path.is_file():
+        raise OrbitbenchError(f"{path}: no such entry file")
+    parsed = parse_entry(path.read_text(), str(path))
+    tracks = integrity.load_tracks(sweeps)
+    integrity.check_entry(parsed, str(path), tracks[parsed.track].protocol if parsed.track in tracks else None)
+    ids, worst = integrity.verify_cells(parsed, cells, rng=random.Random(seed))
+    if worst > tolerance:
+        raise OrbitbenchError(f"{path}: re-running {', '.join(ids)} differs by up to {worst:.3g} (tolerance {tolerance:g}); not verified")
+    verified = Verified(date=dt.date.today(), cells=ids, max_abs_diff=worst, tolerance=tolerance, commit=git_commit())
+    write_entry(path, parsed.model_copy(update={"verified": verified}))
+    return verified
+
+
+# ---- argparse wiring -------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orbitbench leaderboard", description="validated leaderboard entries")
+    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="leaderboard folder (default: leaderboard)")
+    parser.add_argument("--sweeps", type=Path, default=DEFAULT_SWEEPS, help="folder of track sweep files (default: sweeps)")
+    sub = parser.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("add", help="validate a finished sweep and write its entries")
+    a.add_argument("sweep_dir", type=Path)
+    a.add_argument("--model", action="append", dest="models", help="only this model of the sweep (repeatable)")
+    a.add_argument("--name", help="entry name (default: the model name); needs one --model")
+    a.add_argument("--notes", default="", help="one plain line shown under the track's table")
+    a.add_argument("--author", action="append", dest="authors", default=[], help="an author (repeatable)")
+    a.add_argument("--paper", help="link to the paper (https://...)")
+    a.add_argument("--code", help="link to the code (https://...)")
+    a.add_argument("--method", default="supervised", help="training procedure / architecture family (default: supervised)")
+    a.add_argument("--invariance", help="none or built-in:<group> (default: the model registry's)")
+    a.add_argument("--replace", action="store_true", help="overwrite an existing entry of the same name")
+    sub.add_parser("build", help="render README.md, index.html and out_test_vs_angles.png from the entries")
+    sub.add_parser("check", help="recompute every entry from its cells; renderings up to date")
+    v = sub.add_parser("verify", help="re-run randomly chosen cells of an entry and record the result")
+    v.add_argument("entry", type=Path)
+    v.add_argument("--cells", type=int, default=2, help="how many cells to re-run (default 2)")
+    v.add_argument("--tolerance", type=float, default=0.0, help="largest accepted |difference| (default 0: bit-identical)")
+    v.add_argument("--seed", type=int, help="seed of the cell choice (default: random)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        if args.command == "add":
+            paths = add(args.sweep_dir, args.models, args.name, args.notes, args.authors, args.paper, args.code,
+                        args.method, args.invariance, args.replace, args.root, args.sweeps)
+            for path in paths:
+                print(f"wrote {path}")
+            print("now run `orbitbench leaderboard build` and commit the entry with the rendered README.md and index.html")
+        elif args.command == "build":
+            print("wrote " + ", ".join(str(p) for p in build(args.root, args.sweeps)))
+        elif args.command == "check":
+            print(f"{check(args.root, args.sweeps)} entries valid")
+        elif args.command == "verify":
+            done = verify(args.entry, args.cells, args.tolerance, args.seed, args.sweeps)
+            print(f"verified {args.entry}: {', '.join(done.cells)} re-run, max |difference| {done.max_abs_diff:.3g}")
+    except OrbitbenchError as error:
+        print(f"orbitbench: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

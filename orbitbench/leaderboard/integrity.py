@@ -1,0 +1,325 @@
+"""Everything an entry claims, derived again from its cells: `recompute`, `check_entry`, `verify`.
+
+The cells are the evidence (copied from the run records); the protocol, the per-order
+statistics, the score and the parameter count are recomputed from them and from the model
+registry, never taken from a sweep file's claims. `verify` re-runs cells and compares.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import random
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from orbitbench.errors import OrbitbenchError
+from orbitbench.leaderboard.intervals import clip, t_interval, unit_scores
+from orbitbench.leaderboard.schema import PREDICTORS, Cell, Entry, Interval, PoseResult, Protocol, Stat
+from orbitbench.record import RunRecord
+from orbitbench.stats import mean_std
+from orbitbench.sweep.spec import PROTOCOL_DATA_KEYS_EXCLUDED, SweepSpec, load_sweep_file
+
+# DataModule settings that are not the protocol: the grid's own axes and how data is loaded.
+NOT_PROTOCOL = {"leave_out_class", "download", *PROTOCOL_DATA_KEYS_EXCLUDED}
+# What the empirical-NTK callback's record summary holds per predictor.
+NTK_CALLBACK, NTK_PREDICTED = "EmpiricalNTKCallback", "spectral_out_test_acc"
+
+
+# ---- the track ---------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists etc.: settings compared as they read back from JSON."""
+    return json.loads(json.dumps(value))
+
+
+def _protocol_data(datamodule: str, hparams: dict[str, Any]) -> dict[str, Any]:
+    from orbitbench.datamodules import datamodule_class
+
+    order = datamodule_class(datamodule).order_argument
+    return _plain({k: v for k, v in sorted(hparams.items()) if k not in NOT_PROTOCOL and k != order})
+
+
+def track_protocol(spec: SweepSpec) -> Protocol:
+    """The protocol a track's sweep file sets: every DataModule setting (defaults included)."""
+    data = {k.removeprefix("data."): v for k, v in spec.fit.items() if k.startswith("data.") and "." not in k[5:]}
+    module = spec.datamodule_class(**{spec.order_argument: spec.n_poses[0], "leave_out_class": spec.grid.leave_out_class[0], **data})
+    hparams = {k: v for k, v in module.hparams.items() if not k.startswith("_")}
+    return Protocol(datamodule=spec.datamodule, n_poses=sorted(spec.n_poses),
+                    leave_out_classes=sorted(spec.grid.leave_out_class), seeds=sorted(spec.grid.seed),
+                    data=_protocol_data(spec.datamodule, hparams))
+
+
+@dataclass(frozen=True)
+class Track:
+    """A track as its sweep file defines it: the protocol and the one-line description shown."""
+
+    path: Path
+    protocol: Protocol
+    description: str
+
+
+def load_tracks(sweeps: Path) -> dict[str, Track]:
+    """Track name -> Track, from `sweeps/*.yaml`; several sweep files of one track must agree."""
+    tracks: dict[str, Track] = {}
+    for path in sorted(Path(sweeps).glob("*.yaml")):
+        spec = load_sweep_file(path)
+        protocol = track_protocol(spec)
+        if spec.track in tracks and tracks[spec.track].protocol != protocol:
+            raise OrbitbenchError(f"{path}: track {spec.track!r} is also defined by {tracks[spec.track].path} with another protocol")
+        tracks.setdefault(spec.track, Track(path, protocol, spec.description))
+    return tracks
+
+
+def differing_setting(found: Protocol, expected: Protocol) -> str | None:
+    """`field` or `data.key` of the first difference, with both values; None when equal."""
+    if found.datamodule != expected.datamodule:
+        return f"protocol.datamodule is {found.datamodule!r}, the track's is {expected.datamodule!r}"
+    for key in sorted(set(found.data) | set(expected.data)):
+        if found.data.get(key, "<unset>") != expected.data.get(key, "<unset>"):
+            return f"data.{key} is {found.data.get(key, '<unset>')!r}, the track's is {expected.data.get(key, '<unset>')!r}"
+    for field in ("n_poses", "leave_out_classes", "seeds"):
+        if getattr(found, field) != getattr(expected, field):
+            return f"protocol.{field} is {getattr(found, field)!r}, the track's is {getattr(expected, field)!r}"
+    return None
+
+
+# ---- cells -------------------------------------------------------------------------------------
+
+
+def cell_from_record(cell_id: str, record: RunRecord) -> Cell:
+    """What an entry keeps of one run record: settings, measurements, provenance."""
+    summary = record.callbacks.get(NTK_CALLBACK, {}).get("predictors", {})
+    predicted = {name: float(summary[name][NTK_PREDICTED]) for name in PREDICTORS
+                 if isinstance(summary.get(name), dict) and summary[name].get(NTK_PREDICTED) is not None}
+    return Cell(cell=cell_id, seed=record.seeds.seed_everything if record.seeds.seed_everything is not None else -1,
+                model=record.model, data=record.data, metrics=record.metrics, predicted=predicted,
+                epochs=record.epochs, global_step=record.global_step, wall_time_s=record.wall_time_s,
+                git_commit=record.git_commit, versions=record.versions, finished=record.finished)
+
+
+def protocol_from_cells(cells: Sequence[Cell], source: str) -> Protocol:
+    """The protocol the cells actually ran; cells that disagree on a data setting are refused."""
+    first = cells[0]
+    data = _protocol_data(first.data.datamodule, first.data.hparams)
+    for cell in cells:
+        if cell.data.datamodule != first.data.datamodule:
+            raise OrbitbenchError(f"{source}: cell {cell.cell} ran {cell.data.datamodule}, cell {first.cell} {first.data.datamodule}")
+        other = _protocol_data(cell.data.datamodule, cell.data.hparams)
+        for key in sorted(set(data) | set(other)):
+            if data.get(key) != other.get(key):
+                raise OrbitbenchError(f"{source}: cells {first.cell} and {cell.cell} ran different data.{key} "
+                                      f"({data.get(key)!r} vs {other.get(key)!r})")
+    return Protocol(datamodule=first.data.datamodule, n_poses=sorted({c.n_poses for c in cells}),
+                    leave_out_classes=sorted({c.leave_out_class for c in cells}), seeds=sorted({c.seed for c in cells}),
+                    data=data)
+
+
+def check_grid(cells: Sequence[Cell], protocol: Protocol, source: str) -> None:
+    """Exactly one cell per (group order, leave-out class, seed) of the protocol."""
+    want = {(n, c, s) for n in protocol.n_poses for c in protocol.leave_out_classes for s in protocol.seeds}
+    have: dict[tuple[int, int, int], str] = {}
+    for cell in cells:
+        key = (cell.n_poses, cell.leave_out_class, cell.seed)
+        if key in have:
+            raise OrbitbenchError(f"{source}: cells {have[key]} and {cell.cell} are the same grid cell {key}")
+        have[key] = cell.cell
+    missing = sorted(want - set(have))
+    if missing:
+        raise OrbitbenchError(f"{source}: no cell for (n_poses, leave_out_class, seed) {missing[0]} ({len(missing)} missing)")
+
+
+# ---- aggregates ----------------------------------------------------------------------------------
+
+
+def _stat(values: list[float]) -> Stat:
+    mean, std, n = mean_std(values)
+    return Stat(mean=round(mean, 6), std=round(std, 6), n=n)
+
+
+def recompute(cells: Sequence[Cell]) -> tuple[list[PoseResult], Interval]:
+    """Per-order statistics and the score (out-test averaged over orders per unit, 95% t-interval)."""
+    results = []
+    for n in sorted({c.n_poses for c in cells}):
+        group = [c for c in cells if c.n_poses == n]
+        train = [c.metrics.train_acc for c in group if c.metrics.train_acc is not None]
+        predicted = {p: _stat([c.predicted[p] for c in group]) for p in PREDICTORS if all(p in c.predicted for c in group)}
+        results.append(PoseResult(
+            n_poses=n, train=_stat(train) if len(train) == len(group) else None,
+            in_test=_stat([c.metrics.in_test_acc for c in group]),
+            out_test=_stat([c.metrics.out_test_acc for c in group]), predicted=predicted,
+        ))
+    units = unit_scores(cell_units(cells))
+    mean, low, high = t_interval(list(units.values()))
+    score = Interval(mean=round(mean, 6), low=round(max(0.0, clip(low)), 6), high=round(min(1.0, clip(high)), 6), n=len(units))
+    return results, score
+
+
+def cell_units(cells: Sequence[Cell]) -> list[tuple[tuple[int, int], int, float]]:
+    return [((c.leave_out_class, c.seed), c.n_poses, c.metrics.out_test_acc) for c in cells]
+
+
+def built_param_count(model: str, kwargs: dict[str, Any] | None) -> int:
+    """Build the model from the registry and count its parameters (unknown names raise)."""
+    from orbitbench.models import create_model
+
+    return sum(p.numel() for p in create_model(model, **(kwargs or {})).parameters())
+
+
+def _config_key_error(key: str, datamodule: str) -> str | None:
+    """Why `key` is not an `orbitbench fit` setting (None when it is one)."""
+    import lightning as L
+
+    from orbitbench.datamodules import datamodule_class
+    from orbitbench.module import OrbitClassifier
+
+    if key in ("config_file", "config_file_content", "seed_everything"):
+        return None
+    head, _, rest = key.partition(".")
+    first = rest.split(".")[0].rstrip("+")
+    known = {"trainer": L.Trainer.__init__, "model": OrbitClassifier.__init__}
+    if head == "data":
+        cls = datamodule_class(datamodule)
+        params = set(inspect.signature(cls.__init__).parameters) | set(inspect.signature(cls.__mro__[1].__init__).parameters)
+    elif head in known:
+        params = set(inspect.signature(known[head]).parameters)
+    else:
+        return f"{key!r} is not an `orbitbench fit` setting (expected trainer.*, model.*, data.*)"
+    return None if first in params - {"self", "kwargs"} else f"{key!r} is not an `orbitbench fit` setting"
+
+
+def check_entry(entry: Entry, source: str, track: Protocol | None) -> None:
+    """Re-derive what `entry` claims from its cells and the registry; one line naming the first mismatch."""
+    if track is None:
+        raise OrbitbenchError(f"{source}: track {entry.track!r} is not defined by any sweeps/*.yaml")
+    found = protocol_from_cells(entry.cells, source)
+    difference = differing_setting(found, track)
+    if difference:
+        raise OrbitbenchError(f"{source}: the cells' {difference}; a new protocol needs a new track")
+    if entry.protocol != found:
+        raise OrbitbenchError(f"{source}: protocol does not match the cells ({differing_setting(entry.protocol, found)})")
+    check_grid(entry.cells, found, source)
+    from orbitbench.models import builder_path
+
+    try:
+        builder = builder_path(entry.model)
+        params = built_param_count(entry.model, entry.cells[0].model.backbone_kwargs)
+    except OrbitbenchError as error:
+        raise OrbitbenchError(f"{source}: model: {error}") from None
+    if entry.builder != builder:
+        raise OrbitbenchError(f"{source}: builder is {entry.builder!r} but {entry.model!r} is built by {builder!r}")
+    for cell in entry.cells:
+        if cell.model.backbone != entry.model:
+            raise OrbitbenchError(f"{source}: cell {cell.cell} trained {cell.model.backbone!r}, not model {entry.model!r}")
+        if cell.model.n_params != params:
+            raise OrbitbenchError(f"{source}: cell {cell.cell} reports {cell.model.n_params} parameters; {entry.model} has {params}")
+    if entry.param_count != params:
+        raise OrbitbenchError(f"{source}: param_count is {entry.param_count} but building {entry.model} gives {params}")
+    for key, value in entry.config.items():
+        error = _config_key_error(key, found.datamodule)
+        if error:
+            raise OrbitbenchError(f"{source}: config: {error}")
+    check_budget(entry, source)
+    results, score = recompute(entry.cells)
+    for mine, theirs in zip(entry.results, results):
+        for field in PoseResult.model_fields:
+            if getattr(mine, field) != getattr(theirs, field):
+                raise OrbitbenchError(f"{source}: results (n_poses={theirs.n_poses}).{field} does not match the cells "
+                                      f"(recomputed {_short(getattr(theirs, field))}, entry says {_short(getattr(mine, field))})")
+    if len(entry.results) != len(results):
+        raise OrbitbenchError(f"{source}: results has {len(entry.results)} group orders, the cells {len(results)}")
+    if entry.score != score:
+        raise OrbitbenchError(f"{source}: score does not match the cells (recomputed {_short(score)}, entry says {_short(entry.score)})")
+
+
+def check_budget(entry: Entry, source: str) -> None:
+    """The training budget in `config` is the one the cells ran: steps when `trainer.max_steps` is
+    set (the run stops there), else epochs; and the batch size."""
+    steps, epochs = entry.config.get("trainer.max_steps", -1), entry.config.get("trainer.max_epochs")
+    for cell in entry.cells:
+        if isinstance(steps, int) and steps > 0:
+            if cell.global_step != steps:
+                raise OrbitbenchError(f"{source}: config trainer.max_steps is {steps} but cell {cell.cell} trained {cell.global_step} steps")
+        elif epochs is not None and cell.epochs != epochs:
+            raise OrbitbenchError(f"{source}: config trainer.max_epochs is {epochs} but cell {cell.cell} trained {cell.epochs} epochs")
+        batch = entry.config.get("data.batch_size")
+        if batch is not None and cell.data.hparams.get("batch_size") != batch:
+            raise OrbitbenchError(f"{source}: config data.batch_size is {batch} but cell {cell.cell} used {cell.data.hparams.get('batch_size')}")
+
+
+def _short(value: Any) -> str:
+    from pydantic_core import to_jsonable_python
+
+    return json.dumps(to_jsonable_python(value), separators=(",", ":"))
+
+
+def effective_config(entry: Entry) -> str:
+    """What decides an entry's training besides the protocol: model, builder arguments and settings."""
+    config = {k: v for k, v in entry.config.items() if k != "config_file"}
+    return json.dumps([entry.model, entry.cells[0].model.backbone_kwargs, config], sort_keys=True)
+
+
+# ---- verify ------------------------------------------------------------------------------------
+
+
+def rerun_spec(entry: Entry) -> tuple[SweepSpec, Any]:
+    """A one-model sweep that runs the entry's cells again (the protocol's data, the entry's settings),
+    and the content of the entry's config file (None if it had none)."""
+    from orbitbench.datamodules import datamodule_class
+
+    order = datamodule_class(entry.protocol.datamodule).order_argument
+    settings = {k: v for k, v in entry.config.items() if k not in ("config_file", "config_file_content")}
+    spec = {
+        "name": entry.sweep, "track": entry.track, "datamodule": entry.protocol.datamodule,
+        "grid": {"model": [entry.model], order: entry.protocol.n_poses,
+                 "leave_out_class": entry.protocol.leave_out_classes, "seed": entry.protocol.seeds},
+        "fit": {**{f"data.{k}": v for k, v in entry.protocol.data.items()}, **settings},
+    }
+    return SweepSpec.model_validate(spec), entry.config.get("config_file_content")
+
+
+def verify_cells(entry: Entry, k: int, workdir: Path | None = None, rng: random.Random | None = None) -> tuple[list[str], float]:
+    """Re-run `k` randomly chosen cells in this process; (their ids, largest |difference| of any metric)."""
+    from orbitbench.record import load_record
+    from orbitbench.sweep.cell import execute_cell
+    from orbitbench.sweep.results import cell_dir
+
+    if not 1 <= k <= len(entry.cells):
+        raise OrbitbenchError(f"--cells must be between 1 and {len(entry.cells)} (the entry's cells), got {k}")
+    spec, config_content = rerun_spec(entry)
+    chosen = sorted((rng or random.Random()).sample(entry.cells, k), key=lambda c: c.cell)
+    with tempfile.TemporaryDirectory(prefix="orbitbench-verify-", dir=workdir) as tmp:
+        root = Path(tmp)
+        if config_content is not None:
+            config_path = root / "config.yaml"
+            config_path.write_text(yaml.safe_dump(config_content))
+            spec = spec.model_copy(update={"config_files": {entry.model: str(config_path)}})
+        worst = 0.0
+        for cell in chosen:
+            grid_cell = next(c for c in spec.cells() if (c.n_poses, c.leave_out_class, c.seed) == (cell.n_poses, cell.leave_out_class, cell.seed))
+            outcome = execute_cell(spec, root, grid_cell, in_process=True)
+            if outcome.status != "ran":
+                raise OrbitbenchError(f"re-running {cell.cell} failed: {outcome.message}")
+            again = cell_from_record(cell.cell, load_record(cell_dir(root, grid_cell)))
+            worst = max(worst, max_metric_difference(cell, again))
+    return [c.cell for c in chosen], worst
+
+
+def max_metric_difference(a: Cell, b: Cell) -> float:
+    """Largest |a - b| over train, in-test, out-test and predicted accuracies (inf if one lacks it)."""
+    pairs = [(a.metrics.train_acc, b.metrics.train_acc), (a.metrics.in_test_acc, b.metrics.in_test_acc),
+             (a.metrics.out_test_acc, b.metrics.out_test_acc)]
+    pairs += [(a.predicted.get(p), b.predicted.get(p)) for p in set(a.predicted) | set(b.predicted)]
+    worst = 0.0
+    for x, y in pairs:
+        if (x is None) != (y is None):
+            return float("inf")
+        if x is not None:
+            worst = max(worst, abs(x - y))
+    return worst

@@ -1,0 +1,224 @@
+"""The leaderboard rendered three ways from one table model: README.md, index.html, a PNG figure.
+
+`track_tables` computes everything shown (score intervals, the paired difference to the
+baseline, rank ranges, kernel predictions) once; the Markdown and the HTML only format it. The
+HTML page is self-contained (inline CSS, inline SVG plots, a few lines of inline script for
+sorting): it opens from a file without network.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from dataclasses import dataclass
+
+from orbitbench.leaderboard import integrity
+from orbitbench.leaderboard.intervals import clip, paired_difference, rank_ranges, unit_scores
+from orbitbench.leaderboard.schema import Entry
+from orbitbench.leaderboard.page import PAGE
+from orbitbench.leaderboard.svg import accuracy_svg, predicted_svg
+
+BASELINE = "paper_mlp"
+FIGURE = "out_test_vs_angles.png"
+SHOWN_PREDICTORS = ("infinite", "init")
+
+
+@dataclass
+class Row:
+    """One entry as shown: its entry plus the numbers that depend on the rest of its track."""
+
+    entry: Entry
+    ranks: tuple[int, int]
+    diff: tuple[float, float, float] | None  # entry - baseline, paired by unit: mean, low, high
+
+    @property
+    def rank(self) -> str:
+        best, worst = self.ranks
+        return str(best) if best == worst else f"{best}–{worst}"
+
+
+def track_tables(entries: dict[str, Entry]) -> dict[str, list[Row]]:
+    """Track -> rows ranked by mean score (ties: name), with rank ranges and baseline differences."""
+    tracks: dict[str, list[Entry]] = {}
+    for entry in entries.values():
+        tracks.setdefault(entry.track, []).append(entry)
+    tables = {}
+    for track, group in sorted(tracks.items()):
+        group.sort(key=lambda e: (-e.score.mean, e.name))
+        units = {e.name: unit_scores(integrity.cell_units(e.cells)) for e in group}
+        ranks = rank_ranges(units)
+        baseline = next((e for e in group if e.model == BASELINE), None)
+        tables[track] = [
+            Row(e, ranks[e.name], None if baseline is None or e is baseline
+                else paired_difference(units[e.name], units[baseline.name]))
+            for e in group
+        ]
+    return tables
+
+
+def _interval(mean: float, low: float, high: float, signed: bool = False) -> str:
+    fmt = "{:+.3f}" if signed else "{:.3f}"
+    low, high = clip(low), clip(high)
+    return f"{fmt.format(mean)} [{fmt.format(low)}, {fmt.format(high)}]"
+
+
+def _maybe(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
+
+
+def _train(entry: Entry) -> str:
+    values = [r.train.mean for r in entry.results if r.train is not None]
+    return f"{sum(values) / len(values):.3f}" if len(values) == len(entry.results) else ""
+
+
+def verified_text(entry: Entry) -> str:
+    v = entry.verified
+    return "reported" if v is None else f"verified ({len(v.cells)} cells, max diff {v.max_abs_diff:.1g}, {v.date.isoformat()})"
+
+
+def md_text(text: str) -> str:
+    """Free text inside a Markdown table: Markdown punctuation escaped (line breaks and | < > are refused)."""
+    return re.sub(r"([\\`*_\[\]{}()#+!~])", r"\\\1", text)
+
+
+def columns(rows: list[Row]) -> list[tuple[str, str, list[str]]]:
+    """(key, header, cell texts) per column of a track's table; shared by Markdown and HTML."""
+    orders = rows[0].entry.protocol.n_poses
+    e = [row.entry for row in rows]
+    cols = [
+        ("rank", "Rank", [row.rank for row in rows]),
+        ("entry", "Entry", [x.name for x in e]),
+        ("model", "Model", [x.model for x in e]),
+        ("method", "Method", [x.method for x in e]),
+        ("invariance", "Invariance", [x.invariance for x in e]),
+        ("params", "Params", [f"{x.param_count:,}" for x in e]),
+        ("out_test", "Out-test [95% CI]", [_interval(x.score.mean, x.score.low, x.score.high) for x in e]),
+        ("diff", f"Δ vs {BASELINE} [95% CI]", ["" if r.diff is None else _interval(*r.diff, signed=True) for r in rows]),
+        ("in_test", "In-test", [f"{x.mean_in_test:.3f}" for x in e]),
+        ("train", "Train (eval)", [_train(x) for x in e]),
+        *((f"n{n}", f"out-test n={n}", [f"{x.results[i].out_test.mean:.3f} ± {x.results[i].out_test.std:.3f}" for x in e])
+          for i, n in enumerate(orders)),
+        *((f"pred_{p}", f"pred. {p}", [_maybe(x.mean_predicted(p)) for x in e]) for p in SHOWN_PREDICTORS),
+        ("cells", "Cells", [str(len(x.cells)) for x in e]),
+        ("verified", "Verified", [verified_text(x) for x in e]),
+        ("date", "Date", [x.date.isoformat() for x in e]),
+    ]
+    return cols
+
+
+TEXT_COLUMNS = {"entry", "model", "method", "invariance", "verified", "date"}
+
+
+def _protocol_line(rows: list[Row]) -> str:
+    p = rows[0].entry.protocol
+    data = ", ".join(f"{k}={v}" for k, v in p.data.items())
+    return (f"{p.datamodule}, n_poses {p.n_poses}, leave-out classes {p.leave_out_classes}, seeds {p.seeds}; "
+            f"data: {data}.")
+
+
+INTRO = (
+    "Can an architecture learn a symmetry it has only partly seen? Each track trains on every pose of every "
+    "class except the upright pose of one leave-out class; **out-test** is the accuracy on those never-seen "
+    "upright images, **in-test** on held-out images of seen (class, pose) combinations, **train** the accuracy "
+    "on the training split in eval mode. An entry's score is its out-test accuracy averaged over the track's "
+    "group orders, per (leave-out class, seed) unit; the table shows its mean and 95% t-interval over units, "
+    "and the difference to the paper MLP paired by unit. Two entries share a rank (shown as a range) unless "
+    "their paired difference interval excludes 0. Every number is recomputed from the per-cell run records "
+    "in the entry by `orbitbench leaderboard check`; *verified* entries had cells re-run by "
+    "`orbitbench leaderboard verify` and matched, *reported* ones not yet. Pred. infinite / init: out-test "
+    "accuracy predicted by the spectral error of the infinite-width and at-initialisation kernels (blank "
+    "when the cells did not compute them). Tracks are never ranked together."
+)
+
+
+def render_readme(entries: dict[str, Entry], about: dict[str, str] | None = None) -> str:
+    lines = ["# orbitbench leaderboard", "",
+             "<!-- generated by `orbitbench leaderboard build` from leaderboard/entries/*.json: do not edit -->", "",
+             INTRO, "", "How to add an entry: see [CONTRIBUTING.md](../CONTRIBUTING.md). "
+             "The same tables as a sortable page with plots: `leaderboard/index.html`.", "",
+             f"![out-test accuracy vs group order]({FIGURE})", ""]
+    tables = track_tables(entries)
+    for track in sorted(set(about or {}) - set(tables)):
+        lines += [f"## Track `{track}`", "", md_text(about[track]), "", "No entries yet.", ""]
+    for track, rows in tables.items():
+        cols = columns(rows)
+        lines += [f"## Track `{track}`", "", *([md_text(about[track]), ""] if about and about.get(track) else []),
+                  _protocol_line(rows),
+                  "Reproduce: " + ", ".join(f"`orbitbench sweep run sweeps/{n}.yaml`" for n in sorted({r.entry.sweep for r in rows}))
+                  + " (each entry's training settings are in its JSON file).", "",
+                  "| " + " | ".join(h for _, h, _ in cols) + " |",
+                  "|" + "|".join("---" if k in TEXT_COLUMNS else "---:" for k, _, _ in cols) + "|"]
+        for i, row in enumerate(rows):
+            cells = [f"`{v}`" if k == "model" else f"**{v}**" if k == "out_test" else md_text(v) if k in ("method",) else v
+                     for k, _, vs in cols for v in [vs[i]]]
+            lines.append("| " + " | ".join(cells) + " |")
+        described = [r.entry for r in rows if r.entry.notes or r.entry.authors or r.entry.paper or r.entry.code]
+        if described:
+            lines.append("")
+        for e in described:
+            parts = [md_text(", ".join(e.authors))] if e.authors else []
+            parts += [f"[{label}](<{url}>)" for label, url in (("paper", e.paper), ("code", e.code)) if url]
+            parts += [md_text(e.notes)] if e.notes else []
+            lines.append(f"- **{e.name}**: " + "; ".join(parts))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_html(entries: dict[str, Entry], about: dict[str, str] | None = None) -> str:
+    """The static page: per track a sortable table, its plot of out-test vs group order and, when
+    cells carry kernel predictions, predicted vs actual out-test."""
+    esc = html.escape
+    body = []
+    for track, rows in track_tables(entries).items():
+        cols = columns(rows)
+        head = "".join(f'<th data-key="{k}" data-type="{"text" if k in TEXT_COLUMNS else "num"}">{esc(h)}</th>' for k, h, _ in cols)
+        trs = []
+        for i, row in enumerate(rows):
+            e = row.entry
+            tds = []
+            for k, _, vs in cols:
+                text = vs[i]
+                sort_value = {"rank": row.ranks[0], "out_test": e.score.mean, "params": e.param_count,
+                              "diff": "" if row.diff is None else row.diff[0]}.get(k, text)
+                if k == "verified":
+                    text = f'<span class="badge {"ok" if e.verified else "rep"}">{esc(text)}</span>'
+                elif k == "entry" and (e.paper or e.code):
+                    links = " ".join(f'<a href="{esc(u)}">{l}</a>' for l, u in (("paper", e.paper), ("code", e.code)) if u)
+                    text = f"{esc(text)} <small>{links}</small>"
+                else:
+                    text = esc(text)
+                tds.append(f'<td data-key="{k}" data-value="{esc(str(sort_value))}">{text}</td>')
+            trs.append(f'<tr data-entry="{esc(e.name)}">' + "".join(tds) + "</tr>")
+        notes = "".join(f"<li><b>{esc(r.entry.name)}</b>: {esc('; '.join(filter(None, [', '.join(r.entry.authors), r.entry.notes])))}</li>"
+                        for r in rows if r.entry.notes or r.entry.authors)
+        predicted = predicted_svg(track, [r.entry for r in rows], SHOWN_PREDICTORS)
+        body.append(
+            f'<section class="track" id="track-{esc(track)}"><h2>Track <code>{esc(track)}</code></h2>'
+            + (f'<p class="about">{esc(about[track])}</p>' if about and about.get(track) else "")
+            + f"<p>{esc(_protocol_line(rows))}</p>"
+            f'<table class="board" data-track="{esc(track)}"><thead><tr>{head}</tr></thead><tbody>{"".join(trs)}</tbody></table>'
+            + (f"<ul>{notes}</ul>" if notes else "")
+            + f'<div class="plots">{accuracy_svg(track, [r.entry for r in rows])}{predicted}</div></section>'
+        )
+    for track in sorted(set(about or {}) - set(track_tables(entries))):
+        body.append(f'<section class="track" id="track-{esc(track)}"><h2>Track <code>{esc(track)}</code></h2>'
+                    f'<p class="about">{esc(about[track])}</p><p>No entries yet.</p></section>')
+    data = json.dumps({t: [r.entry.name for r in rows] for t, rows in track_tables(entries).items()})
+    return (PAGE
+            .replace("{{INTRO}}", esc(INTRO.replace("**", "").replace("*", "").replace("`", "")))
+            .replace("{{BODY}}", "".join(body) or "<p>No entries yet.</p>")
+            .replace("{{DATA}}", esc(data)))
+
+
+def render_figure(entries: dict[str, Entry]) -> bytes:
+    """One panel per track: out-test accuracy vs group order, mean ± std band per entry."""
+    from orbitbench.plots import Curve, Panel, accuracy_png
+
+    panels = [
+        Panel(f"track {track}", rows[0].entry.protocol.n_poses, "group order (n_angles / n_shifts)", "out-test accuracy",
+              [Curve(r.entry.name, [p.n_poses for p in r.entry.results], [p.out_test.mean for p in r.entry.results],
+                     [p.out_test.std for p in r.entry.results]) for r in rows])
+        for track, rows in track_tables(entries).items()
+    ]
+    return accuracy_png(panels, width=7.5, dpi=110, empty_text="no entries yet")

@@ -1,0 +1,177 @@
+"""The entry file: per-cell run records (the evidence) plus the aggregates recomputed from them.
+
+An entry is `leaderboard/entries/<track>__<name>.json`, checked by `Entry` (pydantic, strict: a
+wrong type is an error, not coerced). Its `cells` are copied from the run records
+(`record.json`) of the sweep's cells; every number above them (per-order statistics, the score
+and its interval, the protocol) is derived from the cells and re-derived by `leaderboard check`
+(`orbitbench.leaderboard.integrity`). Free text is one plain line: it is rendered into Markdown
+and HTML.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from orbitbench.record import DataSettings, Metrics, ModelSettings
+from orbitbench.sweep.spec import NAME_PATTERN, TRACK_PATTERN
+
+# Predictors of the empirical-NTK callback's record summary, in display order.
+PREDICTORS = ("infinite", "init", "trained")
+# Refused in free text: line breaks and control characters (a new Markdown line: a heading, a
+# table row), `|` (a table cell) and `<`, `>` (HTML). The rest of Markdown's punctuation is
+# escaped when rendered (`render.md_text`).
+_CONTROL = re.compile(r"[|<>\x00-\x1f\x7f]")
+INVARIANCE_PATTERN = r"^(none|built-in:[a-z0-9_-]+)$"
+URL_PATTERN = r"^https?://[^\s<>\"'|`\[\]()]+$"
+
+
+def plain_line(text: str) -> str:
+    """Refuse text that would be read as Markdown or HTML structure (one line, no control characters)."""
+    found = _CONTROL.search(text)
+    if found:
+        raise ValueError(f"must be one plain line without line breaks, control characters, | < or >; found {found.group()!r}")
+    return text
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Stat(_Strict):
+    """An accuracy over the cells of one group order: mean, population std and how many cells."""
+
+    mean: float = Field(ge=0.0, le=1.0)
+    std: float = Field(ge=0.0, le=0.5)  # a [0, 1] quantity cannot spread more than 0.5
+    n: int = Field(ge=1)
+
+
+class Interval(_Strict):
+    """A mean with its 95% t-interval over units (leave-out class x seed); n = number of units."""
+
+    mean: float
+    low: float
+    high: float
+    n: int = Field(ge=1)
+
+
+class PoseResult(_Strict):
+    """The results at one group order (one x value of Fig. 1C)."""
+
+    n_poses: int = Field(ge=1)
+    train: Stat | None = None
+    in_test: Stat
+    out_test: Stat
+    predicted: dict[str, Stat] = {}  # predictor name -> spectral-predicted out-test accuracy
+
+
+class Protocol(_Strict):
+    """What a track fixes: which images (every DataModule setting but the order and the class),
+    which group orders, which leave-out classes and which training seeds."""
+
+    datamodule: str
+    n_poses: list[int] = Field(min_length=1)
+    leave_out_classes: list[int] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1)
+    data: dict[str, Any] = {}
+
+
+class Cell(BaseModel):
+    """One finished cell, as its run record wrote it (data block, model, metrics, provenance)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cell: str = Field(pattern=NAME_PATTERN)
+    seed: int
+    model: ModelSettings
+    data: DataSettings
+    metrics: Metrics
+    predicted: dict[str, float] = {}  # predictor -> spectral-predicted out-test accuracy
+    epochs: int = Field(ge=0)
+    global_step: int = Field(ge=0)
+    wall_time_s: float = Field(ge=0)
+    git_commit: str | None
+    versions: dict[str, str]
+    finished: dt.datetime
+
+    @property
+    def leave_out_class(self) -> int:
+        return int(self.data.hparams.get("leave_out_class", -1))
+
+    @property
+    def n_poses(self) -> int:
+        return int(self.data.n_poses or 0)
+
+
+class Verified(_Strict):
+    """A re-run of randomly chosen cells by `leaderboard verify`: how far its numbers were off."""
+
+    date: dt.date
+    cells: list[str] = Field(min_length=1)
+    max_abs_diff: float = Field(ge=0)
+    tolerance: float = Field(ge=0)
+    commit: str | None
+
+
+class Provenance(_Strict):
+    """What produced the cells: orbitbench's version and commit, key package versions."""
+
+    orbitbench: str
+    git_commit: str | None
+    versions: dict[str, str]
+
+
+class Entry(_Strict):
+    """One leaderboard entry: a model's complete sweep on one track."""
+
+    schema_version: Literal[2] = 2
+    name: str = Field(pattern=NAME_PATTERN)
+    model: str = Field(min_length=1)
+    builder: str = Field(pattern=r"^[\w.]+:[\w.]+$")  # module:function
+    config: dict[str, Any]
+    param_count: int = Field(ge=1)
+    track: str = Field(pattern=TRACK_PATTERN)
+    method: str = Field(default="supervised", min_length=1, max_length=80)
+    invariance: str = Field(default="none", pattern=INVARIANCE_PATTERN)
+    authors: list[str] = []
+    paper: str | None = Field(default=None, pattern=URL_PATTERN)
+    code: str | None = Field(default=None, pattern=URL_PATTERN)
+    notes: str = Field(default="", max_length=300)
+    protocol: Protocol
+    score: Interval  # mean over group orders of out-test, per unit; its mean and 95% interval
+    results: list[PoseResult] = Field(min_length=1)
+    provenance: Provenance
+    sweep: str
+    date: dt.date
+    verified: Verified | None = None
+    cells: list[Cell] = Field(min_length=1)
+
+    @field_validator("method", "notes", "sweep")
+    @classmethod
+    def _one_plain_line(cls, text: str) -> str:
+        return plain_line(text)
+
+    @field_validator("authors")
+    @classmethod
+    def _authors(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not name.strip() or len(name) > 80:
+                raise ValueError(f"each author is a non-empty name of at most 80 characters, got {name!r}")
+            plain_line(name)
+        return names
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.track}__{self.name}.json"
+
+    @property
+    def mean_in_test(self) -> float:
+        return sum(r.in_test.mean for r in self.results) / len(self.results)
+
+    def mean_predicted(self, predictor: str) -> float | None:
+        """Predicted out-test averaged over group orders; None unless every order has it."""
+        values = [r.predicted[predictor].mean for r in self.results if predictor in r.predicted]
+        return sum(values) / len(values) if len(values) == len(self.results) else None

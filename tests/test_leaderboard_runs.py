@@ -1,0 +1,73 @@
+"""The leaderboard on real runs: a sweep whose config file changes the data is refused, and
+`leaderboard verify` re-runs cells bit-identically (CPU, same process settings) or says how far off."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from orbitbench import leaderboard
+from orbitbench.sweep import run as run_sweep
+
+FIXTURES = Path(__file__).parent / "fixtures" / "leaderboard"
+SWEEPS = FIXTURES / "sweeps"
+
+ONE_CELL = SWEEPS / "one_cell.yaml"
+
+
+def _cli(root: Path, *args: str) -> int:
+    return leaderboard.main(["--root", str(root), "--sweeps", str(SWEEPS), *args])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_verify_reruns_cells_and_records_it_and_a_forged_cell_fails(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    run_sweep(ONE_CELL, out=sweep, in_process=True)
+    root = tmp_path / "board"
+    (root / "entries").mkdir(parents=True)
+    assert _cli(root, "add", str(sweep)) == 0
+    path = root / "entries" / "tiny-one__paper_mlp.json"
+    assert _cli(root, "verify", str(path), "--cells", "1") == 0, capsys.readouterr().err
+    verified = json.loads(path.read_text())["verified"]
+    assert verified["max_abs_diff"] == 0.0 and len(verified["cells"]) == 1 and verified["tolerance"] == 0.0
+    assert _cli(root, "build") == 0 and _cli(root, "check") == 0
+    readme = (root / "README.md").read_text()
+    assert f"verified (1 cells, max diff 0, {verified['date']})" in readme
+    capsys.readouterr()
+
+    # A cell edited together with every aggregate passes `check` but not a re-run of that cell.
+    from orbitbench.leaderboard.integrity import recompute
+    from orbitbench.leaderboard.schema import Entry
+
+    entry = Entry.model_validate_json(path.read_text())
+    forged = [c.model_copy(update={"metrics": c.metrics.model_copy(update={"out_test_acc": 0.9})}) for c in entry.cells]
+    results, score = recompute(forged)
+    path.write_text(entry.model_copy(update={"cells": forged, "results": results, "score": score, "verified": None}).model_dump_json())
+    assert _cli(root, "build") == 0
+    code = _cli(root, "verify", str(path), "--cells", "1")
+    err = capsys.readouterr().err
+    assert code == 2 and "differs by up to" in err and "not verified" in err
+    assert json.loads(path.read_text())["verified"] is None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_config_file_with_a_data_block_is_refused_with_the_setting_it_changed(tmp_path, capsys):
+    other = tmp_path / "other_data.yaml"
+    other.write_text("data:\n  init_args:\n    held_out_poses: [0, 1]\n")
+    spec = tmp_path / "one_cell.yaml"
+    spec.write_text(ONE_CELL.read_text() + f"  config: {other}\n")
+    sweep = tmp_path / "sweep"
+    run_sweep(spec, out=sweep, in_process=True)
+    record = json.loads((sweep / "cells" / "paper_mlp-n4-c3-s0" / "record.json").read_text())
+    assert record["data"]["hparams"]["held_out_poses"] == [0, 1]  # the fit really ran another protocol
+    root = tmp_path / "board"
+    (root / "entries").mkdir(parents=True)
+    capsys.readouterr()  # the sweep's progress lines
+    code = _cli(root, "add", str(sweep))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "a cell's data.held_out_poses is [0, 1], the track's is [0]; it is not track 'tiny-one'" in err, err

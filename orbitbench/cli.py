@@ -41,10 +41,14 @@ COMMANDS: dict[str, dict[str, tuple[str, ...]]] = {
         "plot": ("orbitbench.sweep:plot", "Fig. 1C: accuracy vs group order per model"),
     },
     "leaderboard": {
-        "add": ("orbitbench.leaderboard:add", "add a finished sweep as an entry"),
-        "build": ("orbitbench.leaderboard:build", "render leaderboard/README.md and index.html from the entries"),
-        "check": ("orbitbench.leaderboard:check", "recompute and validate every entry"),
-        "verify": ("orbitbench.leaderboard:verify", "re-run some cells of an entry and record the comparison"),
+        "add": ("orbitbench.leaderboard:add", "validate a finished sweep and write its entries",
+                "orbitbench.leaderboard.cli:format_added"),
+        "build": ("orbitbench.leaderboard:build", "render leaderboard/README.md and index.html from the entries",
+                  "orbitbench.leaderboard.cli:format_built"),
+        "check": ("orbitbench.leaderboard:check", "recompute every entry from its cells; renderings up to date",
+                  "orbitbench.leaderboard.cli:format_checked"),
+        "verify": ("orbitbench.leaderboard:verify", "re-run randomly chosen cells of an entry and record the result",
+                   "orbitbench.leaderboard.cli:format_verified"),
     },
     "predict-kernel": {
         "": ("orbitbench.predict_kernel:predict_kernel", "the kernel-prediction table of a checkpoint"),

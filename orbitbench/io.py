@@ -32,7 +32,7 @@ from orbitbench.errors import OrbitbenchError
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
-VERSIONED_PACKAGES = ("orbitbench", "torch", "lightning")
+VERSIONED_PACKAGES = ("orbitbench", "torch", "lightning", "timm", "numpy")
 
 
 def make_dirs(path: Path) -> Path:
@@ -182,7 +182,7 @@ def _is_main_thread() -> bool:
 
 
 def versions() -> dict[str, str]:
-    """Python and the packages that decide a result's numbers."""
+    """Python, the packages and the torch thread count that decide a result's numbers."""
     from importlib.metadata import PackageNotFoundError, version
 
     found = {"python": sys.version.split()[0]}
@@ -191,6 +191,9 @@ def versions() -> dict[str, str]:
             found[package] = version(package)
         except PackageNotFoundError:
             pass
+    torch = sys.modules.get("torch")
+    if torch is not None:  # CPU results are bit-identical only at the same intra-op thread count
+        found["torch_threads"] = str(torch.get_num_threads())
     return found
 
 

@@ -26,7 +26,7 @@ MLP, GAP, C4 = "tiny-rot__paper_mlp.json", "tiny-rot__cnn_gap.json", "tiny-rot__
 
 
 def _cli(capsys, root: Path, *args: str, sweeps: Path = SWEEPS) -> tuple[int, str, str]:
-    code = leaderboard.main(["--root", str(root), "--sweeps", str(sweeps), *args])
+    code = leaderboard.main([args[0], "--root", str(root), "--sweeps", str(sweeps), *args[1:]])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -41,8 +41,8 @@ def built_board(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("built") / "board"
     (root / "entries").mkdir(parents=True)
     common = ["--root", str(root), "--sweeps", str(SWEEPS)]
-    assert leaderboard.main([*common, "add", str(SWEEP), "--author", "Ada Lovelace", "--code", "https://example.org/net"]) == 0
-    assert leaderboard.main([*common, "build"]) == 0
+    assert leaderboard.main(["add", *common, str(SWEEP), "--authors", "[Ada Lovelace]", "--code", "https://example.org/net"]) == 0
+    assert leaderboard.main(["build", *common]) == 0
     return root
 
 
@@ -250,14 +250,14 @@ def test_add_refuses_a_cell_whose_data_differs_from_the_track_naming_the_setting
     sweep = _copy_sweep(tmp_path)
     record = sweep / "cells" / "paper_mlp-n2-c3-s0" / "record.json"
     _edit(record, _set("data", "hparams", "in_test_fraction", 0.5))
-    code, _, err = _cli(capsys, root, "add", str(sweep), "--model", "paper_mlp")
+    code, _, err = _cli(capsys, root, "add", str(sweep), "--models", "[paper_mlp]")
     assert code == 2 and err.count("\n") == 1
     assert "ran different data.in_test_fraction (0.5 vs 0.1)" in err or "data.in_test_fraction is 0.5" in err, err
     assert list((root / "entries").iterdir()) == []
     _edit(record, _set("data", "hparams", "in_test_fraction", 0.1))
     for r in (sweep / "cells").glob("paper_mlp-*/record.json"):
         _edit(r, _set("data", "hparams", "in_test_fraction", 0.2))
-    code, _, err = _cli(capsys, root, "add", str(sweep), "--model", "paper_mlp")
+    code, _, err = _cli(capsys, root, "add", str(sweep), "--models", "[paper_mlp]")
     assert code == 2 and "a cell's data.in_test_fraction is 0.2, the track's is 0.1; it is not track 'tiny-rot'" in err
 
 
@@ -266,9 +266,9 @@ def test_add_refuses_an_incomplete_sweep_and_bad_free_text(tmp_path, capsys):
     (root / "entries").mkdir(parents=True)
     sweep = _copy_sweep(tmp_path)
     shutil.rmtree(sweep / "cells" / "cnn_gap-n4-c7-s1")
-    code, _, err = _cli(capsys, root, "add", str(sweep), "--model", "cnn_gap")
+    code, _, err = _cli(capsys, root, "add", str(sweep), "--models", "[cnn_gap]")
     assert code == 2 and "incomplete for cnn_gap: 1 cells have no result (e.g. cnn_gap-n4-c7-s1)" in err
-    code, _, err = _cli(capsys, root, "add", str(sweep), "--model", "paper_mlp", "--notes", "two\nlines")
+    code, _, err = _cli(capsys, root, "add", str(sweep), "--models", "[paper_mlp]", "--notes", "two\nlines")
     assert code == 2 and "notes: must be one plain line" in err and list((root / "entries").iterdir()) == []
 
 

@@ -18,7 +18,7 @@ ONE_CELL = SWEEPS / "one_cell.yaml"
 
 
 def _cli(root: Path, *args: str) -> int:
-    return leaderboard.main(["--root", str(root), "--sweeps", str(SWEEPS), *args])
+    return leaderboard.main([args[0], "--root", str(root), "--sweeps", str(SWEEPS), *args[1:]])
 
 
 @pytest.mark.slow

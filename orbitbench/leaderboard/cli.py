@@ -1,5 +1,5 @@
 """The leaderboard commands as plain typed functions (any front end can expose them), and the
-`orbitbench leaderboard ...` argparse wiring.
+what `orbitbench leaderboard ...` prints (the command line is `orbitbench.cli`).
 
     add(sweep_dir, ...)   validate a finished sweep against its track and write its entries
     build(...)            README.md (Markdown), index.html (static page), out_test_vs_angles.png
@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import random
 import sys
@@ -194,56 +193,28 @@ def verify(entry: Path, cells: int = 2, tolerance: float = 0.0, seed: int | None
     return verified
 
 
-# ---- argparse wiring -------------------------------------------------------------------------------
+# ---- what the front end prints (orbitbench.cli) ------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="orbitbench leaderboard", description="validated leaderboard entries")
-    parser.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="leaderboard folder (default: leaderboard)")
-    parser.add_argument("--sweeps", type=Path, default=DEFAULT_SWEEPS, help="folder of track sweep files (default: sweeps)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    a = sub.add_parser("add", help="validate a finished sweep and write its entries")
-    a.add_argument("sweep_dir", type=Path)
-    a.add_argument("--model", action="append", dest="models", help="only this model of the sweep (repeatable)")
-    a.add_argument("--name", help="entry name (default: the model name); needs one --model")
-    a.add_argument("--notes", default="", help="one plain line shown under the track's table")
-    a.add_argument("--author", action="append", dest="authors", default=[], help="an author (repeatable)")
-    a.add_argument("--paper", help="link to the paper (https://...)")
-    a.add_argument("--code", help="link to the code (https://...)")
-    a.add_argument("--method", default="supervised", help="training procedure / architecture family (default: supervised)")
-    a.add_argument("--invariance", help="none or built-in:<group> (default: the model registry's)")
-    a.add_argument("--replace", action="store_true", help="overwrite an existing entry of the same name")
-    sub.add_parser("build", help="render README.md, index.html and out_test_vs_angles.png from the entries")
-    sub.add_parser("check", help="recompute every entry from its cells; renderings up to date")
-    v = sub.add_parser("verify", help="re-run randomly chosen cells of an entry and record the result")
-    v.add_argument("entry", type=Path)
-    v.add_argument("--cells", type=int, default=2, help="how many cells to re-run (default 2)")
-    v.add_argument("--tolerance", type=float, default=0.0, help="largest accepted |difference| (default 0: bit-identical)")
-    v.add_argument("--seed", type=int, help="seed of the cell choice (default: random)")
-    return parser
+def format_added(paths: list[Path]) -> str:
+    lines = [f"wrote {path}" for path in paths]
+    return "\n".join([*lines, "now run `orbitbench leaderboard build` and commit the entry with the rendered README.md and index.html"])
+
+
+def format_built(paths: list[Path]) -> str:
+    return "wrote " + ", ".join(str(p) for p in paths)
+
+
+def format_checked(count: int) -> str:
+    return f"{count} entries valid"
+
+
+def format_verified(done) -> str:
+    return f"verified: {', '.join(done.cells)} re-run, max |difference| {done.max_abs_diff:.3g}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        if args.command == "add":
-            paths = add(args.sweep_dir, args.models, args.name, args.notes, args.authors, args.paper, args.code,
-                        args.method, args.invariance, args.replace, args.root, args.sweeps)
-            for path in paths:
-                print(f"wrote {path}")
-            print("now run `orbitbench leaderboard build` and commit the entry with the rendered README.md and index.html")
-        elif args.command == "build":
-            print("wrote " + ", ".join(str(p) for p in build(args.root, args.sweeps)))
-        elif args.command == "check":
-            print(f"{check(args.root, args.sweeps)} entries valid")
-        elif args.command == "verify":
-            done = verify(args.entry, args.cells, args.tolerance, args.seed, args.sweeps)
-            print(f"verified {args.entry}: {', '.join(done.cells)} re-run, max |difference| {done.max_abs_diff:.3g}")
-    except OrbitbenchError as error:
-        print(f"orbitbench: {error}", file=sys.stderr)
-        return 2
-    return 0
+    """`orbitbench leaderboard ...` through the project's one front end (`orbitbench.cli`)."""
+    from orbitbench.cli import main as cli_main
 
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return cli_main(["leaderboard", *(sys.argv[1:] if argv is None else argv)])

@@ -1,6 +1,6 @@
 """Empirical NTK speed: orbitbench.ntk vs neural-tangents' three implementations, same weights.
 
-One run, side by side, on the paper's MLP and ConvNet (THEORY.md section 1) with a scalar output
+One run, side by side, on the paper's MLP and ConvNet (docs/THEORY.md section 1) with a scalar output
 per input (logit 3 minus logit 1, the two-orbit label of a class pair): the torch weights are
 ported to plain JAX functions (no stax/flax) and fed to `neural_tangents.empirical_ntk_fn` with
 JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS and STRUCTURED_DERIVATIVES (each jitted, compiled before

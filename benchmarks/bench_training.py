@@ -29,7 +29,7 @@ from orbitbench.datamodules import RotatedMNIST
 from orbitbench.module import OrbitClassifier, paper_adam
 from orbitbench.training_cli import ReseedEachStep
 
-# Paper Fig. 1 grid (THEORY.md §1): full MNIST, n_angles 2..64, 10 leave-out classes, 22 epochs.
+# Paper Fig. 1 grid (docs/THEORY.md §1): full MNIST, n_angles 2..64, 10 leave-out classes, 22 epochs.
 FIG1_IMAGES = 60_000
 FIG1_ANGLES = (2, 4, 8, 16, 32, 64)
 FIG1_CLASSES = 10

@@ -1,4 +1,4 @@
-"""The three networks of the paper's Fig. 1 (THEORY.md §1), layer for layer, PyTorch default init.
+"""The three networks of the paper's Fig. 1 (docs/THEORY.md §1), layer for layer, PyTorch default init.
 
 They end in LogSoftmax as in the public code; cross-entropy on log-probabilities equals
 cross-entropy on the logits because log_softmax is idempotent.

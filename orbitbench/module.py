@@ -38,7 +38,7 @@ EVAL_SPLITS = ("in_test", "out_test")  # == OrbitDataModule.eval_split_names (da
 
 
 def paper_adam(params) -> torch.optim.Optimizer:
-    """The paper's optimiser: Adam, lr 1e-3, betas (0.7, 0.9) (THEORY.md §1)."""
+    """The paper's optimiser: Adam, lr 1e-3, betas (0.7, 0.9) (docs/THEORY.md §1)."""
     return torch.optim.Adam(params, lr=1e-3, betas=(0.7, 0.9))
 
 

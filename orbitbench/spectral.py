@@ -1,6 +1,6 @@
 """Spectral theory of kernel regression on orbits (paper Eq. 7, Eq. 12, App. A.1, section 3.4).
 
-Pure torch, batched over leading dimensions, float64 by default: THEORY.md shows that float32
+Pure torch, batched over leading dimensions, float64 by default: docs/THEORY.md shows that float32
 rounding destroys the exactly circulant structure these formulas rely on.
 
 Conventions: an *interleaved two-orbit kernel* is the Gram matrix of `x_{2k} = g^k a`,
@@ -137,7 +137,7 @@ def kernel_regression(
     test_index: int | Sequence[int] | Tensor,
     reg: float = 1e-10,
 ) -> Tensor:
-    """Exact GP-mean prediction at the left-out point(s) from all other points (THEORY.md §2).
+    """Exact GP-mean prediction at the left-out point(s) from all other points (docs/THEORY.md §2).
 
     `y_hat_T = K[T, O] (K[O, O] + r I)^{-1} y_O` with `r = reg * trace(K[O, O])`, O the complement
     of T. kernel [..., n, n], labels [n] or [..., n] -> [..., m] (or [...] for an int index).
@@ -233,7 +233,7 @@ def pair_averaged_spectral_error(
 
 
 def seeds_exact_error(kernel: Tensor, n_poses: int, n_orbits_a: int, reg: float = 1e-10) -> Tensor:
-    """Exact side of the several-seeds experiment (THEORY.md §5); a scalar.
+    """Exact side of the several-seeds experiment (docs/THEORY.md §5); a scalar.
 
     One regression over all orbits (class A labelled +1, class B -1) with pose 0 of every orbit of
     A left out: error `1 - mean prediction`; symmetrized by doing the same for class B.
@@ -250,7 +250,7 @@ def seeds_exact_error(kernel: Tensor, n_poses: int, n_orbits_a: int, reg: float 
 
 
 def one_vs_many_accuracy(pair_predictions: Tensor) -> Tensor:
-    """Ten-class spectral accuracy (THEORY.md §5) from pair predictions [C, S, C, S] -> [C].
+    """Ten-class spectral accuracy (docs/THEORY.md §5) from pair predictions [C, S, C, S] -> [C].
 
     `pair_predictions[A, s, B, t]` is `1 - spectral_error` of orbit s of class A (label +1) against
     orbit t of class B. An orbit of A counts as correct iff, for every B != A, the mean over t is

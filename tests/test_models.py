@@ -47,7 +47,7 @@ def test_model_forward_and_one_optimisation_step(name: str) -> None:
 
 
 def test_paper_models_match_theory_layer_counts() -> None:
-    # Hand counts from THEORY.md §1 (weights + biases per layer).
+    # Hand counts from docs/THEORY.md §1 (weights + biases per layer).
     mlp = 784 * 512 + 512 + 512 * 128 + 128 + 128 * 10  # last layer bias=False
     convnet = (25 * 24 + 24) + (24 * 9 * 32 + 32) + (800 * 256 + 256) + (256 * 10 + 10)
     assert sum(p.numel() for p in create_model("paper_mlp").parameters()) == mlp == 468_864

@@ -76,7 +76,7 @@ def measure_checkpoint(
 
 
 def predict_kernel(
-    ckpt_path: Path,
+    ckpt_path: Path | None = None,
     n_seeds: int = 32,
     seeds_per_class: int = 4,
     train_per_class: int = 30,
@@ -101,6 +101,8 @@ def predict_kernel(
         source: override the checkpoint's data source (e.g. mnist5k).
         data_dir: override the checkpoint's data directory.
     """
+    if ckpt_path is None:  # an option, not a positional: spelled like `orbitbench validate --ckpt_path`
+        raise OrbitbenchError("--ckpt_path is required: a checkpoint written by `orbitbench fit`")
     overrides = {k: v for k, v in (("source", source), ("data_dir", data_dir)) if v is not None}
     probe = ProbeOptions(n_seeds, seeds_per_class, train_per_class, in_test_per_class, seed)
     return measure_checkpoint(ckpt_path, probe, reg, dtype, overrides).table()

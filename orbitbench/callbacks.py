@@ -191,6 +191,19 @@ class EmpiricalNTKCallback(L.Callback):
         report = self.last_report()
         return {} if report is None else report.as_dict()
 
+    def hparam_metric_names(self) -> list[str]:
+        """The predicted out-test accuracies, as TensorBoard HPARAMS metrics (`orbitbench.hparams`)."""
+        return [f"hparams/pred_{name}_out_test" for name in PREDICTORS]
+
+    def hparam_metrics(self) -> dict[str, float]:
+        """Each predictor's spectral-rule out-test prediction at the last measurement (undefined: left out)."""
+        report = self.last_report()
+        if report is None:
+            return {}
+        values = {f"hparams/pred_{name}_out_test": (report.predictors.get(name) or {}).get("spectral_out_test_acc")
+                  for name in PREDICTORS}  # fmt: skip
+        return {k: float(v) for k, v in values.items() if v is not None}
+
     def summary_line(self) -> str:
         """Lines for the printed fit summary: the predictor table of the last measurement."""
         report = self.last_report()

@@ -29,6 +29,14 @@ TINY = [
 ]
 
 
+# The kernel-prediction callback on a small probe: its predictions become HPARAMS metrics too.
+KERNEL_PREDICTIONS = [
+    "--trainer.callbacks+=orbitbench.callbacks.EmpiricalNTKCallback", "--trainer.callbacks.n_seeds=8",
+    "--trainer.callbacks.seeds_per_class=2", "--trainer.callbacks.train_per_class=10",
+    "--trainer.callbacks.in_test_per_class=2", "--trainer.callbacks.figures=false",
+]
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -48,7 +56,8 @@ def server(tmp_path_factory, one_thread):
     """(base URL, run name, fit's own final accuracies) with a TensorBoard serving one fresh fit."""
     runs = tmp_path_factory.mktemp("runs")
     with contextlib.redirect_stdout(io.StringIO()) as out:
-        assert run_lightning_cli(["fit", *TINY, "--seed_everything", "7", "--trainer.logger.init_args.save_dir", str(runs)]) == 0
+        assert run_lightning_cli(["fit", *TINY, *KERNEL_PREDICTIONS, "--seed_everything", "7",
+                                  "--trainer.logger.init_args.save_dir", str(runs)]) == 0
     summary = out.getvalue()
     port = free_port()
     tensorboard = Path(sys.executable).with_name("tensorboard")
@@ -112,3 +121,7 @@ def test_hparams_tab_has_settings_both_seeds_and_final_accuracies(server) -> Non
     metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
     assert f"out-test {metrics['hparams/out_test_acc']:.3f}" in summary
     assert f"in-test {metrics['hparams/in_test_acc']:.3f}" in summary
+    # The kernels' predicted out-test accuracies, as the fit summary's table printed them.
+    for name in ("infinite", "init", "trained"):
+        row = next(line for line in summary.splitlines() if line.strip().startswith(name))
+        assert f"{metrics[f'hparams/pred_{name}_out_test']:.3f}" in row.split("|")[0]

@@ -77,13 +77,9 @@ def measure_checkpoint(
 
 def predict_kernel(
     ckpt_path: Path | None = None,
-    n_seeds: int = 32,
-    seeds_per_class: int = 4,
-    train_per_class: int = 30,
-    in_test_per_class: int = 10,
+    probe: ProbeOptions = ProbeOptions(),
     reg: float = 1e-10,
     dtype: str = "float64",
-    seed: int = 124,
     source: str | None = None,
     data_dir: str | None = None,
 ) -> str:
@@ -91,18 +87,14 @@ def predict_kernel(
 
     Args:
         ckpt_path: a checkpoint written by `orbitbench fit` (e.g. runs/<name>/version_0/checkpoints/last.ckpt).
-        n_seeds: probe digits of the leave-out class.
-        seeds_per_class: probe digits of each other class (spectral rule).
-        train_per_class: training-split pairs per class for kernel regression.
-        in_test_per_class: in-test pairs per class.
+        probe: the probe's size and draw (`--probe.n_seeds 32 --probe.seeds_per_class 4 ...`), as
+            the fit's `EmpiricalNTKCallback` options to reproduce its table.
         reg: ridge, times the kernel's trace.
         dtype: float64 or float32 kernels.
-        seed: the probe draw.
         source: override the checkpoint's data source (e.g. mnist5k).
         data_dir: override the checkpoint's data directory.
     """
     if ckpt_path is None:  # an option, not a positional: spelled like `orbitbench validate --ckpt_path`
         raise OrbitbenchError("--ckpt_path is required: a checkpoint written by `orbitbench fit`")
     overrides = {k: v for k, v in (("source", source), ("data_dir", data_dir)) if v is not None}
-    probe = ProbeOptions(n_seeds, seeds_per_class, train_per_class, in_test_per_class, seed)
     return measure_checkpoint(ckpt_path, probe, reg, dtype, overrides).table()

@@ -37,7 +37,15 @@ __all__ = ["ProbeOptions", "ProbeSet", "ProbeKernels", "draw_probe", "probe_kern
 
 @dataclass(frozen=True)
 class ProbeOptions:
-    """How big the probe is (see `draw_probe`); `seed` seeds the draw."""
+    """How big the probe is (see `draw_probe`).
+
+    Args:
+        n_seeds: probe digits of the leave-out class.
+        seeds_per_class: probe digits of each other class (spectral rule).
+        train_per_class: training-split pairs per class for kernel regression.
+        in_test_per_class: in-test pairs per class.
+        seed: seed of the probe draw.
+    """
 
     n_seeds: int = 32
     seeds_per_class: int = 4

@@ -97,16 +97,16 @@ def test_statistics_of_constant_and_informative_predictors() -> None:
 def test_predict_kernel_prints_the_fits_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from orbitbench.cli import main
 
-    options = ["--n_seeds=10", "--seeds_per_class=2", "--train_per_class=20", "--in_test_per_class=4"]
+    options = ["n_seeds=10", "seeds_per_class=2", "train_per_class=20", "in_test_per_class=4"]
     argv = ["fit", "--config", str(ROOT / "models/paper_mlp.yaml"), "--data.n_angles", "4", "--data.source", "mnist5k",
             "--data.seeds_per_class", "40", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
             "--trainer.logger.init_args.save_dir", str(tmp_path),
             "--trainer.callbacks+=orbitbench.callbacks.EmpiricalNTKCallback",
-            *[f"--trainer.callbacks.{o[2:]}" for o in options]]  # fmt: skip
+            *[f"--trainer.callbacks.{o}" for o in options]]  # fmt: skip
     assert main(argv) == 0
     fit_out = capsys.readouterr().out
     checkpoint = next(tmp_path.glob("*/version_0/checkpoints/last.ckpt"))
-    assert main(["predict-kernel", "--ckpt_path", str(checkpoint), *options]) == 0
+    assert main(["predict-kernel", "--ckpt_path", str(checkpoint), *[f"--probe.{o}" for o in options]]) == 0
     table = capsys.readouterr().out.strip("\n")
     assert "network" in table and "infinite" in table and table in fit_out
     assert main(["predict-kernel", "--ckpt_path", str(tmp_path / "missing.ckpt")]) == 2

@@ -18,7 +18,8 @@ ONE_CELL = SWEEPS / "one_cell.yaml"
 
 
 def _cli(root: Path, *args: str) -> int:
-    return leaderboard.main([args[0], "--root", str(root), "--sweeps", str(SWEEPS), *args[1:]])
+    where = ["--sweeps", str(SWEEPS)] if args[0] == "verify" else ["--root", str(root), "--sweeps", str(SWEEPS)]
+    return leaderboard.main([args[0], *where, *args[1:]])
 
 
 @pytest.mark.slow

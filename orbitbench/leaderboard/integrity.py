@@ -7,6 +7,8 @@ registry, never taken from a sweep file's claims. `verify` re-runs cells and com
 
 from __future__ import annotations
 
+import contextlib
+
 import inspect
 import json
 import random
@@ -303,12 +305,29 @@ def verify_cells(entry: Entry, k: int, workdir: Path | None = None, rng: random.
         worst = 0.0
         for cell in chosen:
             grid_cell = next(c for c in spec.cells() if (c.n_poses, c.leave_out_class, c.seed) == (cell.n_poses, cell.leave_out_class, cell.seed))
-            outcome = execute_cell(spec, root, grid_cell, in_process=True)
+            with recorded_threads(cell):
+                outcome = execute_cell(spec, root, grid_cell, in_process=True)
             if outcome.status != "ran":
                 raise OrbitbenchError(f"re-running {cell.cell} failed: {outcome.message}")
             again = cell_from_record(cell.cell, load_record(cell_dir(root, grid_cell)))
             worst = max(worst, max_metric_difference(cell, again))
     return [c.cell for c in chosen], worst
+
+
+@contextlib.contextmanager
+def recorded_threads(cell: Cell):
+    """Re-run at the cell's own torch thread count: CPU convolutions reduce in another order with
+    another count, so only the same count gives bit-identical numbers (older records: as they are)."""
+    import torch
+
+    before = torch.get_num_threads()
+    recorded = cell.versions.get("torch_threads")
+    if recorded is not None:
+        torch.set_num_threads(int(recorded))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def max_metric_difference(a: Cell, b: Cell) -> float:

@@ -22,18 +22,10 @@ from orbitbench.models._registry import KernelTwin
 from orbitbench.ntk import empirical_ntk
 from orbitbench.orbits import Rotation, normalize
 from orbitbench.predictors import linearized_prediction
+from test_ntk import Scale  # the NTK-parameterisation layer scale
 from orbitbench.twins import twin_kernel
 
 STEPS = 200
-
-
-class Scale(nn.Module):
-    def __init__(self, factor: float) -> None:
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.factor
 
 
 def ntk_mlp(width: int, d_in: int = 196) -> nn.Module:

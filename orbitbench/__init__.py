@@ -6,6 +6,6 @@ leaderboard. The theory side (`orbitbench.spectral`, `orbitbench.kernels`, `orbi
 predicts from a network's kernel whether a held-out pose will be classified right.
 """
 
-from orbitbench import _env  # noqa: F401  (quiet TF/XLA/JAX before anything imports them)
+from orbitbench import _env  # noqa: F401  (JAX defaults before anything imports it)
 
 __version__ = "0.1.0"

@@ -66,6 +66,7 @@ NO_TWIN = "no analytic kernel twin declared for this architecture"
 
 _REGISTRY: dict[str, ModelBuilder] = {}
 _KERNELS: dict[str, KernelSpec] = {}
+_INVARIANCE: dict[str, str] = {}  # name -> "none" | "built-in:<group>"
 _C4_PATTERN = re.compile(r"^c4_pooled\((?P<inner>.+)\)$")
 TIMM_PREFIX = "timm:"
 ENTRY_POINT_GROUP = "orbitbench.models"  # installed packages add models here (see CONTRIBUTING.md)
@@ -74,18 +75,24 @@ _ENTRY_POINT_SOURCES: set[str] = set()  # distributions whose entry points were 
 _entry_points_loaded = False
 
 
-def register_model(name: str, kernel: KernelSpec = NO_TWIN) -> Callable[[ModelBuilder], ModelBuilder]:
+def register_model(
+    name: str, kernel: KernelSpec = NO_TWIN, invariance: str = "none"
+) -> Callable[[ModelBuilder], ModelBuilder]:
     """Register `builder(**kwargs) -> nn.Module` under `name`; the builder maps [B,1,28,28] -> [B,10].
 
     `kernel`: the model's analytic twin (`KernelTwin`), a function of the builder's keyword
-    arguments returning one or a reason, or the reason there is none.
+    arguments returning one or a reason, or the reason there is none. `invariance`: `none` or
+    `built-in:<group>` for a model invariant by construction (the leaderboard shows it).
     """
+    if not re.fullmatch(r"none|built-in:[a-z0-9_-]+", invariance):
+        raise ValueError(f"register_model({name!r}): invariance={invariance!r}; accepted: none, built-in:<group>")
 
     def decorator(builder: ModelBuilder) -> ModelBuilder:
         if name in _REGISTRY and _REGISTRY[name] is not builder:
             raise ValueError(f"model name {name!r} is already registered by {_REGISTRY[name].__module__}")
         _REGISTRY[name] = builder
         _KERNELS[name] = kernel
+        _INVARIANCE[name] = invariance
         return builder
 
     return decorator
@@ -216,5 +223,9 @@ def _load_entry_points() -> None:
 
 
 def invariance(name: str) -> str:
-    """`built-in:<group>` for a model invariant by construction (`c4_pooled(...)`: rot90), else `none`."""
-    return "built-in:c4" if _C4_PATTERN.match(name.strip()) else "none"
+    """`built-in:<group>` for a model invariant by construction (`c4_pooled(...)`: rot90; others as
+    registered), else `none`."""
+    name = name.strip()
+    if _C4_PATTERN.match(name):
+        return "built-in:c4"
+    return _INVARIANCE.get(name, "none")

@@ -71,7 +71,7 @@ class SteerableCNN(nn.Module):
         return self.head(pooled)  # [B, classes]
 
 
-@register_model("steerable_cnn")
+@register_model("steerable_cnn", invariance="built-in:c4")
 def steerable_cnn(
     n: int = 4, widths: tuple[int, ...] | list[int] = (24, 32, 64), input_scale: float = 28.0, num_classes: int = 10
 ) -> nn.Module:
@@ -82,3 +82,20 @@ def steerable_cnn(
     if len(widths) != 3 or min(widths) < 1:
         raise OrbitbenchError(f"steerable_cnn: widths={list(widths)}; expected three positive channel counts")
     return SteerableCNN(n, widths, num_classes, float(input_scale))
+
+
+def _variant(n: int) -> None:
+    """`steerable_cnn_c<n>`: steerable_cnn at a fixed order, a name of its own so that runs,
+    sweeps and leaderboard entries say which group is built in (timm-style variants)."""
+
+    def builder(widths: tuple[int, ...] | list[int] = (24, 32, 64), input_scale: float = 28.0,
+                num_classes: int = 10) -> nn.Module:  # fmt: skip
+        return steerable_cnn(n, widths, input_scale, num_classes)
+
+    builder.__name__ = builder.__qualname__ = f"steerable_cnn_c{n}"
+    builder.__doc__ = f"steerable_cnn with n={n}: invariant to the rotations of C_{n} by construction."
+    register_model(f"steerable_cnn_c{n}", invariance=f"built-in:c{n}")(builder)
+
+
+for _n in (4, 8, 16):
+    _variant(_n)

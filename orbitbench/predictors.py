@@ -51,7 +51,7 @@ class _Raw:
 
     spectral_margin: Tensor  # [S, H]: min over other classes of the seed-averaged 1 - spectral error
     exact_margin: Tensor  # [S, H]: the same from exact pair regression
-    regression: Tensor  # [U, C] kernel-regression outputs at the test points (out-test, then in-test)
+    regression: Tensor | None  # [U, C] kernel-regression outputs at the test points (out-test, then in-test)
     spectral_error_mean: float
     exact_error_mean: float
     linearized: Tensor | None = None  # [U, C] (init only)
@@ -114,8 +114,11 @@ class KernelPredictors:
     `report`."""
 
     def __init__(self, probe: ProbeSet, twin: KernelTwin | str, reg: float = 1e-10,
-                 dtype: torch.dtype = torch.float64, chunk_size: int = 256) -> None:  # fmt: skip
+                 dtype: torch.dtype = torch.float64, chunk_size: int = 256, trained: bool = True,
+                 regression: bool = True) -> None:  # fmt: skip
         self.probe, self.twin, self.reg, self.dtype, self.chunk_size = probe, twin, reg, dtype, chunk_size
+        self.trained = trained  # False: `trained` is reported as not measured (its kernel is the costly one)
+        self.regression = regression  # False: the spectral rule only (no regression_* numbers)
         self._fixed: dict[str, _Raw | str] = {}
         if isinstance(twin, str):
             self._fixed["infinite"] = twin
@@ -136,6 +139,10 @@ class KernelPredictors:
         shape = (len(probe.other_classes), probe.n_seeds, probe.seeds_per_class, len(held))  # [C-1, S, T, H]
         one_vs_many = lambda pred: pred.reshape(shape).mean(2).min(0).values  # noqa: E731  [S, H]
 
+        spectral_only = _Raw(one_vs_many(1.0 - err), one_vs_many(exact), None, float(err.abs().mean()),
+                             float((1.0 - exact).abs().mean()))  # fmt: skip
+        if kernels.regression is None:
+            return spectral_only
         r = len(probe.train_labels)
         k = kernels.regression
         targets = torch.nn.functional.one_hot(probe.train_labels, probe.num_classes).double()  # [R, C]
@@ -143,13 +150,13 @@ class KernelPredictors:
         linearized = None
         if f0 is not None:  # lazy training: f0 + K (K + r)^-1 (y - f0)
             linearized = linearized_prediction(k[:r], k[r:], targets, f0[:r], f0[r:], reg=reg)
-        return _Raw(one_vs_many(1.0 - err), one_vs_many(exact), regression, float(err.abs().mean()),
-                    float((1.0 - exact).abs().mean()), linearized, k)  # fmt: skip
+        return dataclasses.replace(spectral_only, regression=regression, linearized=linearized, kernel=k)
 
     def _empirical(self, network: nn.Module, f0: Tensor | None = None) -> _Raw:
         start = time.perf_counter()
         with _unfilled_memory():
-            raw = self._raw(probe_kernels(self.probe, empirical_gram(network, self.dtype, self.chunk_size)), f0)
+            gram = empirical_gram(network, self.dtype, self.chunk_size)
+            raw = self._raw(probe_kernels(self.probe, gram, self.regression), f0)
         raw.seconds = time.perf_counter() - start
         return raw
 
@@ -158,10 +165,12 @@ class KernelPredictors:
         self._f0 = network_outputs(network, self.probe)
         self._fixed["init"] = self._empirical(network, self._f0)
 
-    def set_initial_state(self, network: nn.Module, state: dict[str, Tensor] | None) -> None:
-        """`set_initial` from a saved initial state dict (a copy of `network` is loaded with it)."""
+    def set_initial_state(self, network: nn.Module, state: dict[str, Tensor] | None,
+                          why_none: str = "the initial weights were not recorded (train with EmpiricalNTKCallback)") -> None:  # fmt: skip
+        """`set_initial` from a saved initial state dict (a copy of `network` is loaded with it);
+        None: `init` is undefined, for the reason `why_none`."""
         if state is None:
-            self._fixed["init"] = "the initial weights were not recorded (train with EmpiricalNTKCallback)"
+            self._fixed["init"] = why_none
             return
         initial = copy.deepcopy(network)
         initial.load_state_dict(state)
@@ -172,7 +181,7 @@ class KernelPredictors:
             start = time.perf_counter()
             gram = lambda images, output, images2=None: twin_kernel(self.twin, images, images2)  # noqa: E731 (scale-free)
             with _unfilled_memory():
-                raw = self._raw(probe_kernels(self.probe, gram))
+                raw = self._raw(probe_kernels(self.probe, gram, self.regression))
             raw.seconds = time.perf_counter() - start
             self._fixed["infinite"] = raw
         return self._fixed["infinite"]
@@ -190,13 +199,16 @@ class KernelPredictors:
         net_margin = _margins(outputs, labels)
         network_seconds = time.perf_counter() - start
         initial = self._fixed.get("init")
-        if at_initial and isinstance(initial, _Raw):
+        trained: _Raw | str
+        if not self.trained:
+            trained = "not measured (predictors option without 'trained')"
+        elif at_initial and isinstance(initial, _Raw):
             trained = dataclasses.replace(initial, linearized=None)
         else:
             trained = self._empirical(network)
         raws = {"infinite": self._infinite(), "init": self._fixed.get("init", "no initial weights"), "trained": trained}
         init = raws["init"]
-        drift = None if isinstance(init, str) else float((trained.kernel - init.kernel).norm() / init.kernel.norm())
+        drift = None if isinstance(init, str) or isinstance(trained, str) or init.kernel is None else float((trained.kernel - init.kernel).norm() / init.kernel.norm())
 
         u_out = len(out_labels)
         s = probe.n_seeds
@@ -221,13 +233,14 @@ class KernelPredictors:
             if isinstance(raw, str):
                 predictors[name] = {"undefined": raw}
                 continue
-            margin = _margins(raw.regression, labels)
             exact = float((raw.exact_margin > 0).double().mean())
             entry = {**scores(raw.spectral_margin, None, "spectral_"),
                      "exact_out_test_acc": exact, "exact_out_test_ci": list(wilson_interval(exact, s)),
-                     **scores(margin[:u_out], margin[u_out:], "regression_"),
                      "spectral_error_mean": raw.spectral_error_mean, "exact_error_mean": raw.exact_error_mean,
                      "seconds": raw.seconds}  # fmt: skip
+            if raw.regression is not None:
+                margin = _margins(raw.regression, labels)
+                entry.update(scores(margin[:u_out], margin[u_out:], "regression_"))
             if raw.linearized is not None:
                 lazy = _margins(raw.linearized, labels)
                 entry["linearized"] = scores(lazy[:u_out], lazy[u_out:], "regression_")
@@ -298,6 +311,8 @@ def _num(value: float | None) -> str:
 
 
 def _regression(entry: dict[str, Any]) -> str:
+    if "regression_out_test_acc" not in entry:
+        return "not computed (regression=false)"
     return (f"{_ci(entry['regression_out_test_acc'], entry['regression_out_test_ci']):<22}"
             f"{entry['regression_in_test_acc']:>8.3f}{_num(entry['regression_kappa']):>7}"
             f"{_num(entry['regression_spearman']):>9}")  # fmt: skip

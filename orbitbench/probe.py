@@ -107,8 +107,9 @@ class ProbeSet:
                 "n_in_test_points": len(self.in_test_labels)}  # fmt: skip
 
 
-def _pick(members: Tensor, count: int, generator: torch.Generator, what: str) -> Tensor:
-    if members.numel() < count:
+def _pick(members: Tensor, count: int, generator: torch.Generator, what: str, at_most: bool = False) -> Tensor:
+    """`count` of `members` at random (`at_most`: all of them when there are fewer)."""
+    if members.numel() < count and not at_most:
         raise OrbitbenchError(f"probe: {what} has {members.numel()} candidates, fewer than the {count} asked for")
     return members[torch.randperm(members.numel(), generator=generator)[:count]]
 
@@ -117,8 +118,9 @@ def draw_probe(dm: Any, options: ProbeOptions = ProbeOptions()) -> ProbeSet:
     """The probe set of a set-up orbit DataModule (RotatedMNIST, TranslatedMNIST).
 
     `n_seeds` digits of the leave-out class and `seeds_per_class` of every other class (full
-    orbits); `train_per_class` training-split pairs per class plus up to `OWN_POSES` training
-    pairs of each leave-out seed (regression data); `in_test_per_class` in-test pairs per class.
+    orbits); up to `train_per_class` training-split pairs per class plus up to `OWN_POSES` training
+    pairs of each leave-out seed (regression data); up to `in_test_per_class` in-test pairs per class
+    (`describe()` records how many were drawn).
     """
     n_seeds, seeds_per_class, seed = options.n_seeds, options.seeds_per_class, options.seed
     train_per_class, in_test_per_class = options.train_per_class, options.in_test_per_class
@@ -138,13 +140,14 @@ def draw_probe(dm: Any, options: ProbeOptions = ProbeOptions()) -> ProbeSet:
     n = int(dm.n_poses)
 
     train, in_test = dm.splits["train"], dm.splits["in_test"]  # int64 [*, 2]: (image, pose)
+    # Regression points: up to the counts asked (a small protocol, e.g. 20 digits x 2 poses, has fewer).
     rows = [_pick(torch.nonzero(labels[train[:, 0]] == c).squeeze(1), train_per_class, generator,
-                  f"class {c} in the training split") for c in range(classes)]  # fmt: skip
+                  f"class {c} in the training split", at_most=True) for c in range(classes)]  # fmt: skip
     own = [_pick(rows_of, min(OWN_POSES, rows_of.numel()), generator, "")  # the leave-out seeds' observed poses
            for rows_of in (torch.nonzero(train[:, 0] == i).squeeze(1) for i in chosen[0].tolist())]  # fmt: skip
     train_pairs = train[torch.unique(torch.cat([*rows, *own]))]
     test_rows = [_pick(torch.nonzero(labels[in_test[:, 0]] == c).squeeze(1), in_test_per_class, generator,
-                       f"class {c} in the in-test split") for c in range(classes)]  # fmt: skip
+                       f"class {c} in the in-test split", at_most=True) for c in range(classes)]  # fmt: skip
     in_test_pairs = in_test[torch.cat(test_rows)]
     with torch.no_grad():
         posed = lambda pairs: dm.materialize(pairs[:, 0], pairs[:, 1]).detach().cpu()  # noqa: E731
@@ -163,19 +166,22 @@ class ProbeKernels:
     kernel [R+U, R] between the regression points (train, out-test, in-test) and the train ones, float64 CPU."""
 
     pairs: Tensor
-    regression: Tensor
+    regression: Tensor | None  # None: not computed
 
 
-def probe_kernels(probe: ProbeSet, gram: Callable[..., Tensor]) -> ProbeKernels:
+def probe_kernels(probe: ProbeSet, gram: Callable[..., Tensor], regression: bool = True) -> ProbeKernels:
     """`gram(images, output, images2=None)` -> [B, B2]: output is (leave-out, other) for a logit
-    difference or "centred" for the centred logits summed over classes."""
+    difference or "centred" for the centred logits summed over classes. `regression=False` skips
+    the regression kernel (its per-sample factors hold every parameter once per class)."""
     a_idx, b_idx = probe.pair_orbits()
     pairs = []
     for other in probe.other_classes:
         block = gram(probe.images[probe.rows(probe.class_orbits(other))], (probe.leave_out_class, other))
         pairs.append(spectral.orbit_pair_kernels(block.double().cpu(), probe.n_poses, a_idx, b_idx))  # [S*T, 2N, 2N]
-    regression = gram(probe.regression_images, "centred", probe.train_images).double().cpu()
-    return ProbeKernels(pairs=torch.cat(pairs), regression=regression)
+    if not regression:
+        return ProbeKernels(pairs=torch.cat(pairs), regression=None)
+    kernel = gram(probe.regression_images, "centred", probe.train_images).double().cpu()
+    return ProbeKernels(pairs=torch.cat(pairs), regression=kernel)
 
 
 def empirical_gram(network: nn.Module, dtype: torch.dtype = torch.float64, chunk_size: int = 256):

@@ -254,7 +254,10 @@ def fit_summary(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
     ]
     if trainer.log_dir:
         kinds = ", ".join(_logger_output(logger) for logger in trainer.loggers)
-        lines.append(f"  logs         {trainer.log_dir} ({RECORD_FILE}{', ' + kinds if kinds else ''})")
+        outputs = ", ".join(([RECORD_FILE] if written is not None else []) + ([kinds] if kinds else []))
+        lines.append(f"  logs         {trainer.log_dir}" + (f" ({outputs})" if outputs else ""))
+        if written is None:
+            lines.append(f"  no {RECORD_FILE}: validation never ran (it holds the validated accuracies)")
     if record["last_checkpoint"]:
         lines.append(f"  checkpoint   {record['last_checkpoint']}")
     lines += [c.summary_line() for c in trainer.callbacks if callable(getattr(c, "summary_line", None))]

@@ -278,14 +278,17 @@ def test_add_refuses_an_incomplete_sweep_and_bad_free_text(tmp_path, capsys):
 def test_kernel_predictions_are_aggregated_shown_and_plotted(tmp_path, capsys):
     sweep = _copy_sweep(tmp_path)
     expected: dict[int, dict[str, list[float]]] = {}
+    expected_kappa: dict[int, dict[str, list[float]]] = {}
     for i, path in enumerate(sorted((sweep / "cells").glob("paper_mlp-*/record.json"))):
         record = json.loads(path.read_text())
         values = {"infinite": 0.1 + 0.05 * i, "init": 0.3 + 0.01 * i, "trained": 0.5}
+        kappas = {"infinite": 0.2 - 0.1 * i, "init": 0.0, "trained": 0.5}
         record["callbacks"]["EmpiricalNTKCallback"] = {
-            "predictors": {k: {"spectral_out_test_acc": v, "other": 1} for k, v in values.items()}}
+            "predictors": {k: {"spectral_out_test_acc": v, "kappa": kappas[k], "other": 1} for k, v in values.items()}}
         path.write_text(json.dumps(record))
         for k, v in values.items():
             expected.setdefault(record["data"]["n_poses"], {}).setdefault(k, []).append(v)
+            expected_kappa.setdefault(record["data"]["n_poses"], {}).setdefault(k, []).append(kappas[k])
     root = tmp_path / "board"
     (root / "entries").mkdir(parents=True)
     assert _cli(capsys, root, "add", str(sweep))[0] == 0
@@ -298,8 +301,10 @@ def test_kernel_predictions_are_aggregated_shown_and_plotted(tmp_path, capsys):
     assert all(r["predicted"] == {} for r in gap["results"])
     rows = {r["Entry"]: r for r in _tables((root / "README.md").read_text())["tiny-rot"]}
     means = {k: np.mean([np.mean(expected[n][k]) for n in expected]) for k in ("infinite", "init")}
-    assert rows["paper_mlp"]["pred. infinite"] == f"{means['infinite']:.3f}" and rows["paper_mlp"]["pred. init"] == f"{means['init']:.3f}"
-    assert rows["cnn_gap"]["pred. infinite"] == ""
+    kappa = {k: np.mean([np.mean(expected_kappa[n][k]) for n in expected]) for k in ("infinite", "init")}
+    for k in ("infinite", "init"):
+        assert rows["paper_mlp"][f"pred. {k} (κ)"] == f"{means[k]:.3f} (κ {kappa[k]:+.2f})"
+    assert rows["cnn_gap"]["pred. infinite (κ)"] == ""
     page = (root / "index.html").read_text()
     assert 'data-plot="predicted_vs_actual"' in page
     for n, by_name in expected.items():
@@ -326,7 +331,10 @@ def test_the_track_files_define_their_protocols():
     tracks = load_tracks(REPO / "sweeps")
     assert {"mnist5k-quick", "mnist5k-cpu"} <= set(tracks)
     cpu = tracks["mnist5k-cpu"].protocol
-    assert cpu.leave_out_classes == list(range(10)) and cpu.n_poses == [2, 4, 8, 16]
+    assert cpu.leave_out_classes == list(range(10)) and cpu.n_poses == [2, 4, 8]
+    assert cpu.data["seeds_per_class"] == 20 and cpu.data["source"] == "mnist5k"
+    # the challengers' and steerable sweep files are on the same track: same protocol, checked on load
+    assert tracks["mnist5k-cpu"].path.name in {"cpu_track.yaml", "cpu_track_challengers.yaml", "cpu_track_steerable.yaml"}
 
 
 def test_parse_entry_error_is_one_orbitbench_line():

@@ -72,3 +72,33 @@ def test_a_config_file_with_a_data_block_is_refused_with_the_setting_it_changed(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "a cell's data.held_out_poses is [0, 1], the track's is [0]; it is not track 'tiny-one'" in err, err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_sweep_with_methods_gives_one_entry_per_method_that_verifies(tmp_path, capsys):
+    """`grid.method` -> one entry per (model, method), its method taken from the cells; verify re-runs
+    the method (not supervised); an entry claiming another method than its cells is refused."""
+    spec = tmp_path / "one_cell.yaml"
+    spec.write_text(ONE_CELL.read_text().replace("  model: [paper_mlp]\n",
+                                                  "  model: [paper_mlp]\n  method: [supervised, pose_consistency]\n"))
+    sweep = tmp_path / "sweep"
+    run_sweep(spec, out=sweep, in_process=True)
+    root = tmp_path / "board"
+    (root / "entries").mkdir(parents=True)
+    assert _cli(root, "add", str(sweep)) == 0
+    entries = {p.name: json.loads(p.read_text()) for p in (root / "entries").iterdir()}
+    assert sorted(entries) == ["tiny-one__paper_mlp.json", "tiny-one__paper_mlp__pose_consistency.json"]
+    method_entry = entries["tiny-one__paper_mlp__pose_consistency.json"]
+    assert method_entry["method"] == "pose_consistency" and entries["tiny-one__paper_mlp.json"]["method"] == "supervised"
+    assert method_entry["score"] != entries["tiny-one__paper_mlp.json"]["score"]  # really another training
+    path = root / "entries" / "tiny-one__paper_mlp__pose_consistency.json"
+    assert _cli(root, "verify", str(path), "--cells", "1") == 0, capsys.readouterr().err
+    assert json.loads(path.read_text())["verified"]["max_abs_diff"] == 0.0
+    capsys.readouterr()
+
+    method_entry = json.loads(path.read_text())
+    path.write_text(json.dumps({**method_entry, "method": "supervised"}))
+    code = _cli(root, "check")
+    err = capsys.readouterr().err
+    assert code == 2 and "trained by method 'pose_consistency', not 'supervised'" in err, err

@@ -187,3 +187,30 @@ def test_resume_from_checkpoint_keeps_the_initial_kernel(trained, tmp_path: Path
     before, after = callback.history[-1]["predictors"]["init"], resumed.history[-1]["predictors"]["init"]
     assert own(after) == own(before) and own(after["linearized"]) == own(before["linearized"])
     assert resumed.history[-1]["predictors"]["trained"]["kernel_drift"] > 0
+
+
+def test_predictor_subset_and_spectral_only_measure_what_they_say(trained) -> None:
+    """`predictors=[infinite, init]`, `regression=false` (the CPU track's setting for large models):
+    the spectral numbers are those of the full measurement on the same probe; nothing else is
+    computed, and what is left out says why."""
+    dm, _, full, _, _ = trained
+    torch.manual_seed(0)
+    model = OrbitClassifier("paper_mlp")
+    callback = EmpiricalNTKCallback(predictors=["infinite", "init"], regression=False, every_n_epochs=50, **OPTIONS)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False, callbacks=[callback],
+                        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+                        num_sanity_val_steps=0)  # fmt: skip
+    trainer.fit(model, dm)
+    first = callback.history[0]["predictors"]
+    assert first["trained"] == {"undefined": "not measured (predictors option without 'trained')"}
+    reference = full.history[0]["predictors"]
+    for name in ("infinite", "init"):
+        assert not any(key.startswith("regression_") for key in first[name]) and "linearized" not in first[name]
+        # same probe draw and the same initial weights (seed 0): the same spectral prediction
+        assert first[name]["spectral_out_test_acc"] == reference[name]["spectral_out_test_acc"]
+        assert first[name]["spectral_error_mean"] == pytest.approx(reference[name]["spectral_error_mean"], rel=1e-9)
+    assert "not computed (regression=false)" in callback.summary_line()
+    with pytest.raises(OrbitbenchError, match="predictors=\\['final'\\]"):
+        EmpiricalNTKCallback(predictors=["final"])
+    with pytest.raises(OrbitbenchError, match="predictors=\\[\\]"):
+        EmpiricalNTKCallback(predictors=[])

@@ -63,9 +63,16 @@ def load_entries(root: Path, sweeps: Path = DEFAULT_SWEEPS) -> dict[str, Entry]:
 # ---- add ---------------------------------------------------------------------------------------
 
 
+def entry_name(model: str, method: str = "supervised") -> str:
+    """The default entry name: the model's, with `__<method>` unless it is trained supervised."""
+    base = model.replace(":", "_").replace("(", "_").replace(")", "")
+    return base if method == "supervised" else f"{base}__{method}"
+
+
 def entry_from_sweep(sweep_dir: Path, model: str, tracks: dict[str, integrity.Track], name: str | None = None,
-                     **metadata) -> Entry:
-    """Summarise one model's finished cells; the protocol is what the cells ran, checked against the track."""
+                     method: str = "supervised", **metadata) -> Entry:
+    """Summarise the finished cells of one model trained by one method; the protocol is what the
+    cells ran, checked against the track."""
     from orbitbench.models import builder_path
     from orbitbench.models._registry import invariance
     from orbitbench.record import RECORD_FILE, load_record
@@ -75,12 +82,14 @@ def entry_from_sweep(sweep_dir: Path, model: str, tracks: dict[str, integrity.Tr
     spec = state.spec
     if model not in spec.grid.model:
         raise OrbitbenchError(f"model {model!r} is not in {state.root}'s grid ({', '.join(spec.grid.model)})")
-    missing = [cell.cell_id for cell in state.missing if cell.model == model]
+    if method not in spec.grid.method:
+        raise OrbitbenchError(f"method {method!r} is not in {state.root}'s grid ({', '.join(spec.grid.method)})")
+    missing = [cell.cell_id for cell in state.missing if cell.model == model and cell.method == method]
     if missing:
         raise OrbitbenchError(f"sweep {state.root} is incomplete for {model}: {len(missing)} cells have no result "
                               f"(e.g. {missing[0]}); finish it with `orbitbench sweep run` first")
     cells = [integrity.cell_from_record(c.cell_id, load_record(cell_dir(state.root, c) / RECORD_FILE))
-             for c in spec.cells() if c.model == model]
+             for c in spec.cells() if c.model == model and c.method == method]
     source = f"sweep {state.root}"
     if spec.track not in tracks:
         raise OrbitbenchError(f"{source}: track {spec.track!r} is not defined by any sweeps/*.yaml")
@@ -94,8 +103,7 @@ def entry_from_sweep(sweep_dir: Path, model: str, tracks: dict[str, integrity.Tr
     metadata.setdefault("invariance", invariance(model))
     try:
         return Entry(
-            name=name or model.replace(":", "_").replace("(", "_").replace(")", ""),
-            model=model, builder=builder_path(model), config=spec.training_config(model),
+            name=name or entry_name(model, method), model=model, method=method, builder=builder_path(model), config=spec.training_config(model),
             param_count=cells[0].model.n_params, track=spec.track, protocol=protocol, score=score, results=results,
             provenance=Provenance(orbitbench=cells[0].versions.get("orbitbench", "unknown"),
                                   git_commit=commits.pop() if len(commits) == 1 else None, versions=cells[0].versions),
@@ -105,21 +113,24 @@ def entry_from_sweep(sweep_dir: Path, model: str, tracks: dict[str, integrity.Tr
         raise OrbitbenchError(one_line_validation_error(f"entry for {model} from {state.root}", error)) from None
 
 
-def add(sweep_dir: Path, models: Sequence[str] | None = None, name: str | None = None, notes: str = "",
-        authors: Sequence[str] = (), paper: str | None = None, code: str | None = None, method: str = "supervised",
-        invariance: str | None = None, replace: bool = False, root: Path = DEFAULT_ROOT,
+def add(sweep_dir: Path, models: Sequence[str] | None = None, methods: Sequence[str] | None = None,
+        name: str | None = None, notes: str = "", authors: Sequence[str] = (), paper: str | None = None,
+        code: str | None = None, invariance: str | None = None, replace: bool = False, root: Path = DEFAULT_ROOT,
         sweeps: Path = DEFAULT_SWEEPS) -> list[Path]:
-    """Write one entry per model of a finished sweep; every entry is checked (alone and with the
-    existing ones) before any is written. `invariance` defaults to the registry's (`none`,
-    `built-in:c4` for `c4_pooled(...)`)."""
+    """Write one entry per (model, method) of a finished sweep (default: all of its grid); every
+    entry is checked (alone and with the existing ones) before any is written. The method is the
+    one the cells trained with; `invariance` defaults to the registry's (`none`, `built-in:c4` for
+    `c4_pooled(...)`, `built-in:c<n>` for `steerable_cnn_c<n>`)."""
     from orbitbench.sweep.results import read_spec
 
     tracks = integrity.load_tracks(sweeps)
-    models = list(models or read_spec(Path(sweep_dir)).grid.model)
-    if name and len(models) != 1:
-        raise OrbitbenchError(f"--name needs exactly one --model (the sweep has {', '.join(models)})")
-    new = [entry_from_sweep(Path(sweep_dir), m, tracks, name, notes=notes, authors=list(authors), paper=paper,
-                            code=code, method=method, invariance=invariance) for m in models]
+    grid = read_spec(Path(sweep_dir)).grid
+    pairs = [(m, t) for m in (models or grid.model) for t in (methods or grid.method)]
+    if name and len(pairs) != 1:
+        raise OrbitbenchError(f"--name needs exactly one (model, method); the selection has {len(pairs)} "
+                              "(choose with --models and --methods)")  # fmt: skip
+    new = [entry_from_sweep(Path(sweep_dir), m, tracks, name, method=t, notes=notes, authors=list(authors),
+                            paper=paper, code=code, invariance=invariance) for m, t in pairs]  # fmt: skip
     existing = load_entries(root, sweeps)
     folder = Path(root) / "entries"
     targets = {str(folder / entry.file_name): entry for entry in new}

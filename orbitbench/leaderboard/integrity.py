@@ -22,7 +22,7 @@ import yaml
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.leaderboard.intervals import clip, t_interval, unit_scores
-from orbitbench.leaderboard.schema import PREDICTORS, Cell, Entry, Interval, PoseResult, Protocol, Stat
+from orbitbench.leaderboard.schema import PREDICTORS, Cell, Entry, Interval, KappaStat, PoseResult, Protocol, Stat
 from orbitbench.record import RunRecord
 from orbitbench.stats import mean_std
 from orbitbench.sweep.spec import PROTOCOL_DATA_KEYS_EXCLUDED, SweepSpec, load_sweep_file
@@ -100,8 +100,9 @@ def cell_from_record(cell_id: str, record: RunRecord) -> Cell:
     summary = record.callbacks.get(NTK_CALLBACK, {}).get("predictors", {})
     predicted = {name: float(summary[name][NTK_PREDICTED]) for name in PREDICTORS
                  if isinstance(summary.get(name), dict) and summary[name].get(NTK_PREDICTED) is not None}
+    kappa = {name: float(summary[name]["kappa"]) for name in predicted if summary[name].get("kappa") is not None}
     return Cell(cell=cell_id, seed=record.seeds.seed_everything if record.seeds.seed_everything is not None else -1,
-                model=record.model, data=record.data, metrics=record.metrics, predicted=predicted,
+                model=record.model, data=record.data, metrics=record.metrics, predicted=predicted, kappa=kappa,
                 epochs=record.epochs, global_step=record.global_step, wall_time_s=record.wall_time_s,
                 git_commit=record.git_commit, versions=record.versions, finished=record.finished)
 
@@ -140,9 +141,9 @@ def check_grid(cells: Sequence[Cell], protocol: Protocol, source: str) -> None:
 # ---- aggregates ----------------------------------------------------------------------------------
 
 
-def _stat(values: list[float]) -> Stat:
+def _stat(values: list[float], bounded: bool = True) -> Stat | KappaStat:
     mean, std, n = mean_std(values)
-    return Stat(mean=round(mean, 6), std=round(std, 6), n=n)
+    return (Stat if bounded else KappaStat)(mean=round(mean, 6), std=round(std, 6), n=n)
 
 
 def recompute(cells: Sequence[Cell]) -> tuple[list[PoseResult], Interval]:
@@ -152,10 +153,12 @@ def recompute(cells: Sequence[Cell]) -> tuple[list[PoseResult], Interval]:
         group = [c for c in cells if c.n_poses == n]
         train = [c.metrics.train_acc for c in group if c.metrics.train_acc is not None]
         predicted = {p: _stat([c.predicted[p] for c in group]) for p in PREDICTORS if all(p in c.predicted for c in group)}
+        kappa = {p: _stat([c.kappa[p] for c in group], bounded=False) for p in PREDICTORS
+                 if all(p in c.kappa for c in group)}  # fmt: skip
         results.append(PoseResult(
             n_poses=n, train=_stat(train) if len(train) == len(group) else None,
             in_test=_stat([c.metrics.in_test_acc for c in group]),
-            out_test=_stat([c.metrics.out_test_acc for c in group]), predicted=predicted,
+            out_test=_stat([c.metrics.out_test_acc for c in group]), predicted=predicted, kappa=kappa,
         ))
     units = unit_scores(cell_units(cells))
     mean, low, high = t_interval(list(units.values()))
@@ -219,6 +222,8 @@ def check_entry(entry: Entry, source: str, track: Protocol | None) -> None:
     for cell in entry.cells:
         if cell.model.backbone != entry.model:
             raise OrbitbenchError(f"{source}: cell {cell.cell} trained {cell.model.backbone!r}, not model {entry.model!r}")
+        if cell.model.method != entry.method:
+            raise OrbitbenchError(f"{source}: cell {cell.cell} trained by method {cell.model.method!r}, not {entry.method!r}")
         if cell.model.n_params != params:
             raise OrbitbenchError(f"{source}: cell {cell.cell} reports {cell.model.n_params} parameters; {entry.model} has {params}")
     if entry.param_count != params:
@@ -262,9 +267,10 @@ def _short(value: Any) -> str:
 
 
 def effective_config(entry: Entry) -> str:
-    """What decides an entry's training besides the protocol: model, builder arguments and settings."""
+    """What decides an entry's training besides the protocol: model, builder arguments, method and settings."""
     config = {k: v for k, v in entry.config.items() if k != "config_file"}
-    return json.dumps([entry.model, entry.cells[0].model.backbone_kwargs, config], sort_keys=True)
+    first = entry.cells[0].model
+    return json.dumps([entry.model, first.backbone_kwargs, entry.method, first.method_kwargs, config], sort_keys=True)
 
 
 # ---- verify ------------------------------------------------------------------------------------
@@ -279,7 +285,7 @@ def rerun_spec(entry: Entry) -> tuple[SweepSpec, Any]:
     settings = {k: v for k, v in entry.config.items() if k not in ("config_file", "config_file_content")}
     spec = {
         "name": entry.sweep, "track": entry.track, "datamodule": entry.protocol.datamodule,
-        "grid": {"model": [entry.model], order: entry.protocol.n_poses,
+        "grid": {"model": [entry.model], "method": [entry.method], order: entry.protocol.n_poses,
                  "leave_out_class": entry.protocol.leave_out_classes, "seed": entry.protocol.seeds},
         "fit": {**{f"data.{k}": v for k, v in entry.protocol.data.items()}, **settings},
     }
@@ -335,6 +341,7 @@ def max_metric_difference(a: Cell, b: Cell) -> float:
     pairs = [(a.metrics.train_acc, b.metrics.train_acc), (a.metrics.in_test_acc, b.metrics.in_test_acc),
              (a.metrics.out_test_acc, b.metrics.out_test_acc)]
     pairs += [(a.predicted.get(p), b.predicted.get(p)) for p in set(a.predicted) | set(b.predicted)]
+    pairs += [(a.kappa.get(p), b.kappa.get(p)) for p in set(a.kappa) | set(b.kappa)]
     worst = 0.0
     for x, y in pairs:
         if (x is None) != (y is None):

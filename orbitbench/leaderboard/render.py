@@ -67,6 +67,12 @@ def _maybe(value: float | None) -> str:
     return "" if value is None else f"{value:.3f}"
 
 
+def _predicted(entry: Entry, predictor: str) -> str:
+    """`0.150 (κ 0.12)`: predicted out-test and the prediction's agreement with the network."""
+    value, kappa = entry.mean_predicted(predictor), entry.mean_kappa(predictor)
+    return _maybe(value) + ("" if value is None or kappa is None else f" (κ {kappa:+.2f})")
+
+
 def _train(entry: Entry) -> str:
     values = [r.train.mean for r in entry.results if r.train is not None]
     return f"{sum(values) / len(values):.3f}" if len(values) == len(entry.results) else ""
@@ -99,7 +105,7 @@ def columns(rows: list[Row]) -> list[tuple[str, str, list[str]]]:
         ("train", "Train (eval)", [_train(x) for x in e]),
         *((f"n{n}", f"out-test n={n}", [f"{x.results[i].out_test.mean:.3f} ± {x.results[i].out_test.std:.3f}" for x in e])
           for i, n in enumerate(orders)),
-        *((f"pred_{p}", f"pred. {p}", [_maybe(x.mean_predicted(p)) for x in e]) for p in SHOWN_PREDICTORS),
+        *((f"pred_{p}", f"pred. {p} (κ)", [_predicted(x, p) for x in e]) for p in SHOWN_PREDICTORS),
         ("cells", "Cells", [str(len(x.cells)) for x in e]),
         ("verified", "Verified", [verified_text(x) for x in e]),
         ("date", "Date", [x.date.isoformat() for x in e]),
@@ -127,8 +133,10 @@ INTRO = (
     "their paired difference interval excludes 0. Every number is recomputed from the per-cell run records "
     "in the entry by `orbitbench leaderboard check`; *verified* entries had cells re-run by "
     "`orbitbench leaderboard verify` and matched, *reported* ones not yet. Pred. infinite / init: out-test "
-    "accuracy predicted by the spectral error of the infinite-width and at-initialisation kernels (blank "
-    "when the cells did not compute them). Tracks are never ranked together."
+    "accuracy predicted by the spectral error of the infinite-width and at-initialisation kernels, averaged "
+    "like out-test, with κ, Cohen's kappa of that prediction against the network on the same digits, per "
+    "cell (0: no more agreement than chance, whatever the accuracies; blank when the cells did not compute "
+    "them). Tracks are never ranked together."
 )
 
 

@@ -49,6 +49,14 @@ class Stat(_Strict):
     n: int = Field(ge=1)
 
 
+class KappaStat(_Strict):
+    """Cohen's kappa over the cells of one group order (in [-1, 1]): mean, population std, cells."""
+
+    mean: float = Field(ge=-1.0, le=1.0)
+    std: float = Field(ge=0.0, le=1.0)
+    n: int = Field(ge=1)
+
+
 class Interval(_Strict):
     """A mean with its 95% t-interval over units (leave-out class x seed); n = number of units."""
 
@@ -66,6 +74,7 @@ class PoseResult(_Strict):
     in_test: Stat
     out_test: Stat
     predicted: dict[str, Stat] = {}  # predictor name -> spectral-predicted out-test accuracy
+    kappa: dict[str, KappaStat] = {}  # predictor name -> Cohen's kappa of that prediction vs the network, per cell
 
 
 class Protocol(_Strict):
@@ -90,6 +99,7 @@ class Cell(BaseModel):
     data: DataSettings
     metrics: Metrics
     predicted: dict[str, float] = {}  # predictor -> spectral-predicted out-test accuracy
+    kappa: dict[str, float] = {}  # predictor -> Cohen's kappa, spectral rule vs network, on the out-test digits
     epochs: int = Field(ge=0)
     global_step: int = Field(ge=0)
     wall_time_s: float = Field(ge=0)
@@ -174,4 +184,9 @@ class Entry(_Strict):
     def mean_predicted(self, predictor: str) -> float | None:
         """Predicted out-test averaged over group orders; None unless every order has it."""
         values = [r.predicted[predictor].mean for r in self.results if predictor in r.predicted]
+        return sum(values) / len(values) if len(values) == len(self.results) else None
+
+    def mean_kappa(self, predictor: str) -> float | None:
+        """The prediction's per-cell Cohen's kappa vs the network, averaged; None unless every order has it."""
+        values = [r.kappa[predictor].mean for r in self.results if predictor in r.kappa]
         return sum(values) / len(values) if len(values) == len(self.results) else None

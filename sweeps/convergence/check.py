@@ -1,0 +1,95 @@
+"""Is each model of a track trained to convergence? Reads a convergence sweep (learning curves at 3x
+the track's budget, sweeps/convergence/cpu_track.yaml) and prints, per model and group order, the
+in-test accuracy at the track's budget next to the best that longer training reaches.
+
+    python sweeps/convergence/check.py sweeps/cpu_track.yaml runs/sweeps/cpu_track_convergence \
+        runs/sweeps/cpu_track_convergence_long runs/sweeps/cpu_track_convergence_steps
+
+In-test is smoothed over three consecutive validations (a trailing window) because one cell's
+in-test split is small; a budget passes when its smoothed in-test is no more than `--tolerance`
+below the best smoothed value at any later validation (longer training). Of several runs of one
+(model, group order), the longest is used; it must be at least 1.5x the budget. A model that
+overfits peaks early; the best over the whole run is printed too, for information.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from orbitbench.record import load_record
+from orbitbench.sweep.spec import load_sweep_file
+
+
+def curve(cell: Path, tag: str = "val/in_test_acc") -> list[tuple[int, float]]:
+    """(global step, value) of every validation of `tag`, in step order (all event files of the cell)."""
+    points = []
+    for path in sorted(cell.glob("events.out.tfevents.*")):
+        events = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        events.Reload()
+        if tag in events.Tags()["scalars"]:
+            points += [(s.step, s.value) for s in events.Scalars(tag)]
+    return sorted(points)
+
+
+def trailing(values: list[float], window: int = 3) -> list[float]:
+    return [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("track", type=Path, help="the track's sweep file (its model_fit epochs are the budgets)")
+    parser.add_argument("sweep_dirs", type=Path, nargs="+", help="convergence sweep directories")
+    parser.add_argument("--tolerance", type=float, default=0.03)
+    args = parser.parse_args()
+    track = load_sweep_file(args.track)
+    print("| model | n | budget | long run (epochs) | in-test at budget | best later (epoch) | gap | pass "
+          "| best overall (epoch) | out-test at budget / end |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+    failed = 0
+    longest: dict[tuple[str, int], tuple[int, Path]] = {}
+    for cell in sorted(c for d in args.sweep_dirs for c in (d / "cells").iterdir()):
+        if not (cell / "record.json").is_file():
+            print(f"| {cell} | not finished |")
+            failed += 1
+            continue
+        record = load_record(cell / "record.json")
+        key = (record.model.backbone, record.data.n_poses)
+        if key not in longest or record.global_step > longest[key][0]:
+            longest[key] = (record.global_step, cell)
+    for key in sorted(longest):
+        cell = longest[key][1]
+        record = load_record(cell / "record.json")
+        model = record.model.backbone
+        settings = {**track.fit, **track.model_fit.get(model, {})}
+        steps_per_epoch = record.global_step / record.epochs
+        max_steps = int(settings.get("trainer.max_steps", -1))
+        if max_steps > 0:
+            budget, budget_steps = f"{max_steps} steps", max_steps
+        else:
+            budget, budget_steps = f"{settings['trainer.max_epochs']} epochs", int(settings["trainer.max_epochs"]) * steps_per_epoch
+        points = curve(cell)
+        if points[-1][0] + 1 < 1.5 * budget_steps:
+            print(f"| `{model}` | {record.data.n_poses} | {budget} | run not long enough ({points[-1][0] + 1} steps) to check |")
+            continue
+        smooth = trailing([value for _, value in points])
+        epoch = lambda i: round(points[i][0] / steps_per_epoch)  # noqa: E731
+        index = max(i for i, (step, _) in enumerate(points) if step <= budget_steps + 1)
+        later = max(range(index, len(smooth)), key=lambda i: smooth[i])
+        overall = max(range(len(smooth)), key=lambda i: smooth[i])
+        ok = smooth[index] >= smooth[later] - args.tolerance
+        failed += not ok
+        out = trailing([value for _, value in curve(cell, "val/out_test_acc")])
+        print(f"| `{model}` | {record.data.n_poses} | {budget} | {record.epochs} | {smooth[index]:.3f} | {smooth[later]:.3f} ({epoch(later)}) "
+              f"| {smooth[later] - smooth[index]:+.3f} | {'yes' if ok else 'NO'} | {smooth[overall]:.3f} ({epoch(overall)}) "
+              f"| {out[index]:.3f} / {out[-1]:.3f} |")
+    print(f"\nin-test: trailing mean of 3 validations; tolerance {args.tolerance}; a long run must be at least "
+          "1.5x the budget")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

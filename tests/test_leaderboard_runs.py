@@ -91,7 +91,8 @@ def test_a_sweep_with_methods_gives_one_entry_per_method_that_verifies(tmp_path,
     assert sorted(entries) == ["tiny-one__paper_mlp.json", "tiny-one__paper_mlp__pose_consistency.json"]
     method_entry = entries["tiny-one__paper_mlp__pose_consistency.json"]
     assert method_entry["method"] == "pose_consistency" and entries["tiny-one__paper_mlp.json"]["method"] == "supervised"
-    assert method_entry["score"] != entries["tiny-one__paper_mlp.json"]["score"]  # really another training
+    losses = [e["cells"][0]["metrics"]["in_test_loss"] for e in (method_entry, entries["tiny-one__paper_mlp.json"])]
+    assert losses[0] != losses[1]  # really another training
     path = root / "entries" / "tiny-one__paper_mlp__pose_consistency.json"
     assert _cli(root, "verify", str(path), "--cells", "1") == 0, capsys.readouterr().err
     assert json.loads(path.read_text())["verified"]["max_abs_diff"] == 0.0

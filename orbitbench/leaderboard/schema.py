@@ -93,7 +93,7 @@ class Cell(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cell: str = Field(pattern=NAME_PATTERN)
+    cell: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # sweep cell id (`model+method-n4-c3-s0`)
     seed: int
     model: ModelSettings
     data: DataSettings

@@ -46,10 +46,14 @@ def main() -> int:
     parser.add_argument("--tolerance", type=float, default=0.03)
     args = parser.parse_args()
     track = load_sweep_file(args.track)
+    failed = 0
+    for folder in args.sweep_dirs:
+        if not (folder / "cells").is_dir():
+            print(f"orbitbench: {folder} is not a sweep directory (no cells/)", file=sys.stderr)
+            return 2
     print("| model | n | budget | long run (epochs) | in-test at budget | best later (epoch) | gap | pass "
           "| best overall (epoch) | out-test at budget / end |")
     print("|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
-    failed = 0
     longest: dict[tuple[str, int], tuple[int, Path]] = {}
     for cell in sorted(c for d in args.sweep_dirs for c in (d / "cells").iterdir()):
         if not (cell / "record.json").is_file():
@@ -92,4 +96,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from orbitbench.errors import OrbitbenchError
+
+    try:
+        sys.exit(main())
+    except OrbitbenchError as error:
+        print(f"orbitbench: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -199,14 +199,19 @@ def versions() -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def git_commit() -> str | None:
-    """The commit of the orbitbench checkout this code runs from; None outside a git checkout."""
+    """The commit of the orbitbench checkout this code runs from, `<sha>+dirty` when tracked files
+    differ from it (the code that ran is not that commit); None outside a git checkout."""
     here = Path(__file__).resolve().parent
     try:
         done = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, timeout=10)  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
     commit = done.stdout.strip()
-    return commit if done.returncode == 0 and len(commit) == 40 else None
+    if done.returncode != 0 or len(commit) != 40:
+        return None
+    return commit + "+dirty" if status.returncode == 0 and status.stdout.strip() else commit
 
 
 def one_line_validation_error(source: str, error: ValidationError) -> str:

@@ -126,8 +126,6 @@ class EmpiricalNTKCallback(L.Callback):
         if unknown or not chosen:
             raise OrbitbenchError(f"EmpiricalNTKCallback: predictors={predictors!r}; accepted: a non-empty "
                                   f"list of {', '.join(PREDICTORS)}")  # fmt: skip
-        if "infinite" not in chosen:
-            self.infinite_width = False
         self.chosen, self.regression = chosen, regression
         self.probe: ProbeSet | None = None
         self.predictors: KernelPredictors | None = None
@@ -146,22 +144,19 @@ class EmpiricalNTKCallback(L.Callback):
             )
         if self.probe is None:
             self.probe = draw_probe(dm, self.probe_options)
-        twin = model_twin(pl_module) if self.infinite_width is not False else "switched off (infinite_width/predictors)"
+        twin = model_twin(pl_module) if self.infinite_width is not False else "switched off (infinite_width=false)"
         if self.infinite_width and isinstance(twin, str):
             raise OrbitbenchError(f"EmpiricalNTKCallback: infinite_width=true, but {twin}")
         self.predictors = KernelPredictors(self.probe, twin, self.reg, self.dtype, self.chunk_size,
-                                           trained="trained" in self.chosen, regression=self.regression)  # fmt: skip
+                                           self.chosen, self.regression)  # fmt: skip
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         network = network_of(pl_module)
         if self.initial_state is None:  # not resumed: these are the initial weights
             self.initial_state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
-            if "init" in self.chosen:
-                self.predictors.set_initial(network)
-            else:
-                self.predictors.set_initial_state(network, None, "not measured (predictors option without 'init')")
+            self.predictors.set_initial(network)
             self._measure(trainer, pl_module, "fit_start")
-        elif "init" in self.chosen:  # resumed: the initial weights came with the checkpoint (step not yet restored)
+        else:  # resumed: the initial weights came with the checkpoint (global step not yet restored)
             self.predictors.set_initial_state(network, self.initial_state)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

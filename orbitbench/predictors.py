@@ -26,7 +26,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -114,14 +114,17 @@ class KernelPredictors:
     `report`."""
 
     def __init__(self, probe: ProbeSet, twin: KernelTwin | str, reg: float = 1e-10,
-                 dtype: torch.dtype = torch.float64, chunk_size: int = 256, trained: bool = True,
-                 regression: bool = True) -> None:  # fmt: skip
+                 dtype: torch.dtype = torch.float64, chunk_size: int = 256,
+                 predictors: Sequence[str] = PREDICTORS, regression: bool = True) -> None:  # fmt: skip
         self.probe, self.twin, self.reg, self.dtype, self.chunk_size = probe, twin, reg, dtype, chunk_size
-        self.trained = trained  # False: `trained` is reported as not measured (its kernel is the costly one)
+        self.measured = frozenset(predictors)  # the others are reported as not measured
         self.regression = regression  # False: the spectral rule only (no regression_* numbers)
-        self._fixed: dict[str, _Raw | str] = {}
+        self._fixed: dict[str, _Raw | str] = {
+            name: f"not measured (predictors option without '{name}')" for name in ("infinite", "init")
+            if name not in self.measured
+        }
         if isinstance(twin, str):
-            self._fixed["infinite"] = twin
+            self._fixed.setdefault("infinite", twin)
         self._f0: Tensor | None = None
 
     # ---- kernels -> raw predictions ----------------------------------------------------------
@@ -162,15 +165,17 @@ class KernelPredictors:
 
     def set_initial(self, network: nn.Module) -> None:
         """Compute the `init` predictor from `network` at its initial weights."""
+        if "init" not in self.measured:
+            return
         self._f0 = network_outputs(network, self.probe)
         self._fixed["init"] = self._empirical(network, self._f0)
 
-    def set_initial_state(self, network: nn.Module, state: dict[str, Tensor] | None,
-                          why_none: str = "the initial weights were not recorded (train with EmpiricalNTKCallback)") -> None:  # fmt: skip
-        """`set_initial` from a saved initial state dict (a copy of `network` is loaded with it);
-        None: `init` is undefined, for the reason `why_none`."""
+    def set_initial_state(self, network: nn.Module, state: dict[str, Tensor] | None) -> None:
+        """`set_initial` from a saved initial state dict (a copy of `network` is loaded with it)."""
+        if "init" not in self.measured:
+            return
         if state is None:
-            self._fixed["init"] = why_none
+            self._fixed["init"] = "the initial weights were not recorded (train with EmpiricalNTKCallback)"
             return
         initial = copy.deepcopy(network)
         initial.load_state_dict(state)
@@ -200,7 +205,7 @@ class KernelPredictors:
         network_seconds = time.perf_counter() - start
         initial = self._fixed.get("init")
         trained: _Raw | str
-        if not self.trained:
+        if "trained" not in self.measured:
             trained = "not measured (predictors option without 'trained')"
         elif at_initial and isinstance(initial, _Raw):
             trained = dataclasses.replace(initial, linearized=None)

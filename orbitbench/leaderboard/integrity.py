@@ -141,9 +141,9 @@ def check_grid(cells: Sequence[Cell], protocol: Protocol, source: str) -> None:
 # ---- aggregates ----------------------------------------------------------------------------------
 
 
-def _stat(values: list[float], bounded: bool = True) -> Stat | KappaStat:
+def _stat(values: list[float], kind: type[Stat] | type[KappaStat] = Stat) -> Stat | KappaStat:
     mean, std, n = mean_std(values)
-    return (Stat if bounded else KappaStat)(mean=round(mean, 6), std=round(std, 6), n=n)
+    return kind(mean=round(mean, 6), std=round(std, 6), n=n)
 
 
 def recompute(cells: Sequence[Cell]) -> tuple[list[PoseResult], Interval]:
@@ -153,7 +153,7 @@ def recompute(cells: Sequence[Cell]) -> tuple[list[PoseResult], Interval]:
         group = [c for c in cells if c.n_poses == n]
         train = [c.metrics.train_acc for c in group if c.metrics.train_acc is not None]
         predicted = {p: _stat([c.predicted[p] for c in group]) for p in PREDICTORS if all(p in c.predicted for c in group)}
-        kappa = {p: _stat([c.kappa[p] for c in group], bounded=False) for p in PREDICTORS
+        kappa = {p: _stat([c.kappa[p] for c in group], KappaStat) for p in PREDICTORS
                  if all(p in c.kappa for c in group)}  # fmt: skip
         results.append(PoseResult(
             n_poses=n, train=_stat(train) if len(train) == len(group) else None,

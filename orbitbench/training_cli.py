@@ -65,7 +65,11 @@ class ReseedEachStep(Callback):
         if self.base_seed is None:
             return
         seed = (self.base_seed * 1_000_003 + trainer.global_step) % 2**32
-        torch.manual_seed(seed)  # also seeds every CUDA device
+        # torch.manual_seed would also queue lazy seeding of every accelerator backend (CUDA, XPU,
+        # MTIA: a stack capture and a driver query each), per step; seed only what this run uses.
+        torch.default_generator.manual_seed(seed)
+        if pl_module.device.type == "cuda":
+            torch.cuda.manual_seed_all(seed)
         np.random.seed(seed)
         random.seed(seed)
 

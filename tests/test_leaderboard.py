@@ -331,7 +331,7 @@ def test_the_track_files_define_their_protocols():
     tracks = load_tracks(REPO / "sweeps")
     assert {"mnist5k-quick", "mnist5k-cpu"} <= set(tracks)
     cpu = tracks["mnist5k-cpu"].protocol
-    assert cpu.leave_out_classes == list(range(10)) and cpu.n_poses == [2, 4, 8]
+    assert cpu.leave_out_classes == list(range(10)) and cpu.n_poses == [4, 8]
     assert cpu.data["seeds_per_class"] == 20 and cpu.data["source"] == "mnist5k"
     # the challengers' and steerable sweep files are on the same track: same protocol, checked on load
     assert tracks["mnist5k-cpu"].path.name in {"cpu_track.yaml", "cpu_track_challengers.yaml", "cpu_track_steerable.yaml"}

@@ -117,9 +117,10 @@ def add(sweep_dir: Path, models: Sequence[str] | None = None, methods: Sequence[
         name: str | None = None, notes: str = "", authors: Sequence[str] = (), paper: str | None = None,
         code: str | None = None, invariance: str | None = None, replace: bool = False, root: Path = DEFAULT_ROOT,
         sweeps: Path = DEFAULT_SWEEPS) -> list[Path]:
-    """Write one entry per (model, method) of a finished sweep (default: all of its grid); every
-    entry is checked (alone and with the existing ones) before any is written. The method is the
-    one the cells trained with; `invariance` defaults to the registry's (`none`, `built-in:c4` for
+    """Write one entry per (model, method) of a finished sweep (default: all of its grid).
+
+    Every entry is checked (alone and with the existing ones) before any is written. The method is
+    the one the cells trained with; `invariance` defaults to the registry's (`none`, `built-in:c4` for
     `c4_pooled(...)`, `built-in:c<n>` for `steerable_cnn_c<n>`)."""
     from orbitbench.sweep.results import read_spec
 

@@ -1,82 +1,157 @@
 """Rebuild the findings of docs/CHALLENGERS.md (table and figure) from finished sweep folders.
 
-    python benchmarks/challengers.py runs/sweeps/challengers runs/sweeps/challengers_steerable
+    python benchmarks/challengers.py runs/sweeps/cpu_track runs/sweeps/cpu_track_challengers \
+        runs/sweeps/cpu_track_steerable --trained
 
-Reads each cell's run record (`cells/*/record.json`), groups by (backbone, method, group order)
-and averages over leave-out classes; prints the Markdown table and writes
-docs/challengers_out_test.png. Methods are told apart by the record's `model.method`.
+Reads each cell's run record (`cells/*/record.json`), keeps the backbones named by `--backbones`,
+groups by (backbone, method, group order) and averages over leave-out classes; prints the
+Markdown table and writes docs/challengers_out_test.png.
 
 Out-test holds one class only, so beside the record's in-test accuracy (all classes) the table
 gives the in-test accuracy of the leave-out class itself (its seen poses), recomputed from the
 cell's last checkpoint: a method that carries the symmetry has out-test close to *that*.
+
+Kernel predictions: `infinite` and `init` are the ones each cell's EmpiricalNTKCallback recorded
+(spectral rule on the cell's out-test digits, and Cohen's kappa against the network). A method
+changes only how the weights move, so its initial kernel is its backbone's: whether a method
+adapts the kernel to the symmetry shows in the kernel of the *trained* weights, which `--trained`
+computes from each cell's last checkpoint on the callback's probe (same draw, same digits), as
+kernel regression on the training split; the spectral rule on that kernel is printed as a range
+only (it predicts 1.000 in every cell measured, whatever the network does).
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 from orbitbench.io import atomic_write_bytes
+from orbitbench.leaderboard.intervals import paired_difference, t_interval, unit_scores
 from orbitbench.plots import Curve, Panel, accuracy_png
 from orbitbench.record import load_record
 
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "challengers_out_test.png"
+BACKBONES = "paper_mlp,paper_convnet,c4_pooled(paper_mlp),steerable_cnn_c4,steerable_cnn_c8,steerable_cnn_c16"
+BUILT_IN = ("steerable", "c4_pooled")  # invariant by construction: no trained-kernel measurement
+NTK = "EmpiricalNTKCallback"
 
 
 @torch.no_grad()
-def leave_out_class_in_test_acc(record) -> float:
-    """Accuracy on the in-test pairs of the leave-out class, from the run's last checkpoint."""
-    from orbitbench.datamodules import datamodule_class
-    from orbitbench.module import OrbitClassifier
-
-    model = OrbitClassifier.load_from_checkpoint(record.last_checkpoint, map_location="cpu").eval()
-    dm = datamodule_class(record.data.datamodule)(**record.data.hparams)
-    dm.setup("fit")
+def leave_out_class_in_test_acc(model, dm, leave_out_class: int) -> float:
+    """Accuracy on the in-test pairs of the leave-out class (its seen poses)."""
     pairs = dm.splits["in_test"]  # [M, 2] (image, pose)
-    labels = dm.digits.labels[pairs[:, 0]]
-    mine = pairs[labels == record.data.hparams["leave_out_class"]]
+    mine = pairs[dm.digits.labels[pairs[:, 0]] == leave_out_class]
     predicted = model.net(dm.materialize(mine[:, 0], mine[:, 1])).argmax(dim=1)
-    return (predicted == record.data.hparams["leave_out_class"]).double().mean().item()
+    return (predicted == leave_out_class).double().mean().item()
 
 
-def collect(folders: list[Path]) -> dict[tuple[str, str, int], list]:
-    groups: dict[tuple[str, str, int], list] = defaultdict(list)
-    for folder in folders:
+def trained_kernel(model, dm, n_seeds: int) -> tuple[float, float, float]:
+    """(kernel-regression out-test, its kappa, spectral-rule out-test) of the empirical NTK at the
+    trained weights, on the probe the cell's callback drew (`n_seeds` leave-out digits, the default
+    draw otherwise)."""
+    from orbitbench.callbacks import model_twin, network_of
+    from orbitbench.predictors import KernelPredictors
+    from orbitbench.probe import ProbeOptions, draw_probe
+
+    network = network_of(model)
+    predictors = KernelPredictors(draw_probe(dm, ProbeOptions(n_seeds=n_seeds)), model_twin(model),
+                                  chunk_size=32, predictors=["trained"])
+    entry = predictors.report(network).predictors["trained"]
+    return entry["regression_out_test_acc"], entry["regression_kappa"], entry["spectral_out_test_acc"]
+
+
+def measure(record, with_trained: bool) -> dict[str, float | None]:
+    """What one cell contributes to the table."""
+    from orbitbench.predict_kernel import load_checkpoint
+
+    model, dm, _, _ = load_checkpoint(Path(record.last_checkpoint))
+    model.eval()
+    leave_out = record.data.hparams["leave_out_class"]
+    summary = record.callbacks.get(NTK, {})
+    row: dict[str, float | None] = {
+        "unit": (leave_out, record.seeds.seed_everything), "in_test": record.metrics.in_test_acc, "out_test": record.metrics.out_test_acc,
+        "class_in_test": leave_out_class_in_test_acc(model, dm, leave_out),
+    }  # fmt: skip
+    for name in ("infinite", "init"):
+        entry = summary.get("predictors", {}).get(name, {})
+        row[f"{name}_pred"], row[f"{name}_kappa"] = entry.get("spectral_out_test_acc"), entry.get("kappa")
+    row["trained_pred"] = row["trained_kappa"] = row["trained_spectral"] = None
+    if with_trained:
+        row["trained_pred"], row["trained_kappa"], row["trained_spectral"] = trained_kernel(
+            model, dm, summary.get("probe", {}).get("n_seeds", 32))
+    return row
+
+
+def cell(rows: list[dict], key: str) -> str:
+    values = [r[f"{key}_pred"] for r in rows]
+    if any(v is None for v in values):
+        return "-"
+    return f"{statistics.mean(values):.3f} ({statistics.mean(r[f'{key}_kappa'] for r in rows):+.2f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", type=Path, nargs="+", help="finished sweep directories")
+    parser.add_argument("--backbones", default=BACKBONES, help="comma-separated backbones to keep")
+    parser.add_argument("--trained", action="store_true", help="also the trained-weights kernel (slow)")
+    parser.add_argument("--figure", type=Path, default=FIGURE, help=f"where the PNG goes (default {FIGURE.name})")
+    args = parser.parse_args()
+    keep = set(args.backbones.split(","))
+    groups: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
+    for folder in args.folders:
         for path in sorted(folder.glob("cells/*/record.json")):
             record = load_record(path)
-            groups[(record.model.backbone, record.model.method, record.data.n_poses)].append(record)
-    return groups
-
-
-def main(folders: list[Path]) -> None:
-    groups = collect(folders)
-    print("| backbone | method | n_angles | classes | in-test | in-test, leave-out class | out-test | kernel prediction |")
-    print("|---|---|---|---|---|---|---|---|")
-    curves: dict[tuple[str, str], dict[int, tuple[float, float, float, float]]] = defaultdict(dict)
-    for (backbone, method, n), records in sorted(groups.items()):
-        ins = [r.metrics.in_test_acc for r in records]
-        outs = [r.metrics.out_test_acc for r in records]
-        classes = ",".join(str(r.data.hparams["leave_out_class"]) for r in records)
-        mean_in, mean_out = statistics.mean(ins), statistics.mean(outs)
-        mean_class = statistics.mean(leave_out_class_in_test_acc(r) for r in records)
-        spread = lambda xs: statistics.pstdev(xs) if len(xs) > 1 else 0.0  # noqa: E731
-        curves[(backbone, method)][n] = (mean_in, spread(ins), mean_out, spread(outs))
-        print(f"| {backbone} | {method} | {n} | {classes} | {mean_in:.3f} | {mean_class:.3f} | {mean_out:.3f} | (later) |")
+            if record.model.backbone in keep:
+                groups[(record.model.backbone, record.model.method, record.data.n_poses)].append(
+                    measure(record, args.trained and not record.model.backbone.startswith(BUILT_IN)))
+    print("| backbone | method | n_angles | cells | in-test | in-test, leave-out class | out-test [95% CI] "
+          "| pred. infinite (κ) | pred. init (κ) | trained-kernel regression (κ) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    curves: dict[tuple[str, str], dict[int, tuple[float, float, float | None]]] = defaultdict(dict)
+    for (backbone, method, n), rows in sorted(groups.items()):
+        mean, low, high = t_interval([r["out_test"] for r in rows])
+        trained = [r["trained_pred"] for r in rows]
+        curves[(backbone, method)][n] = (mean, statistics.pstdev(r["out_test"] for r in rows),
+                                         None if None in trained else statistics.mean(trained))
+        print(f"| {backbone} | {method} | {n} | {len(rows)} | {statistics.mean(r['in_test'] for r in rows):.3f} "
+              f"| {statistics.mean(r['class_in_test'] for r in rows):.3f} | {mean:.3f} [{max(low, 0):.2f}, {min(high, 1):.2f}] "
+              f"| {cell(rows, 'infinite')} | {cell(rows, 'init')} | {cell(rows, 'trained')} |")
     orders = sorted({n for *_, n in groups})
-    panel = Panel("challengers: in-test (dashed) and out-test (solid)", orders, "n_angles")
-    for (backbone, method), by_n in curves.items():
-        xs = sorted(by_n)
-        label = f"{backbone} / {method}"
-        panel.curves.append(Curve(f"{label} out-test", xs, [by_n[x][2] for x in xs], [by_n[x][3] for x in xs], label))
-        panel.curves.append(Curve(f"{label} in-test", xs, [by_n[x][0] for x in xs], [by_n[x][1] for x in xs], label,
-                                  dashed=True, band=False))
-    atomic_write_bytes(FIGURE, accuracy_png([panel]))
-    print(f"figure: {FIGURE}")
+    panels = []
+    for title, members in (("paper MLP", ("paper_mlp",)), ("paper ConvNet", ("paper_convnet",)),
+                           ("built-in symmetry", ("c4_pooled(paper_mlp)", "steerable_cnn", "steerable_cnn_c4",
+                                                  "steerable_cnn_c8", "steerable_cnn_c16"))):  # fmt: skip
+        panel = Panel(f"{title}: out-test (solid), trained-kernel regression (dashed)", orders, "n_angles",
+                      "out-test accuracy")
+        for (backbone, method), by_n in curves.items():
+            if backbone not in members:
+                continue
+            xs, label = sorted(by_n), (method if len(members) == 1 else backbone)
+            panel.curves.append(Curve(label, xs, [by_n[x][0] for x in xs], [by_n[x][1] for x in xs], label))
+            if all(by_n[x][2] is not None for x in xs):
+                panel.curves.append(Curve(f"{label}, trained kernel", xs, [by_n[x][2] for x in xs], [0.0] * len(xs),
+                                          label, dashed=True, band=False))
+        panels.append(panel)
+    atomic_write_bytes(args.figure, accuracy_png(panels, width=12.0))
+    print("\n| backbone | method | out-test minus supervised, paired by leave-out class [95% CI] |\n|---|---|---:|")
+    units = defaultdict(list)
+    for (backbone, method, n), rows in groups.items():
+        units[(backbone, method)] += [(r["unit"], n, r["out_test"]) for r in rows]
+    for (backbone, method), cells in sorted(units.items()):
+        if method != "supervised" and (backbone, "supervised") in units:
+            mean, low, high = paired_difference(unit_scores(cells), unit_scores(units[(backbone, "supervised")]))
+            print(f"| {backbone} | {method} | {mean:+.3f} [{low:+.3f}, {high:+.3f}] |")
+    spectral = [r["trained_spectral"] for rows in groups.values() for r in rows if r["trained_spectral"] is not None]
+    if spectral:
+        print(f"\nspectral rule on the trained kernel: {min(spectral):.3f}-{max(spectral):.3f} over {len(spectral)} cells")
+    print(f"\nout-test interval: 95% Student t over leave-out classes; infinite / init: spectral rule (Eq. 7); "
+          f"trained: kernel regression on the training split; each the mean over cells (mean Cohen's kappa against "
+          f"the network)\nfigure: {args.figure}")
 
 
 if __name__ == "__main__":
-    main([Path(p) for p in sys.argv[1:]] or [Path("runs/sweeps/challengers"), Path("runs/sweeps/challengers_steerable")])
+    main()

@@ -43,6 +43,20 @@ def model_twin(pl_module: nn.Module) -> KernelTwin | str:
     return kernel_twin(name, **(hparams.get("backbone_kwargs") or {}))
 
 
+def undefined_predictors(pl_module: nn.Module) -> dict[str, str]:
+    """Predictors that do not describe a network trained by this module's method -> why.
+
+    The kernel theory predicts a network trained on the labels alone; a method whose extra loss
+    moves the weights elsewhere declares which predictors still apply (`MethodInfo.kernel_predictors`).
+    """
+    from orbitbench.methods._base import method_class
+
+    name = (getattr(pl_module, "hparams", {}) or {}).get("method") or "supervised"
+    info = method_class(name).info
+    why = info.kernel_note or info.kernel_prediction or "no kernel prediction is defined"
+    return {p: f"undefined for method {name!r}: {why}" for p in PREDICTORS if p not in info.kernel_predictors}
+
+
 class EmpiricalNTKCallback(L.Callback):
     """Kernel predictions of out-test accuracy next to the network's own, at fit start, every
     `every_n_epochs` epochs and at the end of training (between measurements it does nothing).
@@ -148,7 +162,7 @@ class EmpiricalNTKCallback(L.Callback):
         if self.infinite_width and isinstance(twin, str):
             raise OrbitbenchError(f"EmpiricalNTKCallback: infinite_width=true, but {twin}")
         self.predictors = KernelPredictors(self.probe, twin, self.reg, self.dtype, self.chunk_size,
-                                           self.chosen, self.regression)  # fmt: skip
+                                           self.chosen, self.regression, undefined_predictors(pl_module))  # fmt: skip
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         network = network_of(pl_module)

@@ -64,13 +64,14 @@ def measure_checkpoint(
     data_overrides: dict[str, Any] | None = None,
 ) -> PredictionReport:
     """Every kernel predictor against the checkpoint's network on its own data (no Trainer)."""
-    from orbitbench.callbacks import model_twin, network_of
+    from orbitbench.callbacks import model_twin, network_of, undefined_predictors
 
     if dtype not in _DTYPES:
         raise OrbitbenchError(f"--dtype {dtype!r}; accepted: {', '.join(_DTYPES)}")
     model, dm, initial, step = load_checkpoint(ckpt_path, data_overrides)
     network = network_of(model)
-    predictors = KernelPredictors(draw_probe(dm, probe), model_twin(model), reg, _DTYPES[dtype])
+    predictors = KernelPredictors(draw_probe(dm, probe), model_twin(model), reg, _DTYPES[dtype],
+                                  undefined=undefined_predictors(model))
     predictors.set_initial_state(network, initial)
     return predictors.report(network, step=step)
 

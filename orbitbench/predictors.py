@@ -26,7 +26,7 @@ import copy
 import dataclasses
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -115,14 +115,17 @@ class KernelPredictors:
 
     def __init__(self, probe: ProbeSet, twin: KernelTwin | str, reg: float = 1e-10,
                  dtype: torch.dtype = torch.float64, chunk_size: int = 256,
-                 predictors: Sequence[str] = PREDICTORS, regression: bool = True) -> None:  # fmt: skip
+                 predictors: Sequence[str] = PREDICTORS, regression: bool = True,
+                 undefined: Mapping[str, str] | None = None) -> None:  # fmt: skip
+        """`undefined`: predictor -> why it does not describe this network (its training method)."""
         self.probe, self.twin, self.reg, self.dtype, self.chunk_size = probe, twin, reg, dtype, chunk_size
-        self.measured = frozenset(predictors)  # the others are reported as not measured
+        undefined = dict(undefined or {})
+        self.measured = frozenset(predictors) - set(undefined)  # the others are reported as not measured
         self.regression = regression  # False: the spectral rule only (no regression_* numbers)
-        self._fixed: dict[str, _Raw | str] = {
-            name: f"not measured (predictors option without '{name}')" for name in ("infinite", "init")
-            if name not in self.measured
-        }
+        self._reasons = {name: undefined.get(name, f"not measured (predictors option without '{name}')")
+                         for name in PREDICTORS if name not in self.measured}  # fmt: skip
+        self._fixed: dict[str, _Raw | str] = {name: self._reasons[name] for name in ("infinite", "init")
+                                              if name not in self.measured}  # fmt: skip
         if isinstance(twin, str):
             self._fixed.setdefault("infinite", twin)
         self._f0: Tensor | None = None
@@ -206,7 +209,7 @@ class KernelPredictors:
         initial = self._fixed.get("init")
         trained: _Raw | str
         if "trained" not in self.measured:
-            trained = "not measured (predictors option without 'trained')"
+            trained = self._reasons["trained"]
         elif at_initial and isinstance(initial, _Raw):
             trained = dataclasses.replace(initial, linearized=None)
         else:

@@ -189,6 +189,11 @@ FORGERIES = {
     "paper link not a URL": (_set("paper", "javascript:alert(1)"), "paper: String should match pattern"),
     "unknown invariance": (_set("invariance", "invariant"), "invariance: String should match pattern"),
     "unknown track": (_set("track", "other-track"), "file name must be"),
+    "init prediction claimed for a challenger": (
+        lambda e: [e.update(method="pose_consistency")] + [c["model"].update(method="pose_consistency") or
+                                                           c.update(predicted={"init": 0.9}, kappa={"init": 0.5})
+                                                           for c in e["cells"]],
+        "has a 'init' kernel prediction, which method 'pose_consistency' does not define (it defines trained)"),
 }
 
 

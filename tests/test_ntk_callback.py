@@ -17,7 +17,7 @@ from sklearn.metrics import cohen_kappa_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from orbitbench import spectral
-from orbitbench.callbacks import EmpiricalNTKCallback, model_twin
+from orbitbench.callbacks import EmpiricalNTKCallback, model_twin, undefined_predictors
 from orbitbench.datamodules import RotatedMNIST
 from orbitbench.errors import OrbitbenchError
 from orbitbench.module import OrbitClassifier
@@ -214,3 +214,21 @@ def test_predictor_subset_and_spectral_only_measure_what_they_say(trained) -> No
         EmpiricalNTKCallback(predictors=["final"])
     with pytest.raises(OrbitbenchError, match="predictors=\\[\\]"):
         EmpiricalNTKCallback(predictors=[])
+
+
+def test_a_method_with_another_objective_gets_only_the_trained_kernel(trained) -> None:
+    """`pose_consistency` adds a loss the kernel theory does not model: its `infinite` and `init`
+    predictions are reported as undefined, naming the method, and only `trained` is measured."""
+    dm, _, _, _, _ = trained
+    torch.manual_seed(0)
+    model = OrbitClassifier("paper_mlp", method="pose_consistency")
+    callback = EmpiricalNTKCallback(every_n_epochs=50, **OPTIONS)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False, callbacks=[callback],
+                        enable_progress_bar=False, enable_checkpointing=False, enable_model_summary=False,
+                        num_sanity_val_steps=0)  # fmt: skip
+    trainer.fit(model, dm)
+    last = callback.history[-1]["predictors"]
+    for name in ("infinite", "init"):
+        assert set(last[name]) == {"undefined"} and last[name]["undefined"].startswith("undefined for method 'pose_consistency'")
+    assert "undefined" not in last["trained"] and {"spectral_out_test_acc", "kappa"} <= set(last["trained"])
+    assert undefined_predictors(OrbitClassifier("paper_mlp")) == {}

@@ -95,11 +95,21 @@ def differing_setting(found: Protocol, expected: Protocol) -> str | None:
 # ---- cells -------------------------------------------------------------------------------------
 
 
+def method_kernel_predictors(method: str) -> tuple[str, ...]:
+    """The kernel predictors that describe a network trained by `method` (its MethodInfo)."""
+    from orbitbench.methods._base import method_class
+
+    return method_class(method).info.kernel_predictors
+
+
 def cell_from_record(cell_id: str, record: RunRecord) -> Cell:
-    """What an entry keeps of one run record: settings, measurements, provenance."""
+    """What an entry keeps of one run record: settings, measurements, provenance. Only the kernel
+    predictions the cell's training method defines are kept (a record written before methods
+    declared them may hold others)."""
     summary = record.callbacks.get(NTK_CALLBACK, {}).get("predictors", {})
-    predicted = {name: float(summary[name][NTK_PREDICTED]) for name in PREDICTORS
-                 if isinstance(summary.get(name), dict) and summary[name].get(NTK_PREDICTED) is not None}
+    defined = method_kernel_predictors(record.model.method)
+    predicted = {name: float(summary[name][NTK_PREDICTED]) for name in PREDICTORS if name in defined
+                 and isinstance(summary.get(name), dict) and summary[name].get(NTK_PREDICTED) is not None}
     kappa = {name: float(summary[name]["kappa"]) for name in predicted if summary[name].get("kappa") is not None}
     return Cell(cell=cell_id, seed=record.seeds.seed_everything if record.seeds.seed_everything is not None else -1,
                 model=record.model, data=record.data, metrics=record.metrics, predicted=predicted, kappa=kappa,
@@ -228,6 +238,15 @@ def check_entry(entry: Entry, source: str, track: Protocol | None) -> None:
             raise OrbitbenchError(f"{source}: cell {cell.cell} reports {cell.model.n_params} parameters; {entry.model} has {params}")
     if entry.param_count != params:
         raise OrbitbenchError(f"{source}: param_count is {entry.param_count} but building {entry.model} gives {params}")
+    try:
+        defined = method_kernel_predictors(entry.method)
+    except OrbitbenchError as error:
+        raise OrbitbenchError(f"{source}: method: {error}") from None
+    for cell in entry.cells:
+        extra = sorted((set(cell.predicted) | set(cell.kappa)) - set(defined))
+        if extra:
+            raise OrbitbenchError(f"{source}: cell {cell.cell} has a {extra[0]!r} kernel prediction, which method "
+                                  f"{entry.method!r} does not define (it defines {', '.join(defined)})")
     for key, value in entry.config.items():
         error = _config_key_error(key, found.datamodule)
         if error:

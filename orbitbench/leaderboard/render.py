@@ -69,6 +69,8 @@ def _maybe(value: float | None) -> str:
 
 def _predicted(entry: Entry, predictor: str) -> str:
     """`0.150 (κ 0.12)`: predicted out-test and the prediction's agreement with the network."""
+    if predictor not in integrity.method_kernel_predictors(entry.method):
+        return f"undefined ({entry.method})"
     value, kappa = entry.mean_predicted(predictor), entry.mean_kappa(predictor)
     return _maybe(value) + ("" if value is None or kappa is None else f" (κ {kappa:+.2f})")
 
@@ -136,7 +138,8 @@ INTRO = (
     "accuracy predicted by the spectral error of the infinite-width and at-initialisation kernels, averaged "
     "like out-test, with κ, Cohen's kappa of that prediction against the network on the same digits, per "
     "cell (0: no more agreement than chance, whatever the accuracies; blank when the cells did not compute "
-    "them). Tracks are never ranked together."
+    "them; *undefined* for a training method whose extra loss the kernel theory does not describe, see "
+    "docs/CHALLENGERS.md). Tracks are never ranked together."
 )
 
 

@@ -28,12 +28,15 @@ class MethodInfo:
     kernel_prediction: what the empirical NTK of `net`'s logits predicts for this method, or None
         where no kernel prediction is defined (then `kernel_note` says why).
     uses_pose_pairs: whether it asks the DataModule for a second training pose of each image.
+    kernel_predictors: the kernel predictors (`infinite`, `init`, `trained`) that describe a
+        network trained by this method; the others are reported as undefined, with `kernel_note`.
     """
 
     idea: str
     kernel_prediction: str | None
     kernel_note: str = ""
     uses_pose_pairs: bool = False
+    kernel_predictors: tuple[str, ...] = ("infinite", "init", "trained")
 
 
 class StepOutput(NamedTuple):

@@ -107,6 +107,7 @@ class LatentOperator(Method):
         kernel_prediction="trained kernel only: the empirical NTK of net's logits after training",
         kernel_note="the operator loss moves the weights away from kernel regression on the labels",
         uses_pose_pairs=True,
+        kernel_predictors=("trained",),
     )
 
     def __init__(self, planes: int = 32, weight: float = 1.0) -> None:

@@ -50,6 +50,7 @@ class PoseConsistency(Method):
         kernel_note="the extra loss moves the weights away from kernel regression on the labels, so the "
         "kernel-at-init prediction is supervised's and does not describe this method",
         uses_pose_pairs=True,
+        kernel_predictors=("trained",),
     )
 
     def __init__(self, weight: float = 1.0, temperature: float = 0.2) -> None:

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
+from orbitbench.errors import OrbitbenchError
 from orbitbench.io import atomic_write_bytes
 from orbitbench.leaderboard.intervals import paired_difference, t_interval, unit_scores
 from orbitbench.plots import Curve, Panel, accuracy_png
@@ -68,6 +70,8 @@ def measure(record, with_trained: bool) -> dict[str, float | None]:
     """What one cell contributes to the table."""
     from orbitbench.predict_kernel import load_checkpoint
 
+    if not record.last_checkpoint:
+        raise OrbitbenchError(f"cell {record.data.hparams} wrote no checkpoint")
     model, dm, _, _ = load_checkpoint(Path(record.last_checkpoint))
     model.eval()
     leave_out = record.data.hparams["leave_out_class"]
@@ -103,11 +107,15 @@ def main() -> None:
     keep = set(args.backbones.split(","))
     groups: dict[tuple[str, str, int], list[dict]] = defaultdict(list)
     for folder in args.folders:
+        if not (folder / "cells").is_dir():
+            raise OrbitbenchError(f"{folder} is not a sweep directory (no cells/)")
         for path in sorted(folder.glob("cells/*/record.json")):
             record = load_record(path)
             if record.model.backbone in keep:
                 groups[(record.model.backbone, record.model.method, record.data.n_poses)].append(
                     measure(record, args.trained and not record.model.backbone.startswith(BUILT_IN)))
+    if not groups:
+        raise OrbitbenchError(f"no finished cell of {', '.join(sorted(keep))} in {', '.join(map(str, args.folders))}")
     print("| backbone | method | n_angles | cells | in-test | in-test, leave-out class | out-test [95% CI] "
           "| pred. infinite (κ) | pred. init (κ) | trained-kernel regression (κ) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -154,4 +162,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except OrbitbenchError as error:
+        print(f"orbitbench: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -48,6 +48,9 @@ def main() -> int:
     parser.add_argument("--leave-out-class", type=int, default=5, help="which class's cells to re-run")
     parser.add_argument("--runners", type=int, default=2)
     args = parser.parse_args()
+    if not (args.sweep_dir / "cells").is_dir():
+        print(f"orbitbench: {args.sweep_dir} is not a sweep directory (no cells/)", file=sys.stderr)
+        return 2
     cells = sorted(c for c in (args.sweep_dir / "cells").iterdir() if (c / "record.json").is_file())
     if not cells:
         print(f"orbitbench: {args.sweep_dir} has no finished cells", file=sys.stderr)

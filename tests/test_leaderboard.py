@@ -345,3 +345,15 @@ def test_the_track_files_define_their_protocols():
 def test_parse_entry_error_is_one_orbitbench_line():
     with pytest.raises(OrbitbenchError, match=r"^x\.json: not valid JSON"):
         leaderboard.parse_entry('{"name": ', "x.json")
+
+
+def test_param_count_is_that_of_the_network_the_method_trains():
+    """`latent_operator` adds an encoder to its backbone: the count `check` recomputes is the whole
+    trained network's, the same as the LightningModule's own `net`."""
+    from orbitbench.leaderboard.integrity import built_param_count
+    from orbitbench.module import OrbitClassifier
+
+    for method in ("supervised", "pose_consistency", "latent_operator"):
+        module = OrbitClassifier("paper_mlp", method=method)
+        assert built_param_count("paper_mlp", None, method) == sum(p.numel() for p in module.net.parameters())
+    assert built_param_count("paper_mlp", None, "latent_operator") > built_param_count("paper_mlp", None)

@@ -180,11 +180,16 @@ def cell_units(cells: Sequence[Cell]) -> list[tuple[tuple[int, int], int, float]
     return [((c.leave_out_class, c.seed), c.n_poses, c.metrics.out_test_acc) for c in cells]
 
 
-def built_param_count(model: str, kwargs: dict[str, Any] | None) -> int:
-    """Build the model from the registry and count its parameters (unknown names raise)."""
+def built_param_count(model: str, kwargs: dict[str, Any] | None, method: str = "supervised",
+                      method_kwargs: dict[str, Any] | None = None, num_classes: int = 10) -> int:
+    """Build the network a cell trained (the registry's model, wrapped by its method, which may add
+    parameters: `latent_operator`'s encoder) and count its parameters (unknown names raise)."""
+    from orbitbench.methods import create_method
     from orbitbench.models import create_model
 
-    return sum(p.numel() for p in create_model(model, **(kwargs or {})).parameters())
+    net = create_model(model, num_classes=num_classes, **(kwargs or {}))
+    net = create_method(method, **(method_kwargs or {})).attach(net, num_classes)
+    return sum(p.numel() for p in net.parameters())
 
 
 def _config_key_error(key: str, datamodule: str) -> str | None:
@@ -224,7 +229,8 @@ def check_entry(entry: Entry, source: str, track: Protocol | None) -> None:
 
     try:
         builder = builder_path(entry.model)
-        params = built_param_count(entry.model, entry.cells[0].model.backbone_kwargs)
+        first = entry.cells[0].model
+        params = built_param_count(entry.model, first.backbone_kwargs, entry.method, first.method_kwargs, first.num_classes)
     except OrbitbenchError as error:
         raise OrbitbenchError(f"{source}: model: {error}") from None
     if entry.builder != builder:

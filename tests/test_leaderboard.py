@@ -357,3 +357,19 @@ def test_param_count_is_that_of_the_network_the_method_trains():
         module = OrbitClassifier("paper_mlp", method=method)
         assert built_param_count("paper_mlp", None, method) == sum(p.numel() for p in module.net.parameters())
     assert built_param_count("paper_mlp", None, "latent_operator") > built_param_count("paper_mlp", None)
+
+
+def test_the_baseline_difference_is_to_the_supervised_paper_mlp(board):
+    """A challenger on the paper MLP backbone sorts above the supervised MLP, yet the Δ column of
+    every other entry is still paired against the supervised one."""
+    from orbitbench.leaderboard.render import track_tables
+
+    mlp = leaderboard.parse_entry((board / "entries" / MLP).read_text(), MLP)
+    gap = leaderboard.parse_entry((board / "entries" / GAP).read_text(), GAP)
+    challenger = mlp.model_copy(update={"name": "paper_mlp__pose_consistency", "method": "pose_consistency",
+                                        "score": mlp.score.model_copy(update={"mean": 2.0})})
+    rows = {r.entry.name: r for r in track_tables({"a": challenger, "b": mlp, "c": gap})["tiny-rot"]}
+    assert rows["paper_mlp"].diff is None and rows["paper_mlp__pose_consistency"].diff is not None
+    mlp_scores = [c.metrics.out_test_acc for c in mlp.cells]
+    gap_scores = [c.metrics.out_test_acc for c in gap.cells]
+    assert rows["cnn_gap"].diff[0] == pytest.approx(np.mean(gap_scores) - np.mean(mlp_scores), abs=1e-9)

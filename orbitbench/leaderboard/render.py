@@ -48,7 +48,7 @@ def track_tables(entries: dict[str, Entry]) -> dict[str, list[Row]]:
         group.sort(key=lambda e: (-e.score.mean, e.name))
         units = {e.name: unit_scores(integrity.cell_units(e.cells)) for e in group}
         ranks = rank_ranges(units)
-        baseline = next((e for e in group if e.model == BASELINE), None)
+        baseline = next((e for e in group if e.model == BASELINE and e.method == "supervised"), None)
         tables[track] = [
             Row(e, ranks[e.name], None if baseline is None or e is baseline
                 else paired_difference(units[e.name], units[baseline.name]))

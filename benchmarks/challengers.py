@@ -16,8 +16,9 @@ Kernel predictions: `infinite` and `init` are the ones each cell's EmpiricalNTKC
 changes only how the weights move, so its initial kernel is its backbone's: whether a method
 adapts the kernel to the symmetry shows in the kernel of the *trained* weights, which `--trained`
 computes from each cell's last checkpoint on the callback's probe (same draw, same digits), as
-kernel regression on the training split; the spectral rule on that kernel is printed as a range
-only (it predicts 1.000 in every cell measured, whatever the network does).
+kernel regression on the training split (the spectral rule on that kernel is printed as a range
+only). A method's `infinite` and `init` columns read "undefined" where the method declares that
+they do not describe its network (MethodInfo.kernel_predictors), as on the leaderboard.
 """
 
 from __future__ import annotations
@@ -90,7 +91,11 @@ def measure(record, with_trained: bool) -> dict[str, float | None]:
     return row
 
 
-def cell(rows: list[dict], key: str) -> str:
+def cell(rows: list[dict], key: str, method: str = "supervised") -> str:
+    from orbitbench.leaderboard.integrity import method_kernel_predictors
+
+    if key not in method_kernel_predictors(method):  # as the leaderboard shows it
+        return "undefined"
     values = [r[f"{key}_pred"] for r in rows]
     if any(v is None for v in values):
         return "-"
@@ -127,7 +132,7 @@ def main() -> None:
                                          None if None in trained else statistics.mean(trained))
         print(f"| {backbone} | {method} | {n} | {len(rows)} | {statistics.mean(r['in_test'] for r in rows):.3f} "
               f"| {statistics.mean(r['class_in_test'] for r in rows):.3f} | {mean:.3f} [{max(low, 0):.2f}, {min(high, 1):.2f}] "
-              f"| {cell(rows, 'infinite')} | {cell(rows, 'init')} | {cell(rows, 'trained')} |")
+              f"| {cell(rows, 'infinite', method)} | {cell(rows, 'init', method)} | {cell(rows, 'trained')} |")
     orders = sorted({n for *_, n in groups})
     panels = []
     for title, members in (("paper MLP", ("paper_mlp",)), ("paper ConvNet", ("paper_convnet",)),
@@ -144,7 +149,7 @@ def main() -> None:
                 panel.curves.append(Curve(f"{label}, trained kernel", xs, [by_n[x][2] for x in xs], [0.0] * len(xs),
                                           label, dashed=True, band=False))
         panels.append(panel)
-    atomic_write_bytes(args.figure, accuracy_png(panels, width=12.0))
+    atomic_write_bytes(args.figure, accuracy_png(panels, width=4.5))
     print("\n| backbone | method | out-test minus supervised, paired by leave-out class [95% CI] |\n|---|---|---:|")
     units = defaultdict(list)
     for (backbone, method, n), rows in groups.items():

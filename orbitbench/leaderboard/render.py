@@ -131,7 +131,7 @@ INTRO = (
     "upright images, **in-test** on held-out images of seen (class, pose) combinations, **train** the accuracy "
     "on the training split in eval mode. An entry's score is its out-test accuracy averaged over the track's "
     "group orders, per (leave-out class, seed) unit; the table shows its mean and 95% t-interval over units, "
-    "and the difference to the paper MLP paired by unit. Two entries share a rank (shown as a range) unless "
+    "and the difference to the supervised paper MLP paired by unit. Two entries share a rank (shown as a range) unless "
     "their paired difference interval excludes 0. Every number is recomputed from the per-cell run records "
     "in the entry by `orbitbench leaderboard check`; *verified* entries had cells re-run by "
     "`orbitbench leaderboard verify` and matched, *reported* ones not yet. Pred. infinite / init: out-test "

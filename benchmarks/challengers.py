@@ -138,8 +138,7 @@ def main() -> None:
     for title, members in (("paper MLP", ("paper_mlp",)), ("paper ConvNet", ("paper_convnet",)),
                            ("built-in symmetry", ("c4_pooled(paper_mlp)", "steerable_cnn", "steerable_cnn_c4",
                                                   "steerable_cnn_c8", "steerable_cnn_c16"))):  # fmt: skip
-        panel = Panel(f"{title}: out-test (solid), trained-kernel regression (dashed)", orders, "n_angles",
-                      "out-test accuracy")
+        panel = Panel(title, orders, "n_angles", "out-test: network (solid), trained kernel (dashed)")
         for (backbone, method), by_n in curves.items():
             if backbone not in members:
                 continue

@@ -54,7 +54,7 @@ def undefined_predictors(pl_module: nn.Module) -> dict[str, str]:
     name = (getattr(pl_module, "hparams", {}) or {}).get("method") or "supervised"
     info = method_class(name).info
     why = info.kernel_note or info.kernel_prediction or "no kernel prediction is defined"
-    return {p: f"undefined for method {name!r}: {why}" for p in PREDICTORS if p not in info.kernel_predictors}
+    return {p: f"method {name!r}: {why}" for p in PREDICTORS if p not in info.kernel_predictors}
 
 
 class EmpiricalNTKCallback(L.Callback):

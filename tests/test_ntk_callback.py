@@ -229,6 +229,6 @@ def test_a_method_with_another_objective_gets_only_the_trained_kernel(trained) -
     trainer.fit(model, dm)
     last = callback.history[-1]["predictors"]
     for name in ("infinite", "init"):
-        assert set(last[name]) == {"undefined"} and last[name]["undefined"].startswith("undefined for method 'pose_consistency'")
+        assert set(last[name]) == {"undefined"} and last[name]["undefined"].startswith("method 'pose_consistency': ")
     assert "undefined" not in last["trained"] and {"spectral_out_test_acc", "kappa"} <= set(last["trained"])
     assert undefined_predictors(OrbitClassifier("paper_mlp")) == {}

@@ -73,6 +73,9 @@ class OrbitClassifier(L.LightningModule):
         num_classes: number of digit classes.
         method: a registered training method (`orbitbench.methods.list_methods()`).
         method_kwargs: keyword arguments of the method (e.g. `{weight: 1.0}`).
+        channels_last: keep convolution weights in NHWC order, the layout oneDNN's CPU kernels (and
+            cuDNN's tensor-core ones) run fastest; a no-op for networks without convolutions. With
+            `--trainer.precision bf16-mixed` it is the fast setting of benchmarks/RESULTS.md.
 
     `net` is always an `nn.Module` mapping images to logits, whatever the method wraps around
     the backbone; evaluation and the kernel callbacks read only `net`.
@@ -87,11 +90,14 @@ class OrbitClassifier(L.LightningModule):
         num_classes: int = 10,
         method: str = "supervised",
         method_kwargs: dict[str, Any] | None = None,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=("optimizer", "scheduler"))
         self.method = create_method(method, **(method_kwargs or {}))
         self.net = self.method.attach(create_model(backbone, num_classes=num_classes, **(backbone_kwargs or {})), num_classes)
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)  # 4-D weights only; inputs follow the weights
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.n_params = sum(p.numel() for p in self.net.parameters())

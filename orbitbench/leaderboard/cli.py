@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.io import atomic_write_bytes, atomic_write_text, git_commit, one_line_validation_error
-from orbitbench.leaderboard import integrity
+from orbitbench.leaderboard import integrity, readme_table
 from orbitbench.leaderboard.schema import Entry, Provenance, Verified
 
 DEFAULT_ROOT = Path("leaderboard")
@@ -171,6 +171,10 @@ def build(root: Path = DEFAULT_ROOT, sweeps: Path = DEFAULT_SWEEPS) -> list[Path
         atomic_write_text(Path(root) / file, text)
         written.append(Path(root) / file)
     atomic_write_bytes(Path(root) / FIGURE, render_figure(entries))
+    readme = readme_table.project_readme(root)
+    if readme is not None:  # the project README's tables: made from the entries, never by hand
+        atomic_write_text(readme, readme_table.refreshed(readme.read_text(encoding="utf-8"), entries.values()))
+        written.append(readme)
     return [*written, Path(root) / FIGURE]
 
 
@@ -181,6 +185,11 @@ def check(root: Path = DEFAULT_ROOT, sweeps: Path = DEFAULT_SWEEPS) -> int:
         path = Path(root) / file
         if not path.is_file() or path.read_text() != text:
             raise OrbitbenchError(f"{path} is out of date with {Path(root) / 'entries'}; run `orbitbench leaderboard build`")
+    readme = readme_table.project_readme(root)
+    if readme is not None:
+        text = readme.read_text(encoding="utf-8")
+        if readme_table.refreshed(text, entries.values()) != text:
+            raise OrbitbenchError(f"{readme}: a leaderboard table is out of date with the entries; run `orbitbench leaderboard build`")
     return len(entries)
 
 

@@ -1,0 +1,71 @@
+"""The project README's result tables, made from the leaderboard entries instead of copied by hand.
+
+A table lives between two HTML comments that name its track:
+
+    <!-- leaderboard table: track=mnist5k-cpu -->
+    ...generated Markdown...
+    <!-- end leaderboard table -->
+
+`orbitbench leaderboard build` rewrites every such block from the entries and `leaderboard check`
+fails while one is stale, so a number in the README is always one an entry holds (and `check`
+recomputes each entry from its cells). The rows are the track's supervised entries: the kernel
+theory describes networks trained on the labels alone (a method's own loss is outside it).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from orbitbench.errors import OrbitbenchError
+from orbitbench.leaderboard.schema import Entry, PoseResult
+
+BLOCK = re.compile(
+    r"(?P<begin><!-- leaderboard table: track=(?P<track>[a-z0-9][a-z0-9.-]*) -->\n)(?P<body>.*?)(?P<end><!-- end leaderboard table -->)",
+    re.S,
+)
+PREDICTORS = ("infinite", "init")  # the predictors a ranked entry carries (sweeps/cpu_track.yaml)
+
+
+def _prediction(result: PoseResult, predictor: str) -> str:
+    if predictor not in result.predicted:
+        return "-"
+    kappa = result.kappa.get(predictor)
+    return f"{result.predicted[predictor].mean:.3f}" + (f" ({kappa.mean:+.2f})" if kappa is not None else "")
+
+
+def kernel_table(entries: Iterable[Entry], track: str) -> str:
+    """Markdown: per supervised entry of `track` and group order, the network's accuracies and what
+    each kernel predicted for out-test (kappa against the network per cell, averaged)."""
+    rows = sorted((e for e in entries if e.track == track and e.method == "supervised"), key=lambda e: e.model)
+    if not rows:
+        raise OrbitbenchError(f"README.md: the leaderboard table names track {track!r}, which has no supervised entry")
+    order = rows[0].cells[0].data.order_argument or "group order"
+    lines = [
+        f"| model | {order} | train | in-test | network out-test | "
+        + " | ".join(f"`{p}` predicted (kappa)" for p in PREDICTORS) + " |",
+        "|---|---:|---:|---:|---:|" + "---:|" * len(PREDICTORS),
+    ]
+    for entry in rows:
+        for result in sorted(entry.results, key=lambda r: r.n_poses):
+            train = f"{result.train.mean:.3f}" if result.train is not None else "-"
+            cells = [f"`{entry.model}`", str(result.n_poses), train, f"{result.in_test.mean:.3f}",
+                     f"{result.out_test.mean:.3f}", *(_prediction(result, p) for p in PREDICTORS)]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def refreshed(text: str, entries: Iterable[Entry]) -> str:
+    """`text` with every leaderboard-table block regenerated from `entries`."""
+    entries = list(entries)
+    return BLOCK.sub(lambda m: m["begin"] + kernel_table(entries, m["track"]) + m["end"], text)
+
+
+def project_readme(root: Path) -> Path | None:
+    """The README beside the leaderboard folder, if it holds a generated table (test roots do not)."""
+    path = Path(root).parent / "README.md"
+    try:
+        return path if BLOCK.search(path.read_text(encoding="utf-8")) else None
+    except (OSError, UnicodeDecodeError):
+        return None

@@ -1,0 +1,71 @@
+"""The project README's result table is made from the leaderboard entries and kept current by `check`.
+
+Expected numbers are computed here from the entries' cells (the run records' metrics), with
+numpy, not by the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from orbitbench import leaderboard
+
+REPO = Path(__file__).parent.parent
+BLOCK = "<!-- leaderboard table: track=mnist5k-cpu -->\n{body}<!-- end leaderboard table -->\n"
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture
+def project(tmp_path) -> Path:
+    """A copy of the repository's leaderboard with a README beside it holding one stale table."""
+    shutil.copytree(REPO / "leaderboard", tmp_path / "leaderboard")  # entries and their renderings
+    (tmp_path / "README.md").write_text("# a project\n\n" + BLOCK.format(body="| stale |\n") + "\nprose stays\n")
+    return tmp_path
+
+
+def _cli(capsys, project: Path, command: str) -> tuple[int, str]:
+    code = leaderboard.main([command, "--root", str(project / "leaderboard"), "--sweeps", str(REPO / "sweeps")])
+    return code, capsys.readouterr().err
+
+
+def _rows(readme: str) -> dict[tuple[str, int], list[str]]:
+    rows = {}
+    for line in readme.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 7 and cells[0].startswith("`"):
+            rows[(cells[0].strip("`"), int(cells[1]))] = cells[2:]
+    return rows
+
+
+def test_check_refuses_a_stale_table_and_build_writes_it_from_the_cells(project, capsys):
+    code, err = _cli(capsys, project, "check")
+    assert code == 2 and "README.md: a leaderboard table is out of date" in err and err.count("\n") == 1
+    assert _cli(capsys, project, "build")[0] == 0
+    readme = (project / "README.md").read_text()
+    assert readme.startswith("# a project\n") and readme.endswith("\nprose stays\n") and "| stale |" not in readme
+    rows = _rows(readme)
+    entry = json.loads((project / "leaderboard/entries/mnist5k-cpu__paper_mlp.json").read_text())
+    for n in (4, 8):
+        cells = [c for c in entry["cells"] if c["data"]["n_poses"] == n]
+        assert len(cells) == 10  # all ten leave-out classes
+        train, in_test, out_test, infinite, init = rows[("paper_mlp", n)]
+        assert float(out_test) == pytest.approx(np.mean([c["metrics"]["out_test_acc"] for c in cells]), abs=5e-4)
+        assert float(in_test) == pytest.approx(np.mean([c["metrics"]["in_test_acc"] for c in cells]), abs=5e-4)
+        predicted, kappa = init.split()
+        assert float(predicted) == pytest.approx(np.mean([c["predicted"]["init"] for c in cells]), abs=5e-4)
+        assert float(kappa.strip("()")) == pytest.approx(np.mean([c["kappa"]["init"] for c in cells]), abs=5e-3)
+    # challengers are not rows: the kernel theory describes label-trained networks only
+    assert not any(model.startswith("paper_mlp__") for model, _ in rows)
+    assert ("paper_convnet", 8) in rows and rows[("paper_convnet", 8)][3] == "-"  # no analytic twin
+    assert _cli(capsys, project, "check")[0] == 0
+
+
+def test_a_table_naming_a_track_without_entries_is_one_line(project, capsys):
+    (project / "README.md").write_text(BLOCK.replace("mnist5k-cpu", "no-such-track").format(body=""))
+    code, err = _cli(capsys, project, "build")
+    assert code == 2 and "names track 'no-such-track', which has no supervised entry" in err and err.count("\n") == 1

@@ -7,6 +7,7 @@ posed batch, each with its own copy of the same initial network:
     bf16             torch.autocast(bfloat16): what `--trainer.precision bf16-mixed` does on CPU
     channels_last    NHWC weights and inputs (convolutional models only)
     bf16+cl          both
+    bf16+fused       the fastest eager setting with Adam's fused kernel (`fused=True`)
     compile          torch.compile of the network, float32
     compile+bf16     torch.compile under bfloat16 autocast (+ channels_last for convolutions)
 
@@ -60,12 +61,12 @@ def is_convolutional(net: nn.Module) -> bool:
 
 
 def make_step(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, bf16: bool,
-              channels_last: bool, compiled: bool, steps: int) -> Callable[[], None]:
+              channels_last: bool, compiled: bool, steps: int, fused: bool = False) -> Callable[[], None]:
     """`steps` training steps of `net` (modified in place) on one batch, as the variant says."""
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
         images = images.contiguous(memory_format=torch.channels_last)
-    optimizer = paper_adam(net.parameters())
+    optimizer = paper_adam(net.parameters(), fused=fused)
     forward = torch.compile(net) if compiled else net
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
 
@@ -90,6 +91,7 @@ def variants(model_name: str, images: torch.Tensor, labels: torch.Tensor, steps:
     if conv:
         table["channels_last"] = dict(bf16=False, channels_last=True, compiled=False)
         table["bf16+cl"] = dict(bf16=True, channels_last=True, compiled=False)
+    table["bf16+fused"] = dict(bf16=True, channels_last=conv, compiled=False, fused=True)
     if with_compile:
         table["compile"] = dict(bf16=False, channels_last=False, compiled=True)
         table["compile+bf16"] = dict(bf16=True, channels_last=conv, compiled=True)

@@ -45,6 +45,35 @@ def make_dirs(path: Path) -> Path:
     return path
 
 
+def read_text_file(path: str | Path, what: str = "") -> str:
+    """The text of a file the user named (a config, an entry): one line when it is missing, a
+    folder, a dangling link, unreadable or not UTF-8 text."""
+    path = Path(path)
+    where = f"{what} {path}" if what else str(path)
+    try:
+        if path.is_dir():
+            raise OrbitbenchError(f"{where}: is a folder, expected a text file")
+        if not path.exists():
+            link = " (a symbolic link to a missing file)" if path.is_symlink() else ""
+            raise OrbitbenchError(f"{where}: no such file{link}")
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise OrbitbenchError(f"{where}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+                              f"{error.start}); expected a text file") from None
+    except OSError as error:
+        raise OrbitbenchError(f"{where}: cannot read: {error.strerror or error}") from None
+
+
+def check_config_args(argv: list[str]) -> None:
+    """Every `--config FILE` of a command line is a readable UTF-8 text file (before the parser
+    opens it, which would end in a traceback for a binary file or a folder)."""
+    for i, token in enumerate(argv):
+        if token == "--config" and i + 1 < len(argv):
+            read_text_file(argv[i + 1], "--config")
+        elif token.startswith("--config="):
+            read_text_file(token.split("=", 1)[1], "--config")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write next to `path`, then rename: readers see the old file or the whole new one, never half."""
     path = Path(path)

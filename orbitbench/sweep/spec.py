@@ -27,6 +27,7 @@ Scalar = str | int | float | bool | None
 FitValue = Scalar | list[Scalar] | dict[str, Any]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 TRACK_PATTERN = r"^[a-z0-9][a-z0-9.-]*$"
+MAX_NAME_LENGTH = 100  # names become file and folder names (<track>__<name>.json, runs/sweeps/<name>): under 255 bytes
 
 
 class Grid(BaseModel):
@@ -79,8 +80,8 @@ class SweepSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str = Field(pattern=NAME_PATTERN)
-    track: str = Field(pattern=TRACK_PATTERN)
+    name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)
+    track: str = Field(pattern=TRACK_PATTERN, max_length=MAX_NAME_LENGTH)
     description: str = ""
     datamodule: str  # a class of orbitbench.datamodules (RotatedMNIST) or a dotted path to one
     grid: Grid

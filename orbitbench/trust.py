@@ -271,10 +271,10 @@ def load_checkpoint(path: str | Path, flag: str = "--ckpt_path") -> dict[str, An
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
-        if found or "weights_only" in str(error).lower() or "Weights only load failed" in str(error):
+        if found:
             raise UntrustedCode(
-                f"{where}: refused: it pickles {found.group(1) if found else 'an object'}, which would run code on "
-                "load; a checkpoint must hold plain data (tensors, numbers, strings, lists, dicts)"
+                f"{where}: refused: it pickles {found.group(1)}, which would run code on load; a checkpoint "
+                "must hold plain data (tensors, numbers, strings, lists, dicts)"
             ) from None
         raise _unreadable(where, error) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError, KeyError, AttributeError) as error:

@@ -36,7 +36,7 @@ from orbitbench.checkpoints import EVAL_COMMANDS, check_checkpoint_settings, dis
 from orbitbench.datamodules import OrbitDataModule
 from orbitbench.errors import OrbitbenchError, condense_parser_error
 from orbitbench.hparams import HParamsSession
-from orbitbench.io import check_config_args
+from orbitbench.io import check_can_create, check_config_args
 from orbitbench.module import OrbitClassifier
 from orbitbench.predict import PredictionWriter
 from orbitbench.record import RECORD_FILE, RunRecordWriter, describe_run
@@ -198,6 +198,8 @@ class OrbitbenchCLI(LightningCLI):
         )
         if is_tensorboard and logger.init_args.get("name") is None:
             logger.init_args.name = _run_name(config)
+        if is_tensorboard:
+            check_can_create(logger.init_args.save_dir, "--trainer.logger.init_args.save_dir")
         if config.get("ckpt_path") == "last":
             if not is_tensorboard:
                 raise OrbitbenchError("--ckpt_path last needs the default TensorBoardLogger; give the checkpoint path")

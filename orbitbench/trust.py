@@ -238,10 +238,12 @@ def check_sweep(spec: Any, source: str) -> None:
     for model, file in spec.config_files.items():
         path = Path(file)
         if path.is_file():
-            from orbitbench.io import read_text_file
+            from orbitbench.io import check_yaml_size, read_text_file
 
+            text = read_text_file(path, f"config_files.{model}")
+            check_yaml_size(text, f"config_files.{model} {path}")
             try:
-                content = yaml.safe_load(read_text_file(path, f"config_files.{model}"))
+                content = yaml.safe_load(text)
             except yaml.YAMLError as error:
                 raise OrbitbenchError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
             check_config(content, f"{source} (config_files.{model}: {path})")

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.io import one_line_validation_error, read_text_file
+from orbitbench.io import check_yaml_size, one_line_validation_error, read_text_file
 
 # Fit settings that fix which images are shown: they define a leaderboard track's protocol.
 PROTOCOL_DATA_KEYS_EXCLUDED = ("batch_size", "num_workers", "data_dir")
@@ -209,6 +209,7 @@ class Cell:
 
 
 def parse_sweep_text(text: str, source: str) -> SweepSpec:
+    check_yaml_size(text, source)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:

@@ -280,6 +280,9 @@ def datamodule_class(name: str) -> type[OrbitDataModule]:
 
     from orbitbench import datamodules
 
+    from orbitbench.trust import check_class_path
+
+    check_class_path(name, f"datamodule {name!r}", "class")  # a name from data imports nothing outside the allow-list
     module_name, _, class_name = name.rpartition(".")
     try:
         found = getattr(importlib.import_module(module_name) if module_name else datamodules, class_name, None)

@@ -14,19 +14,17 @@ failed run leaves behind (nothing, or a run marked FAILED when it has checkpoint
 from __future__ import annotations
 
 import os
-import pickle
 import shutil
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from lightning.pytorch.cli import LightningCLI
 
 from orbitbench.errors import OrbitbenchError
+from orbitbench.trust import load_checkpoint
 
 EVAL_COMMANDS = ("validate", "test", "predict")
 
@@ -45,19 +43,10 @@ class SavedSettings:
 
 
 def read_settings(path: str | Path) -> SavedSettings:
-    """Load only the settings of a checkpoint; one clear error for a missing, truncated or foreign file."""
+    """Load only the settings of a checkpoint; one clear error for a missing, truncated, foreign or
+untrusted file."""
     path = Path(path)
-    if not path.is_file():
-        raise OrbitbenchError(f"--ckpt_path {path}: no such file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as error:
-        raise OrbitbenchError(
-            f"--ckpt_path {path}: not a readable PyTorch checkpoint (truncated, or not written by torch.save: "
-            f"{type(error).__name__})"
-        ) from error
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise OrbitbenchError(f"--ckpt_path {path}: not a Lightning checkpoint (no state_dict)")
+    ckpt = load_checkpoint(path)  # data only: weights_only, every saved class checked (orbitbench.trust)
 
     def split(key: str) -> tuple[str | None, dict[str, Any]]:
         saved = dict(ckpt.get(key) or {})

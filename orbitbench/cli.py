@@ -97,7 +97,10 @@ def run_function(entry: tuple[str, ...], args: list[str], prog: str) -> int:
     from orbitbench.errors import Interrupted, OrbitbenchError
     from orbitbench.errors import condense_parser_error
 
+    from orbitbench.io import check_config_args
+
     try:
+        check_config_args(args)
         function = load(entry[0])
         result = auto_cli(function, args=args, prog=prog, exit_on_error=False)
     except ArgumentError as error:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import struct
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 SOURCES = ("auto", "mnist5k", "mnist")
 MNIST_TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 _IDX_UBYTE_MAGIC = {1: 0x00000801, 3: 0x00000803}  # 0x08 = unsigned byte, last byte = ndim
+MAX_IDX_BYTES = 2**31  # far above full MNIST's 47 MB: a larger announced size is a forged header
 
 
 class DataSourceError(OrbitbenchError):
@@ -125,16 +128,25 @@ def load_digits(source: str = "auto", data_dir: str | Path = "data", download: b
 
 
 def read_idx(path: str | Path, ndim: int) -> np.ndarray:
-    """Read an unsigned-byte IDX file (the MNIST format), checking magic number, shape and length."""
+    """Read an unsigned-byte IDX file (the MNIST format, plain or .gz), checking magic number, shape
+    and length; reads no more than the header announces, and refuses an announced size beyond
+    `MAX_IDX_BYTES` before reading it."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
+    header_size = 4 + 4 * ndim
     try:
         with opener(path, "rb") as handle:
-            data = handle.read()
-    except OSError as error:
-        raise DataSourceError(f"cannot read IDX file {path}: {error}") from None
+            header = handle.read(header_size)
+            shape = struct.unpack(f">{ndim}I", header[4:]) if len(header) == header_size else ()
+            expected_bytes = math.prod(shape)  # exact: numpy's product would overflow on a forged header
+            if len(header) == header_size and expected_bytes <= MAX_IDX_BYTES:
+                data = header + handle.read(expected_bytes + 1)  # one byte more tells an oversized file
+            else:
+                data = header
+    except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError; a cut .gz ends in EOFError
+        kind = "not a readable gzip file" if path.suffix == ".gz" else "cannot read IDX file"
+        raise DataSourceError(f"{path}: {kind} ({type(error).__name__}: {error})") from None
     expected_magic = _IDX_UBYTE_MAGIC[ndim]
-    header_size = 4 + 4 * ndim
     if len(data) < header_size:
         raise DataSourceError(f"{path}: truncated IDX header ({len(data)} bytes, expected at least {header_size})")
     (magic,) = struct.unpack(">I", data[:4])
@@ -143,13 +155,15 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
             f"{path}: wrong magic number 0x{magic:08x}, expected 0x{expected_magic:08x} "
             f"(unsigned-byte IDX with {ndim} dimension{'s' if ndim > 1 else ''})"
         )
-    shape = struct.unpack(f">{ndim}I", data[4:header_size])
-    expected_bytes = int(np.prod(shape))
+    if expected_bytes > MAX_IDX_BYTES:
+        raise DataSourceError(f"{path}: IDX header announces shape {tuple(shape)} ({expected_bytes} bytes), "
+                              f"more than {MAX_IDX_BYTES} bytes; expected MNIST's (60000, 28, 28) or smaller")
     payload = len(data) - header_size
     if payload != expected_bytes:
         raise DataSourceError(
             f"{path}: {'truncated' if payload < expected_bytes else 'oversized'} IDX payload: "
-            f"{payload} bytes, expected {expected_bytes} for shape {tuple(shape)}"
+            f"{payload if payload <= expected_bytes else 'more than ' + str(expected_bytes)} bytes, "
+            f"expected {expected_bytes} for shape {tuple(shape)}"
         )
     return np.frombuffer(data, dtype=np.uint8, offset=header_size).reshape(shape)
 

@@ -45,6 +45,83 @@ def make_dirs(path: Path) -> Path:
     return path
 
 
+def read_text_file(path: str | Path, what: str = "") -> str:
+    """The text of a file the user named (a config, an entry): one line when it is missing, a
+    folder, a dangling link, unreadable or not UTF-8 text."""
+    path = Path(path)
+    where = f"{what} {path}" if what else str(path)
+    try:
+        if path.is_dir():
+            raise OrbitbenchError(f"{where}: is a folder, expected a text file")
+        if not path.exists():
+            link = " (a symbolic link to a missing file)" if path.is_symlink() else ""
+            raise OrbitbenchError(f"{where}: no such file{link}")
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise OrbitbenchError(f"{where}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+                              f"{error.start}); expected a text file") from None
+    except OSError as error:
+        raise OrbitbenchError(f"{where}: cannot read: {error.strerror or error}") from None
+
+
+MAX_YAML_VALUES = 1_000_000  # far above any config or sweep file; an alias bomb expands to billions
+
+
+def check_yaml_size(text: str, where: str) -> None:
+    """Refuse YAML whose aliases expand to more than `MAX_YAML_VALUES` values (a "billion laughs"
+    file would fill the memory of whatever reads it) or that nests too deeply; counted on the
+    composed node graph, where an alias is one shared node, so nothing is expanded or constructed."""
+    import yaml
+
+    try:
+        documents = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError:
+        return  # the reader reports the syntax error itself
+    except RecursionError:
+        raise OrbitbenchError(f"{where}: YAML nested too deeply") from None
+    sizes: dict[int, int] = {}
+
+    def size(node) -> int:
+        if id(node) not in sizes:
+            sizes[id(node)] = 1  # a recursive alias counts once
+            children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else (
+                node.value if isinstance(node, yaml.SequenceNode) else [])
+            sizes[id(node)] = min(1 + sum(size(child) for child in children), MAX_YAML_VALUES + 1)
+        return sizes[id(node)]
+
+    try:
+        total = sum(size(document) for document in documents if document is not None)
+    except RecursionError:
+        raise OrbitbenchError(f"{where}: YAML nested too deeply") from None
+    if total > MAX_YAML_VALUES:
+        raise OrbitbenchError(f"{where}: its YAML aliases expand to more than {MAX_YAML_VALUES:,} values "
+                              "(an alias bomb?); expected a config file")
+
+
+def check_config_args(argv: list[str]) -> None:
+    """Every `--config FILE` of a command line is a readable UTF-8 text file of sane size (before
+    the parser opens it, which would end in a traceback for a binary file or a folder, and fill
+    the memory for an alias bomb)."""
+    for i, token in enumerate(argv):
+        path = argv[i + 1] if token == "--config" and i + 1 < len(argv) else (
+            token.split("=", 1)[1] if token.startswith("--config=") else None)
+        if path is not None:
+            check_yaml_size(read_text_file(path, "--config"), f"--config {path}")
+
+
+def check_can_create(path: str | Path, what: str) -> None:
+    """`path` (a folder to be created later) is not under a file and its nearest existing folder
+    is writable: one line now instead of a traceback from deep inside a logger later."""
+    path = Path(path).absolute()
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None:
+        return
+    if not existing.is_dir():
+        raise OrbitbenchError(f"{what} {path}: {existing} is a file, expected a folder")
+    if not os.access(existing, os.W_OK):
+        raise OrbitbenchError(f"{what} {path}: {existing} is read-only")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write next to `path`, then rename: readers see the old file or the whole new one, never half."""
     path = Path(path)

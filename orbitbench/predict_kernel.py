@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from orbitbench import trust
 from orbitbench.errors import OrbitbenchError
 from orbitbench.predictors import KernelPredictors, PredictionReport
 from orbitbench.probe import ProbeOptions, draw_probe
@@ -37,20 +38,20 @@ def _init_args(hparams: dict[str, Any]) -> dict[str, Any]:
 def load_checkpoint(ckpt_path: Path, data_overrides: dict[str, Any] | None = None):
     """(model, set-up DataModule, initial weights or None, global step) from a fit's checkpoint."""
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise OrbitbenchError(f"--ckpt_path {path}: no such checkpoint file")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # noqa: BLE001 (any unreadable file is the user's input)
-        raise OrbitbenchError(f"--ckpt_path {path}: not a readable checkpoint ({error})") from error
+    checkpoint = trust.load_checkpoint(path)  # data only: weights_only, every saved class checked first
     model_hp = checkpoint.get("hyper_parameters") or {}
     data_hp = checkpoint.get("datamodule_hyper_parameters") or {}
     if "_class_path" not in data_hp:
         raise OrbitbenchError(f"--ckpt_path {path}: no DataModule hyperparameters (save it from `orbitbench fit`)")
     model_cls = _class(model_hp.get("_class_path", "orbitbench.module.OrbitClassifier"), "model")
-    model = model_cls(**_init_args(model_hp))
-    model.load_state_dict(checkpoint["state_dict"])
-    dm = _class(data_hp["_class_path"], "DataModule")(**{**_init_args(data_hp), **(data_overrides or {})})
+    try:
+        model = model_cls(**_init_args(model_hp))
+        model.load_state_dict(checkpoint["state_dict"])
+        dm = _class(data_hp["_class_path"], "DataModule")(**{**_init_args(data_hp), **(data_overrides or {})})
+    except (TypeError, RuntimeError) as error:  # settings or weights edited by hand
+        detail = " ".join(str(error).split())
+        raise OrbitbenchError(f"--ckpt_path {path}: its settings and weights do not make the model they were "
+                              f"saved from (edited, or saved by another model): {detail[:240]}") from None
     dm.setup("fit")
     state = next((v for k, v in checkpoint.get("callbacks", {}).items() if k.startswith("EmpiricalNTKCallback")), {})
     return model, dm, state.get("initial_state"), int(checkpoint.get("global_step", 0))

@@ -101,9 +101,13 @@ def load_record(path: str | Path) -> RunRecord:
     if not path.is_file():
         raise OrbitbenchError(f"{path}: no run record (the run did not finish, or this is not a run's log dir)")
     try:
-        return RunRecord.model_validate_json(path.read_bytes())
+        record = RunRecord.model_validate_json(path.read_bytes())
     except ValidationError as error:
         raise OrbitbenchError(one_line_validation_error(str(path), error)) from None
+    from orbitbench.trust import check_run_settings
+
+    check_run_settings(record.model, record.data, str(path))  # a record is data: the classes it names are checked
+    return record
 
 
 def _plain(value: Any) -> Any:

@@ -36,6 +36,7 @@ from orbitbench.checkpoints import EVAL_COMMANDS, check_checkpoint_settings, dis
 from orbitbench.datamodules import OrbitDataModule
 from orbitbench.errors import OrbitbenchError, condense_parser_error
 from orbitbench.hparams import HParamsSession
+from orbitbench.io import check_can_create, check_config_args
 from orbitbench.module import OrbitClassifier
 from orbitbench.predict import PredictionWriter
 from orbitbench.record import RECORD_FILE, RunRecordWriter, describe_run
@@ -43,6 +44,7 @@ from orbitbench.record import RECORD_FILE, RunRecordWriter, describe_run
 RUNS_DIR = "runs"
 DEFAULT_SEED = 125  # the paper's seed
 MAX_GRID_POSES = 16
+MAX_SEED = 2**32 - 1  # numpy's seed range
 
 
 class ReseedEachStep(Callback):
@@ -174,8 +176,21 @@ class OrbitbenchCLI(LightningCLI):
             return  # "last" is resolved (and checked) in before_instantiate_classes
         check_checkpoint_settings(self, subcommand, config.ckpt_path)
 
+    def _set_seed(self) -> None:
+        """Lightning's, with a seed outside numpy's range as one line instead of a traceback."""
+        seed = self._get(self.config, "seed_everything")
+        if not isinstance(seed, bool) and isinstance(seed, int) and not 0 <= seed <= MAX_SEED:
+            raise OrbitbenchError(f"--seed_everything {seed}: expected an integer from 0 to {MAX_SEED} "
+                                  "(or true for a random seed, false for none)")
+        super()._set_seed()
+
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand]
+        if config.get("weights_only") is False:
+            raise OrbitbenchError("--weights_only false: orbitbench loads checkpoints as data only "
+                                  "(weights_only=True; docs/ARCHITECTURE.md, trust model)")
+        if "weights_only" in config:
+            config.weights_only = True  # Lightning's own load of --ckpt_path: torch.load(weights_only=True)
         logger = config.trainer.logger
         is_tensorboard = (
             logger is not None and not isinstance(logger, (bool, list))
@@ -183,6 +198,8 @@ class OrbitbenchCLI(LightningCLI):
         )
         if is_tensorboard and logger.init_args.get("name") is None:
             logger.init_args.name = _run_name(config)
+        if is_tensorboard:
+            check_can_create(logger.init_args.save_dir, "--trainer.logger.init_args.save_dir")
         if config.get("ckpt_path") == "last":
             if not is_tensorboard:
                 raise OrbitbenchError("--ckpt_path last needs the default TensorBoardLogger; give the checkpoint path")
@@ -225,12 +242,19 @@ class OrbitbenchCLI(LightningCLI):
         print(fit_summary(self.trainer, self.model), flush=True)
 
     def _run_subcommand(self, subcommand: str) -> None:
+        """Lightning's; a failed run leaves nothing behind, weights that do not fit the model (an
+        edited checkpoint) are one line."""
         existed = log_dir_exists(self.trainer)
         try:
             super()._run_subcommand(subcommand)
-        except BaseException:
+        except BaseException as error:
             if not existed:
                 discard_failed_run(self.trainer)
+            ckpt = self.config[subcommand].get("ckpt_path")
+            if isinstance(error, RuntimeError) and ckpt and "Error(s) in loading state_dict" in str(error):
+                detail = " ".join(str(error).split("\n", 1)[-1].split())
+                raise OrbitbenchError(f"--ckpt_path {ckpt}: its weights do not fit the model its settings build "
+                                      f"(edited, or saved by another model): {detail[:240]}") from None
             raise
 
     def after_predict(self) -> None:
@@ -313,6 +337,7 @@ def run_lightning_cli(argv: list[str]) -> int:
                 # Evaluating a checkpoint needs none of the callbacks that measured its training.
                 warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`")
                 warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+            check_config_args(argv)
             _run(argv)
     except ArgumentError as error:
         print(f"orbitbench: {condense_parser_error(str(error))}", file=sys.stderr)

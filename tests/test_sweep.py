@@ -25,6 +25,13 @@ from orbitbench.io import try_claim
 from orbitbench.sweep.results import claim_path, prepare_root, result_from_record
 from sweep_helpers import TINY
 
+
+@pytest.fixture(autouse=True)
+def trust_sweep_helpers(monkeypatch):
+    """Sweep files here name the test helpers' classes (PauseWhile, FlippedMNIST): the user's own
+    package, trusted the documented way (orbitbench.trust); their subprocess fits inherit it."""
+    monkeypatch.setenv("ORBITBENCH_TRUSTED_PACKAGES", "sweep_helpers")
+
 TESTS = Path(__file__).resolve().parent
 # paper MLP 784-512-128-10, last layer without bias: (784*512 + 512) + (512*128 + 128) + 128*10
 PAPER_MLP_PARAMS = 784 * 512 + 512 + 512 * 128 + 128 + 128 * 10

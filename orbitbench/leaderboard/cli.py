@@ -18,7 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.io import atomic_write_bytes, atomic_write_text, git_commit, one_line_validation_error
+from orbitbench.io import atomic_write_bytes, atomic_write_text, git_commit, one_line_validation_error, read_text_file
 from orbitbench.leaderboard import integrity, readme_table
 from orbitbench.leaderboard.schema import Entry, Provenance, Verified
 
@@ -31,10 +31,15 @@ README, PAGE, FIGURE = "README.md", "index.html", "out_test_vs_angles.png"
 
 
 def parse_entry(text: str, source: str) -> Entry:
+    """A validated entry whose every named class is allowed (orbitbench.trust): it is data."""
+    from orbitbench import trust
+
     try:
-        return Entry.model_validate_json(text)
+        entry = Entry.model_validate_json(text)
     except ValidationError as error:
         raise OrbitbenchError(one_line_validation_error(source, error)) from None
+    trust.check_entry(entry, source)
+    return entry
 
 
 def check_collection(entries: dict[str, Entry], tracks: dict[str, integrity.Track]) -> None:
@@ -55,7 +60,7 @@ def load_entries(root: Path, sweeps: Path = DEFAULT_SWEEPS) -> dict[str, Entry]:
     folder = Path(root) / "entries"
     if not folder.is_dir():
         raise OrbitbenchError(f"{folder} does not exist: expected the leaderboard folder with entries/*.json")
-    entries = {str(path): parse_entry(path.read_text(), str(path)) for path in sorted(folder.glob("*.json"))}
+    entries = {str(path): parse_entry(read_text_file(path, "entry"), str(path)) for path in sorted(folder.glob("*.json"))}
     check_collection(entries, integrity.load_tracks(sweeps))
     return entries
 
@@ -201,9 +206,7 @@ def verify(entry: Path, cells: int = 2, tolerance: float = 0.0, seed: int | None
     difference above `tolerance` is an error and the entry is left unchanged.
     """
     path = Path(entry)
-    if not path.is_file():
-        raise OrbitbenchError(f"{path}: no such entry file")
-    parsed = parse_entry(path.read_text(), str(path))
+    parsed = parse_entry(read_text_file(path, "entry"), str(path))
     tracks = integrity.load_tracks(sweeps)
     integrity.check_entry(parsed, str(path), tracks[parsed.track].protocol if parsed.track in tracks else None)
     ids, worst = integrity.verify_cells(parsed, cells, rng=random.Random(seed))

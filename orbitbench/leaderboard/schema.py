@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from orbitbench.record import DataSettings, Metrics, ModelSettings
-from orbitbench.sweep.spec import NAME_PATTERN, TRACK_PATTERN
+from orbitbench.sweep.spec import MAX_NAME_LENGTH, NAME_PATTERN, TRACK_PATTERN
 
 # Predictors of the empirical-NTK callback's record summary, in display order.
 PREDICTORS = ("infinite", "init", "trained")
@@ -138,12 +138,12 @@ class Entry(_Strict):
     """One leaderboard entry: a model's complete sweep on one track."""
 
     schema_version: Literal[2] = 2
-    name: str = Field(pattern=NAME_PATTERN)
+    name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)
     model: str = Field(min_length=1)
     builder: str = Field(pattern=r"^[\w.]+:[\w.]+$")  # module:function
     config: dict[str, Any]
     param_count: int = Field(ge=1)
-    track: str = Field(pattern=TRACK_PATTERN)
+    track: str = Field(pattern=TRACK_PATTERN, max_length=MAX_NAME_LENGTH)
     method: str = Field(default="supervised", min_length=1, max_length=80)
     invariance: str = Field(default="none", pattern=INVARIANCE_PATTERN)
     authors: list[str] = []

@@ -19,7 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.io import one_line_validation_error
+from orbitbench.io import check_yaml_size, one_line_validation_error, read_text_file
 
 # Fit settings that fix which images are shown: they define a leaderboard track's protocol.
 PROTOCOL_DATA_KEYS_EXCLUDED = ("batch_size", "num_workers", "data_dir")
@@ -27,6 +27,7 @@ Scalar = str | int | float | bool | None
 FitValue = Scalar | list[Scalar] | dict[str, Any]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 TRACK_PATTERN = r"^[a-z0-9][a-z0-9.-]*$"
+MAX_NAME_LENGTH = 100  # names become file and folder names (<track>__<name>.json, runs/sweeps/<name>): under 255 bytes
 
 
 class Grid(BaseModel):
@@ -79,8 +80,8 @@ class SweepSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: str = Field(pattern=NAME_PATTERN)
-    track: str = Field(pattern=TRACK_PATTERN)
+    name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)
+    track: str = Field(pattern=TRACK_PATTERN, max_length=MAX_NAME_LENGTH)
     description: str = ""
     datamodule: str  # a class of orbitbench.datamodules (RotatedMNIST) or a dotted path to one
     grid: Grid
@@ -208,23 +209,29 @@ class Cell:
 
 
 def parse_sweep_text(text: str, source: str) -> SweepSpec:
+    check_yaml_size(text, source)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise OrbitbenchError(f"{source}: not valid YAML ({str(error).splitlines()[0]})") from error
     if not isinstance(raw, dict):
         raise OrbitbenchError(f"{source}: a sweep file must be a YAML mapping with name, track, datamodule, grid")
+    from orbitbench import trust
+
+    trust.check_config(raw, source)  # before validation builds anything (the DataModule check imports it)
     try:
-        return SweepSpec.model_validate(raw)
+        spec = SweepSpec.model_validate(raw)
     except ValidationError as error:
         raise OrbitbenchError(one_line_validation_error(source, error)) from None
+    trust.check_sweep(spec, source)
+    return spec
 
 
 def load_sweep_file(path: str | Path) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise OrbitbenchError(f"sweep file {str(path)!r} does not exist; see sweeps/*.yaml for examples")
-    return parse_sweep_text(path.read_text(), str(path))
+    return parse_sweep_text(read_text_file(path, "sweep file"), str(path))
 
 
 def check_runnable(spec: SweepSpec) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from orbitbench.data import Digits, load_digits
+from orbitbench.data import Digits, load_digits, raw_folder
 from orbitbench.errors import OrbitbenchError
 from orbitbench.orbits import MAX_ORDER, NORMALIZATIONS, GroupAction, normalize
 
@@ -112,7 +112,7 @@ class OrbitDataModule(L.LightningDataModule):
         held_out_poses: Sequence[int] = (0,),
         in_test_fraction: float = 0.1,
         source: str = "auto",
-        data_dir: str = "data",
+        data_dir: str | None = None,
         download: bool = False,
         seeds_per_class: int | None = None,
         normalize: str = "unit_norm",
@@ -178,7 +178,8 @@ class OrbitDataModule(L.LightningDataModule):
                 f"data source {digits.source} has {len(digits)} images and none of the leave-out class "
                 f"{hp.leave_out_class}: the out-test split would be empty; pick another --data.leave_out_class"
             )
-        rank_zero_info(f"orbitbench: data source {hp.source!r} -> {digits.source}, {len(digits)} images x {self.n_poses} poses")
+        where = f" (sha256-checked, {raw_folder(hp.data_dir)})" if digits.source == "mnist" else ""
+        rank_zero_info(f"orbitbench: data source {hp.source!r} -> {digits.source}{where}, {len(digits)} images x {self.n_poses} poses")
         self.digits: Digits = digits
         pixels = digits.images.to(torch.float32) / 255.0  # [N, 28, 28] in [0, 1]
         # unit_norm is applied before the action (paper training); sphere after it (per batch).

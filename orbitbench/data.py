@@ -136,7 +136,7 @@ def load_digits(source: str = "auto", data_dir: str | Path | None = None, downlo
         return digits
     if source == "mnist":
         raw = raw_folder(data_dir)
-        if _find_idx_pair(raw) is None and download:
+        if download:  # installs, or repairs a bad file; nothing to do when all four are intact
             from orbitbench.data_cache import fetch_mnist
 
             fetch_mnist(data_dir)

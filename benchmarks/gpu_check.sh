@@ -17,6 +17,10 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 CARRY=$REPO/.gpu
 mode=${1:-run}
+case "$mode" in
+  run|--dry-run|--prepare) ;;
+  *) echo "usage: benchmarks/gpu_check.sh [--prepare | --dry-run]" >&2; exit 2 ;;
+esac
 # Versions as pinned or installed by `make install` (pyproject.toml); py3.12 wheels for the GPU image.
 WHEELS=(jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0 pydantic==2.14.4 pydantic-core==2.50.5
         annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0 vit-pytorch==1.26.14
@@ -71,8 +75,8 @@ if [ -d "$CARRY/registry" ]; then  # no registry here: pip reads the carried arc
   PIP_NO_INDEX=1 PIP_FIND_LINKS="$CARRY/registry" "$PY" -m orbitbench data --fetch true
 fi
 "$PY" -m orbitbench data
-args=()
-[ "$mode" = "--dry-run" ] && args+=(--dry-run --runs "$(mktemp -d)")
-[ "$mode" = "run" ] && args+=(--runs /tmp/gpu_check_runs)
-set -o pipefail
+case "$mode" in
+  run) args=(--runs /tmp/gpu_check_runs) ;;
+  --dry-run) args=(--dry-run --runs "$(mktemp -d)") ;;
+esac
 "$PY" benchmarks/gpu_check.py --out "$OUT" "${args[@]}" 2>&1 | tee "$OUT/gpu_check.log"

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from orbitbench.data import Digits, load_digits
+from orbitbench.data import Digits, load_digits, raw_folder
 from orbitbench.errors import OrbitbenchError
 from orbitbench.orbits import MAX_ORDER, NORMALIZATIONS, GroupAction, normalize
 
@@ -112,7 +112,7 @@ class OrbitDataModule(L.LightningDataModule):
         held_out_poses: Sequence[int] = (0,),
         in_test_fraction: float = 0.1,
         source: str = "auto",
-        data_dir: str = "data",
+        data_dir: str | None = None,
         download: bool = False,
         seeds_per_class: int | None = None,
         normalize: str = "unit_norm",
@@ -178,12 +178,28 @@ class OrbitDataModule(L.LightningDataModule):
                 f"data source {digits.source} has {len(digits)} images and none of the leave-out class "
                 f"{hp.leave_out_class}: the out-test split would be empty; pick another --data.leave_out_class"
             )
-        rank_zero_info(f"orbitbench: data source {hp.source!r} -> {digits.source}, {len(digits)} images x {self.n_poses} poses")
+        where = f" (sha256-checked, {raw_folder(hp.data_dir)})" if digits.source == "mnist" else ""
+        rank_zero_info(f"orbitbench: data source {hp.source!r} -> {digits.source}{where}, {len(digits)} images x {self.n_poses} poses")
         self.digits: Digits = digits
         pixels = digits.images.to(torch.float32) / 255.0  # [N, 28, 28] in [0, 1]
         # unit_norm is applied before the action (paper training); sphere after it (per batch).
         self.base_images = normalize(pixels, "unit_norm") if hp.normalize == "unit_norm" else pixels
         self.splits = self.split_pairs(digits.labels)
+
+    def state_dict(self) -> dict[str, str]:
+        """Kept in checkpoints: the source `auto` resolved to, which a later install can change."""
+        digits = getattr(self, "digits", None)
+        return {"digits": digits.source} if digits is not None else {}
+
+    def load_state_dict(self, state_dict: dict[str, str]) -> None:
+        """Resuming or evaluating a checkpoint with `auto` must not move it onto other digits (a
+        checkpoint of the subset, full MNIST installed since, say); an explicit source is the user's call."""
+        saved, digits = state_dict.get("digits"), getattr(self, "digits", None)
+        if self.hparams.source == "auto" and saved is not None and digits is not None and digits.source != saved:
+            resuming = self.trainer is not None and self.trainer.state.fn == "fit"
+            how = (f"resume where auto gives {saved} (ORBITBENCH_DATA=<a folder without full MNIST>)" if resuming else
+                   f"evaluate on them with --data.source {saved.removeprefix('idx:')} --override_data true")
+            raise OrbitbenchError(f"the checkpoint was trained on {saved} (source auto then), but auto now gives {digits.source}; {how}")
 
     def split_pairs(self, labels: Tensor) -> dict[str, Tensor]:
         """Seeded train / in-test / out-test split of all (image, pose) pairs -> int64 [M, 2] each."""

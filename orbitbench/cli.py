@@ -53,6 +53,10 @@ COMMANDS: dict[str, dict[str, tuple[str, ...]]] = {
     "predict-kernel": {
         "": ("orbitbench.predict_kernel:predict_kernel", "the kernel-prediction table of a checkpoint"),
     },
+    "data": {
+        "": ("orbitbench.data_cache:data", "which MNIST is installed, where, checked how; --fetch true installs full MNIST",
+             "orbitbench.data_cache:format_report"),
+    },
 }
 DEFAULT_SUBCOMMAND = {"sweep": "run"}  # `orbitbench sweep FILE.yaml` is `orbitbench sweep run FILE.yaml`
 

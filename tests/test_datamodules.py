@@ -97,3 +97,29 @@ def test_sphere_normalisation_after_the_action() -> None:
 def test_bad_values_fail_at_construction(kwargs: dict, message: str) -> None:
     with pytest.raises(OrbitbenchError, match=message):
         RotatedMNIST(**{"n_angles": 8, **kwargs})
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_auto_data_is_not_moved_onto_full_mnist(installed_mnist, tmp_path, monkeypatch, capsys, one_thread) -> None:
+    """Trained with source auto on the subset; full MNIST installed since: evaluating it with auto
+    would silently use other digits (and another in-test split). One line, and the way round it."""
+    from pathlib import Path
+
+    from orbitbench.training_cli import run_lightning_cli
+
+    tiny = ["--data.n_angles", "2", "--data.seeds_per_class", "10", "--trainer.enable_progress_bar", "false",
+            "--trainer.enable_model_summary", "false", "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]
+    models = Path(__file__).resolve().parents[1] / "models"
+    assert run_lightning_cli(["fit", "--config", str(models / "paper_mlp.yaml"), *tiny, "--trainer.max_epochs", "1"]) == 0
+    (checkpoint,) = (tmp_path / "runs").glob("*/version_0/checkpoints/last.ckpt")  # auto gave the subset: the suite hides full MNIST
+    full = tmp_path / "full" / "MNIST" / "raw"
+    full.mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"):
+        (full / name).symlink_to(installed_mnist / name)
+    monkeypatch.setenv("ORBITBENCH_DATA", str(tmp_path / "full"))
+    capsys.readouterr()
+    assert run_lightning_cli(["validate", "--ckpt_path", str(checkpoint), *tiny]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "orbitbench: the checkpoint was trained on mnist5k (source auto then), but auto now gives mnist; "
+        "evaluate on them with --data.source mnist5k --override_data true")
+    assert run_lightning_cli(["validate", "--ckpt_path", str(checkpoint), *tiny, "--data.source", "mnist5k", "--override_data", "true"]) == 0

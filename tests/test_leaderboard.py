@@ -79,7 +79,8 @@ def test_add_keeps_every_cell_record_and_derives_the_numbers_from_them(board):
     assert len(records) == 8 and sorted(c["cell"] for c in entry["cells"]) == sorted(records)
     for cell in entry["cells"]:
         record = records[cell["cell"]]
-        assert cell["data"] == record["data"] and cell["metrics"] == record["metrics"]
+        # (fixture records predate the resolved-source fields, which read back as None)
+        assert cell["data"] == {"digits": None, "n_images": None, **record["data"]} and cell["metrics"] == record["metrics"]
         assert cell["wall_time_s"] == record["wall_time_s"] and cell["seed"] == record["seeds"]["seed_everything"]
     # The protocol is what the cells ran: every DataModule setting but the grid axes and loading.
     hparams = next(iter(records.values()))["data"]["hparams"]
@@ -340,6 +341,19 @@ def test_the_track_files_define_their_protocols():
     assert cpu.data["seeds_per_class"] == 20 and cpu.data["source"] == "mnist5k"
     # the challengers' and steerable sweep files are on the same track: same protocol, checked on load
     assert tracks["mnist5k-cpu"].path.name in {"cpu_track.yaml", "cpu_track_challengers.yaml", "cpu_track_steerable.yaml"}
+
+
+def test_a_track_names_its_data_source(tmp_path):
+    """`auto` is full MNIST on one machine and the subset on another: no track may rest on it."""
+    from orbitbench.leaderboard.integrity import load_tracks
+
+    sources = {name: track.protocol.data["source"] for name, track in load_tracks(REPO / "sweeps").items()}
+    assert sources["mnist-paper"] == "mnist" and set(sources.values()) == {"mnist", "mnist5k"}
+    text = (REPO / "sweeps" / "cpu_quick.yaml").read_text()
+    assert "data.source: mnist5k" in text
+    (tmp_path / "cpu_quick.yaml").write_text(text.replace("data.source: mnist5k", "data.source: auto"))
+    with pytest.raises(OrbitbenchError, match=r"cpu_quick\.yaml: track 'mnist5k-quick' has data.source auto, which resolves per machine"):
+        load_tracks(tmp_path)
 
 
 def test_parse_entry_error_is_one_orbitbench_line():

@@ -87,6 +87,8 @@ def test_tiny_fit_logs_in_and_out_test_accuracy(reference) -> None:
     assert record["stage"] == "fit" and record["model"]["backbone"] == "paper_mlp" and record["model"]["n_params"] == 468_864
     assert record["data"]["n_poses"] == 4 and record["data"]["hparams"]["leave_out_class"] == 3
     assert record["data"]["order_argument"] == "n_angles" and record["data"]["group"] == "rotation"
+    # what `auto` resolved to is recorded (the suite hides the user's full MNIST: the subset, 50 per class)
+    assert record["data"]["hparams"]["source"] == "auto" and (record["data"]["digits"], record["data"]["n_images"]) == ("mnist5k", 500)
     assert record["seeds"] == {"seed_everything": 125, "data_split_seed": 125}
     assert record["callbacks"] == {"Summarised": {"answer": 42.0, "label": "x"}}
     assert set(record["versions"]) == {"python", "orbitbench", "torch", "lightning", "timm", "numpy", "torch_threads"}

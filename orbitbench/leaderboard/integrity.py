@@ -73,6 +73,9 @@ def load_tracks(sweeps: Path) -> dict[str, Track]:
     for path in sorted(Path(sweeps).glob("*.yaml")):
         spec = load_sweep_file(path)
         protocol = track_protocol(spec)
+        if protocol.data.get("source") == "auto":  # full MNIST here, the subset there: not one protocol
+            raise OrbitbenchError(f"{path}: track {spec.track!r} has data.source auto, which resolves per machine; "
+                                  "a track names its data (data.source: mnist or mnist5k)")
         if spec.track in tracks and tracks[spec.track].protocol != protocol:
             raise OrbitbenchError(f"{path}: track {spec.track!r} is also defined by {tracks[spec.track].path} with another protocol")
         tracks.setdefault(spec.track, Track(path, protocol, spec.description))

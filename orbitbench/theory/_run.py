@@ -76,13 +76,13 @@ class DigitData:
 
     Args:
         source: mnist5k (embedded), mnist, auto or an IDX path.
-        data_dir: folder of full MNIST for source mnist / auto.
+        data_dir: folder holding MNIST/raw for source mnist / auto (default: the user's cache, `orbitbench data`).
         interpolation: rotation interpolation: cubic (the paper's kernel code), bilinear, nearest.
         seed: seed of the digit draws (paper 124); draws are prefix-stable in their counts.
     """
 
     source: str = "mnist5k"
-    data_dir: str = "data"
+    data_dir: str | None = None
     interpolation: str = "cubic"
     seed: int = 124
 

@@ -170,3 +170,17 @@ def test_sample_per_class_draws_the_asked_counts_reproducibly(mnist5k: Digits) -
     assert not torch.equal(sample_per_class(mnist5k.labels, counts, seed=5)[7], a[7])
     with pytest.raises(OrbitbenchError, match="class 7 has 500 images, fewer than the 501 seed digits asked for"):
         sample_per_class(mnist5k.labels, {7: 501}, seed=0, what="seed digits")
+
+
+def idx_header(*shape: int) -> bytes:
+    return struct.pack(">I", 0x0800 | len(shape)) + struct.pack(f">{len(shape)}I", *shape)
+
+
+def test_an_idx_header_announcing_a_huge_array_is_refused_before_reading(tmp_path) -> None:
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(idx_header(2**32 - 1, 2**32 - 1, 2**16) + bytes(100))  # numpy's product would overflow
+    with pytest.raises(DataSourceError, match=r"announces shape \(4294967295, 4294967295, 65536\) .* more than"):
+        read_idx(path, ndim=3)
+    path.write_bytes(idx_header(60000, 28, 28) + bytes(100))
+    with pytest.raises(DataSourceError, match=r"truncated IDX payload: 100 bytes, expected 47040000"):
+        read_idx(path, ndim=3)

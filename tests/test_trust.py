@@ -15,7 +15,6 @@ import io
 import json
 import pickle
 import shutil
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ import yaml
 from orbitbench import leaderboard, trust
 from orbitbench.cli import main
 from orbitbench.data import DataSourceError, read_idx
+from test_data import idx_header
 from trust_helpers import MARKER_ENV, Payload
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("one_thread")]
@@ -337,31 +337,48 @@ def test_an_entry_file_that_is_not_text_is_one_line(board, tmp_path, kind) -> No
     assert f"entry {path}: {expected}" in line
 
 
-def _idx_header(*shape: int) -> bytes:
-    return struct.pack(">I", 0x0800 | len(shape)) + struct.pack(f">{len(shape)}I", *shape)
-
-
-def test_an_idx_header_announcing_a_huge_array_is_refused_before_reading(tmp_path) -> None:
-    path = tmp_path / "train-images-idx3-ubyte"
-    path.write_bytes(_idx_header(2**32 - 1, 2**32 - 1, 2**16) + bytes(100))  # numpy's product would overflow
-    with pytest.raises(DataSourceError, match=r"announces shape \(4294967295, 4294967295, 65536\) .* more than"):
-        read_idx(path, ndim=3)
-    path.write_bytes(_idx_header(60000, 28, 28) + bytes(100))
-    with pytest.raises(DataSourceError, match=r"truncated IDX payload: 100 bytes, expected 47040000"):
-        read_idx(path, ndim=3)
-
-
-@pytest.mark.parametrize("kind", ["truncated", "garbage"])
-def test_a_broken_gzip_idx_file_is_one_line(tmp_path, kind) -> None:
-    images = tmp_path / "train-images-idx3-ubyte.gz"
-    labels = tmp_path / "train-labels-idx1-ubyte.gz"
-    whole = gzip.compress(_idx_header(50, 28, 28) + np.zeros(50 * 784, np.uint8).tobytes())
-    images.write_bytes(whole[: len(whole) // 2] if kind == "truncated" else b"\x1f\x8b not really gzip" * 10)
-    labels.write_bytes(gzip.compress(_idx_header(50) + bytes(50)))
-    with pytest.raises(DataSourceError, match=f"{images}: not a readable gzip file"):
+@pytest.mark.parametrize("kind", ["truncated gzip", "garbage gzip", "huge header"])
+def test_a_broken_idx_file_is_one_line(tmp_path, kind) -> None:
+    suffix = "" if kind == "huge header" else ".gz"
+    images, labels = tmp_path / f"train-images-idx3-ubyte{suffix}", tmp_path / f"train-labels-idx1-ubyte{suffix}"
+    whole = gzip.compress(idx_header(50, 28, 28) + np.zeros(50 * 784, np.uint8).tobytes())
+    images.write_bytes({"truncated gzip": whole[: len(whole) // 2], "garbage gzip": b"\x1f\x8b not really gzip" * 10,
+                        "huge header": idx_header(2**32 - 1, 2**32 - 1, 2**16) + bytes(784)}[kind])
+    labels.write_bytes(gzip.compress(idx_header(50) + bytes(50)) if suffix else idx_header(50) + bytes(50))
+    expected = "IDX header announces shape" if kind == "huge header" else "not a readable gzip file"
+    with pytest.raises(DataSourceError, match=f"{images}: {expected}"):
         read_idx(images, ndim=3)
     line = one_line(*run("fit", "--data.source", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path / "r"))[::2])
-    assert f"{images}: not a readable gzip file" in line
+    assert f"{images}: {expected}" in line
+
+
+def test_a_yaml_alias_bomb_is_one_line_and_expands_nothing(tmp_path) -> None:
+    from sweep_helpers import TINY as TINY_SWEEP
+
+    # 9 ** 9 = 387 million values from 90 lines: reading it expanded would fill the memory.
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    config = tmp_path / "bomb.yaml"
+    config.write_text(bomb + "trainer:\n  max_epochs: *i\n")
+    line = one_line(*run("fit", "--config", str(config))[::2])
+    assert f"--config {config}: its YAML aliases expand to more than 1,000,000 values" in line
+    spec = tmp_path / "bomb_sweep.yaml"
+    spec.write_text(bomb + TINY_SWEEP)
+    line = one_line(*run("sweep", "list", str(spec))[::2])
+    assert f"{spec}: its YAML aliases expand to more than 1,000,000 values" in line
+
+
+def test_a_python_tag_in_a_config_constructs_nothing(tmp_path) -> None:
+    config = tmp_path / "tag.yaml"
+    config.write_text("trainer: !!python/object/apply:trust_helpers.write_marker ['x']\n")
+    line = one_line(*run("fit", "--config", str(config), "--trainer.logger.init_args.save_dir", str(tmp_path / "r"))[::2])
+    assert "could not determine a constructor for the tag" in line
+
+
+def test_a_log_folder_under_a_file_is_one_line(tmp_path) -> None:
+    (tmp_path / "afile").write_text("x")
+    line = one_line(*run("fit", "--trainer.logger.init_args.save_dir", str(tmp_path / "afile" / "runs"))[::2])
+    assert f"{tmp_path / 'afile'} is a file, expected a folder" in line
 
 
 @pytest.mark.parametrize("seed", ["-5", "99999999999999999999"])

@@ -152,16 +152,20 @@ def check_checkpoint_settings(cli: LightningCLI, subcommand: str, ckpt_path: str
 
 
 def log_dir_exists(trainer: L.Trainer) -> bool:
-    log_dir = trainer.log_dir if trainer.loggers else None
+    from orbitbench.record import run_log_dir  # not trainer.log_dir: a collective under DDP
+
+    log_dir = run_log_dir(trainer) if trainer.loggers else None
     return log_dir is not None and Path(log_dir).exists()
 
 
 def discard_failed_run(trainer: L.Trainer) -> None:
     """A run that failed before saving a checkpoint leaves nothing behind; one with checkpoints is
     kept for `--ckpt_path last` and marked `FAILED` (the sweep and leaderboard skip such folders)."""
+    from orbitbench.record import run_log_dir
+
     if not trainer.is_global_zero or not log_dir_exists(trainer):
         return
-    log_dir = Path(trainer.log_dir)
+    log_dir = Path(run_log_dir(trainer))
     for logger in trainer.loggers:
         experiment = getattr(logger, "_experiment", None)
         if experiment is not None and hasattr(experiment, "close"):

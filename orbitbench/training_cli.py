@@ -38,7 +38,7 @@ from orbitbench.errors import OrbitbenchError, condense_parser_error
 from orbitbench.hparams import HParamsSession
 from orbitbench.module import OrbitClassifier
 from orbitbench.predict import PredictionWriter
-from orbitbench.record import RECORD_FILE, RunRecordWriter, describe_run
+from orbitbench.record import RECORD_FILE, RunRecordWriter, describe_run, load_record, run_log_dir
 
 RUNS_DIR = "runs"
 DEFAULT_SEED = 125  # the paper's seed
@@ -222,7 +222,8 @@ class OrbitbenchCLI(LightningCLI):
         self._setup_data_early("predict")
 
     def after_fit(self) -> None:
-        print(fit_summary(self.trainer, self.model), flush=True)
+        if self.trainer.is_global_zero:  # under DDP every rank runs this
+            print(fit_summary(self.trainer, self.model), flush=True)
 
     def _run_subcommand(self, subcommand: str) -> None:
         existed = log_dir_exists(self.trainer)
@@ -240,30 +241,43 @@ class OrbitbenchCLI(LightningCLI):
 
 
 def fit_summary(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
-    """A few human lines: what ran, the three accuracies, where logs and checkpoint are."""
-    record = describe_run(trainer, pl_module)
-    metrics = trainer.callback_metrics
+    """A few human lines: what ran, the three accuracies, where logs and checkpoint are.
+
+    Read from the run record where there is one: under `ddp_spawn` the workers wrote it and this
+    process's Trainer never saw the epochs.
+    """
+    log_dir = run_log_dir(trainer)
     written = next((c.record for c in trainer.callbacks if isinstance(c, RunRecordWriter) and c.record), None)
-    train_acc = written.metrics.train_acc if written is not None else None  # eval mode, at the end of fit
+    if written is None and log_dir and Path(log_dir, RECORD_FILE).is_file():
+        written = load_record(log_dir)
+    if written is not None:
+        model, data, epochs = written.model, written.data, written.epochs
+        accuracies = (written.metrics.train_acc, written.metrics.in_test_acc, written.metrics.out_test_acc)
+        checkpoint = written.last_checkpoint
+    else:
+        described = describe_run(trainer, pl_module)
+        model, data, epochs, checkpoint = described["model"], described["data"], trainer.current_epoch, described["last_checkpoint"]
+        metrics = trainer.callback_metrics
+        accuracies = (None, *(float(metrics[k]) if k in metrics else None for k in ("val/in_test_acc", "val/out_test_acc")))
 
-    def fmt(key: str) -> str:
-        return f"{float(metrics[key]):.3f}" if key in metrics else "n/a"
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
 
-    data = record["data"]
     where = ", ".join(f"{k}={v}" for k, v in (("n_poses", data.n_poses), ("leave_out_class", data.hparams.get("leave_out_class"))) if v is not None)
+    method = "" if model.method == "supervised" else " + " + model.method
     lines = [
-        f"orbitbench fit: {record['model'].backbone}{'' if record['model'].method == 'supervised' else ' + ' + record['model'].method} on {data.datamodule}({where}), "
-        f"{trainer.current_epoch} epoch{'' if trainer.current_epoch == 1 else 's'}, {record['model'].n_params:,} parameters",
-        f"  accuracy     train {'n/a' if train_acc is None else f'{train_acc:.3f}'} | in-test {fmt('val/in_test_acc')} | out-test {fmt('val/out_test_acc')}",
+        f"orbitbench fit: {model.backbone}{method} on {data.datamodule}({where}), "
+        f"{epochs} epoch{'' if epochs == 1 else 's'}, {model.n_params:,} parameters",
+        f"  accuracy     train {fmt(accuracies[0])} | in-test {fmt(accuracies[1])} | out-test {fmt(accuracies[2])}",
     ]
-    if trainer.log_dir:
+    if log_dir:
         kinds = ", ".join(_logger_output(logger) for logger in trainer.loggers)
         outputs = ", ".join(([RECORD_FILE] if written is not None else []) + ([kinds] if kinds else []))
-        lines.append(f"  logs         {trainer.log_dir}" + (f" ({outputs})" if outputs else ""))
+        lines.append(f"  logs         {log_dir}" + (f" ({outputs})" if outputs else ""))
         if written is None:
             lines.append(f"  no {RECORD_FILE}: validation never ran (it holds the validated accuracies)")
-    if record["last_checkpoint"]:
-        lines.append(f"  checkpoint   {record['last_checkpoint']}")
+    if checkpoint:
+        lines.append(f"  checkpoint   {checkpoint}")
     lines += [c.summary_line() for c in trainer.callbacks if callable(getattr(c, "summary_line", None))]
     board = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     if board is not None:

@@ -243,3 +243,26 @@ def test_every_shipped_config_parses_on_top_of_the_paper_preset(config: Path, ca
     assert run_lightning_cli(argv) == 0
     printed = capsys.readouterr().out
     assert "max_epochs: 22" in printed or config.name == "smoke.yaml"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_two_process_ddp_fit_on_cpu_ends_with_one_record(strategy, tmp_path) -> None:
+    """Two gloo processes on the CPU, as docs/SWEEPS.md suggests for a cell: exit 0, one summary,
+    one record, written by rank 0 (under ddp_spawn by the workers, read back for the summary)."""
+    command = [sys.executable, "-m", "orbitbench", "fit", "--config", str(REPO / "configs/smoke.yaml"),
+               "--trainer.devices", "2", "--trainer.strategy", strategy, "--trainer.accelerator", "cpu"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=360, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert done.stdout.count("orbitbench fit:") == 1, done.stdout
+    (record_file,) = tmp_path.glob("runs/*/version_*/record.json")
+    record = load_record(record_file)
+    assert record.epochs == 3 and record.stage == "fit"
+    assert record.log_dir is not None and Path(tmp_path, record.log_dir).resolve() == record_file.parent.resolve()
+    assert f"logs         {record.log_dir}" in done.stdout
+    # The summary prints the record's numbers (not a worker-less Trainer's empty state).
+    assert f"in-test {record.metrics.in_test_acc:.3f}" in done.stdout
+    assert sorted(p.name for p in record_file.parent.glob("checkpoints/*.ckpt"))[-1] == "last.ckpt"

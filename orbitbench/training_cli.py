@@ -35,6 +35,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from orbitbench.checkpoints import EVAL_COMMANDS, check_checkpoint_settings, discard_failed_run, log_dir_exists, place_eval_run
 from orbitbench.datamodules import OrbitDataModule
 from orbitbench.errors import OrbitbenchError, condense_parser_error
+from orbitbench.flags import class_list_flags, wrap_single_values
 from orbitbench.hparams import HParamsSession
 from orbitbench.module import OrbitClassifier
 from orbitbench.predict import PredictionWriter
@@ -342,8 +343,22 @@ def run_lightning_cli(argv: list[str]) -> int:
     return 0
 
 
+def list_flags() -> set[str]:
+    """The Lightning commands' flags that take only lists (`orbitbench.flags`): `--data.held_out_poses 0`."""
+    from orbitbench.callbacks import EmpiricalNTKCallback
+    from orbitbench.datamodules import RotatedMNIST, TranslatedMNIST
+
+    return (
+        class_list_flags("data", [OrbitDataModule, RotatedMNIST, TranslatedMNIST], subclass_mode=True)
+        | class_list_flags("model", [OrbitClassifier], subclass_mode=True)
+        | class_list_flags("trainer.callbacks", [EmpiricalNTKCallback], subclass_mode=True)
+        | class_list_flags("trainer", [L.Trainer]) | class_list_flags("checkpoint", [ModelCheckpoint])
+    )
+
+
 def _run(argv: list[str]) -> None:
     """Build and run the CLI; `args=argv` so tests and `orbitbench.cli` can call it in-process."""
+    argv = wrap_single_values(argv, list_flags())
     OrbitbenchCLI(
         OrbitClassifier,
         OrbitDataModule,

@@ -266,3 +266,13 @@ def test_two_process_ddp_fit_on_cpu_ends_with_one_record(strategy, tmp_path) -> 
     # The summary prints the record's numbers (not a worker-less Trainer's empty state).
     assert f"in-test {record.metrics.in_test_acc:.3f}" in done.stdout
     assert sorted(p.name for p in record_file.parent.glob("checkpoints/*.ckpt"))[-1] == "last.ckpt"
+
+
+def test_a_list_setting_of_the_datamodule_takes_one_value(capsys) -> None:
+    """`--data.held_out_poses 1` (and `=1`) is `[1]`, as for the function commands' list flags."""
+    import yaml
+
+    for words in (["--data.held_out_poses", "1"], ["--data.held_out_poses=1"], ["--data.held_out_poses", "[1, 2]"]):
+        assert run_lightning_cli(["fit", *words, "--print_config"]) == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["data"]["init_args"]["held_out_poses"] == ([1, 2] if "[1, 2]" in words else [1]), words

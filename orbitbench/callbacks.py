@@ -240,7 +240,18 @@ class EmpiricalNTKCallback(L.Callback):
         if report is None:
             return "  kernel predictions  no measurement"
         seconds = sum(h["seconds"] for h in self.history) / len(self.history)
-        return report.table() + f"\n  ({len(self.history)} measurements, {seconds:.2f} s each on average)"
+        return (report.table() + f"\n  ({len(self.history)} measurements, {seconds:.2f} s each on average)\n"
+                + "\n".join(f"  {line}" for line in TABLE_LEGEND))
+
+
+TABLE_LEGEND = (
+    "network     the trained network on these probe points only: a sample of the out-test split, so it",
+    "            differs from the headline out-test above (every out-test sample); predictors are judged on it",
+    "kappa       Cohen's kappa of the predictor's right/wrong calls vs the network's, per sample:",
+    "            0 = no better than chance agreement at the same rates, 1 = the same samples fail",
+    "Spearman    rank correlation of the predictor's and the network's per-sample margins (- : a constant margin)",
+    "linearised  the network linearised around its initial weights: f0 + K (K + r)^-1 (y - f0), K the initial NTK",
+)
 
 
 def predicted_vs_actual_figure(history: list[dict[str, Any]]):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
@@ -39,6 +39,7 @@ from orbitbench.flags import class_list_flags, wrap_single_values
 from orbitbench.hparams import HParamsSession
 from orbitbench.module import OrbitClassifier
 from orbitbench.predict import PredictionWriter
+from orbitbench.progress import PlainProgress
 from orbitbench.record import RECORD_FILE, RunRecordWriter, describe_run, load_record, run_log_dir
 
 RUNS_DIR = "runs"
@@ -195,6 +196,14 @@ class OrbitbenchCLI(LightningCLI):
         if self.subcommand in EVAL_COMMANDS and is_tensorboard and config.get("ckpt_path"):
             split = config.split if self.subcommand == "predict" else None
             place_eval_run(logger, Path(config.ckpt_path), self.subcommand, split)
+
+    def _instantiate_trainer(self, config: dict, callbacks: list[Callback]) -> L.Trainer:
+        given = config.get("callbacks") or []
+        given = given if isinstance(given, list) else [given]
+        other_bar = any(isinstance(c, ProgressBar) for c in [*given, *callbacks])
+        if not sys.stdout.isatty() and config.get("enable_progress_bar") is not False and not other_bar:
+            callbacks = [*callbacks, PlainProgress()]  # a log file gets a line per epoch, not bar redraws
+        return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         try:

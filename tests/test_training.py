@@ -276,3 +276,23 @@ def test_a_list_setting_of_the_datamodule_takes_one_value(capsys) -> None:
         assert run_lightning_cli(["fit", *words, "--print_config"]) == 0
         printed = yaml.safe_load(capsys.readouterr().out)
         assert printed["data"]["init_args"]["held_out_poses"] == ([1, 2] if "[1, 2]" in words else [1]), words
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_output_to_a_file_is_one_plain_line_per_epoch(tmp_path) -> None:
+    """`orbitbench fit ... > log`: no progress-bar redraws, a line per epoch with the epoch's numbers."""
+    log = tmp_path / "log"
+    command = [sys.executable, "-m", "orbitbench", "fit", *TINY, "--trainer.enable_progress_bar", "true",
+               "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]  # fmt: skip
+    with log.open("w") as out:
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, timeout=240, cwd=tmp_path)
+    text = log.read_text()
+    assert done.returncode == 0, text[-3000:]
+    assert "\r" not in text and "it/s" not in text
+    epochs = [line for line in text.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == [f"{e}/{EPOCHS}" for e in range(1, EPOCHS + 1)]
+    record = load_record(next((tmp_path / "runs").glob("*/version_*")))
+    assert f"val/in_test_acc {record.metrics.in_test_acc:.3f}" in epochs[-1]
+    assert f"val/out_test_acc {record.metrics.out_test_acc:.3f}" in epochs[-1]
+    assert len(text) < 5000

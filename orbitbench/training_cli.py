@@ -5,7 +5,9 @@ with `--config` and any `--section.key value` override. On top of plain Lightnin
 the benchmark needs to be trustworthy and easy to read:
 
 - defaults that give a useful run in about a minute on a laptop CPU (paper MLP, 8 angles, 10 epochs);
-- TensorBoard logs under `runs/<model>-<data>/version_N`, a checkpoint every epoch plus `last.ckpt`;
+- TensorBoard logs under `runs/<model>-<data>/version_N` (CSVLogger: the same folder name; no
+  logger: record, config and checkpoints still go there), a checkpoint every epoch plus `last.ckpt`;
+- one plain line per epoch instead of a progress bar when stdout is not a terminal (a log file);
 - exact resumption: every step reseeds all RNGs from (seed, step), the DataModule shuffles from
   (seed, epoch), so `--ckpt_path last` after a kill ends with the metrics of an unbroken run;
 - `record.json` in the run directory (`orbitbench.record`: settings, seeds, final accuracies);
@@ -117,6 +119,15 @@ def _run_name(config) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "-", f"{backbone}-{data}").strip("-")
 
 
+NAMED_LOGGERS = ("TensorBoardLogger", "CSVLogger")
+
+
+def _next_version(folder: Path) -> Path:
+    """`<folder>/version_N`, N one past the largest existing (TensorBoard's and CSV's numbering)."""
+    numbers = [int(p.name.split("_", 1)[1]) for p in folder.glob("version_*") if p.name.split("_", 1)[1].isdigit()]
+    return folder / f"version_{max(numbers, default=-1) + 1}"
+
+
 def _find_last_checkpoint(save_dir: str, name: str) -> Path:
     """The newest `last.ckpt` under `<save_dir>/<name>/version_*/checkpoints`."""
     candidates = sorted(Path(save_dir, name).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -183,8 +194,14 @@ class OrbitbenchCLI(LightningCLI):
             logger is not None and not isinstance(logger, (bool, list))
             and str(logger.class_path).endswith("TensorBoardLogger")
         )
-        if is_tensorboard and logger.init_args.get("name") is None:
-            logger.init_args.name = _run_name(config)
+        for each in logger if isinstance(logger, list) else [logger]:  # CSV logs get the run name too
+            named = each is not None and not isinstance(each, bool) and str(each.class_path).endswith(NAMED_LOGGERS)
+            if named and each.init_args.get("name") is None:
+                each.init_args.name = _run_name(config)
+        if logger in (False, None) and not config.trainer.get("default_root_dir"):
+            # No logger: Lightning would write config.yaml, record.json and checkpoints/ into the
+            # working folder. They go where a logged run's would, `runs/<run name>/version_N`.
+            config.trainer.default_root_dir = str(_next_version(Path(RUNS_DIR, _run_name(config))))
         if config.get("ckpt_path") == "last":
             if not is_tensorboard:
                 raise OrbitbenchError("--ckpt_path last needs the default TensorBoardLogger; give the checkpoint path")
@@ -305,11 +322,14 @@ def _logger_output(logger) -> str:
 
 
 def _user_error(error: BaseException) -> OrbitbenchError | None:
-    """The `OrbitbenchError` behind `error`: jsonargparse wraps errors raised while instantiating."""
+    """The `OrbitbenchError` behind `error` (jsonargparse wraps errors raised while instantiating),
+    or a missing optional package (`WandbLogger` without wandb, `RichProgressBar` without rich)."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, OrbitbenchError):
             return error
+        if isinstance(error, ImportError):
+            return OrbitbenchError(f"a package this configuration needs is not installed: {error}")
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None

@@ -296,3 +296,39 @@ def test_output_to_a_file_is_one_plain_line_per_epoch(tmp_path) -> None:
     assert f"val/in_test_acc {record.metrics.in_test_acc:.3f}" in epochs[-1]
     assert f"val/out_test_acc {record.metrics.out_test_acc:.3f}" in epochs[-1]
     assert len(text) < 5000
+
+
+def test_without_a_logger_nothing_lands_in_the_working_folder(tmp_path, monkeypatch, capsys) -> None:
+    """`--trainer.logger false`: record, config and checkpoints go to runs/<run name>/version_N, and the summary says so."""
+    monkeypatch.chdir(tmp_path)
+    assert run_lightning_cli(["fit", *TINY, "--trainer.max_epochs", "1", "--trainer.logger", "false"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    (run,) = tmp_path.glob("runs/*/version_0")
+    assert run.parent.name == "paper_mlp-RotatedMNIST"
+    assert {"record.json", "config.yaml", "checkpoints"} <= {p.name for p in run.iterdir()}
+    assert load_record(run).last_checkpoint == str(Path("runs", run.parent.name, "version_0", "checkpoints", "last.ckpt"))
+    assert f"logs         runs/{run.parent.name}/version_0 (record.json)" in capsys.readouterr().out
+
+
+def test_csv_logs_land_in_a_run_named_folder(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run_lightning_cli(["fit", *TINY, "--trainer.max_epochs", "1", "--trainer.logger", "CSVLogger"]) == 0
+    (run,) = tmp_path.glob("runs/*/version_0")
+    assert run.parent.name == "paper_mlp-RotatedMNIST"
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "val/out_test_acc" in header and (run / "record.json").is_file()
+
+
+@pytest.mark.parametrize("flag", ["--trainer.logger=WandbLogger", "--trainer.callbacks+=RichProgressBar"])
+def test_a_missing_optional_package_is_one_line(flag, tmp_path, monkeypatch, capsys) -> None:
+    import importlib.util
+
+    package = "wandb" if "Wandb" in flag else "rich"
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    monkeypatch.chdir(tmp_path)
+    assert run_lightning_cli(["fit", *TINY, flag]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("orbitbench: ")]
+    assert len(lines) == 1 and package in lines[0] and "not installed" in lines[0], err
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()

@@ -39,6 +39,7 @@ COMMANDS: dict[str, dict[str, tuple[str, ...]]] = {
                  "orbitbench.sweep:format_cells"),
         "collect": ("orbitbench.sweep:collect", "rebuild <dir>/results.csv from the cells' run records"),
         "plot": ("orbitbench.sweep:plot", "Fig. 1C: accuracy vs group order per model"),
+        "table": ("orbitbench.sweep.table:table", "mean ± SE and 95% t-interval per model x method x order (Markdown, CSV)"),
     },
     "leaderboard": {
         "add": ("orbitbench.leaderboard:add", "validate a finished sweep and write its entries",

@@ -128,6 +128,7 @@ def check_checkpoint_settings(cli: LightningCLI, subcommand: str, ckpt_path: str
     saved = read_settings(ckpt_path)
     config = cli.config[subcommand]
     conflicts: list[str] = []
+    model_conflicts = 0
     for section, saved_class, values, may_differ in (
         ("model", saved.model_class, saved.model, False),
         ("data", saved.data_class, saved.data, bool(config.get("override_data"))),
@@ -146,9 +147,23 @@ def check_checkpoint_settings(cli: LightningCLI, subcommand: str, ckpt_path: str
                 continue
         if saved_class is None or asked.class_path == saved_class:
             conflicts += reconcile(section, asked, given, values, may_differ)
+        if section == "model":
+            model_conflicts = len(conflicts)
     if conflicts:
-        hint = " (add --override_data true to evaluate on other data)" if subcommand in EVAL_COMMANDS else ""
-        raise OrbitbenchError(f"--ckpt_path {ckpt_path}: {'; '.join(conflicts)}{hint}")
+        raise OrbitbenchError(f"--ckpt_path {ckpt_path}: {'; '.join(conflicts)} ({conflict_hint(subcommand, model_conflicts, len(conflicts))})")
+
+
+def conflict_hint(subcommand: str, model_conflicts: int, total: int) -> str:
+    """What helps: a checkpoint holds one model's weights (no flag evaluates them as another model);
+    other data is allowed on purpose with --override_data."""
+    hints = []
+    if model_conflicts:
+        hints.append("a checkpoint holds the weights of the model it was trained as: drop the --model flags to use "
+                     "its settings, or train the other model with `orbitbench fit` without --ckpt_path")  # fmt: skip
+    if total > model_conflicts:
+        hints.append("add --override_data true to evaluate on other data" if subcommand in EVAL_COMMANDS
+                     else "a resumed run keeps its data; drop the --data flags or start a new run without --ckpt_path")  # fmt: skip
+    return "; ".join(hints)
 
 
 def log_dir_exists(trainer: L.Trainer) -> bool:

@@ -140,4 +140,4 @@ def test_a_models_yaml_of_the_working_folder_configures_its_model_in_the_sweep(t
     from orbitbench.sweep import fit_argv
 
     argv = fit_argv(spec, cell, tmp_path / "cell")
-    assert argv[argv.index("--config") + 1] == str(tmp_path / "models" / "mlp.yaml")
+    assert argv[1] == f"--config={tmp_path / 'models' / 'mlp.yaml'}"  # before the grid's flags, which win

@@ -222,17 +222,21 @@ class EmpiricalNTKCallback(L.Callback):
         return {} if report is None else report.as_dict()
 
     def hparam_metric_names(self) -> list[str]:
-        """The predicted out-test accuracies, as TensorBoard HPARAMS metrics (`orbitbench.hparams`)."""
-        return [f"hparams/pred_{name}_out_test" for name in PREDICTORS]
+        """The predicted out-test accuracies (scalar tags), as TensorBoard HPARAMS metrics (`orbitbench.hparams`)."""
+        return [f"ntk/{name}/spectral_out_test_acc" for name in self.chosen]
 
-    def hparam_metrics(self) -> dict[str, float]:
-        """Each predictor's spectral-rule out-test prediction at the last measurement (undefined: left out)."""
-        report = self.last_report()
-        if report is None:
-            return {}
-        values = {f"hparams/pred_{name}_out_test": (report.predictors.get(name) or {}).get("spectral_out_test_acc")
-                  for name in PREDICTORS}  # fmt: skip
-        return {k: float(v) for k, v in values.items() if v is not None}
+    def scalar_layout(self) -> dict[str, dict[str, list]]:
+        """Custom-scalars charts, one category per predictor: its predictions overlaid on the network's."""
+        network = [r"^ntk/network/out_test_acc$"]
+        layout = {}
+        for name in self.chosen:
+            tag = f"^ntk/{name}/"
+            layout[f"ntk {name}"] = {
+                "predicted vs network out-test accuracy": ["Multiline", [*network, f"{tag}spectral_out_test_acc$",
+                                                                         f"{tag}(linearized/)?regression_out_test_acc$"]],
+                "per-sample agreement with the network": ["Multiline", [f"{tag}(regression_)?(kappa|spearman)$"]],
+            }
+        return layout
 
     def summary_line(self) -> str:
         """Lines for the printed fit summary: the predictor table of the last measurement."""
@@ -240,7 +244,18 @@ class EmpiricalNTKCallback(L.Callback):
         if report is None:
             return "  kernel predictions  no measurement"
         seconds = sum(h["seconds"] for h in self.history) / len(self.history)
-        return report.table() + f"\n  ({len(self.history)} measurements, {seconds:.2f} s each on average)"
+        return (report.table() + f"\n  ({len(self.history)} measurements, {seconds:.2f} s each on average)\n"
+                + "\n".join(f"  {line}" for line in TABLE_LEGEND))
+
+
+TABLE_LEGEND = (
+    "network     the trained network on these probe points only: a sample of the out-test split, so it",
+    "            differs from the headline out-test above (every out-test sample); predictors are judged on it",
+    "kappa       Cohen's kappa of the predictor's right/wrong calls vs the network's, per sample:",
+    "            0 = no better than chance agreement at the same rates, 1 = the same samples fail",
+    "Spearman    rank correlation of the predictor's and the network's per-sample margins (- : a constant margin)",
+    "linearised  the network linearised around its initial weights: f0 + K (K + r)^-1 (y - f0), K the initial NTK",
+)
 
 
 def predicted_vs_actual_figure(history: list[dict[str, Any]]):

@@ -117,6 +117,7 @@ def check_checkpoint_settings(cli: LightningCLI, subcommand: str, ckpt_path: str
     saved = read_settings(ckpt_path)
     config = cli.config[subcommand]
     conflicts: list[str] = []
+    model_conflicts = 0
     for section, saved_class, values, may_differ in (
         ("model", saved.model_class, saved.model, False),
         ("data", saved.data_class, saved.data, bool(config.get("override_data"))),
@@ -135,22 +136,40 @@ def check_checkpoint_settings(cli: LightningCLI, subcommand: str, ckpt_path: str
                 continue
         if saved_class is None or asked.class_path == saved_class:
             conflicts += reconcile(section, asked, given, values, may_differ)
+        if section == "model":
+            model_conflicts = len(conflicts)
     if conflicts:
-        hint = " (add --override_data true to evaluate on other data)" if subcommand in EVAL_COMMANDS else ""
-        raise OrbitbenchError(f"--ckpt_path {ckpt_path}: {'; '.join(conflicts)}{hint}")
+        raise OrbitbenchError(f"--ckpt_path {ckpt_path}: {'; '.join(conflicts)} ({conflict_hint(subcommand, model_conflicts, len(conflicts))})")
+
+
+def conflict_hint(subcommand: str, model_conflicts: int, total: int) -> str:
+    """What helps: a checkpoint holds one model's weights (no flag evaluates them as another model);
+    other data is allowed on purpose with --override_data."""
+    hints = []
+    if model_conflicts:
+        hints.append("a checkpoint holds the weights of the model it was trained as: drop the --model flags to use "
+                     "its settings, or train the other model with `orbitbench fit` without --ckpt_path")  # fmt: skip
+    if total > model_conflicts:
+        hints.append("add --override_data true to evaluate on other data" if subcommand in EVAL_COMMANDS
+                     else "a resumed run keeps its data; drop the --data flags or start a new run without --ckpt_path")  # fmt: skip
+    return "; ".join(hints)
 
 
 def log_dir_exists(trainer: L.Trainer) -> bool:
-    log_dir = trainer.log_dir if trainer.loggers else None
+    from orbitbench.record import run_log_dir  # not trainer.log_dir: a collective under DDP
+
+    log_dir = run_log_dir(trainer) if trainer.loggers else None
     return log_dir is not None and Path(log_dir).exists()
 
 
 def discard_failed_run(trainer: L.Trainer) -> None:
     """A run that failed before saving a checkpoint leaves nothing behind; one with checkpoints is
     kept for `--ckpt_path last` and marked `FAILED` (the sweep and leaderboard skip such folders)."""
+    from orbitbench.record import run_log_dir
+
     if not trainer.is_global_zero or not log_dir_exists(trainer):
         return
-    log_dir = Path(trainer.log_dir)
+    log_dir = Path(run_log_dir(trainer))
     for logger in trainer.loggers:
         experiment = getattr(logger, "_experiment", None)
         if experiment is not None and hasattr(experiment, "close"):

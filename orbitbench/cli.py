@@ -39,6 +39,7 @@ COMMANDS: dict[str, dict[str, tuple[str, ...]]] = {
                  "orbitbench.sweep:format_cells"),
         "collect": ("orbitbench.sweep:collect", "rebuild <dir>/results.csv from the cells' run records"),
         "plot": ("orbitbench.sweep:plot", "Fig. 1C: accuracy vs group order per model"),
+        "table": ("orbitbench.sweep.table:table", "mean ± SE and 95% t-interval per model x method x order (Markdown, CSV)"),
     },
     "leaderboard": {
         "add": ("orbitbench.leaderboard:add", "validate a finished sweep and write its entries",
@@ -96,16 +97,19 @@ def fail(message: str) -> int:
 def run_function(entry: tuple[str, ...], args: list[str], prog: str) -> int:
     """Parse `args` against the entry's function signature with jsonargparse, call it, print its
     result (through the entry's formatter, if it names one)."""
-    from jsonargparse import ArgumentError, auto_cli
+    from jsonargparse import ArgumentError, auto_cli, capture_parser
 
     from orbitbench.errors import Interrupted, OrbitbenchError
     from orbitbench.errors import condense_parser_error
+    from orbitbench.flags import parser_list_flags, wrap_single_values
 
     from orbitbench.io import check_config_args
 
     try:
         check_config_args(args)
         function = load(entry[0])
+        parser = capture_parser(lambda: auto_cli(function, args=[], prog=prog, exit_on_error=False))
+        args = wrap_single_values(args, parser_list_flags(parser))
         result = auto_cli(function, args=args, prog=prog, exit_on_error=False)
     except ArgumentError as error:
         return fail(condense_parser_error(str(error)))

@@ -26,16 +26,25 @@ class Interrupted(BaseException):
         self.exit_status = 128 + signum
 
 
+_BOILERPLATE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:")
+
+
 def condense_parser_error(message: str) -> str:
     """One readable line from a jsonargparse error: the full key, what was expected, what was given.
 
     `Parser key "data": ... Parser key "n_angles": Expected a <class 'int'>. Got value: abc` becomes
-    `--data.n_angles: expected int, got 'abc'`.
+    `--data.n_angles: expected int, got 'abc'`. Only the `Parser key "..."` markers and the
+    `Expected a <class ...>` phrase are read; where jsonargparse words an error otherwise, the line
+    is the key and the first line it wrote about it, and without any key its first line: always
+    one line, whatever the version (pyproject allows a range of jsonargparse releases).
     """
+    lines = [line.strip(" -") for line in message.splitlines() if line.strip(" -")]
+    if not lines:
+        return "invalid command line"
     text = " ".join(message.split())
     keys = re.findall(r'Parser key "([^"]+)"', text)
     if not keys:
-        return text[:300]
+        return lines[0][:300]
     key = ".".join(keys)
     detail = text.rsplit(f'Parser key "{keys[-1]}":', 1)[1]
     core = detail.split(" - Expected a <class 'NoneType'>")[0]  # drop the Optional[...] alternative
@@ -45,5 +54,8 @@ def condense_parser_error(message: str) -> str:
     if expected:
         got = f", got {given.group(1).strip()!r}" if given else ""
         return f"--{key}: expected {' or '.join(expected)}{got}"
-    core = re.sub(r"Does not validate against any of the Union subtypes Subtypes: \[.*?\] Errors:", "", core)
-    return f"--{key}: {core.strip(' -')}"[:300]
+    # Any other wording: the first line jsonargparse wrote about the innermost key.
+    last = max(i for i, line in enumerate(lines) if f'Parser key "{keys[-1]}"' in line)
+    said = [lines[last].split(f'Parser key "{keys[-1]}":', 1)[-1].strip(), *lines[last + 1:]]
+    first = next((line for line in said if line and not line.startswith(_BOILERPLATE)), "invalid value")
+    return f"--{key}: {first}"[:300]

@@ -274,21 +274,33 @@ def versions() -> dict[str, str]:
     return found
 
 
+CODE_FOLDERS = ("models", "datamodules", "orbitbench")  # where the zoo's builders and the package live
+
+
+def _is_code(path: str) -> bool:
+    """An untracked path (relative to the checkout's top, as porcelain prints it) that may have run:
+    anything in a code folder (models/my_net.py, models/my_net.yaml) or a Python file anywhere (a
+    `--model.backbone my_builder:net` beside the checkout's top)."""
+    return path.startswith(tuple(f"{folder}/" for folder in CODE_FOLDERS)) or path.endswith(".py")
+
+
 @lru_cache(maxsize=1)
-def git_commit() -> str | None:
-    """The commit of the orbitbench checkout this code runs from, `<sha>+dirty` when tracked files
-    differ from it (the code that ran is not that commit); None outside a git checkout."""
-    here = Path(__file__).resolve().parent
+def git_commit(here: Path | None = None) -> str | None:
+    """The commit of the orbitbench checkout this code runs from, `<sha>+dirty` when the code that
+    ran is not that commit: tracked files differ from it, or an untracked (not ignored) file may
+    have run (`_is_code`: a new builder in models/ that no commit holds). None outside a git checkout."""
+    here = here or Path(__file__).resolve().parent
     try:
         done = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+        status = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=all"],
                                 capture_output=True, text=True, timeout=10)  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
     commit = done.stdout.strip()
     if done.returncode != 0 or len(commit) != 40:
         return None
-    return commit + "+dirty" if status.returncode == 0 and status.stdout.strip() else commit
+    changed = [line for line in status.stdout.splitlines() if not line.startswith("??") or _is_code(line[3:].strip('"'))]
+    return commit + "+dirty" if status.returncode == 0 and changed else commit
 
 
 def one_line_validation_error(source: str, error: ValidationError) -> str:

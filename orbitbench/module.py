@@ -137,7 +137,7 @@ class OrbitClassifier(L.LightningModule):
         accuracy(logits, batch.label)
         log = dict(on_step=False, on_epoch=True, add_dataloader_idx=False, batch_size=batch.label.shape[0])
         self.log(f"{stage}/{split}_acc", accuracy, prog_bar=True, **log)
-        self.log(f"{stage}/{split}_loss", F.cross_entropy(logits, batch.label), **log)
+        self.log(f"{stage}/{split}_loss", F.cross_entropy(logits, batch.label), sync_dist=True, **log)  # mean over ranks
         if self.pose_acc is not None:
             self.pose_acc[split].update(logits.argmax(dim=1), batch.label, batch.pose)
 

@@ -17,6 +17,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from orbitbench.io import atomic_write_bytes, atomic_write_text
+from orbitbench.record import run_log_dir
 
 PREDICTIONS_FILE = "predictions.csv"
 CONFUSION_FIGURE = "confusion.png"
@@ -42,7 +43,7 @@ class PredictionWriter(BasePredictionWriter):
         if not trainer.is_global_zero or not predictions:
             return
         rows = {k: torch.cat([p[k] for p in predictions]).cpu() for k in COLUMNS}
-        folder = Path(trainer.log_dir or ".")
+        folder = Path(run_log_dir(trainer) or ".")
         folder.mkdir(parents=True, exist_ok=True)
         table = folder / PREDICTIONS_FILE
         text = io.StringIO()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -121,16 +122,37 @@ def _per_pose(values: list[float] | None) -> PerPose:
     return [None if v is None or math.isnan(v) else float(v) for v in values or []]
 
 
+def run_log_dir(trainer: L.Trainer) -> str | None:
+    """The run's folder, `trainer.log_dir` without its collective.
+
+    Under DDP `Trainer.log_dir` is a broadcast every rank must reach the same number of times;
+    code that runs on rank 0 only (writing the record, the summary, removing a failed run) would
+    wait forever for the other ranks. `RunRecordWriter.setup`, which every rank runs, asks once;
+    before that (or without the writer) nothing is distributed yet and the Trainer answers locally.
+    """
+    writer = next((c for c in trainer.callbacks if isinstance(c, RunRecordWriter)), None)
+    if writer is not None and writer.log_dir is not None:
+        return writer.log_dir
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        logger = trainer.loggers[0] if trainer.loggers else None
+        if logger is None:
+            return trainer.default_root_dir
+        return logger.log_dir if hasattr(logger, "log_dir") else logger.save_dir
+    return trainer.log_dir
+
+
 class RunRecordWriter(Callback):
     """Writes `record.json` at the end of fit / validate / test (global rank 0; all ranks keep `.record`)."""
 
     def __init__(self) -> None:
         self.record: RunRecord | None = None
+        self.log_dir: str | None = None
         self._start = time.perf_counter()
         self._train_acc: float | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._start, self._train_acc = time.perf_counter(), None
+        self._start, self._train_acc, self.log_dir = time.perf_counter(), None, None
+        self.log_dir = trainer.log_dir  # every rank, once: the one collective call (see run_log_dir)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Here, not at fit end: the model is still on its device, before the strategy's teardown.
@@ -175,8 +197,9 @@ class RunRecordWriter(Callback):
             git_commit=git_commit(),
             finished=datetime.now(timezone.utc).replace(microsecond=0),
         )
-        if trainer.is_global_zero and trainer.log_dir is not None:
-            atomic_write_text(Path(trainer.log_dir) / RECORD_FILE, self.record.model_dump_json(indent=2) + "\n")
+        log_dir = run_log_dir(trainer)
+        if trainer.is_global_zero and log_dir is not None:
+            atomic_write_text(Path(log_dir) / RECORD_FILE, self.record.model_dump_json(indent=2) + "\n")
 
 
 def describe_run(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
@@ -207,6 +230,6 @@ def describe_run(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, 
         "seeds": Seeds(seed_everything=int(seed) if seed is not None else None, data_split_seed=hparams.get("seed")),
         "epochs": trainer.current_epoch,
         "global_step": trainer.global_step,
-        "log_dir": trainer.log_dir,
+        "log_dir": run_log_dir(trainer),
         "last_checkpoint": getattr(checkpoint, "last_model_path", None) or None,
     }

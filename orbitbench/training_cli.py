@@ -5,7 +5,9 @@ with `--config` and any `--section.key value` override. On top of plain Lightnin
 the benchmark needs to be trustworthy and easy to read:
 
 - defaults that give a useful run in about a minute on a laptop CPU (paper MLP, 8 angles, 10 epochs);
-- TensorBoard logs under `runs/<model>-<data>/version_N`, a checkpoint every epoch plus `last.ckpt`;
+- TensorBoard logs under `runs/<model>-<data>/version_N` (CSVLogger: the same folder name; no
+  logger: record, config and checkpoints still go there), a checkpoint every epoch plus `last.ckpt`;
+- one plain line per epoch instead of a progress bar when stdout is not a terminal (a log file);
 - exact resumption: every step reseeds all RNGs from (seed, step), the DataModule shuffles from
   (seed, epoch), so `--ckpt_path last` after a kill ends with the metrics of an unbroken run;
 - `record.json` in the run directory (`orbitbench.record`: settings, seeds, final accuracies);
@@ -28,18 +30,20 @@ import numpy as np
 import torch
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from orbitbench.checkpoints import EVAL_COMMANDS, check_checkpoint_settings, discard_failed_run, log_dir_exists, place_eval_run
 from orbitbench.datamodules import OrbitDataModule
 from orbitbench.errors import OrbitbenchError, condense_parser_error
+from orbitbench.flags import class_list_flags, wrap_single_values
 from orbitbench.hparams import HParamsSession
 from orbitbench.io import check_can_create, check_config_args
 from orbitbench.module import OrbitClassifier
 from orbitbench.predict import PredictionWriter
-from orbitbench.record import RECORD_FILE, RunRecordWriter, describe_run
+from orbitbench.progress import PlainProgress
+from orbitbench.record import RECORD_FILE, RunRecordWriter, describe_run, load_record, run_log_dir
 
 RUNS_DIR = "runs"
 DEFAULT_SEED = 125  # the paper's seed
@@ -115,6 +119,15 @@ def _run_name(config) -> str:
     backbone += "" if method == "supervised" else f"+{method}"
     data = str(config.data.class_path).rsplit(".", 1)[-1]
     return re.sub(r"[^A-Za-z0-9_.]+", "-", f"{backbone}-{data}").strip("-")
+
+
+NAMED_LOGGERS = ("TensorBoardLogger", "CSVLogger")
+
+
+def _next_version(folder: Path) -> Path:
+    """`<folder>/version_N`, N one past the largest existing (TensorBoard's and CSV's numbering)."""
+    numbers = [int(p.name.split("_", 1)[1]) for p in folder.glob("version_*") if p.name.split("_", 1)[1].isdigit()]
+    return folder / f"version_{max(numbers, default=-1) + 1}"
 
 
 def _find_last_checkpoint(save_dir: str, name: str) -> Path:
@@ -196,8 +209,14 @@ class OrbitbenchCLI(LightningCLI):
             logger is not None and not isinstance(logger, (bool, list))
             and str(logger.class_path).endswith("TensorBoardLogger")
         )
-        if is_tensorboard and logger.init_args.get("name") is None:
-            logger.init_args.name = _run_name(config)
+        for each in logger if isinstance(logger, list) else [logger]:  # CSV logs get the run name too
+            named = each is not None and not isinstance(each, bool) and str(each.class_path).endswith(NAMED_LOGGERS)
+            if named and each.init_args.get("name") is None:
+                each.init_args.name = _run_name(config)
+        if logger in (False, None) and not config.trainer.get("default_root_dir"):
+            # No logger: Lightning would write config.yaml, record.json and checkpoints/ into the
+            # working folder. They go where a logged run's would, `runs/<run name>/version_N`.
+            config.trainer.default_root_dir = str(_next_version(Path(RUNS_DIR, _run_name(config))))
         if is_tensorboard:
             check_can_create(logger.init_args.save_dir, "--trainer.logger.init_args.save_dir")
         if config.get("ckpt_path") == "last":
@@ -211,6 +230,14 @@ class OrbitbenchCLI(LightningCLI):
         if self.subcommand in EVAL_COMMANDS and is_tensorboard and config.get("ckpt_path"):
             split = config.split if self.subcommand == "predict" else None
             place_eval_run(logger, Path(config.ckpt_path), self.subcommand, split)
+
+    def _instantiate_trainer(self, config: dict, callbacks: list[Callback]) -> L.Trainer:
+        given = config.get("callbacks") or []
+        given = given if isinstance(given, list) else [given]
+        other_bar = any(isinstance(c, ProgressBar) for c in [*given, *callbacks])
+        if not sys.stdout.isatty() and config.get("enable_progress_bar") is not False and not other_bar:
+            callbacks = [*callbacks, PlainProgress()]  # a log file gets a line per epoch, not bar redraws
+        return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
         try:
@@ -239,7 +266,8 @@ class OrbitbenchCLI(LightningCLI):
         self._setup_data_early("predict")
 
     def after_fit(self) -> None:
-        print(fit_summary(self.trainer, self.model), flush=True)
+        if self.trainer.is_global_zero:  # under DDP every rank runs this
+            print(fit_summary(self.trainer, self.model), flush=True)
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Lightning's; a failed run leaves nothing behind, weights that do not fit the model (an
@@ -264,30 +292,43 @@ class OrbitbenchCLI(LightningCLI):
 
 
 def fit_summary(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
-    """A few human lines: what ran, the three accuracies, where logs and checkpoint are."""
-    record = describe_run(trainer, pl_module)
-    metrics = trainer.callback_metrics
+    """A few human lines: what ran, the three accuracies, where logs and checkpoint are.
+
+    Read from the run record where there is one: under `ddp_spawn` the workers wrote it and this
+    process's Trainer never saw the epochs.
+    """
+    log_dir = run_log_dir(trainer)
     written = next((c.record for c in trainer.callbacks if isinstance(c, RunRecordWriter) and c.record), None)
-    train_acc = written.metrics.train_acc if written is not None else None  # eval mode, at the end of fit
+    if written is None and log_dir and Path(log_dir, RECORD_FILE).is_file():
+        written = load_record(log_dir)
+    if written is not None:
+        model, data, epochs = written.model, written.data, written.epochs
+        accuracies = (written.metrics.train_acc, written.metrics.in_test_acc, written.metrics.out_test_acc)
+        checkpoint = written.last_checkpoint
+    else:
+        described = describe_run(trainer, pl_module)
+        model, data, epochs, checkpoint = described["model"], described["data"], trainer.current_epoch, described["last_checkpoint"]
+        metrics = trainer.callback_metrics
+        accuracies = (None, *(float(metrics[k]) if k in metrics else None for k in ("val/in_test_acc", "val/out_test_acc")))
 
-    def fmt(key: str) -> str:
-        return f"{float(metrics[key]):.3f}" if key in metrics else "n/a"
+    def fmt(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.3f}"
 
-    data = record["data"]
     where = ", ".join(f"{k}={v}" for k, v in (("n_poses", data.n_poses), ("leave_out_class", data.hparams.get("leave_out_class"))) if v is not None)
+    method = "" if model.method == "supervised" else " + " + model.method
     lines = [
-        f"orbitbench fit: {record['model'].backbone}{'' if record['model'].method == 'supervised' else ' + ' + record['model'].method} on {data.datamodule}({where}), "
-        f"{trainer.current_epoch} epoch{'' if trainer.current_epoch == 1 else 's'}, {record['model'].n_params:,} parameters",
-        f"  accuracy     train {'n/a' if train_acc is None else f'{train_acc:.3f}'} | in-test {fmt('val/in_test_acc')} | out-test {fmt('val/out_test_acc')}",
+        f"orbitbench fit: {model.backbone}{method} on {data.datamodule}({where}), "
+        f"{epochs} epoch{'' if epochs == 1 else 's'}, {model.n_params:,} parameters",
+        f"  accuracy     train {fmt(accuracies[0])} | in-test {fmt(accuracies[1])} | out-test {fmt(accuracies[2])}",
     ]
-    if trainer.log_dir:
+    if log_dir:
         kinds = ", ".join(_logger_output(logger) for logger in trainer.loggers)
         outputs = ", ".join(([RECORD_FILE] if written is not None else []) + ([kinds] if kinds else []))
-        lines.append(f"  logs         {trainer.log_dir}" + (f" ({outputs})" if outputs else ""))
+        lines.append(f"  logs         {log_dir}" + (f" ({outputs})" if outputs else ""))
         if written is None:
             lines.append(f"  no {RECORD_FILE}: validation never ran (it holds the validated accuracies)")
-    if record["last_checkpoint"]:
-        lines.append(f"  checkpoint   {record['last_checkpoint']}")
+    if checkpoint:
+        lines.append(f"  checkpoint   {checkpoint}")
     lines += [c.summary_line() for c in trainer.callbacks if callable(getattr(c, "summary_line", None))]
     board = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
     if board is not None:
@@ -305,11 +346,14 @@ def _logger_output(logger) -> str:
 
 
 def _user_error(error: BaseException) -> OrbitbenchError | None:
-    """The `OrbitbenchError` behind `error`: jsonargparse wraps errors raised while instantiating."""
+    """The `OrbitbenchError` behind `error` (jsonargparse wraps errors raised while instantiating),
+    or a missing optional package (`WandbLogger` without wandb, `RichProgressBar` without rich)."""
     seen: set[int] = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, OrbitbenchError):
             return error
+        if isinstance(error, ImportError):
+            return OrbitbenchError(f"a package this configuration needs is not installed: {error}")
         seen.add(id(error))
         error = error.__cause__ or error.__context__
     return None
@@ -353,8 +397,22 @@ def run_lightning_cli(argv: list[str]) -> int:
     return 0
 
 
+def list_flags() -> set[str]:
+    """The Lightning commands' flags that take only lists (`orbitbench.flags`): `--data.held_out_poses 0`."""
+    from orbitbench.callbacks import EmpiricalNTKCallback
+    from orbitbench.datamodules import RotatedMNIST, TranslatedMNIST
+
+    return (
+        class_list_flags("data", [OrbitDataModule, RotatedMNIST, TranslatedMNIST], subclass_mode=True)
+        | class_list_flags("model", [OrbitClassifier], subclass_mode=True)
+        | class_list_flags("trainer.callbacks", [EmpiricalNTKCallback], subclass_mode=True)
+        | class_list_flags("trainer", [L.Trainer]) | class_list_flags("checkpoint", [ModelCheckpoint])
+    )
+
+
 def _run(argv: list[str]) -> None:
     """Build and run the CLI; `args=argv` so tests and `orbitbench.cli` can call it in-process."""
+    argv = wrap_single_values(argv, list_flags())
     OrbitbenchCLI(
         OrbitClassifier,
         OrbitDataModule,

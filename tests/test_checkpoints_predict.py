@@ -86,6 +86,21 @@ def test_settings_that_contradict_the_checkpoint_are_refused(trained, tmp_path, 
     assert not (tmp_path / "r").exists()
 
 
+def test_another_backbone_is_not_told_to_override_the_data(trained, tmp_path, capsys) -> None:
+    """--override_data only allows other data; for another backbone the hint says what does help."""
+    _, ckpt = trained
+    status, _ = cli("validate", "--ckpt_path", str(ckpt), "--model.backbone", "paper_convnet",
+                    "--trainer.logger.init_args.save_dir", str(tmp_path / "r"))  # fmt: skip
+    line = error_line(capsys)
+    assert status == 2 and "override_data" not in line
+    assert "--model.backbone is 'paper_convnet'" in line and "without --ckpt_path" in line
+    # Both at once: each conflict gets its own remedy.
+    status, _ = cli("validate", "--ckpt_path", str(ckpt), "--model.backbone", "paper_convnet", "--data.n_angles", "8",
+                    "--trainer.logger.init_args.save_dir", str(tmp_path / "r"))  # fmt: skip
+    line = error_line(capsys)
+    assert status == 2 and "add --override_data true to evaluate on other data" in line and "drop the --model flags" in line
+
+
 def test_override_data_evaluates_on_other_poses(trained) -> None:
     run, ckpt = trained
     status, _ = cli("test", "--ckpt_path", str(ckpt), "--data.n_angles", "8", "--override_data", "true",

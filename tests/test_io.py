@@ -88,3 +88,35 @@ def test_theory_killed_with_sigterm_leaves_no_partial_folder(tmp_path):
         process.kill()
     assert process.returncode == 128 + signal.SIGTERM
     assert not partial.exists() and not out.exists()
+
+
+def test_an_untracked_builder_marks_the_commit_dirty(tmp_path: Path) -> None:
+    """A record names the code that ran: a new models/ file no commit holds makes it `<sha>+dirty`;
+    untracked notes and ignored files do not."""
+    from orbitbench.io import git_commit
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "orbitbench").mkdir()
+    (tmp_path / "models" / "paper.py").write_text("x = 1\n")
+    (tmp_path / ".gitignore").write_text("models/*.pyc\nrun.py\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "zoo")
+    sha = git("rev-parse", "HEAD").strip()
+    here = tmp_path / "orbitbench"
+    assert git_commit(here) == sha
+    git_commit.cache_clear()  # one answer per process otherwise
+    (tmp_path / "NOTES.txt").write_text("not code\n")
+    (tmp_path / "models" / "cache.pyc").write_bytes(b"ignored")
+    (tmp_path / "run.py").write_text("ignored\n")
+    assert git_commit(here) == sha
+    (tmp_path / "models" / "my_net.py").write_text("def my_net(num_classes): ...\n")
+    git_commit.cache_clear()  # one answer per process otherwise
+    assert git_commit(here) == sha + "+dirty"
+    (tmp_path / "models" / "my_net.py").unlink()
+    (tmp_path / "my_builder.py").write_text("def net(num_classes): ...\n")  # a dotted-path builder at the top
+    git_commit.cache_clear()  # one answer per process otherwise
+    assert git_commit(here) == sha + "+dirty"

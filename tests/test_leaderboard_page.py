@@ -30,13 +30,25 @@ class _Dom(HTMLParser):
         super().__init__()
         self.tables: dict[str, list[dict[str, str]]] = {}
         self.points: list[dict[str, str]] = []
+        self.legends: dict[str, list[str]] = {}  # legend id -> its texts
+        self.width: int | None = None
         self.ready = False
         self._track = self._row = self._key = None
+        self._groups: list[str | None] = []  # open <g> elements: the legend id, or None
+        self._in_text = False
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == "body" and a.get("data-ready") == "1":
             self.ready = True
+            self.width = int(a["data-width"])
+        if tag == "g":
+            legend = a["id"] if "legend" in (a.get("class") or "") else None
+            self._groups.append(legend or (self._groups[-1] if self._groups else None))
+            if legend:
+                self.legends[legend] = []
+        if tag == "text":
+            self._in_text = True
         if tag == "table" and "board" in (a.get("class") or ""):
             self._track = a["data-track"]
             self.tables[self._track] = []
@@ -50,6 +62,10 @@ class _Dom(HTMLParser):
             self.points.append(a)
 
     def handle_endtag(self, tag):
+        if tag == "g" and self._groups:
+            self._groups.pop()
+        if tag == "text":
+            self._in_text = False
         if tag == "table":
             self._track = None
         if tag == "td":
@@ -57,12 +73,15 @@ class _Dom(HTMLParser):
 
     def handle_data(self, data):
         if self._row is not None and self._key:
-            self._row[self._key] += data
+            self._row[self._key] += data.replace("\u00a0", " ")  # intervals: non-breaking spaces inside
+        if self._in_text and self._groups and self._groups[-1]:
+            self.legends[self._groups[-1]].append(data.strip())
 
 
-def _dom(page: Path, query: str = "") -> _Dom:
+def _dom(page: Path, query: str = "", width: int = 1400) -> _Dom:
     done = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", f"file://{page.resolve()}{query}"],
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={width},900", "--dump-dom",
+         f"file://{page.resolve()}{query}"],
         capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -119,3 +138,47 @@ def test_sorting_from_the_query_string_and_by_clicking_headers(page):
 def test_the_page_needs_no_network(page):
     text = page[0].read_text()
     assert "<link" not in text and "src=" not in text and "@import" not in text and "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def full_board(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
+    """The repository's own entries (13 on the ranked CPU track) built into a scratch board."""
+    root = tmp_path_factory.mktemp("full") / "board"
+    shutil.copytree(REPO / "leaderboard" / "entries", root / "entries")
+    assert leaderboard.main(["build", "--root", str(root), "--sweeps", str(REPO / "sweeps")]) == 0
+    entries = {p.stem: json.loads(p.read_text()) for p in (root / "entries").glob("*.json")}  # names repeat across tracks
+    return root / "index.html", entries
+
+
+@pytest.mark.timeout(300)
+def test_legends_name_every_entry_in_full_and_the_page_fits_1400_px(full_board):
+    path, entries = full_board
+    dom = _dom(path, width=1400)
+    assert dom.width is not None and dom.width <= 1400, f"the page is {dom.width} px wide"
+    tracks: dict[str, set[str]] = {}
+    for e in entries.values():
+        tracks.setdefault(e["track"], set()).add(e["name"])
+    assert max(len(names) for names in tracks.values()) >= 13
+    for track, names in tracks.items():
+        legend = dom.legends[f"legend-out_test_vs_order-{track}"]
+        assert sorted(legend) == sorted(names), track  # every name, uncut, once
+        plotted = {p["data-entry"] for p in dom.points if p["id"].startswith(f"out_test_vs_order-{track}-")}
+        assert plotted == names
+
+
+@pytest.mark.timeout(300)
+def test_every_entry_of_a_track_has_its_own_colour_and_marker(full_board):
+    import re
+
+    text = full_board[0].read_text()
+    styles: dict[str, set[tuple[str, str]]] = {}
+    # Each point group: <g ... class="point" data-entry="NAME" ...> <g clip-path=...> <use xlink:href="#MARKER" ... style="fill: #C...
+    for name, marker, colour in re.findall(
+            r'<g id="out_test_vs_order-mnist5k-cpu-pt\d+" class="point" data-entry="([^"]+)"[^>]*>\s*(?:<defs>.*?</defs>\s*)?'
+            r'<g clip-path="[^"]+">\s*<use xlink:href="#(\w+)"[^>]*style="fill: (#\w+)', text, flags=re.S):
+        styles.setdefault(name, set()).add((marker, colour))
+    assert len(styles) >= 13 and all(len(s) == 1 for s in styles.values())
+    assert len({next(iter(s)) for s in styles.values()}) == len(styles)  # no two entries look alike

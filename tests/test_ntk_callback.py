@@ -76,6 +76,11 @@ def test_summary_table_and_record(trained) -> None:
         assert FIELDS <= set(entry)
     network = record["network"]
     assert f"{network['out_test_acc']:.3f} [{network['out_test_ci'][0]:.2f}, {network['out_test_ci'][1]:.2f}]" in lines[3]
+    # The legend under the table: each term a reader meets in it, and why `network` is not the headline.
+    legend = {line.split()[0]: line for line in lines if line.startswith("  ") and line[2:3].isalpha()}
+    for term in ("kappa", "Spearman", "linearised", "network"):
+        assert term in legend, lines
+    assert "headline out-test" in legend["network"] + callback.summary_line() and "Cohen" in legend["kappa"]
 
 
 def _one_vs_many(prediction: dict[tuple[int, int], list[float]], seeds: list[int], others: list[int]) -> list[float]:

@@ -390,3 +390,49 @@ def test_methods_of_one_model_are_aggregated_apart():
     stats = aggregate(results, "out_test_acc")
     assert set(stats) == {("paper_mlp", 4), ("paper_mlp+pose_consistency", 4)}
     assert stats[("paper_mlp", 4)][0] == pytest.approx(0.1) and stats[("paper_mlp+pose_consistency", 4)][0] == pytest.approx(0.5)
+
+
+def test_sweep_table_gives_mean_se_and_t_interval_per_model_method_order(tmp_path) -> None:
+    """`orbitbench sweep table DIR` from the cells' records alone (no leaderboard), checked against
+    statistics computed here from the record files."""
+    import csv as csv_module
+    import io as io_module
+    import json as json_module
+    import statistics
+
+    from scipy import stats as scipy_stats
+
+    from orbitbench.cli import main
+
+    sweep = TESTS / "fixtures/leaderboard/sweep"
+    by_group: dict[tuple[str, int], list[float]] = {}
+    for record_file in sorted((sweep / "cells").glob("*/record.json")):
+        record = json_module.loads(record_file.read_text())
+        model = record["model"]["backbone"]
+        by_group.setdefault((model, record["data"]["n_poses"]), []).append(record["metrics"]["in_test_acc"])
+    output = tmp_path / "table.csv"
+    assert main(["sweep", "table", str(sweep), "--format", "csv", "--output", str(output)]) == 0
+    rows = list(csv_module.DictReader(io_module.StringIO(output.read_text())))
+    assert len(rows) == len(by_group) == 6
+    for row in rows:
+        values = by_group[row["model"], int(row["n_poses"])]
+        n = len(values)
+        se = statistics.stdev(values) / n**0.5
+        half = scipy_stats.t.ppf(0.975, n - 1) * se
+        assert int(row["cells"]) == n == 4 and row["method"] == "supervised"
+        assert float(row["in_test_acc_mean"]) == pytest.approx(statistics.mean(values), abs=1e-6)
+        assert float(row["in_test_acc_se"]) == pytest.approx(se, abs=1e-6)
+        assert float(row["in_test_acc_ci_low"]) == pytest.approx(max(0, statistics.mean(values) - half), abs=1e-6)
+        assert float(row["in_test_acc_ci_high"]) == pytest.approx(min(1, statistics.mean(values) + half), abs=1e-6)
+
+
+def test_sweep_table_markdown_and_errors(tmp_path, capsys) -> None:
+    from orbitbench.cli import main
+
+    assert main(["sweep", "table", str(TESTS / "fixtures/leaderboard/sweep")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| model | method | n_poses | cells | out-test mean ± SE | out-test 95% CI |")
+    assert sum(line.startswith("| ") for line in lines) == 7  # header + 6 rows
+    assert any(line.startswith("| c4_pooled(paper_mlp) | supervised | 4 | 4 | 0.100 ± 0.041 |") for line in lines)
+    assert main(["sweep", "table", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("orbitbench: ")

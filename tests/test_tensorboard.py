@@ -103,25 +103,60 @@ def test_training_orbit_grid_is_a_png_image(server) -> None:
     assert get(base, f"/data/plugin/images/individualImage?{entry['query']}")[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _session_groups(base: str) -> list[dict]:
+    return get(base, "/data/plugin/hparams/session_groups", {
+        "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+        "colParams": [], "startIndex": 0, "sliceSize": 10,
+    })["sessionGroups"]  # fmt: skip
+
+
 def test_hparams_tab_has_settings_both_seeds_and_final_accuracies(server) -> None:
     base, run, summary = server
     experiment = get(base, "/data/plugin/hparams/experiment", {"experimentName": ""})
     names = {info["name"] for info in experiment["hparamInfos"]}
     assert {"optim/name", "optim/lr", "trainer/max_epochs", "data/batch_size", "seed/global", "seed/split"} <= names
     assert "hp_metric" not in json.dumps(experiment)
-    groups = get(base, "/data/plugin/hparams/session_groups", {
-        "experimentName": "", "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
-        "colParams": [], "startIndex": 0, "sliceSize": 10,
-    })  # fmt: skip
-    (group,) = groups["sessionGroups"]
+    (group,) = _session_groups(base)
     hparams = group["hparams"]
     assert hparams["seed/global"] == 7 and hparams["seed/split"] == 125  # distinct, as given
     assert hparams["optim/name"] == "Adam" and hparams["optim/lr"] == pytest.approx(1e-3)
     assert hparams["trainer/max_epochs"] == 2 and hparams["data/batch_size"] == 256
     metrics = {m["name"]["tag"]: m["value"] for m in group["metricValues"]}
-    assert f"out-test {metrics['hparams/out_test_acc']:.3f}" in summary
-    assert f"in-test {metrics['hparams/in_test_acc']:.3f}" in summary
+    assert f"out-test {metrics['val/out_test_acc']:.3f}" in summary
+    assert f"in-test {metrics['val/in_test_acc']:.3f}" in summary
+    assert f"train {metrics['train/eval_acc']:.3f}" in summary
     # The kernels' predicted out-test accuracies, as the fit summary's table printed them.
     for name in ("infinite", "init", "trained"):
         row = next(line for line in summary.splitlines() if line.strip().startswith(name))
-        assert f"{metrics[f'hparams/pred_{name}_out_test']:.3f}" in row.split("|")[0]
+        assert f"{metrics[f'ntk/{name}/spectral_out_test_acc']:.3f}" in row.split("|")[0]
+
+
+def test_hparams_default_columns_are_the_varying_settings_and_trials_are_named(server) -> None:
+    """The HPARAMS table shows the first five hparams after sorting those marked `differs` first
+    (TensorBoard's own rule): group, leave-out class, n, method, seed; the trial says what ran."""
+    base, _, _ = server
+    infos = get(base, "/data/plugin/hparams/experiment", {"experimentName": ""})["hparamInfos"]
+    shown = [info["name"] for info in sorted(infos, key=lambda i: not i.get("differs", False))][:5]
+    assert shown == ["data/group", "data/leave_out_class", "data/n_poses", "model/method", "seed/global"]
+    (group,) = _session_groups(base)
+    assert group["name"] == "paper_mlp rotation C4 leave-out 5 seed 7/125"
+    assert group["hparams"]["data/group"] == "rotation" and group["hparams"]["data/n_poses"] == 4
+
+
+def test_hparam_metrics_are_no_extra_scalar_charts_and_layouts_overlay_the_splits(server) -> None:
+    base, run, _ = server
+    tags = get(base, "/data/plugin/scalars/tags")[run]
+    assert not [tag for tag in tags if tag.startswith("hparams/")]
+    assert {"val/in_test_acc", "val/out_test_acc", "train/acc", "train/eval_acc"} <= set(tags)
+    layout = get(base, "/data/plugin/custom_scalars/layout")
+    categories = {c["title"]: c["chart"] for c in layout["category"]}
+    assert {"accuracy", "ntk infinite", "ntk init", "ntk trained"} <= set(categories)
+    (accuracy,) = [c for c in categories["accuracy"] if "accuracy" in c["title"]]
+    import re
+
+    patterns = accuracy["multiline"]["tag"]
+    assert sorted(t for t in tags if any(re.search(p, t) for p in patterns)) == ["train/acc", "val/in_test_acc", "val/out_test_acc"]
+    for name in ("infinite", "init", "trained"):  # each predictor's own category: only its tags and the network's
+        charted = {t for chart in categories[f"ntk {name}"] for p in chart["multiline"]["tag"] for t in tags if re.search(p, t)}
+        assert f"ntk/{name}/spectral_out_test_acc" in charted and "ntk/network/out_test_acc" in charted
+        assert all(t.startswith((f"ntk/{name}/", "ntk/network/")) for t in charted), charted

@@ -245,3 +245,92 @@ def test_every_shipped_config_parses_on_top_of_the_paper_preset(config: Path, ca
     assert run_lightning_cli(argv) == 0
     printed = capsys.readouterr().out
     assert "max_epochs: 22" in printed or config.name == "smoke.yaml"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_spawn"])
+def test_two_process_ddp_fit_on_cpu_ends_with_one_record(strategy, tmp_path) -> None:
+    """Two gloo processes on the CPU, as docs/SWEEPS.md suggests for a cell: exit 0, one summary,
+    one record, written by rank 0 (under ddp_spawn by the workers, read back for the summary)."""
+    command = [sys.executable, "-m", "orbitbench", "fit", "--config", str(REPO / "configs/smoke.yaml"),
+               "--trainer.devices", "2", "--trainer.strategy", strategy, "--trainer.accelerator", "cpu"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=360, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    assert done.stdout.count("orbitbench fit:") == 1, done.stdout
+    (record_file,) = tmp_path.glob("runs/*/version_*/record.json")
+    record = load_record(record_file)
+    assert record.epochs == 3 and record.stage == "fit"
+    assert record.log_dir is not None and Path(tmp_path, record.log_dir).resolve() == record_file.parent.resolve()
+    assert f"logs         {record.log_dir}" in done.stdout
+    # The summary prints the record's numbers (not a worker-less Trainer's empty state).
+    assert f"in-test {record.metrics.in_test_acc:.3f}" in done.stdout
+    assert sorted(p.name for p in record_file.parent.glob("checkpoints/*.ckpt"))[-1] == "last.ckpt"
+
+
+def test_a_list_setting_of_the_datamodule_takes_one_value(capsys) -> None:
+    """`--data.held_out_poses 1` (and `=1`) is `[1]`, as for the function commands' list flags."""
+    import yaml
+
+    for words in (["--data.held_out_poses", "1"], ["--data.held_out_poses=1"], ["--data.held_out_poses", "[1, 2]"]):
+        assert run_lightning_cli(["fit", *words, "--print_config"]) == 0
+        printed = yaml.safe_load(capsys.readouterr().out)
+        assert printed["data"]["init_args"]["held_out_poses"] == ([1, 2] if "[1, 2]" in words else [1]), words
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_output_to_a_file_is_one_plain_line_per_epoch(tmp_path) -> None:
+    """`orbitbench fit ... > log`: no progress-bar redraws, a line per epoch with the epoch's numbers."""
+    log = tmp_path / "log"
+    command = [sys.executable, "-m", "orbitbench", "fit", *TINY, "--trainer.enable_progress_bar", "true",
+               "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]  # fmt: skip
+    with log.open("w") as out:
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, timeout=240, cwd=tmp_path)
+    text = log.read_text()
+    assert done.returncode == 0, text[-3000:]
+    assert "\r" not in text and "it/s" not in text
+    epochs = [line for line in text.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in epochs] == [f"{e}/{EPOCHS}" for e in range(1, EPOCHS + 1)]
+    record = load_record(next((tmp_path / "runs").glob("*/version_*")))
+    assert f"val/in_test_acc {record.metrics.in_test_acc:.3f}" in epochs[-1]
+    assert f"val/out_test_acc {record.metrics.out_test_acc:.3f}" in epochs[-1]
+    assert len(text) < 5000
+
+
+def test_without_a_logger_nothing_lands_in_the_working_folder(tmp_path, monkeypatch, capsys) -> None:
+    """`--trainer.logger false`: record, config and checkpoints go to runs/<run name>/version_N, and the summary says so."""
+    monkeypatch.chdir(tmp_path)
+    assert run_lightning_cli(["fit", *TINY, "--trainer.max_epochs", "1", "--trainer.logger", "false"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]
+    (run,) = tmp_path.glob("runs/*/version_0")
+    assert run.parent.name == "paper_mlp-RotatedMNIST"
+    assert {"record.json", "config.yaml", "checkpoints"} <= {p.name for p in run.iterdir()}
+    assert load_record(run).last_checkpoint == str(Path("runs", run.parent.name, "version_0", "checkpoints", "last.ckpt"))
+    assert f"logs         runs/{run.parent.name}/version_0 (record.json)" in capsys.readouterr().out
+
+
+def test_csv_logs_land_in_a_run_named_folder(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run_lightning_cli(["fit", *TINY, "--trainer.max_epochs", "1", "--trainer.logger", "CSVLogger"]) == 0
+    (run,) = tmp_path.glob("runs/*/version_0")
+    assert run.parent.name == "paper_mlp-RotatedMNIST"
+    header = (run / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "val/out_test_acc" in header and (run / "record.json").is_file()
+
+
+@pytest.mark.parametrize("flag", ["--trainer.logger=WandbLogger", "--trainer.callbacks+=RichProgressBar"])
+def test_a_missing_optional_package_is_one_line(flag, tmp_path, monkeypatch, capsys) -> None:
+    import importlib.util
+
+    package = "wandb" if "Wandb" in flag else "rich"
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    monkeypatch.chdir(tmp_path)
+    assert run_lightning_cli(["fit", *TINY, flag]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("orbitbench: ")]
+    assert len(lines) == 1 and package in lines[0] and "not installed" in lines[0], err
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()

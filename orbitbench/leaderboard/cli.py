@@ -13,6 +13,7 @@ import datetime as dt
 import random
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -198,12 +199,19 @@ def check(root: Path = DEFAULT_ROOT, sweeps: Path = DEFAULT_SWEEPS) -> int:
     return len(entries)
 
 
+@dataclass(frozen=True)
+class VerifyOutcome:
+    verified: Verified
+    rebuilt: list[Path]  # the board's renderings, rewritten with the new verification
+
+
 def verify(entry: Path, cells: int = 2, tolerance: float = 0.0, seed: int | None = None,
-           sweeps: Path = DEFAULT_SWEEPS) -> Verified:
+           sweeps: Path = DEFAULT_SWEEPS) -> VerifyOutcome:
     """Re-run `cells` randomly chosen cells of `entry` on this machine and record the result in it.
 
     CPU runs with the entry's seeds and package versions are bit-identical (`tolerance` 0); a
-    difference above `tolerance` is an error and the entry is left unchanged.
+    difference above `tolerance` is an error and the entry is left unchanged. An entry inside a
+    board (`<root>/entries/`) has the board's pages rebuilt, so `check` passes right after.
     """
     path = Path(entry)
     parsed = parse_entry(read_text_file(path, "entry"), str(path))
@@ -214,7 +222,8 @@ def verify(entry: Path, cells: int = 2, tolerance: float = 0.0, seed: int | None
         raise OrbitbenchError(f"{path}: re-running {', '.join(ids)} differs by up to {worst:.3g} (tolerance {tolerance:g}); not verified")
     verified = Verified(date=dt.date.today(), cells=ids, max_abs_diff=worst, tolerance=tolerance, commit=git_commit())
     write_entry(path, parsed.model_copy(update={"verified": verified}))
-    return verified
+    rebuilt = build(path.parent.parent, sweeps) if path.parent.name == "entries" else []
+    return VerifyOutcome(verified, rebuilt)
 
 
 # ---- what the front end prints (orbitbench.cli) ------------------------------------------------
@@ -233,8 +242,9 @@ def format_checked(count: int) -> str:
     return f"{count} entries valid"
 
 
-def format_verified(done) -> str:
-    return f"verified: {', '.join(done.cells)} re-run, max |difference| {done.max_abs_diff:.3g}"
+def format_verified(done: VerifyOutcome) -> str:
+    line = f"verified: {', '.join(done.verified.cells)} re-run, max |difference| {done.verified.max_abs_diff:.3g}"
+    return line + (f"; rebuilt {', '.join(str(p) for p in done.rebuilt)}" if done.rebuilt else "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ Ray, submitit), `runner` (the loop), `results` (records -> results.csv). The com
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +33,7 @@ from orbitbench.sweep.results import (
     write_csv,
 )
 from orbitbench.sweep.runner import run_sweep
-from orbitbench.sweep.spec import NAME_PATTERN, Cell, SweepSpec, fit_argv, load_sweep_file, parse_sweep_text
+from orbitbench.sweep.spec import NAME_PATTERN, Cell, SweepSpec, check_runnable, fit_argv, load_sweep_file, parse_sweep_text
 
 __all__ = [
     "CSV_COLUMNS", "CSV_FILE", "NAME_PATTERN", "Cell", "CellResult", "SweepSpec", "SweepState", "aggregate",
@@ -45,6 +46,9 @@ def _spec_and_root(spec: Path | str, out: Path | str | None, models: list[str] |
     loaded = load_sweep_file(spec)
     if models is not None:  # a contributor runs a track's sweep file with their own model: same protocol
         loaded = loaded.with_models(models)
+        for model in models:
+            if model in loaded.config_files:
+                print(f"orbitbench sweep: {model} runs with --config {loaded.config_files[model]}", file=sys.stderr)
     return loaded, Path(out) if out else Path("runs") / "sweeps" / loaded.name
 
 
@@ -118,6 +122,7 @@ def plot(sweep_dir: Path, output: Path | None = None) -> Path:
 def cells(spec: Path, out: Path | None = None, models: list[str] | None = None) -> list[tuple[str, bool]]:
     """Every cell id of a sweep file and whether it is finished in the sweep directory."""
     loaded, root = _spec_and_root(spec, out, models)
+    check_runnable(loaded)  # a model that does not exist is one line here too, not a list of todo cells
     return [(cell.cell_id, is_finished(root, cell)) for cell in loaded.cells()]
 
 
@@ -128,7 +133,6 @@ def format_cells(cells: list[tuple[str, bool]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`orbitbench sweep ...` through the project's one front end (`orbitbench.cli`)."""
-    import sys
 
     from orbitbench.cli import main as cli_main
 

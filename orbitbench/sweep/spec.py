@@ -175,15 +175,24 @@ class SweepSpec(BaseModel):
             )
         ]
 
-    def with_models(self, models: list[str]) -> SweepSpec:
-        """The same sweep for other models (a contributor's model on a track's protocol)."""
+    def with_models(self, models: list[str], model_dir: Path = Path("models")) -> SweepSpec:
+        """The same sweep for other models (a contributor's model on a track's protocol).
+
+        A model the sweep file does not configure gets `<model_dir>/<name>.yaml` as its config
+        file when there is one (CONTRIBUTING step 2): the settings that are the submission's choice.
+        """
         if not models:
             raise OrbitbenchError("--models names no model")
+        config_files = {m: v for m, v in self.config_files.items() if m in models}
+        for model in models:
+            own = model_dir / f"{model}.yaml"
+            if model not in config_files and own.is_file():
+                config_files[model] = str(own)
         try:
             return SweepSpec.model_validate(
                 {**self.model_dump(), "grid": {**self.grid.model_dump(), "model": models},
                  "model_fit": {m: v for m, v in self.model_fit.items() if m in models},
-                 "config_files": {m: v for m, v in self.config_files.items() if m in models}}
+                 "config_files": config_files}
             )
         except ValidationError as error:
             raise OrbitbenchError(one_line_validation_error("--models", error)) from None

@@ -20,7 +20,7 @@ from orbitbench.theory._run import RunFolder, execute, ridge_note
 
 
 def toy(
-    distances: Sequence[float] = tuple(np.round(np.linspace(0.1, 2.0, 20), 3)),
+    distances: Sequence[float] = tuple(float(d) for d in np.round(np.linspace(0.1, 2.0, 20), 3)),
     orbit_sizes: Sequence[int] = (4, 8, 12, 16, 24, 32, 48),
     length: float = 1.4,
     reg: float = 1e-5,

@@ -1,0 +1,43 @@
+"""Progress for a log file: one plain line per epoch instead of a redrawn progress bar.
+
+A TQDM bar written to a file (`orbitbench fit ... > log`, a SLURM job, a sweep cell) leaves every
+redraw behind; `PlainProgress` is a Lightning `ProgressBar` that prints what the bar would show, once
+an epoch. The CLI uses it in place of the TQDM bar whenever stdout is not a terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import lightning as L
+from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
+
+
+class PlainProgress(ProgressBar):
+    """`epoch 3/10  step 84  train/loss 0.412  ...  val/out_test_acc 0.219  (4.1 s)`, on global rank 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._enabled = True
+        self._epoch_start = time.perf_counter()
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After the epoch's validation loop: its accuracies are among the bar's metrics.
+        if not self._enabled or not trainer.is_global_zero:
+            return
+        metrics = {k: v for k, v in sorted(self.get_metrics(trainer, pl_module).items()) if k != "v_num"}
+        shown = "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items())
+        total = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
+        seconds = time.perf_counter() - self._epoch_start
+        print(f"epoch {trainer.current_epoch + 1}{total}  step {trainer.global_step}  {shown}  ({seconds:.1f} s)",
+              file=sys.stdout, flush=True)  # fmt: skip

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.models._registry import KernelTwin, kernel_twin
+from orbitbench.models import KernelTwin, model_info
 from orbitbench.predictors import PREDICTORS, KernelPredictors, PredictionReport
 from orbitbench.probe import ProbeOptions, ProbeSet, draw_probe
 
@@ -40,7 +40,7 @@ def model_twin(pl_module: nn.Module) -> KernelTwin | str:
     name = hparams.get("backbone")
     if not isinstance(name, str):
         return "not a zoo model (no backbone name in the module's hyperparameters)"
-    return kernel_twin(name, **(hparams.get("backbone_kwargs") or {}))
+    return model_info(name).kernel_twin(**(hparams.get("backbone_kwargs") or {}))
 
 
 def undefined_predictors(pl_module: nn.Module) -> dict[str, str]:
@@ -49,7 +49,7 @@ def undefined_predictors(pl_module: nn.Module) -> dict[str, str]:
     The kernel theory predicts a network trained on the labels alone; a method whose extra loss
     moves the weights elsewhere declares which predictors still apply (`MethodInfo.kernel_predictors`).
     """
-    from orbitbench.methods._base import method_class
+    from orbitbench.methods import method_class
 
     name = (getattr(pl_module, "hparams", {}) or {}).get("method") or "supervised"
     info = method_class(name).info

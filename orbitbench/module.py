@@ -31,8 +31,7 @@ from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.methods import create_method
-from orbitbench.models import create_model
+from orbitbench.methods import build_network, create_method
 
 EVAL_SPLITS = ("in_test", "out_test")  # == OrbitDataModule.eval_split_names (dataloader_idx -> name)
 
@@ -91,7 +90,7 @@ class OrbitClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=("optimizer", "scheduler"))
         self.method = create_method(method, **(method_kwargs or {}))
-        self.net = self.method.attach(create_model(backbone, num_classes=num_classes, **(backbone_kwargs or {})), num_classes)
+        self.net = build_network(self.method, backbone, num_classes, **(backbone_kwargs or {}))
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.n_params = sum(p.numel() for p in self.net.parameters())

@@ -2,7 +2,7 @@
 
 Three kernels, named for what they are (docs/THEORY.md §4):
 
-- `infinite`: the analytic NTK of the model's declared kernel twin (`orbitbench.models.kernel_twin`),
+- `infinite`: the analytic NTK of the model's declared kernel twin (`orbitbench.models.model_info(name).kernel_twin()`),
   the paper's prediction; undefined for models without a twin;
 - `init`: the network's empirical NTK at initialisation, plus the linearised network
   `f0 + K (K + r)^-1 (y - f0)` it defines (lazy training; reported as `init.linearized`);
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from orbitbench import spectral
 from orbitbench.agreement import agreement, wilson_interval
-from orbitbench.models._registry import KernelTwin
+from orbitbench.models import KernelTwin
 from orbitbench.probe import ProbeKernels, ProbeSet, empirical_gram, network_outputs, probe_kernels
 from orbitbench.twins import twin_kernel
 

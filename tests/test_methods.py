@@ -170,16 +170,17 @@ def test_partner_poses_are_other_training_poses_of_the_same_image() -> None:
 @pytest.mark.parametrize("backbone", ["paper_mlp", "paper_convnet", "c4_pooled(paper_mlp)", "steerable_cnn"])
 def test_feature_tap_reads_the_input_of_the_read_out(backbone: str) -> None:
     from orbitbench.data import load_digits
-    from orbitbench.methods import last_linear
-    from orbitbench.models import create_model
+    from orbitbench.models import model_info
 
     torch.manual_seed(0)
-    net = create_model(backbone).eval()
+    info = model_info(backbone)
+    net = info.build().eval()
     images = load_digits("mnist5k").images[:5].float().unsqueeze(1) / 255  # [5, 1, 28, 28]
-    tap = FeatureTap(net)
+    readout = info.readout(net)  # the declared classifier: the last nn.Linear of every zoo model here
+    assert readout is [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    tap = FeatureTap(net, readout)
     logits, features = tap(images)
     assert torch.equal(logits, net(images))  # the same forward pass as the network's own
-    readout = last_linear(net)
     assert features.shape == (5, readout.in_features)
     if backbone != "c4_pooled(paper_mlp)":  # c4_pooled averages log-probabilities, not read-outs
         scores = readout(features)

@@ -73,8 +73,7 @@ def entry_from_sweep(sweep_dir: Path, model: str, tracks: dict[str, integrity.Tr
                      method: str = "supervised", **metadata) -> Entry:
     """Summarise the finished cells of one model trained by one method; the protocol is what the
     cells ran, checked against the track."""
-    from orbitbench.models import builder_path
-    from orbitbench.models._registry import invariance
+    from orbitbench.models import model_info
     from orbitbench.record import RECORD_FILE, load_record
     from orbitbench.sweep.results import cell_dir, read_sweep_dir
 
@@ -100,10 +99,11 @@ def entry_from_sweep(sweep_dir: Path, model: str, tracks: dict[str, integrity.Tr
     results, score = integrity.recompute(cells)
     commits = {c.git_commit for c in cells}
     metadata = {k: v for k, v in metadata.items() if v is not None}
-    metadata.setdefault("invariance", invariance(model))
+    info = model_info(model)
+    metadata.setdefault("invariance", info.invariance)
     try:
         return Entry(
-            name=name or entry_name(model, method), model=model, method=method, builder=builder_path(model), config=spec.training_config(model),
+            name=name or entry_name(model, method), model=model, method=method, builder=info.builder_path, config=spec.training_config(model),
             param_count=cells[0].model.n_params, track=spec.track, protocol=protocol, score=score, results=results,
             provenance=Provenance(orbitbench=cells[0].versions.get("orbitbench", "unknown"),
                                   git_commit=commits.pop() if len(commits) == 1 else None, versions=cells[0].versions),

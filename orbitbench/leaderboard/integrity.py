@@ -184,11 +184,9 @@ def built_param_count(model: str, kwargs: dict[str, Any] | None, method: str = "
                       method_kwargs: dict[str, Any] | None = None, num_classes: int = 10) -> int:
     """Build the network a cell trained (the registry's model, wrapped by its method, which may add
     parameters: `latent_operator`'s encoder) and count its parameters (unknown names raise)."""
-    from orbitbench.methods import create_method
-    from orbitbench.models import create_model
+    from orbitbench.methods import build_network, create_method
 
-    net = create_model(model, num_classes=num_classes, **(kwargs or {}))
-    net = create_method(method, **(method_kwargs or {})).attach(net, num_classes)
+    net = build_network(create_method(method, **(method_kwargs or {})), model, num_classes, **(kwargs or {}))
     return sum(p.numel() for p in net.parameters())
 
 
@@ -225,10 +223,10 @@ def check_entry(entry: Entry, source: str, track: Protocol | None) -> None:
     if entry.protocol != found:
         raise OrbitbenchError(f"{source}: protocol does not match the cells ({differing_setting(entry.protocol, found)})")
     check_grid(entry.cells, found, source)
-    from orbitbench.models import builder_path
+    from orbitbench.models import model_info
 
     try:
-        builder = builder_path(entry.model)
+        builder = model_info(entry.model).builder_path
         first = entry.cells[0].model
         params = built_param_count(entry.model, first.backbone_kwargs, entry.method, first.method_kwargs, first.num_classes)
     except OrbitbenchError as error:

@@ -51,7 +51,10 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     info: ClassVar[MethodInfo]
 
-    def attach(self, net: nn.Module, num_classes: int) -> nn.Module:
+    # True: `attach` is given the backbone's read-out (the model's declared `classifier`).
+    needs_readout: ClassVar[bool] = False
+
+    def attach(self, net: nn.Module, num_classes: int, readout: nn.Module | None = None) -> nn.Module:
         """The network trained and evaluated: `net` itself unless the method wraps it."""
         return net
 
@@ -84,6 +87,15 @@ def method_class(name: str) -> type[Method]:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise OrbitbenchError(f"unknown method {name!r}{hint}; expected one of {', '.join(list_methods())}")
     return _REGISTRY[name]
+
+
+def build_network(method: Method, model: str, num_classes: int = 10, **backbone_kwargs: Any) -> nn.Module:
+    """The zoo model `model` built and handed to `method` (with its declared read-out if it needs one)."""
+    from orbitbench.models import model_info
+
+    info = model_info(model)
+    net = info.build(num_classes=num_classes, **backbone_kwargs)
+    return method.attach(net, num_classes, info.readout(net) if method.needs_readout else None)
 
 
 def create_method(name: str, **kwargs: Any) -> Method:

@@ -21,7 +21,6 @@ from torch import Tensor, nn
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.methods._base import Method, MethodInfo, StepOutput, register_method
-from orbitbench.methods._features import last_linear
 
 
 class _ReadoutInput(nn.Module):
@@ -43,7 +42,7 @@ def _replace(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
             if child is old:
                 setattr(parent, name, new)
                 return
-    raise OrbitbenchError(f"{type(root).__name__}: read-out not found")  # last_linear found it: unreachable
+    raise OrbitbenchError(f"{type(root).__name__}: its declared read-out is not one of its submodules")
 
 
 class LatentOperatorNet(nn.Module):
@@ -52,9 +51,10 @@ class LatentOperatorNet(nn.Module):
     The backbone's own read-out is removed (its input is the feature); `encode` gives the code.
     """
 
-    def __init__(self, backbone: nn.Module, planes: int, num_classes: int) -> None:
+    def __init__(self, backbone: nn.Module, readout: nn.Module, planes: int, num_classes: int) -> None:
         super().__init__()
-        readout = last_linear(backbone)
+        if not isinstance(readout, nn.Linear):
+            raise OrbitbenchError(f"latent_operator: the backbone's read-out is a {type(readout).__name__}, not nn.Linear")
         self.features = _ReadoutInput(readout.out_features)
         _replace(backbone, readout, self.features)
         self.backbone = backbone
@@ -116,8 +116,10 @@ class LatentOperator(Method):
             raise OrbitbenchError(f"latent_operator: planes={planes}, weight={weight}; expected planes >= 1, weight >= 0")
         self.planes, self.weight = int(planes), float(weight)
 
-    def attach(self, net: nn.Module, num_classes: int) -> nn.Module:
-        return LatentOperatorNet(net, self.planes, num_classes)
+    needs_readout = True
+
+    def attach(self, net: nn.Module, num_classes: int, readout: nn.Module | None = None) -> nn.Module:
+        return LatentOperatorNet(net, readout, self.planes, num_classes)
 
     def training_step(self, module, batch) -> StepOutput:
         dm = module.trainer.datamodule

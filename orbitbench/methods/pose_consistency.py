@@ -60,8 +60,10 @@ class PoseConsistency(Method):
         self.weight, self.temperature = float(weight), float(temperature)
         self._tap: FeatureTap | None = None
 
-    def attach(self, net: nn.Module, num_classes: int) -> nn.Module:
-        self._tap = FeatureTap(net)
+    needs_readout = True
+
+    def attach(self, net: nn.Module, num_classes: int, readout: nn.Module | None = None) -> nn.Module:
+        self._tap = FeatureTap(net, readout)
         return net
 
     def training_step(self, module, batch) -> StepOutput:

@@ -53,7 +53,9 @@ def track_protocol(spec: SweepSpec) -> Protocol:
     data = {k.removeprefix("data."): v for k, v in spec.fit.items() if k.startswith("data.") and "." not in k[5:]}
     module = spec.datamodule_class(**{spec.order_argument: spec.n_poses[0], "leave_out_class": spec.grid.leave_out_class[0], **data})
     hparams = {k: v for k, v in module.hparams.items() if not k.startswith("_")}
-    return Protocol(datamodule=spec.datamodule, n_poses=sorted(spec.n_poses),
+    from orbitbench.datamodules import datamodule_name
+
+    return Protocol(datamodule=datamodule_name(spec.datamodule_class), n_poses=sorted(spec.n_poses),
                     leave_out_classes=sorted(spec.grid.leave_out_class), seeds=sorted(spec.grid.seed),
                     data=_protocol_data(spec.datamodule, hparams))
 

@@ -122,11 +122,12 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 _SOURCES: set[str] = set()  # distributions and folders whose models were loaded
 _plugins_loaded = False
+_loading = "zoo"  # the source of the models being registered now (a plug-in while it is imported)
 
 
 def register_model(
     name: str, kernel: KernelSpec = DERIVED, invariance: str = "none", classifier: str | None = None,
-    source: str = "zoo",
+    source: str | None = None,
 ) -> Callable[[ModelBuilder], ModelBuilder]:
     """Register `builder(**kwargs) -> nn.Module` under `name`; the builder maps [B,1,28,28] -> [B,10].
 
@@ -141,7 +142,7 @@ def register_model(
     def decorator(builder: ModelBuilder) -> ModelBuilder:
         if name in _REGISTRY and _REGISTRY[name].builder is not builder:
             raise ValueError(f"model name {name!r} is already registered by {_REGISTRY[name].builder.__module__}")
-        _REGISTRY[name] = ModelInfo(name, builder, kernel, invariance, classifier, _qualified(builder), source)
+        _REGISTRY[name] = ModelInfo(name, builder, kernel, invariance, classifier, _qualified(builder), source or _loading)
         return builder
 
     return decorator
@@ -253,21 +254,31 @@ def _load_plugins() -> None:
     (registered under the entry point's name). A folder's files whose names do not start with `_`
     are imported as the zoo's own are, so a clone's `models/` works from another clone's environment.
     """
-    global _plugins_loaded
+    global _plugins_loaded, _loading
     if _plugins_loaded:
         return
     _plugins_loaded = True
+    try:
+        _load_entry_points()
+        for folder in filter(None, os.environ.get(MODELS_PATH_VARIABLE, "").split(os.pathsep)):
+            _loading = f"{MODELS_PATH_VARIABLE} {folder}"
+            _import_folder(Path(folder))
+    finally:
+        _loading = "zoo"
+
+
+def _load_entry_points() -> None:
+    global _loading
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         source = entry_point.dist.name if entry_point.dist is not None else entry_point.value
         _SOURCES.add(source)
+        _loading = f"entry point of {source}"
         try:
             loaded = entry_point.load()
         except Exception as error:  # a broken plug-in must not hide the built-in zoo
             raise OrbitbenchError(f"model plug-in {entry_point.value!r} of {source} failed to load: {error}") from error
         if callable(loaded) and not isinstance(loaded, type(importlib)) and entry_point.name not in _REGISTRY:
-            register_model(entry_point.name, source=f"entry point of {source}")(loaded)
-    for folder in filter(None, os.environ.get(MODELS_PATH_VARIABLE, "").split(os.pathsep)):
-        _import_folder(Path(folder))
+            register_model(entry_point.name)(loaded)
 
 
 def _import_folder(folder: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from orbitbench.cli import main as cli_main
 from orbitbench import leaderboard
 from orbitbench.sweep import run as run_sweep
 
@@ -19,7 +20,7 @@ ONE_CELL = SWEEPS / "one_cell.yaml"
 
 def _cli(root: Path, *args: str) -> int:
     where = ["--sweeps", str(SWEEPS)] if args[0] == "verify" else ["--root", str(root), "--sweeps", str(SWEEPS)]
-    return leaderboard.main([args[0], *where, *args[1:]])
+    return cli_main(["leaderboard", args[0], *where, *args[1:]])
 
 
 @pytest.mark.slow
@@ -122,9 +123,9 @@ def test_a_track_on_a_datamodule_outside_the_package_reaches_a_verified_entry(tm
     root = tmp_path / "board"
     (root / "entries").mkdir(parents=True)
     where = ["--root", str(root), "--sweeps", str(sweeps)]
-    assert leaderboard.main(["add", *where, str(sweep)]) == 0, capsys.readouterr().err
+    assert cli_main(["leaderboard", "add", *where, str(sweep)]) == 0, capsys.readouterr().err
     (path,) = (root / "entries").iterdir()
     assert json.loads(path.read_text())["protocol"]["datamodule"] == "sweep_helpers.FlippedMNIST"
-    assert leaderboard.main(["verify", "--sweeps", str(sweeps), str(path), "--cells", "1"]) == 0, capsys.readouterr().err
+    assert cli_main(["leaderboard", "verify", "--sweeps", str(sweeps), str(path), "--cells", "1"]) == 0, capsys.readouterr().err
     assert json.loads(path.read_text())["verified"]["max_abs_diff"] == 0.0
-    assert leaderboard.main(["build", *where]) == 0 and leaderboard.main(["check", *where]) == 0
+    assert cli_main(["leaderboard", "build", *where]) == 0 and cli_main(["leaderboard", "check", *where]) == 0

@@ -247,3 +247,22 @@ def test_every_methods_network_has_an_empirical_ntk(backbone: str, method: str) 
     assert kernel.shape == (4, 4) and torch.isfinite(kernel).all()
     assert torch.allclose(kernel, kernel.T, rtol=1e-4, atol=1e-4)
     assert torch.linalg.eigvalsh(kernel.double()).min() > -1e-3 * kernel.diagonal().abs().max()
+
+
+def test_a_method_is_handed_net_batch_and_views_and_needs_no_trainer() -> None:
+    """`training_step(net, batch, views)`: the pose pairs come from `PoseViews` of the DataModule,
+    no Trainer or LightningModule is involved."""
+    from orbitbench.datamodules import RotatedMNIST
+    from orbitbench.methods import PoseViews, build_network
+
+    dm = RotatedMNIST(n_angles=4, seeds_per_class=10, leave_out_class=LEAVE_OUT, batch_size=16)
+    dm.setup("fit")
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    torch.manual_seed(0)
+    for name in ("supervised", "pose_consistency", "latent_operator"):
+        method = create_method(name)
+        net = build_network(method, "paper_mlp")
+        loss, logits, _ = method.training_step(net, batch, PoseViews(dm))
+        assert torch.isfinite(loss) and logits.shape == (16, 10)
+    with pytest.raises(OrbitbenchError, match="needs a DataModule with pose pairs"):
+        create_method("pose_consistency").training_step(net, batch, None)

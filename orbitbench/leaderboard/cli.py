@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -224,9 +223,3 @@ def format_checked(count: int) -> str:
 def format_verified(done) -> str:
     return f"verified: {', '.join(done.cells)} re-run, max |difference| {done.max_abs_diff:.3g}"
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`orbitbench leaderboard ...` through the project's one front end (`orbitbench.cli`)."""
-    from orbitbench.cli import main as cli_main
-
-    return cli_main(["leaderboard", *(sys.argv[1:] if argv is None else argv)])

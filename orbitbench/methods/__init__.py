@@ -13,7 +13,7 @@ import importlib
 import pkgutil
 
 from orbitbench.methods._base import (
-    Method, MethodInfo, StepOutput, build_network, create_method, list_methods, method_class, register_method,
+    Method, MethodInfo, PoseViews, StepOutput, build_network, create_method, list_methods, method_class, register_method,
 )
 from orbitbench.methods._features import FeatureTap
 
@@ -22,6 +22,6 @@ for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
-    "FeatureTap", "Method", "MethodInfo", "StepOutput", "build_network", "create_method", "list_methods", "method_class",
+    "FeatureTap", "Method", "MethodInfo", "PoseViews", "StepOutput", "build_network", "create_method", "list_methods", "method_class",
     "register_method",
 ]

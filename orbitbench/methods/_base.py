@@ -1,23 +1,22 @@
 """The method interface and its registry (`@register_method("name")`, `create_method(name, **kw)`).
 
 A method decides two things: the network (`attach`: the backbone as is, or wrapped in the
-method's own heads) and the training loss (`training_step`). Whatever it builds, `net` stays an
-`nn.Module` mapping images [B, 1, 28, 28] to logits [B, classes], so evaluation, the run record
-and the empirical-NTK callback work on every method unchanged.
+method's own heads) and the training loss (`training_step(net, batch, views)`). Whatever it builds,
+`net` stays an `nn.Module` mapping images [B, 1, 28, 28] to logits [B, classes], so evaluation, the
+run record and the empirical-NTK callback work on every method unchanged. As DomainBed hands an
+algorithm its data, a method is handed what it may use (the network, the batch, `PoseViews` of the
+training split) and never sees the Trainer or the LightningModule.
 """
 
 from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 from torch import Tensor, nn
 
 from orbitbench.errors import OrbitbenchError
-
-if TYPE_CHECKING:
-    from orbitbench.module import OrbitClassifier
 
 
 @dataclass(frozen=True)
@@ -45,6 +44,26 @@ class StepOutput(NamedTuple):
     logs: dict[str, Tensor]  # extra per-step scalars, logged as train/<name>
 
 
+class PoseViews:
+    """Other training poses of a batch's images, for the pose-pair methods (bound by
+    `OrbitClassifier.setup` to the DataModule; never an out-test pose)."""
+
+    def __init__(self, datamodule: Any) -> None:
+        self._data = datamodule
+
+    @property
+    def n_poses(self) -> int:
+        return int(self._data.n_poses)
+
+    def partners(self, image_index: Tensor, pose: Tensor) -> Tensor:
+        """Another training pose of each (image, pose) training pair: int64 [B]."""
+        return self._data.partner_poses(image_index, pose)
+
+    def images(self, image_index: Tensor, pose: Tensor) -> Tensor:
+        """The posed images [B, 1, 28, 28] on the batch's device."""
+        return self._data.materialize(image_index, pose)
+
+
 class Method(nn.Module):
     """Base class: parameters a method adds (projectors, operators) live in the network it returns."""
 
@@ -58,7 +77,9 @@ class Method(nn.Module):
         """The network trained and evaluated: `net` itself unless the method wraps it."""
         return net
 
-    def training_step(self, module: OrbitClassifier, batch: Any) -> StepOutput:
+    def training_step(self, net: nn.Module, batch: Any, views: PoseViews | None) -> StepOutput:
+        """The loss of one batch (`OrbitBatch`) for the network `attach` returned; `views`: None
+        when the data offers no pose pairs."""
         raise NotImplementedError
 
 

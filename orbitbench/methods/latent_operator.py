@@ -121,14 +121,15 @@ class LatentOperator(Method):
     def attach(self, net: nn.Module, num_classes: int, readout: nn.Module | None = None) -> nn.Module:
         return LatentOperatorNet(net, readout, self.planes, num_classes)
 
-    def training_step(self, module, batch) -> StepOutput:
-        dm = module.trainer.datamodule
-        n = dm.n_poses
-        partner = dm.partner_poses(batch.image_index, batch.pose)  # [B]
+    def training_step(self, net, batch, views) -> StepOutput:
+        if views is None:
+            raise OrbitbenchError("latent_operator needs a DataModule with pose pairs (partner_poses, materialize)")
+        n = views.n_poses
+        partner = views.partners(batch.image_index, batch.pose)  # [B]
         size = batch.label.shape[0]
-        code = module.net.encode(torch.cat([batch.image, dm.materialize(batch.image_index, partner)]))  # [2B, m, 2]
+        code = net.encode(torch.cat([batch.image, views.images(batch.image_index, partner)]))  # [2B, m, 2]
         code, partner_code = code[:size], code[size:]
-        logits = module.net.classify(code)
+        logits = net.classify(code)
         steps = (partner - batch.pose).remainder(n).to(code.dtype)  # j, the group element between the two poses
         angle = 2 * math.pi / n * steps[:, None] * plane_frequencies(self.planes, n).to(code)[None, :]  # [B, m]
         error = (rotate_planes(code, angle) - partner_code).pow(2).sum(dim=(1, 2)).mean()

@@ -36,7 +36,7 @@ from orbitbench.sweep.spec import NAME_PATTERN, Cell, SweepSpec, fit_argv, load_
 
 __all__ = [
     "CSV_COLUMNS", "CSV_FILE", "NAME_PATTERN", "Cell", "CellResult", "SweepSpec", "SweepState", "aggregate",
-    "cell_dir", "cells", "collect", "fit_argv", "load_sweep_file", "main", "parse_sweep_text", "plot",
+    "cell_dir", "cells", "collect", "fit_argv", "load_sweep_file", "parse_sweep_text", "plot",
     "read_sweep_dir", "run", "run_sweep", "write_csv",
 ]
 
@@ -125,11 +125,3 @@ def format_cells(cells: list[tuple[str, bool]]) -> str:
     """`orbitbench sweep list`: one line per cell, `done` or `todo` first."""
     return "\n".join(f"{'done' if done else 'todo'}  {cell_id}" for cell_id, done in cells)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`orbitbench sweep ...` through the project's one front end (`orbitbench.cli`)."""
-    import sys
-
-    from orbitbench.cli import main as cli_main
-
-    return cli_main(["sweep", *(sys.argv[1:] if argv is None else argv)])

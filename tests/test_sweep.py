@@ -269,8 +269,8 @@ def test_the_kernel_predictions_come_from_the_ntk_callbacks_record_summary():
                   "trained": {"spectral_out_test_acc": 0.75}}
     with_ntk = _record(cell, EmpiricalNTKCallback={"predictors": predictors})
     result = result_from_record(spec, cell, with_ntk, "r")
-    assert (result.pred_infinite_out_test, result.pred_init_out_test, result.pred_trained_out_test) == (None, 0.25, 0.75)
-    assert result_from_record(spec, cell, _record(cell), "r").pred_init_out_test is None
+    assert result.predicted == {"infinite": None, "init": 0.25, "trained": 0.75}
+    assert result_from_record(spec, cell, _record(cell), "r").predicted["init"] is None
     # A record of another cell (a moved folder) is refused, not tabulated under the wrong cell.
     with pytest.raises(OrbitbenchError, match="not of cell paper_mlp-n4-c3-s0"):
         result_from_record(spec, spec.cells()[1], with_ntk, "r")

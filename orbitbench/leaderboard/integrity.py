@@ -22,15 +22,14 @@ import yaml
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.leaderboard.intervals import clip, t_interval, unit_scores
-from orbitbench.leaderboard.schema import PREDICTORS, Cell, Entry, Interval, KappaStat, PoseResult, Protocol, Stat
+from orbitbench.kernel_predictors import predictor_names, recorded_predictions
+from orbitbench.leaderboard.schema import Cell, Entry, Interval, KappaStat, PoseResult, Protocol, Stat
 from orbitbench.record import RunRecord
 from orbitbench.stats import mean_std
 from orbitbench.sweep.spec import PROTOCOL_DATA_KEYS_EXCLUDED, SweepSpec, load_sweep_file
 
 # DataModule settings that are not the protocol: the grid's own axes and how data is loaded.
 NOT_PROTOCOL = {"leave_out_class", "download", *PROTOCOL_DATA_KEYS_EXCLUDED}
-# What the empirical-NTK callback's record summary holds per predictor.
-NTK_CALLBACK, NTK_PREDICTED = "EmpiricalNTKCallback", "spectral_out_test_acc"
 
 
 # ---- the track ---------------------------------------------------------------------------------
@@ -101,18 +100,18 @@ def method_kernel_predictors(method: str) -> tuple[str, ...]:
     """The kernel predictors that describe a network trained by `method` (its MethodInfo)."""
     from orbitbench.methods._base import method_class
 
-    return method_class(method).info.kernel_predictors
+    return method_class(method).info.predictors()
 
 
 def cell_from_record(cell_id: str, record: RunRecord) -> Cell:
     """What an entry keeps of one run record: settings, measurements, provenance. Only the kernel
     predictions the cell's training method defines are kept (a record written before methods
     declared them may hold others)."""
-    summary = record.callbacks.get(NTK_CALLBACK, {}).get("predictors", {})
     defined = method_kernel_predictors(record.model.method)
-    predicted = {name: float(summary[name][NTK_PREDICTED]) for name in PREDICTORS if name in defined
-                 and isinstance(summary.get(name), dict) and summary[name].get(NTK_PREDICTED) is not None}
-    kappa = {name: float(summary[name]["kappa"]) for name in predicted if summary[name].get("kappa") is not None}
+    found = {name: values for name, values in recorded_predictions(record).items()
+             if name in defined and values["out_test"] is not None}  # fmt: skip
+    predicted = {name: values["out_test"] for name, values in found.items()}
+    kappa = {name: values["kappa"] for name, values in found.items() if values["kappa"] is not None}
     return Cell(cell=cell_id, seed=record.seeds.seed_everything if record.seeds.seed_everything is not None else -1,
                 model=record.model, data=record.data, metrics=record.metrics, predicted=predicted, kappa=kappa,
                 epochs=record.epochs, global_step=record.global_step, wall_time_s=record.wall_time_s,
@@ -164,8 +163,9 @@ def recompute(cells: Sequence[Cell]) -> tuple[list[PoseResult], Interval]:
     for n in sorted({c.n_poses for c in cells}):
         group = [c for c in cells if c.n_poses == n]
         train = [c.metrics.train_acc for c in group if c.metrics.train_acc is not None]
-        predicted = {p: _stat([c.predicted[p] for c in group]) for p in PREDICTORS if all(p in c.predicted for c in group)}
-        kappa = {p: _stat([c.kappa[p] for c in group], KappaStat) for p in PREDICTORS
+        names = predictor_names()
+        predicted = {p: _stat([c.predicted[p] for c in group]) for p in names if all(p in c.predicted for c in group)}
+        kappa = {p: _stat([c.kappa[p] for c in group], KappaStat) for p in names
                  if all(p in c.kappa for c in group)}  # fmt: skip
         results.append(PoseResult(
             n_poses=n, train=_stat(train) if len(train) == len(group) else None,

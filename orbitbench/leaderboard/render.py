@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from orbitbench.kernel_predictors import predictor, predictor_names
 from orbitbench.leaderboard import integrity
 from orbitbench.leaderboard.intervals import clip, paired_difference, rank_ranges, unit_scores
 from orbitbench.leaderboard.schema import Entry
@@ -20,8 +21,13 @@ from orbitbench.leaderboard.page import PAGE
 from orbitbench.leaderboard.svg import accuracy_svg, predicted_svg
 
 BASELINE = "paper_mlp"
+
+
+def shown_predictors() -> tuple[str, ...]:
+    """The registered kernel predictors the table and figure show (`Predictor.shown`)."""
+    return tuple(name for name in predictor_names() if predictor(name).shown)
+
 FIGURE = "out_test_vs_angles.png"
-SHOWN_PREDICTORS = ("infinite", "init")
 
 
 @dataclass
@@ -107,7 +113,7 @@ def columns(rows: list[Row]) -> list[tuple[str, str, list[str]]]:
         ("train", "Train (eval)", [_train(x) for x in e]),
         *((f"n{n}", f"out-test n={n}", [f"{x.results[i].out_test.mean:.3f} ± {x.results[i].out_test.std:.3f}" for x in e])
           for i, n in enumerate(orders)),
-        *((f"pred_{p}", f"pred. {p} (κ)", [_predicted(x, p) for x in e]) for p in SHOWN_PREDICTORS),
+        *((f"pred_{p}", f"pred. {predictor(p).label} (κ)", [_predicted(x, p) for x in e]) for p in shown_predictors()),
         ("cells", "Cells", [str(len(x.cells)) for x in e]),
         ("verified", "Verified", [verified_text(x) for x in e]),
         ("date", "Date", [x.date.isoformat() for x in e]),
@@ -203,7 +209,7 @@ def render_html(entries: dict[str, Entry], about: dict[str, str] | None = None) 
             trs.append(f'<tr data-entry="{esc(e.name)}">' + "".join(tds) + "</tr>")
         notes = "".join(f"<li><b>{esc(r.entry.name)}</b>: {esc('; '.join(filter(None, [', '.join(r.entry.authors), r.entry.notes])))}</li>"
                         for r in rows if r.entry.notes or r.entry.authors)
-        predicted = predicted_svg(track, [r.entry for r in rows], SHOWN_PREDICTORS)
+        predicted = predicted_svg(track, [r.entry for r in rows], shown_predictors())
         body.append(
             f'<section class="track" id="track-{esc(track)}"><h2>Track <code>{esc(track)}</code></h2>'
             + (f'<p class="about">{esc(about[track])}</p>' if about and about.get(track) else "")

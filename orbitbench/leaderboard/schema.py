@@ -19,8 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from orbitbench.record import DataSettings, Metrics, ModelSettings
 from orbitbench.sweep.spec import NAME_PATTERN, TRACK_PATTERN
 
-# Predictors of the empirical-NTK callback's record summary, in display order.
-PREDICTORS = ("infinite", "init", "trained")
 # Refused in free text: line breaks and control characters (a new Markdown line: a heading, a
 # table row), `|` (a table cell) and `<`, `>` (HTML). The rest of Markdown's punctuation is
 # escaped when rendered (`render.md_text`).

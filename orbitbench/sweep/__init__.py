@@ -21,6 +21,7 @@ from orbitbench.io import atomic_write_bytes
 from orbitbench.sweep.launch import make_launcher
 from orbitbench.sweep.results import (
     CSV_COLUMNS,
+    csv_columns,
     CSV_FILE,
     CellResult,
     SweepState,
@@ -35,7 +36,7 @@ from orbitbench.sweep.runner import run_sweep
 from orbitbench.sweep.spec import NAME_PATTERN, Cell, SweepSpec, fit_argv, load_sweep_file, parse_sweep_text
 
 __all__ = [
-    "CSV_COLUMNS", "CSV_FILE", "NAME_PATTERN", "Cell", "CellResult", "SweepSpec", "SweepState", "aggregate",
+    "CSV_COLUMNS", "CSV_FILE", "csv_columns", "NAME_PATTERN", "Cell", "CellResult", "SweepSpec", "SweepState", "aggregate",
     "cell_dir", "cells", "collect", "fit_argv", "load_sweep_file", "parse_sweep_text", "plot",
     "read_sweep_dir", "run", "run_sweep", "write_csv",
 ]

@@ -220,7 +220,10 @@ def test_cells_and_fit_command_line():
     # model_fit overrides fit for its model only.
     assert "--trainer.max_epochs=7" in argv and "--trainer.max_epochs=1" not in argv
     assert "--trainer.max_epochs=1" in sweep.fit_argv(spec, cells[2], Path("/x"))
-    assert spec.protocol_data() == {"seeds_per_class": 5, "source": "mnist5k"}
+    from orbitbench.leaderboard.integrity import track_protocol
+
+    protocol = track_protocol(spec).data  # the one protocol definition: every DataModule setting, defaults included
+    assert protocol["seeds_per_class"] == 5 and protocol["source"] == "mnist5k" and "batch_size" not in protocol
     assert spec.training_config("paper_mlp") == {"data.batch_size": 64, "trainer.max_epochs": 7}
 
 

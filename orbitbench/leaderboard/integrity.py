@@ -23,7 +23,7 @@ import yaml
 from orbitbench.errors import OrbitbenchError
 from orbitbench.leaderboard.intervals import clip, t_interval, unit_scores
 from orbitbench.kernel_predictors import predictor_names, recorded_predictions
-from orbitbench.leaderboard.schema import Cell, Entry, Interval, KappaStat, PoseResult, Protocol, Stat
+from orbitbench.leaderboard.schema import Entry, EntryCell, Interval, KappaStat, PoseResult, Protocol, Stat
 from orbitbench.record import RunRecord
 from orbitbench.stats import mean_std
 from orbitbench.sweep.spec import PROTOCOL_DATA_KEYS_EXCLUDED, SweepSpec, load_sweep_file
@@ -103,7 +103,7 @@ def method_kernel_predictors(method: str) -> tuple[str, ...]:
     return method_class(method).info.predictors()
 
 
-def cell_from_record(cell_id: str, record: RunRecord) -> Cell:
+def cell_from_record(cell_id: str, record: RunRecord) -> EntryCell:
     """What an entry keeps of one run record: settings, measurements, provenance. Only the kernel
     predictions the cell's training method defines are kept (a record written before methods
     declared them may hold others)."""
@@ -112,13 +112,13 @@ def cell_from_record(cell_id: str, record: RunRecord) -> Cell:
              if name in defined and values["out_test"] is not None}  # fmt: skip
     predicted = {name: values["out_test"] for name, values in found.items()}
     kappa = {name: values["kappa"] for name, values in found.items() if values["kappa"] is not None}
-    return Cell(cell=cell_id, seed=record.seeds.seed_everything if record.seeds.seed_everything is not None else -1,
+    return EntryCell(cell=cell_id, seed=record.seeds.seed_everything if record.seeds.seed_everything is not None else -1,
                 model=record.model, data=record.data, metrics=record.metrics, predicted=predicted, kappa=kappa,
                 epochs=record.epochs, global_step=record.global_step, wall_time_s=record.wall_time_s,
                 git_commit=record.git_commit, versions=record.versions, finished=record.finished)
 
 
-def protocol_from_cells(cells: Sequence[Cell], source: str) -> Protocol:
+def protocol_from_cells(cells: Sequence[EntryCell], source: str) -> Protocol:
     """The protocol the cells actually ran; cells that disagree on a data setting are refused."""
     first = cells[0]
     data = _protocol_data(first.data.datamodule, first.data.hparams)
@@ -135,7 +135,7 @@ def protocol_from_cells(cells: Sequence[Cell], source: str) -> Protocol:
                     data=data)
 
 
-def check_grid(cells: Sequence[Cell], protocol: Protocol, source: str) -> None:
+def check_grid(cells: Sequence[EntryCell], protocol: Protocol, source: str) -> None:
     """Exactly one cell per (group order, leave-out class, seed) of the protocol."""
     want = {(n, c, s) for n in protocol.n_poses for c in protocol.leave_out_classes for s in protocol.seeds}
     have: dict[tuple[int, int, int], str] = {}
@@ -157,7 +157,7 @@ def _stat(values: list[float], kind: type[Stat] | type[KappaStat] = Stat) -> Sta
     return kind(mean=round(mean, 6), std=round(std, 6), n=n)
 
 
-def recompute(cells: Sequence[Cell]) -> tuple[list[PoseResult], Interval]:
+def recompute(cells: Sequence[EntryCell]) -> tuple[list[PoseResult], Interval]:
     """Per-order statistics and the score (out-test averaged over orders per unit, 95% t-interval)."""
     results = []
     for n in sorted({c.n_poses for c in cells}):
@@ -178,7 +178,7 @@ def recompute(cells: Sequence[Cell]) -> tuple[list[PoseResult], Interval]:
     return results, score
 
 
-def cell_units(cells: Sequence[Cell]) -> list[tuple[tuple[int, int], int, float]]:
+def cell_units(cells: Sequence[EntryCell]) -> list[tuple[tuple[int, int], int, float]]:
     return [((c.leave_out_class, c.seed), c.n_poses, c.metrics.out_test_acc) for c in cells]
 
 
@@ -346,7 +346,7 @@ def verify_cells(entry: Entry, k: int, workdir: Path | None = None, rng: random.
 
 
 @contextlib.contextmanager
-def recorded_threads(cell: Cell):
+def recorded_threads(cell: EntryCell):
     """Re-run at the cell's own torch thread count: CPU convolutions reduce in another order with
     another count, so only the same count gives bit-identical numbers (older records: as they are)."""
     import torch
@@ -361,7 +361,7 @@ def recorded_threads(cell: Cell):
         torch.set_num_threads(before)
 
 
-def max_metric_difference(a: Cell, b: Cell) -> float:
+def max_metric_difference(a: EntryCell, b: EntryCell) -> float:
     """Largest |a - b| over train, in-test, out-test and predicted accuracies (inf if one lacks it)."""
     pairs = [(a.metrics.train_acc, b.metrics.train_acc), (a.metrics.in_test_acc, b.metrics.in_test_acc),
              (a.metrics.out_test_acc, b.metrics.out_test_acc)]

@@ -86,7 +86,7 @@ class Protocol(_Strict):
     data: dict[str, Any] = {}
 
 
-class Cell(BaseModel):
+class EntryCell(BaseModel):
     """One finished cell, as its run record wrote it (data block, model, metrics, provenance)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -155,7 +155,7 @@ class Entry(_Strict):
     sweep: str
     date: dt.date
     verified: Verified | None = None
-    cells: list[Cell] = Field(min_length=1)
+    cells: list[EntryCell] = Field(min_length=1)
 
     @field_validator("method", "notes", "sweep")
     @classmethod

@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from orbitbench.errors import OrbitbenchError
 from orbitbench.io import one_line_validation_error
 
-# Fit settings that fix which images are shown: they define a leaderboard track's protocol.
+# `data.*` settings that do not change which images are shown (a submission's choice); every other
+# DataModule setting is the track's protocol (`orbitbench.leaderboard.integrity.track_protocol`).
 PROTOCOL_DATA_KEYS_EXCLUDED = ("batch_size", "num_workers", "data_dir")
 Scalar = str | int | float | bool | None
 FitValue = Scalar | list[Scalar] | dict[str, Any]
@@ -143,14 +144,6 @@ class SweepSpec(BaseModel):
     @property
     def n_poses(self) -> list[int]:
         return list(self.grid.axes[self.order_argument])
-
-    def protocol_data(self) -> dict[str, Any]:
-        """The `data.*` settings that decide which images a cell sees (part of the track)."""
-        return {
-            key.removeprefix("data."): value
-            for key, value in sorted(self.fit.items())
-            if key.startswith("data.") and key.removeprefix("data.") not in PROTOCOL_DATA_KEYS_EXCLUDED
-        }
 
     def training_config(self, model: str) -> dict[str, Any]:
         """Everything a submission chooses for `model`: the non-protocol fit settings."""

@@ -49,7 +49,7 @@ def _protocol_data(datamodule: str, hparams: dict[str, Any]) -> dict[str, Any]:
 
 def track_protocol(spec: SweepSpec) -> Protocol:
     """The protocol a track's sweep file sets: every DataModule setting (defaults included)."""
-    data = {k.removeprefix("data."): v for k, v in spec.fit.items() if k.startswith("data.") and "." not in k[5:]}
+    data = spec.data_arguments()
     module = spec.datamodule_class(**{spec.order_argument: spec.n_poses[0], "leave_out_class": spec.grid.leave_out_class[0], **data})
     hparams = {k: v for k, v in module.hparams.items() if not k.startswith("_")}
     from orbitbench.datamodules import datamodule_name

@@ -145,6 +145,10 @@ class SweepSpec(BaseModel):
     def n_poses(self) -> list[int]:
         return list(self.grid.axes[self.order_argument])
 
+    def data_arguments(self) -> dict[str, Any]:
+        """The DataModule's constructor arguments the sweep sets (`data.<name>` keys of `fit`)."""
+        return {k.removeprefix("data."): v for k, v in self.fit.items() if k.startswith("data.") and "." not in k[5:]}
+
     def training_config(self, model: str) -> dict[str, Any]:
         """Everything a submission chooses for `model`: the non-protocol fit settings."""
         merged = {**self.fit, **self.model_fit.get(model, {})}
@@ -236,7 +240,7 @@ def check_runnable(spec: SweepSpec) -> None:
     for model, path in spec.config_files.items():
         if not Path(path).is_file():
             raise OrbitbenchError(f"config_files.{model}: {path!r} does not exist; expected a `orbitbench fit --config` YAML")
-    data = {k.removeprefix("data."): v for k, v in spec.fit.items() if k.startswith("data.") and "." not in k[5:]}
+    data = spec.data_arguments()
     for n, c in itertools.product(spec.n_poses, spec.grid.leave_out_class):
         try:
             spec.datamodule_class(**{spec.order_argument: n, "leave_out_class": c, **data})

@@ -287,6 +287,16 @@ class OrbitDataModule(L.LightningDataModule):
         """The split named by `predict_split` (`orbitbench predict --split`), in its stored order."""
         return self.split_dataloader(self.predict_split)
 
+def datamodule_name(cls: type) -> str:
+    """The name `datamodule_class` reads back: `RotatedMNIST` for a class orbitbench.datamodules
+    exports, else its import path `package.module.Class` (what a record and a track store)."""
+    from orbitbench import datamodules
+
+    if getattr(datamodules, cls.__name__, None) is cls:
+        return cls.__name__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
 def datamodule_class(name: str) -> type[OrbitDataModule]:
     """`RotatedMNIST` (exported by orbitbench.datamodules) or `package.module.Class` -> the class.
 

@@ -1,187 +1,232 @@
-"""timm-style model registry: `@register_model("name", kernel=...)` on a builder, `create_model(name, **kw)`.
+"""timm-style model registry: `@register_model("name", ...)` on a builder, one `ModelInfo` per model.
 
-Beside each builder sits its metadata, as timm keeps `default_cfgs` beside its models: here the
-model's *kernel twin*, the infinite-width network whose analytic NTK the finite model's kernel
-converges to (`KernelTwin`, computed by `orbitbench.twins`), or the reason it has none. Code
-elsewhere reads it with `kernel_twin(name, **kwargs)` instead of guessing from module types.
+Beside each builder sits its metadata, as timm keeps `default_cfgs` beside its models: the
+model's *kernel twin* (the infinite-width network whose analytic NTK the finite model's kernel
+converges to, read off the built network's layers or declared and checked against them:
+`models/_twin.py`), its invariance by construction and its `classifier` (the read-out submodule,
+timm's name for it). `model_info(name)` resolves every name form to one `ModelInfo`:
 
-Two name forms are resolved here rather than registered one by one, because they are open-ended:
-`timm:<timm model name>` (any timm architecture adapted to 1x28x28 input) and
-`c4_pooled(<any zoo name>)` (a wrapper made invariant to rot90 by averaging logits over the four
-poses). Both nest: `c4_pooled(timm:resnet18)` works.
+- a zoo name (`list_models()`), and the models of installed packages' `orbitbench.models` entry
+  points and of the folders in `ORBITBENCH_MODELS_PATH` (a clone's own `models/`, CONTRIBUTING.md);
+- `package.module:builder`, a builder importable from the user's own code;
+- `timm:<timm model name>` (any timm architecture adapted to 1x28x28 input);
+- `c4_pooled(<any of these>)` (a wrapper made invariant to rot90 by averaging logits over the
+  four poses). The forms nest: `c4_pooled(timm:resnet18)` works.
 """
 
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import importlib
 import importlib.metadata
+import importlib.util
+import os
 import re
+import sys
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Callable, Literal, Union
+from typing import Any, Callable, Union
 
+import torch
 from torch import nn
 
 from orbitbench.errors import OrbitbenchError
+from orbitbench.models._twin import KernelTwin, check_twin, twin_from_layers
 
 ModelBuilder = Callable[..., nn.Module]
 
-
-@dataclass(frozen=True)
-class KernelTwin:
-    """An infinite-width ReLU MLP declared as a zoo model's analytic twin (docs/THEORY.md §4).
-
-    Layer l maps fan_in -> fan_out: `h = W a + b`, with `W` of variance `W_std**2 / fan_in` and
-    `b` of variance `b_std**2 / fan_in` (`bias_scale="fan_in"`, PyTorch's default nn.Linear init
-    U(-1/sqrt(fan_in), 1/sqrt(fan_in)): W_std = b_std = 1/sqrt(3)) or `b_std**2`
-    (`bias_scale="unit"`, neural-tangents' convention). `parameterization="standard"`: those are
-    the trained parameters (PyTorch); "ntk": the trained parameters are unit Gaussians scaled in
-    the forward pass (neural-tangents). A standard-parameterised NTK grows with the widths, so the
-    twin keeps the model's own `widths`: its kernel is the one the model's empirical NTK
-    concentrates on as all widths grow together (tests/test_twins.py). Dropout is not part of a
-    twin (the kernel is the eval-mode network's), nor are the finite-width fluctuations.
-    `pool="rot90"`: the network's outputs are averaged over the four rot90 poses (c4_pooled).
-    """
-
-    widths: tuple[int, ...]  # hidden-layer widths; depth = len(widths)
-    in_features: int = 784
-    W_std: float = 3**-0.5  # noqa: N815 (neural-tangents' name)
-    b_std: float | None = 3**-0.5  # None: no hidden biases
-    bias_scale: Literal["fan_in", "unit"] = "fan_in"
-    readout_bias: bool = True
-    parameterization: Literal["standard", "ntk"] = "standard"
-    pool: Literal["rot90"] | None = None
-    arch: Literal["mlp"] = "mlp"
-
-    @property
-    def depth(self) -> int:
-        return len(self.widths)
-
-
-# What a builder declares: a twin, a function of the builder's keyword arguments giving a twin or
-# the reason there is none, or that reason as a string.
+# What a builder declares as its twin: DERIVED (read off the built network's layers), a twin, a
+# function of the builder's keyword arguments giving a twin or the reason there is none, or that
+# reason as a string. A declared twin is checked against the layers whenever it is resolved.
+DERIVED = "derived from the built network's layers"
 KernelSpec = Union[KernelTwin, str, Callable[..., Union[KernelTwin, str]]]
-NO_TWIN = "no analytic kernel twin declared for this architecture"
 
-_REGISTRY: dict[str, ModelBuilder] = {}
-_KERNELS: dict[str, KernelSpec] = {}
-_INVARIANCE: dict[str, str] = {}  # name -> "none" | "built-in:<group>"
-_C4_PATTERN = re.compile(r"^c4_pooled\((?P<inner>.+)\)$")
 TIMM_PREFIX = "timm:"
 ENTRY_POINT_GROUP = "orbitbench.models"  # installed packages add models here (see CONTRIBUTING.md)
+MODELS_PATH_VARIABLE = "ORBITBENCH_MODELS_PATH"  # folders of builder files, imported like models/
+_C4_PATTERN = re.compile(r"^c4_pooled\((?P<inner>.+)\)$")
 _PLUGIN_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-_ENTRY_POINT_SOURCES: set[str] = set()  # distributions whose entry points were loaded
-_entry_points_loaded = False
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Everything the benchmark knows about one model, wherever it came from.
+
+    builder: `builder(num_classes=..., **kwargs) -> nn.Module`, [B,1,28,28] -> [B,classes].
+    twin: the kernel-twin declaration (`KernelSpec`); read it with `kernel_twin(**kwargs)`.
+    invariance: `none` or `built-in:<group>` (invariant by construction; the leaderboard shows it).
+    classifier: dotted path of the read-out submodule in the built network (integers index
+        children, negative from the end), or None where the model declares none.
+    builder_path: `module:qualname` of the code that builds it (what a leaderboard entry records).
+    source: where the name was found (zoo, entry point, models path, import path, timm, c4_pooled).
+    """
+
+    name: str
+    builder: ModelBuilder
+    twin: KernelSpec = DERIVED
+    invariance: str = "none"
+    classifier: str | None = None
+    builder_path: str = ""
+    source: str = "zoo"
+
+    def build(self, **kwargs: Any) -> nn.Module:
+        """The network; a bad builder keyword is one `OrbitbenchError` line (user input, not a bug)."""
+        try:
+            return self.builder(**kwargs)
+        except TypeError as error:
+            raise OrbitbenchError(f"model {self.name!r}: {error}") from error
+
+    def kernel_twin(self, **kwargs: Any) -> KernelTwin | str:
+        """The analytic twin of the network built with `kwargs`, or one line saying why there is none."""
+        spec = self.twin
+        if isinstance(spec, str) and spec != DERIVED:
+            return spec
+        if callable(spec) and not isinstance(spec, KernelTwin):
+            try:
+                spec = spec(**kwargs)
+            except TypeError as error:
+                raise OrbitbenchError(f"model {self.name!r}: {error}") from error
+            if isinstance(spec, str):
+                return spec
+        with torch.random.fork_rng(devices=[]):  # building must not move the training's random stream
+            net = self.build(**kwargs)
+        if spec == DERIVED:
+            return twin_from_layers(net)
+        problem = check_twin(spec, net, self.name)
+        if problem is not None:
+            raise OrbitbenchError(problem)
+        return spec
+
+    def readout(self, net: nn.Module) -> nn.Module:
+        """The built network's read-out layer, the declared `classifier` (what feature methods read)."""
+        if self.classifier is None:
+            raise OrbitbenchError(
+                f"model {self.name!r} declares no classifier (its read-out submodule); register it with "
+                f"@register_model({self.name!r}, classifier='<submodule path>') to use it with this method"
+            )
+        module = net
+        for part in self.classifier.split("."):
+            children = list(module.children())
+            index = int(part) if re.fullmatch(r"-?\d+", part) else None
+            if index is not None and -len(children) <= index < len(children):
+                module = children[index]
+            elif index is None and isinstance(getattr(module, part, None), nn.Module):
+                module = getattr(module, part)
+            else:
+                raise OrbitbenchError(f"model {self.name!r}: its classifier {self.classifier!r} is not a submodule")
+        return module
+
+
+_REGISTRY: dict[str, ModelInfo] = {}
+_SOURCES: set[str] = set()  # distributions and folders whose models were loaded
+_plugins_loaded = False
+_loading = "zoo"  # the source of the models being registered now (a plug-in while it is imported)
 
 
 def register_model(
-    name: str, kernel: KernelSpec = NO_TWIN, invariance: str = "none"
+    name: str, kernel: KernelSpec = DERIVED, invariance: str = "none", classifier: str | None = None,
+    source: str | None = None,
 ) -> Callable[[ModelBuilder], ModelBuilder]:
     """Register `builder(**kwargs) -> nn.Module` under `name`; the builder maps [B,1,28,28] -> [B,10].
 
-    `kernel`: the model's analytic twin (`KernelTwin`), a function of the builder's keyword
-    arguments returning one or a reason, or the reason there is none. `invariance`: `none` or
-    `built-in:<group>` for a model invariant by construction (the leaderboard shows it).
+    `kernel`: the model's analytic twin; by default read off the built network's layers, else a
+    `KernelTwin`, a function of the builder's keyword arguments returning one or a reason, or the
+    reason there is none. `invariance`: `none` or `built-in:<group>`. `classifier`: the read-out
+    submodule's path in the built network (`ModelInfo.classifier`).
     """
     if not re.fullmatch(r"none|built-in:[a-z0-9_-]+", invariance):
         raise ValueError(f"register_model({name!r}): invariance={invariance!r}; accepted: none, built-in:<group>")
 
     def decorator(builder: ModelBuilder) -> ModelBuilder:
-        if name in _REGISTRY and _REGISTRY[name] is not builder:
-            raise ValueError(f"model name {name!r} is already registered by {_REGISTRY[name].__module__}")
-        _REGISTRY[name] = builder
-        _KERNELS[name] = kernel
-        _INVARIANCE[name] = invariance
+        if name in _REGISTRY and _REGISTRY[name].builder is not builder:
+            raise ValueError(f"model name {name!r} is already registered by {_REGISTRY[name].builder.__module__}")
+        _REGISTRY[name] = ModelInfo(name, builder, kernel, invariance, classifier, _qualified(builder), source or _loading)
         return builder
 
     return decorator
 
 
-def list_models() -> list[str]:
-    """Registered names, sorted; `timm:<name>` and `c4_pooled(<name>)` are accepted on top of these."""
-    return sorted(_REGISTRY)
-
-
-def create_model(name: str, **kwargs) -> nn.Module:
-    """Build the zoo model `name`; `kwargs` go to its builder (for `c4_pooled(...)`: the inner model).
-
-    Unknown names and builder arguments raise `OrbitbenchError` with one line saying what is accepted.
-    """
-    name = name.strip()
-    match = _C4_PATTERN.match(name)
-    if match:
-        from orbitbench.models.c4_pooled import C4Pooled
-
-        return C4Pooled(create_model(match.group("inner"), **kwargs))
-    if name.startswith(TIMM_PREFIX):
-        from orbitbench.models.timm_adapter import create_timm_model
-
-        return create_timm_model(name[len(TIMM_PREFIX):], **kwargs)
-    try:
-        return _registered(name)(**kwargs)
-    except TypeError as error:  # a bad keyword for this builder: user input, not a bug
-        raise OrbitbenchError(f"model {name!r}: {error}") from error
-
-
-def kernel_twin(name: str, **kwargs) -> KernelTwin | str:
-    """The analytic twin of zoo model `name` built with `kwargs`, or one line saying why there is none."""
-    name = name.strip()
-    match = _C4_PATTERN.match(name)
-    if match:
-        inner = kernel_twin(match.group("inner"), **kwargs)
-        if isinstance(inner, str) or inner.pool is not None:
-            return inner if isinstance(inner, str) else "c4_pooled of a pooled model has no twin here"
-        return replace(inner, pool="rot90")
-    if name.startswith(TIMM_PREFIX):
-        return "timm architectures have no analytic kernel twin here"
-    spec = _KERNELS.get(name, NO_TWIN) if name in _REGISTRY else _registered(name)
-    if callable(spec) and not isinstance(spec, KernelTwin):
-        try:
-            spec = spec(**kwargs)
-        except TypeError as error:
-            raise OrbitbenchError(f"model {name!r}: {error}") from error
-    return spec
-
-
-def builder_path(name: str) -> str:
-    """`module:qualname` of the code that builds `name`: what a leaderboard entry records."""
-    name = name.strip()
-    if _C4_PATTERN.match(name):
-        return "orbitbench.models.c4_pooled:C4Pooled"
-    if name.startswith(TIMM_PREFIX):
-        return "orbitbench.models.timm_adapter:create_timm_model"
-    builder = _registered(name)
+def _qualified(builder: ModelBuilder) -> str:
     return f"{builder.__module__}:{builder.__qualname__}"
 
 
-def _registered(name: str) -> ModelBuilder:
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names matching the fnmatch `pattern` (`paper*`, `*mlp*`), sorted; entry-point and
+    `ORBITBENCH_MODELS_PATH` models included. `timm:<name>` and `c4_pooled(<name>)` are accepted on top."""
+    if not isinstance(pattern, str):
+        raise OrbitbenchError(f"list_models: pattern={pattern!r}; expected a string such as 'paper*'")
+    _load_plugins()
+    return sorted(name for name in _REGISTRY if fnmatch.fnmatchcase(name, pattern))
+
+
+def model_info(name: str) -> ModelInfo:
+    """The one record of model `name`, for every name form; unknown names raise one `OrbitbenchError` line."""
+    name = name.strip()
+    match = _C4_PATTERN.match(name)
+    if match:
+        return _c4_pooled(model_info(match.group("inner")), name)
+    if name.startswith(TIMM_PREFIX):
+        from orbitbench.models.timm_adapter import create_timm_model, timm_classifier
+
+        timm_name = name[len(TIMM_PREFIX):]
+        return ModelInfo(name, partial(create_timm_model, timm_name), "timm architectures have no analytic kernel twin here",
+                         classifier=timm_classifier(timm_name), builder_path="orbitbench.models.timm_adapter:create_timm_model",
+                         source="timm")  # fmt: skip
     if name in _REGISTRY:
         return _REGISTRY[name]
     if _PLUGIN_PATTERN.match(name):
-        return _import_builder(name)
-    _load_entry_points()
+        builder = _import_builder(name)
+        declared = next((info for info in _REGISTRY.values() if info.builder is builder), None)
+        return replace(declared, name=name) if declared else ModelInfo(name, builder, builder_path=_qualified(builder), source="import path")
+    _load_plugins()
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        groups = ", ".join(sorted(_ENTRY_POINT_SOURCES)) or "none installed"
-        raise OrbitbenchError(
-            f"unknown model {name!r}{hint}; looked in the zoo at {Path(__file__).parent} ({', '.join(list_models())}) "
-            f"and in the '{ENTRY_POINT_GROUP}' entry points of installed packages ({groups}); also accepted: "
-            f"'package.module:builder', 'timm:<timm model name>', 'c4_pooled(<model>)'{_other_checkout_hint(name)}"
-        )
+        raise OrbitbenchError(_unknown(name))
     return _REGISTRY[name]
 
 
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build model `name` (any form `model_info` accepts); `kwargs` go to its builder."""
+    return model_info(name).build(**kwargs)
+
+
+def _c4_pooled(inner: ModelInfo, name: str) -> ModelInfo:
+    from orbitbench.models.c4_pooled import C4Pooled
+
+    def twin(**kwargs: Any) -> KernelTwin | str:
+        found = inner.kernel_twin(**kwargs)
+        if isinstance(found, str) or found.pool is not None:
+            return found if isinstance(found, str) else "c4_pooled of a pooled model has no twin here"
+        return replace(found, pool="rot90")
+
+    def builder(**kwargs: Any) -> nn.Module:
+        return C4Pooled(inner.build(**kwargs))
+
+    classifier = None if inner.classifier is None else f"backbone.{inner.classifier}"
+    return ModelInfo(name, builder, twin, "built-in:c4", classifier, "orbitbench.models.c4_pooled:C4Pooled", "c4_pooled")
+
+
+def _unknown(name: str) -> str:
+    close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    sources = ", ".join(sorted(_SOURCES)) or "none installed"
+    return (f"unknown model {name!r}{hint}; looked in the zoo at {Path(__file__).parent} ({', '.join(list_models())}), "
+            f"in the '{ENTRY_POINT_GROUP}' entry points of installed packages and {MODELS_PATH_VARIABLE} ({sources}); "
+            f"also accepted: 'package.module:builder', 'timm:<timm model name>', "
+            f"'c4_pooled(<model>)'{_other_checkout_hint(name)}")  # fmt: skip
+
+
 def _other_checkout_hint(name: str) -> str:
-    """A `models/` folder here that is not the installed zoo, and mentions `name`: say so."""
+    """A `models/` folder here that is not the installed zoo, and mentions `name`: say how to use it."""
     here = Path.cwd() / "models"
     installed = Path(__file__).resolve().parent
     if not here.is_dir() or here.resolve() == installed:
         return ""
     if any(f'"{name}"' in path.read_text(errors="ignore") for path in here.glob("*.py")):
         return (f". Note: {here} defines {name!r} but this environment's orbitbench is installed from "
-                f"{installed.parent}; run `make install` (pip install -e .) in this checkout")
+                f"{installed.parent}; add the folder with `export {MODELS_PATH_VARIABLE}={here}` "
+                "(no new environment), or run `make install` in this checkout")
     return ""
 
 
@@ -201,19 +246,33 @@ def _import_builder(name: str) -> ModelBuilder:
     return builder
 
 
-def _load_entry_points() -> None:
-    """Register the models that installed packages declare under the `orbitbench.models` group.
+def _load_plugins() -> None:
+    """Register the models of installed packages' `orbitbench.models` entry points and of the
+    folders in `ORBITBENCH_MODELS_PATH`, once.
 
-    Each entry point names a module (importing it runs its `@register_model` decorators) or a
-    builder (registered under the entry point's name). Loaded once, on the first unknown name.
+    An entry point names a module (importing it runs its `@register_model` decorators) or a builder
+    (registered under the entry point's name). A folder's files whose names do not start with `_`
+    are imported as the zoo's own are, so a clone's `models/` works from another clone's environment.
     """
-    global _entry_points_loaded
-    if _entry_points_loaded:
+    global _plugins_loaded, _loading
+    if _plugins_loaded:
         return
-    _entry_points_loaded = True
+    _plugins_loaded = True
+    try:
+        _load_entry_points()
+        for folder in filter(None, os.environ.get(MODELS_PATH_VARIABLE, "").split(os.pathsep)):
+            _loading = f"{MODELS_PATH_VARIABLE} {folder}"
+            _import_folder(Path(folder))
+    finally:
+        _loading = "zoo"
+
+
+def _load_entry_points() -> None:
+    global _loading
     for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
         source = entry_point.dist.name if entry_point.dist is not None else entry_point.value
-        _ENTRY_POINT_SOURCES.add(source)
+        _SOURCES.add(source)
+        _loading = f"entry point of {source}"
         try:
             loaded = entry_point.load()
         except Exception as error:  # a broken plug-in must not hide the built-in zoo
@@ -222,10 +281,24 @@ def _load_entry_points() -> None:
             register_model(entry_point.name)(loaded)
 
 
-def invariance(name: str) -> str:
-    """`built-in:<group>` for a model invariant by construction (`c4_pooled(...)`: rot90; others as
-    registered), else `none`."""
-    name = name.strip()
-    if _C4_PATTERN.match(name):
-        return "built-in:c4"
-    return _INVARIANCE.get(name, "none")
+def _import_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        raise OrbitbenchError(f"{MODELS_PATH_VARIABLE}: {folder} is not a folder")
+    if folder.resolve() == Path(__file__).resolve().parent:
+        return  # the installed zoo itself
+    _SOURCES.add(str(folder))
+    zoo = Path(__file__).resolve().parent
+    for path in sorted(folder.glob("[!_]*.py")):
+        if (zoo / path.name).is_file() and (zoo / path.name).read_bytes() == path.read_bytes():
+            continue  # the zoo's own file in another clone: already imported
+        module_name = f"orbitbench_models_path.{path.stem}"
+        if module_name in sys.modules:
+            continue
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:  # the user's file (or a name it registers twice): say which, in one line
+            del sys.modules[module_name]
+            raise OrbitbenchError(f"{MODELS_PATH_VARIABLE}: importing {path} failed: {type(error).__name__}: {error}") from error

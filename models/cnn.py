@@ -23,7 +23,7 @@ def _circular_conv(channels: int) -> nn.Module:
     return nn.Sequential(nn.Conv2d(1, channels, 3, padding=1, padding_mode="circular"), nn.ReLU())
 
 
-@register_model("cnn_fc", kernel=_TWIN)
+@register_model("cnn_fc", kernel=_TWIN, classifier="-1")
 def cnn_fc(channels: int = 64, num_classes: int = 10, image_size: int = 28) -> nn.Module:
     """3x3 circular conv, ReLU, flatten, dense read-out."""
     return nn.Sequential(
@@ -33,7 +33,7 @@ def cnn_fc(channels: int = 64, num_classes: int = 10, image_size: int = 28) -> n
     )
 
 
-@register_model("cnn_gap", kernel=_TWIN)
+@register_model("cnn_gap", kernel=_TWIN, classifier="-1")
 def cnn_gap(channels: int = 64, num_classes: int = 10) -> nn.Module:
     """3x3 circular conv, ReLU, global average pool, dense read-out."""
     return nn.Sequential(

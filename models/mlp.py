@@ -5,21 +5,13 @@ from __future__ import annotations
 from torch import nn
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.models._registry import KernelTwin, register_model
+from orbitbench.models._registry import register_model
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
-def _twin(
-    depth: int = 2, width: int = 512, activation: str = "relu", in_features: int = 784, **_: object
-) -> KernelTwin | str:
-    """PyTorch default init, standard parameterisation, biases everywhere; ReLU only."""
-    if activation != "relu":
-        return f"no analytic kernel twin for activation {activation!r} (ReLU only)"
-    return KernelTwin(widths=(width,) * depth, in_features=in_features)
-
-
-@register_model("mlp", kernel=_twin)
+# The kernel twin is read off the built layers (ReLU only): nothing to declare twice.
+@register_model("mlp", classifier="-1")
 def mlp(
     depth: int = 2,
     width: int = 512,

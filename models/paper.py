@@ -15,7 +15,7 @@ _CONV_TWIN = "no analytic kernel twin: max-pooling has no closed-form NTK here"
 
 # PyTorch default init (U(+-1/sqrt(fan_in)) weights and biases), standard parameterisation, the
 # widths of the network itself; no read-out bias. Dropout is off in the kernel (eval mode).
-@register_model("paper_mlp", kernel=KernelTwin(widths=(512, 128), readout_bias=False))
+@register_model("paper_mlp", kernel=KernelTwin(widths=(512, 128), readout_bias=False), classifier="-2")
 def paper_mlp(num_classes: int = 10, dropout: float = 0.5) -> nn.Module:
     """784-512-128-10 ReLU MLP with dropout 0.5 and a bias-free read-out."""
     return nn.Sequential(
@@ -31,7 +31,7 @@ def paper_mlp(num_classes: int = 10, dropout: float = 0.5) -> nn.Module:
     )
 
 
-@register_model("paper_convnet", kernel=_CONV_TWIN)
+@register_model("paper_convnet", kernel=_CONV_TWIN, classifier="-2")
 def paper_convnet(num_classes: int = 10) -> nn.Module:
     """Two conv/max-pool stages (24 and 32 channels) and a 256-unit hidden layer."""
     return nn.Sequential(
@@ -49,7 +49,7 @@ def paper_convnet(num_classes: int = 10) -> nn.Module:
     )
 
 
-@register_model("paper_vit", kernel="no analytic kernel twin: attention NTKs are not implemented here")
+@register_model("paper_vit", kernel="no analytic kernel twin: attention NTKs are not implemented here", classifier="linear_head")
 def paper_vit(num_classes: int = 10) -> nn.Module:
     """vit-pytorch SimpleViT with the paper's settings: 4x4 patches, dim 256, depth 2, 4 heads."""
     from vit_pytorch import SimpleViT

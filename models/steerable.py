@@ -20,6 +20,8 @@ from torch import Tensor, nn
 from orbitbench.errors import OrbitbenchError
 from orbitbench.models._registry import register_model
 
+_NO_TWIN = "no analytic kernel twin: steerable convolutions have no closed-form NTK here"
+
 
 @functools.cache
 def _e2cnn():
@@ -71,7 +73,7 @@ class SteerableCNN(nn.Module):
         return self.head(pooled)  # [B, classes]
 
 
-@register_model("steerable_cnn", invariance="built-in:c4")
+@register_model("steerable_cnn", kernel=_NO_TWIN, invariance="built-in:c4", classifier="head.-1")
 def steerable_cnn(
     n: int = 4, widths: tuple[int, ...] | list[int] = (24, 32, 64), input_scale: float = 28.0, num_classes: int = 10
 ) -> nn.Module:
@@ -94,7 +96,7 @@ def _variant(n: int) -> None:
 
     builder.__name__ = builder.__qualname__ = f"steerable_cnn_c{n}"
     builder.__doc__ = f"steerable_cnn with n={n}: invariant to the rotations of C_{n} by construction."
-    register_model(f"steerable_cnn_c{n}", invariance=f"built-in:c{n}")(builder)
+    register_model(f"steerable_cnn_c{n}", kernel=_NO_TWIN, invariance=f"built-in:c{n}", classifier="head.-1")(builder)
 
 
 for _n in (4, 8, 16):

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.models._registry import KernelTwin, kernel_twin
-from orbitbench.predictors import PREDICTORS, KernelPredictors, PredictionReport
+from orbitbench.models import KernelTwin, model_info
+from orbitbench.kernel_predictors import predictor, predictor_names
+from orbitbench.predictors import KernelPredictors, PredictionReport
 from orbitbench.probe import ProbeOptions, ProbeSet, draw_probe
 
 __all__ = ["EmpiricalNTKCallback", "model_twin", "network_of"]
@@ -40,7 +41,7 @@ def model_twin(pl_module: nn.Module) -> KernelTwin | str:
     name = hparams.get("backbone")
     if not isinstance(name, str):
         return "not a zoo model (no backbone name in the module's hyperparameters)"
-    return kernel_twin(name, **(hparams.get("backbone_kwargs") or {}))
+    return model_info(name).kernel_twin(**(hparams.get("backbone_kwargs") or {}))
 
 
 def undefined_predictors(pl_module: nn.Module) -> dict[str, str]:
@@ -49,12 +50,12 @@ def undefined_predictors(pl_module: nn.Module) -> dict[str, str]:
     The kernel theory predicts a network trained on the labels alone; a method whose extra loss
     moves the weights elsewhere declares which predictors still apply (`MethodInfo.kernel_predictors`).
     """
-    from orbitbench.methods._base import method_class
+    from orbitbench.methods import method_class
 
     name = (getattr(pl_module, "hparams", {}) or {}).get("method") or "supervised"
     info = method_class(name).info
     why = info.kernel_note or info.kernel_prediction or "no kernel prediction is defined"
-    return {p: f"method {name!r}: {why}" for p in PREDICTORS if p not in info.kernel_predictors}
+    return {p: f"method {name!r}: {why}" for p in predictor_names() if p not in info.predictors()}
 
 
 class EmpiricalNTKCallback(L.Callback):
@@ -135,11 +136,11 @@ class EmpiricalNTKCallback(L.Callback):
         self.probe_options = ProbeOptions(n_seeds, seeds_per_class, train_per_class, in_test_per_class, seed)
         self.reg, self.dtype, self.chunk_size = float(reg), _DTYPES[dtype], chunk_size
         self.infinite_width, self.figures = infinite_width, figures
-        chosen = list(PREDICTORS if predictors is None else predictors)
-        unknown = [p for p in chosen if p not in PREDICTORS]
+        chosen = list(predictor_names() if predictors is None else predictors)
+        unknown = [p for p in chosen if p not in predictor_names()]
         if unknown or not chosen:
             raise OrbitbenchError(f"EmpiricalNTKCallback: predictors={predictors!r}; accepted: a non-empty "
-                                  f"list of {', '.join(PREDICTORS)}")  # fmt: skip
+                                  f"list of {', '.join(predictor_names())}")  # fmt: skip
         self.chosen, self.regression = chosen, regression
         self.probe: ProbeSet | None = None
         self.predictors: KernelPredictors | None = None
@@ -193,9 +194,9 @@ class EmpiricalNTKCallback(L.Callback):
         self.history.append({**report.as_dict(), "when": when, "seconds": seconds})
         metrics = {f"ntk/{k}": v for k, v in report.scalars().items() if not math.isnan(v)}
         metrics["ntk/seconds"] = seconds
-        trained = report.predictors["trained"]
-        if "spectral_out_test_acc" in trained:
-            metrics["ntk/spectral_accuracy"] = trained["spectral_out_test_acc"]  # the name orbitbench.sweep reads
+        trained = report.predictors.get("trained", {})
+        if "spectral_out_test_acc" in trained:  # a short TensorBoard alias; the record keeps the full names
+            metrics["ntk/spectral_accuracy"] = trained["spectral_out_test_acc"]
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
             add_figure = getattr(getattr(logger, "experiment", None), "add_figure", None)
@@ -269,11 +270,14 @@ def predicted_vs_actual_figure(history: list[dict[str, Any]]):
     low, high = zip(*[h["network"]["out_test_ci"] for h in history])
     axes.fill_between(steps, low, high, color="black", alpha=0.1)
     axes.plot(steps, net, "o-", color="black", label="network")
-    for name, color in zip(PREDICTORS, ("tab:blue", "tab:orange", "tab:green")):
+    for name in predictor_names():  # each registered predictor in its own colour
+        color = predictor(name).color
         entries = [h["predictors"].get(name, {}) for h in history]
         if any("undefined" in e or not e for e in entries):
             continue
         axes.plot(steps, [e["spectral_out_test_acc"] for e in entries], "s-", color=color, ms=3, label=f"{name} (Eq. 7)")
+        if any("regression_out_test_acc" not in e for e in entries):
+            continue
         axes.plot(steps, [e["regression_out_test_acc"] for e in entries], "^--", color=color, ms=3,
                   label=f"{name} (regression)")  # fmt: skip
     axes.set(xlabel="global step", ylabel="out-test accuracy (probe seeds)", ylim=(-0.02, 1.02),

@@ -51,6 +51,9 @@ COMMANDS: dict[str, dict[str, tuple[str, ...]]] = {
         "verify": ("orbitbench.leaderboard:verify", "re-run randomly chosen cells of an entry and record the result",
                    "orbitbench.leaderboard.cli:format_verified"),
     },
+    "models": {
+        "": ("orbitbench.models._listing:models", "the registered models matching a pattern (`orbitbench models 'paper*'`)"),
+    },
     "predict-kernel": {
         "": ("orbitbench.predict_kernel:predict_kernel", "the kernel-prediction table of a checkpoint"),
     },
@@ -145,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"unknown command {command!r}; expected one of {known} (see `orbitbench --help`)")
     commands = COMMANDS[command]
     if "" in commands:
+        if command == "models" and rest and not rest[0].startswith("-"):
+            rest = ["--pattern", *rest]  # `orbitbench models PATTERN`
         return run_function(commands[""], rest, f"orbitbench {command}")
     if not rest or rest[0] in ("-h", "--help"):
         print(group_usage(command), end="")

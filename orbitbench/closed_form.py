@@ -14,6 +14,7 @@ W_std^2 <x, x'> / fan_in + b_std^2), so that `backend="neural_tangents"` is an i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -52,13 +53,17 @@ def _cos_terms(cos: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def mlp_kernel(x: Tensor, x2: Tensor | None, *, kind: str, depth: int, w_std: float, b_std: float | None,
-               rows: int = 4096) -> Tensor:
-    """[Dense, Relu] x depth, Dense(1) on [B, D] (and [B2, D]) -> [B, B2] on the inputs' device."""
+               rows: int = 4096, layers: MlpLayers | None = None) -> Tensor:
+    """[Dense, Relu] x depth, Dense(1) on [B, D] (and [B2, D]) -> [B, B2] on the inputs' device.
+
+    `layers`: per-layer variances and the standard parameterisation (a kernel twin,
+    `orbitbench.twins`) instead of one `b_std` for every layer in the NTK parameterisation.
+    """
     right = x if x2 is None else x2
     ids_left, ids_right = _input_ids(x, x2)
     blocks = [
         _mlp_block(x[start : start + rows], right, ids_left[start : start + rows, None] == ids_right[None, :],
-                   kind=kind, depth=depth, w_std=w_std, b_std=b_std)
+                   kind=kind, depth=depth, w_std=w_std, b_std=b_std, layers=layers)
         for start in range(0, x.shape[0], rows)
     ]
     out = torch.cat(blocks)
@@ -79,22 +84,45 @@ def mlp_pair_rows(points: Tensor, *, kind: str, depth: int, w_std: float, b_std:
     return _mlp_block(points[:, :2], points, same, kind=kind, depth=depth, w_std=w_std, b_std=b_std)
 
 
+@dataclass(frozen=True)
+class MlpLayers:
+    """Per-layer terms of the recursion: `bias_vars[l]` is layer l's bias variance (0: none), l = 0..depth.
+    `fan_ins` (n_0 .. n_depth) set: the standard parameterisation, whose NTK adds each layer's own
+    parameters as `n_l E(Sigma_l) + [trained_bias[l]]` (`d h / d W` and `d h / d b`)."""
+
+    bias_vars: tuple[float, ...]
+    fan_ins: tuple[int, ...] | None = None
+    trained_bias: tuple[bool, ...] | None = None
+
+
 def _mlp_block(left: Tensor, right: Tensor, same: Tensor, *, kind: str, depth: int, w_std: float,
-               b_std: float | None) -> Tensor:
-    """The arc-cosine recursion on [..., A, D] x [..., B, D] -> [..., A, B]; `same` marks equal inputs."""
-    gain, bias = float(w_std) ** 2, 0.0 if b_std is None else float(b_std) ** 2
+               b_std: float | None, layers: MlpLayers | None = None) -> Tensor:
+    """The arc-cosine recursion on [..., A, D] x [..., B, D] -> [..., A, B]; `same` marks equal inputs.
+
+    NTK parameterisation: Theta_1 = Sigma_1, Theta_{l+1} = Sigma_{l+1} + gain E'(Sigma_l) Theta_l;
+    standard (`layers.fan_ins`): Theta_1 = x.x' + [b], Theta_{l+1} = n_l E + [b] + gain E' Theta_l.
+    """
+    gain = float(w_std) ** 2
+    if layers is None:
+        layers = MlpLayers((0.0 if b_std is None else float(b_std) ** 2,) * (depth + 1))
+    standard = layers.fan_ins is not None
+    bias = layers.bias_vars[0]
     fan_in = left.shape[-1]
     q_left = gain / fan_in * left.square().sum(-1) + bias  # [..., A]
     q_right = gain / fan_in * right.square().sum(-1) + bias  # [..., B]
-    sigma = gain / fan_in * (left @ right.transpose(-1, -2)) + bias  # [..., A, B]
-    ntk = sigma.clone() if kind == "ntk" else None
-    for _ in range(depth):
+    dot = left @ right.transpose(-1, -2)  # [..., A, B]
+    sigma = gain / fan_in * dot + bias
+    ntk = None if kind != "ntk" else (dot + float(layers.trained_bias[0]) if standard else sigma.clone())
+    for layer in range(1, depth + 1):
+        bias = layers.bias_vars[layer]
         scale = torch.sqrt(q_left[..., :, None] * q_right[..., None, :])
         cos = (sigma / scale.clamp_min(torch.finfo(scale.dtype).tiny)).clamp_(-1.0, 1.0).masked_fill_(same, 1.0)
         complement, sine = _cos_terms(cos)
-        new_sigma = sine.addcmul_(complement, cos).mul_(scale).mul_(gain / (2 * math.pi)).add_(bias)
+        expectation = sine.addcmul_(complement, cos).mul_(scale)  # 2 pi E[relu(u) relu(v)]
+        own = expectation * (layers.fan_ins[layer] / (2 * math.pi)) + float(layers.trained_bias[layer]) if standard and ntk is not None else None
+        new_sigma = expectation.mul_(gain / (2 * math.pi)).add_(bias)
         if ntk is not None:
-            ntk = complement.mul_(gain / (2 * math.pi)).mul_(ntk).add_(new_sigma)
+            ntk = complement.mul_(gain / (2 * math.pi)).mul_(ntk).add_(new_sigma if own is None else own)
         sigma = new_sigma
         q_left, q_right = gain / 2 * q_left + bias, gain / 2 * q_right + bias
     return sigma if ntk is None else ntk

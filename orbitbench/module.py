@@ -31,8 +31,7 @@ from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.methods import create_method
-from orbitbench.models import create_model
+from orbitbench.methods import PoseViews, build_network, create_method
 
 EVAL_SPLITS = ("in_test", "out_test")  # == OrbitDataModule.eval_split_names (dataloader_idx -> name)
 
@@ -98,7 +97,7 @@ class OrbitClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=("optimizer", "scheduler"))
         self.method = create_method(method, **(method_kwargs or {}))
-        self.net = self.method.attach(create_model(backbone, num_classes=num_classes, **(backbone_kwargs or {})), num_classes)
+        self.net = build_network(self.method, backbone, num_classes, **(backbone_kwargs or {}))
         if channels_last:
             self.net.to(memory_format=torch.channels_last)  # 4-D weights only; inputs follow the weights
         self.optimizer_factory = optimizer
@@ -111,18 +110,23 @@ class OrbitClassifier(L.LightningModule):
         )
         self.pose_acc: nn.ModuleDict | None = None  # split -> PoseAccuracy, made in setup()
         self.pose_accuracy: dict[str, list[float]] = {}  # last val/test epoch; NaN = pose not in split
+        self.pose_views: PoseViews | None = None  # the training split's pose pairs, bound in setup()
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
 
     def setup(self, stage: str) -> None:
-        # The group order comes from the data, known only once the DataModule is set up.
-        n_poses = getattr(self.trainer.datamodule, "n_poses", None)
+        # The group order and the pose pairs come from the data, known only once it is set up;
+        # the method is handed them (it never reaches into the Trainer).
+        dm = self.trainer.datamodule
+        if all(hasattr(dm, a) for a in ("n_poses", "partner_poses", "materialize")):
+            self.pose_views = PoseViews(dm)
+        n_poses = getattr(dm, "n_poses", None)
         if n_poses is not None and (self.pose_acc is None or self.pose_acc["in_test"].n_poses != n_poses):
             self.pose_acc = nn.ModuleDict({split: PoseAccuracy(n_poses) for split in EVAL_SPLITS})
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
-        loss, logits, terms = self.method.training_step(self, batch)
+        loss, logits, terms = self.method.training_step(self.net, batch, self.pose_views)
         self.train_acc(logits, batch.label)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)

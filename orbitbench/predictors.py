@@ -1,8 +1,9 @@
 """Kernel predictors of a network's out-test accuracy, and how well they predict it (Trainer-free).
 
-Three kernels, named for what they are (docs/THEORY.md §4):
+The predictors are registered in `orbitbench.kernel_predictors` (name, how measured, how shown);
+this module measures them. Three are built in, named for what they are (docs/THEORY.md §4):
 
-- `infinite`: the analytic NTK of the model's declared kernel twin (`orbitbench.models.kernel_twin`),
+- `infinite`: the analytic NTK of the model's declared kernel twin (`orbitbench.models.model_info(name).kernel_twin()`),
   the paper's prediction; undefined for models without a twin;
 - `init`: the network's empirical NTK at initialisation, plus the linearised network
   `f0 + K (K + r)^-1 (y - f0)` it defines (lazy training; reported as `init.linearized`);
@@ -36,13 +37,12 @@ from torch import Tensor, nn
 
 from orbitbench import spectral
 from orbitbench.agreement import agreement, wilson_interval
-from orbitbench.models._registry import KernelTwin
+from orbitbench.kernel_predictors import KernelContext, predictor, predictor_names
+from orbitbench.models import KernelTwin
 from orbitbench.probe import ProbeKernels, ProbeSet, empirical_gram, network_outputs, probe_kernels
 from orbitbench.twins import twin_kernel
 
-__all__ = ["PREDICTORS", "KernelPredictors", "PredictionReport", "linearized_prediction"]
-
-PREDICTORS = ("infinite", "init", "trained")
+__all__ = ["KernelPredictors", "PredictionReport", "linearized_prediction"]
 
 
 @dataclass
@@ -109,23 +109,24 @@ def _unfilled_memory() -> Iterator[None]:
 
 
 class KernelPredictors:
-    """The three predictors on one probe set. `infinite` and `init` never change during training,
-    so they are computed once (`init` from the network `set_initial` is given); `trained` at every
-    `report`."""
+    """Every registered predictor on one probe set. `infinite`, `init` and other `when="once"`
+    predictors never change during training, so they are computed once (`init` from the network
+    `set_initial` is given); `trained` and other `when="every"` ones at every `report`."""
 
     def __init__(self, probe: ProbeSet, twin: KernelTwin | str, reg: float = 1e-10,
                  dtype: torch.dtype = torch.float64, chunk_size: int = 256,
-                 predictors: Sequence[str] = PREDICTORS, regression: bool = True,
+                 predictors: Sequence[str] | None = None, regression: bool = True,
                  undefined: Mapping[str, str] | None = None) -> None:  # fmt: skip
         """`undefined`: predictor -> why it does not describe this network (its training method)."""
         self.probe, self.twin, self.reg, self.dtype, self.chunk_size = probe, twin, reg, dtype, chunk_size
         undefined = dict(undefined or {})
-        self.measured = frozenset(predictors) - set(undefined)  # the others are reported as not measured
+        self.names = predictor_names()
+        self.measured = frozenset(self.names if predictors is None else predictors) - set(undefined)  # others: not measured
         self.regression = regression  # False: the spectral rule only (no regression_* numbers)
         self._reasons = {name: undefined.get(name, f"not measured (predictors option without '{name}')")
-                         for name in PREDICTORS if name not in self.measured}  # fmt: skip
-        self._fixed: dict[str, _Raw | str] = {name: self._reasons[name] for name in ("infinite", "init")
-                                              if name not in self.measured}  # fmt: skip
+                         for name in self.names if name not in self.measured}  # fmt: skip
+        self._fixed: dict[str, _Raw | str] = {name: reason for name, reason in self._reasons.items()
+                                              if name in ("infinite", "init")}  # fmt: skip
         if isinstance(twin, str):
             self._fixed.setdefault("infinite", twin)
         self._f0: Tensor | None = None
@@ -194,6 +195,25 @@ class KernelPredictors:
             self._fixed["infinite"] = raw
         return self._fixed["infinite"]
 
+    def _registered(self, name: str, network: nn.Module) -> _Raw | str:
+        """A predictor measured through its registered kernel (`orbitbench.kernel_predictors`)."""
+        if name not in self.measured:
+            return self._reasons[name]
+        spec = predictor(name)
+        if spec.when == "once" and name in self._fixed:
+            return self._fixed[name]
+        start = time.perf_counter()
+        gram = spec.kernel(KernelContext(network, self.twin))
+        if isinstance(gram, str):
+            raw: _Raw | str = gram
+        else:
+            with _unfilled_memory():
+                raw = self._raw(probe_kernels(self.probe, gram, self.regression))
+            raw.seconds = time.perf_counter() - start
+        if spec.when == "once":
+            self._fixed[name] = raw
+        return raw
+
     # ---- the report ----------------------------------------------------------------------------
 
     def report(self, network: nn.Module, step: int = 0, epoch: int = 0, at_initial: bool = False) -> PredictionReport:
@@ -214,8 +234,10 @@ class KernelPredictors:
             trained = dataclasses.replace(initial, linearized=None)
         else:
             trained = self._empirical(network)
-        raws = {"infinite": self._infinite(), "init": self._fixed.get("init", "no initial weights"), "trained": trained}
-        init = raws["init"]
+        built_in = {"infinite": self._infinite, "init": lambda: self._fixed.get("init", "no initial weights"),
+                    "trained": lambda: trained}  # fmt: skip
+        raws = {name: built_in[name]() if name in built_in else self._registered(name, network) for name in self.names}
+        init = raws.get("init", "not registered")
         drift = None if isinstance(init, str) or isinstance(trained, str) or init.kernel is None else float((trained.kernel - init.kernel).norm() / init.kernel.norm())
 
         u_out = len(out_labels)

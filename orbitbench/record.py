@@ -52,7 +52,7 @@ class ModelSettings(_Strict):
 
 
 class DataSettings(_Strict):
-    datamodule: str  # class name, e.g. RotatedMNIST
+    datamodule: str  # RotatedMNIST (exported by orbitbench.datamodules) or the import path package.module.Class
     group: str | None = None  # the group action's kind, e.g. rotation
     order_argument: str | None = None  # e.g. n_angles
     n_poses: int | None = Field(default=None, ge=1)
@@ -204,6 +204,8 @@ class RunRecordWriter(Callback):
 
 def describe_run(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
     """The settings part of a record (model, data, seeds, progress, where): also the fit summary's header."""
+    from orbitbench.datamodules import datamodule_name
+
     dm = trainer.datamodule
     hparams = {k: v for k, v in getattr(dm, "hparams", {}).items() if not k.startswith("_")}
     group = getattr(dm, "group", None)
@@ -219,7 +221,7 @@ def describe_run(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, 
             n_params=getattr(pl_module, "n_params", None) or sum(p.numel() for p in pl_module.parameters()),
         ),
         "data": DataSettings(
-            datamodule=type(dm).__name__,
+            datamodule=datamodule_name(type(dm)),
             group=getattr(group, "kind", None),
             order_argument=getattr(dm, "order_argument", None) or None,
             n_poses=getattr(dm, "n_poses", None),

@@ -2,8 +2,8 @@
 
 The twin of `paper_mlp` is a standard-parameterised ReLU MLP with PyTorch's default init and no
 read-out bias, which `orbitbench.kernels.infinite_kernel` (NTK parameterisation, one bias scale for
-every layer) cannot express; the arc-cosine recursion below covers both parameterisations with
-per-layer variances. tests/test_twins.py checks it against neural-tangents' `stax` and shows the
+every layer) cannot express; the one arc-cosine recursion (`orbitbench.closed_form`) covers both
+parameterisations with per-layer variances. tests/test_twins.py checks it against neural-tangents' `stax` and shows the
 empirical NTK of the torch models concentrating on it as their widths grow.
 
 Recursion for one output unit (docs/THEORY.md §4), with `w = W_std**2`, `v_l` the bias variance of
@@ -19,51 +19,26 @@ layer l, fan-ins `n_0 = in_features, n_1, ...`, and for the ReLU
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from orbitbench.closed_form import MlpLayers, mlp_kernel
 from orbitbench.errors import OrbitbenchError
-from orbitbench.models._registry import KernelTwin
+from orbitbench.models import KernelTwin
 
 __all__ = ["twin_kernel"]
 
 
-def _relu_expectations(cov: Tensor, var_1: Tensor, var_2: Tensor) -> tuple[Tensor, Tensor]:
-    """E[relu(u) relu(v)] and E[relu'(u) relu'(v)] for centred Gaussians (arc-cosine kernels of order 1, 0)."""
-    scale = torch.sqrt(var_1 * var_2)
-    cos = (cov / scale).clamp(-1.0, 1.0)
-    angle = torch.arccos(cos)
-    e = scale * (torch.sqrt(1.0 - cos * cos) + (math.pi - angle) * cos) / (2 * math.pi)
-    return e, (math.pi - angle) / (2 * math.pi)
-
-
 def _mlp_ntk(twin: KernelTwin, x1: Tensor, x2: Tensor) -> Tensor:
-    """Closed-form NTK [B1, B2] of one output of the twin MLP on flat float64 inputs."""
-    w = twin.W_std**2
+    """Closed-form NTK [B1, B2] of one output of the twin MLP on flat float64 inputs (the recursion
+    is `orbitbench.closed_form`'s, with this twin's per-layer variances)."""
     fan_ins = (twin.in_features, *twin.widths)
-    has_bias = [twin.b_std is not None] * twin.depth + [twin.readout_bias and twin.b_std is not None]
-
-    def bias_var(fan_in: int, present: bool) -> float:
-        if not present:
-            return 0.0
-        return twin.b_std**2 / (fan_in if twin.bias_scale == "fan_in" else 1.0)
-
-    dot = x1 @ x2.T  # [B1, B2]
-    sq_1, sq_2 = x1.square().sum(1)[:, None], x2.square().sum(1)[None, :]  # [B1, 1], [1, B2]
-    v = bias_var(fan_ins[0], has_bias[0])
-    cov, var_1, var_2 = w * dot / fan_ins[0] + v, w * sq_1 / fan_ins[0] + v, w * sq_2 / fan_ins[0] + v
+    has_bias = (*[twin.b_std is not None] * twin.depth, twin.readout_bias and twin.b_std is not None)
+    bias_vars = tuple(twin.b_std**2 / (n if twin.bias_scale == "fan_in" else 1.0) if present else 0.0
+                      for n, present in zip(fan_ins, has_bias))  # fmt: skip
     standard = twin.parameterization == "standard"
-    ntk = dot + float(has_bias[0]) if standard else cov.clone()
-    for layer in range(1, twin.depth + 1):
-        fan_in, v = fan_ins[layer], bias_var(fan_ins[layer], has_bias[layer])
-        e, e_prime = _relu_expectations(cov, var_1, var_2)
-        next_cov = w * e + v
-        own = fan_in * e + float(has_bias[layer]) if standard else next_cov  # this layer's own parameters
-        ntk = own + w * e_prime * ntk
-        cov, var_1, var_2 = next_cov, w * var_1 / 2 + v, w * var_2 / 2 + v  # E(q, q) = q / 2
-    return ntk
+    layers = MlpLayers(bias_vars, fan_ins if standard else None, has_bias if standard else None)
+    return mlp_kernel(x1, x2, kind="ntk", depth=twin.depth, w_std=twin.W_std, b_std=None, layers=layers)
 
 
 def twin_kernel(twin: KernelTwin, x: Tensor, x2: Tensor | None = None) -> Tensor:

@@ -30,7 +30,7 @@ def test_unknown_command_is_one_line_and_exit_2() -> None:
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [
         "orbitbench: unknown command 'frobnicate'; expected one of fit, validate, test, predict, theory, sweep, "
-        "leaderboard, predict-kernel, data (see `orbitbench --help`)"
+        "leaderboard, models, predict-kernel, data (see `orbitbench --help`)"
     ]
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from orbitbench.models._registry import KernelTwin
+from orbitbench.models import KernelTwin
 from orbitbench.ntk import empirical_ntk
 from orbitbench.orbits import Rotation, normalize
 from orbitbench.predictors import linearized_prediction

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from orbitbench.cli import main as cli_main
 from orbitbench import leaderboard
 from orbitbench.errors import OrbitbenchError
 
@@ -26,7 +27,7 @@ MLP, GAP, C4 = "tiny-rot__paper_mlp.json", "tiny-rot__cnn_gap.json", "tiny-rot__
 
 
 def _cli(capsys, root: Path, *args: str, sweeps: Path = SWEEPS) -> tuple[int, str, str]:
-    code = leaderboard.main([args[0], "--root", str(root), "--sweeps", str(sweeps), *args[1:]])
+    code = cli_main(["leaderboard", args[0], "--root", str(root), "--sweeps", str(sweeps), *args[1:]])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -41,8 +42,8 @@ def built_board(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("built") / "board"
     (root / "entries").mkdir(parents=True)
     common = ["--root", str(root), "--sweeps", str(SWEEPS)]
-    assert leaderboard.main(["add", *common, str(SWEEP), "--authors", "[Ada Lovelace]", "--code", "https://example.org/net"]) == 0
-    assert leaderboard.main(["build", *common]) == 0
+    assert cli_main(["leaderboard", "add", *common, str(SWEEP), "--authors", "[Ada Lovelace]", "--code", "https://example.org/net"]) == 0
+    assert cli_main(["leaderboard", "build", *common]) == 0
     return root
 
 

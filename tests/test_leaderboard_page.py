@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from orbitbench.cli import main as cli_main
 from orbitbench import leaderboard
 
 FIXTURES = Path(__file__).parent / "fixtures" / "leaderboard"
@@ -96,14 +97,14 @@ def page(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     root = tmp_path_factory.mktemp("page") / "board"
     (root / "entries").mkdir(parents=True)
     sweeps = ["--root", str(root), "--sweeps", str(FIXTURES / "sweeps")]
-    assert leaderboard.main(["add", *sweeps, str(FIXTURES / "sweep")]) == 0
+    assert cli_main(["leaderboard", "add", *sweeps, str(FIXTURES / "sweep")]) == 0
     # One verified entry, as `leaderboard verify` records it (the re-run itself is tested elsewhere).
     path = root / "entries" / "tiny-rot__cnn_gap.json"
     data = json.loads(path.read_text())
     data["verified"] = {"date": "2026-11-27", "cells": [data["cells"][0]["cell"]], "max_abs_diff": 0.0,
                         "tolerance": 0.0, "commit": None}
     path.write_text(json.dumps(data))
-    assert leaderboard.main(["build", *sweeps]) == 0
+    assert cli_main(["leaderboard", "build", *sweeps]) == 0
     entries = {e["name"]: e for e in (json.loads(p.read_text()) for p in (root / "entries").glob("*.json"))}
     return root / "index.html", entries
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from orbitbench.cli import main as cli_main
 from orbitbench import leaderboard
 from orbitbench.sweep import run as run_sweep
 
@@ -19,7 +20,7 @@ ONE_CELL = SWEEPS / "one_cell.yaml"
 
 def _cli(root: Path, *args: str) -> int:
     where = ["--sweeps", str(SWEEPS)] if args[0] == "verify" else ["--root", str(root), "--sweeps", str(SWEEPS)]
-    return leaderboard.main([args[0], *where, *args[1:]])
+    return cli_main(["leaderboard", args[0], *where, *args[1:]])
 
 
 @pytest.mark.slow
@@ -104,3 +105,28 @@ def test_a_sweep_with_methods_gives_one_entry_per_method_that_verifies(tmp_path,
     code = _cli(root, "check")
     err = capsys.readouterr().err
     assert code == 2 and "trained by method 'pose_consistency', not 'supervised'" in err, err
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_track_on_a_datamodule_outside_the_package_reaches_a_verified_entry(tmp_path, capsys):
+    """CONTRIBUTING's dotted-path DataModule (tests/sweep_helpers.py): its cells record the class by
+    import path, so the entry's protocol matches the track and `verify` rebuilds the same data."""
+    sweeps = tmp_path / "sweeps"
+    sweeps.mkdir()
+    spec = sweeps / "flips.yaml"
+    spec.write_text(ONE_CELL.read_text().replace("RotatedMNIST", "sweep_helpers.FlippedMNIST")
+                    .replace("n_angles: [4]", "n_flips: [2]").replace("tiny-one", "tiny-flips"))  # fmt: skip
+    sweep = tmp_path / "sweep"
+    run_sweep(spec, out=sweep, in_process=True)
+    record = json.loads(next((sweep / "cells").glob("*/record.json")).read_text())
+    assert record["data"]["datamodule"] == "sweep_helpers.FlippedMNIST" and record["data"]["group"] == "flip"
+    root = tmp_path / "board"
+    (root / "entries").mkdir(parents=True)
+    where = ["--root", str(root), "--sweeps", str(sweeps)]
+    assert cli_main(["leaderboard", "add", *where, str(sweep)]) == 0, capsys.readouterr().err
+    (path,) = (root / "entries").iterdir()
+    assert json.loads(path.read_text())["protocol"]["datamodule"] == "sweep_helpers.FlippedMNIST"
+    assert cli_main(["leaderboard", "verify", "--sweeps", str(sweeps), str(path), "--cells", "1"]) == 0, capsys.readouterr().err
+    assert json.loads(path.read_text())["verified"]["max_abs_diff"] == 0.0
+    assert cli_main(["leaderboard", "build", *where]) == 0 and cli_main(["leaderboard", "check", *where]) == 0

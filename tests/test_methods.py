@@ -170,16 +170,17 @@ def test_partner_poses_are_other_training_poses_of_the_same_image() -> None:
 @pytest.mark.parametrize("backbone", ["paper_mlp", "paper_convnet", "c4_pooled(paper_mlp)", "steerable_cnn"])
 def test_feature_tap_reads_the_input_of_the_read_out(backbone: str) -> None:
     from orbitbench.data import load_digits
-    from orbitbench.methods import last_linear
-    from orbitbench.models import create_model
+    from orbitbench.models import model_info
 
     torch.manual_seed(0)
-    net = create_model(backbone).eval()
+    info = model_info(backbone)
+    net = info.build().eval()
     images = load_digits("mnist5k").images[:5].float().unsqueeze(1) / 255  # [5, 1, 28, 28]
-    tap = FeatureTap(net)
+    readout = info.readout(net)  # the declared classifier: the last nn.Linear of every zoo model here
+    assert readout is [m for m in net.modules() if isinstance(m, torch.nn.Linear)][-1]
+    tap = FeatureTap(net, readout)
     logits, features = tap(images)
     assert torch.equal(logits, net(images))  # the same forward pass as the network's own
-    readout = last_linear(net)
     assert features.shape == (5, readout.in_features)
     if backbone != "c4_pooled(paper_mlp)":  # c4_pooled averages log-probabilities, not read-outs
         scores = readout(features)
@@ -246,3 +247,22 @@ def test_every_methods_network_has_an_empirical_ntk(backbone: str, method: str) 
     assert kernel.shape == (4, 4) and torch.isfinite(kernel).all()
     assert torch.allclose(kernel, kernel.T, rtol=1e-4, atol=1e-4)
     assert torch.linalg.eigvalsh(kernel.double()).min() > -1e-3 * kernel.diagonal().abs().max()
+
+
+def test_a_method_is_handed_net_batch_and_views_and_needs_no_trainer() -> None:
+    """`training_step(net, batch, views)`: the pose pairs come from `PoseViews` of the DataModule,
+    no Trainer or LightningModule is involved."""
+    from orbitbench.datamodules import RotatedMNIST
+    from orbitbench.methods import PoseViews, build_network
+
+    dm = RotatedMNIST(n_angles=4, seeds_per_class=10, leave_out_class=LEAVE_OUT, batch_size=16)
+    dm.setup("fit")
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    torch.manual_seed(0)
+    for name in ("supervised", "pose_consistency", "latent_operator"):
+        method = create_method(name)
+        net = build_network(method, "paper_mlp")
+        loss, logits, _ = method.training_step(net, batch, PoseViews(dm))
+        assert torch.isfinite(loss) and logits.shape == (16, 10)
+    with pytest.raises(OrbitbenchError, match="needs a DataModule with pose pairs"):
+        create_method("pose_consistency").training_step(net, batch, None)

@@ -135,3 +135,77 @@ def test_every_model_config_builds_its_backbone(config: Path) -> None:
     init_args = yaml.safe_load(config.read_text())["model"]["init_args"]
     model = create_model(init_args["backbone"], **(init_args.get("backbone_kwargs") or {}))
     assert model(_batch(2)[0]).shape == (2, 10)
+
+
+def test_list_models_takes_wildcards_and_the_models_command_prints_them(capsys) -> None:
+    from orbitbench.cli import main
+
+    assert list_models("paper*") == ["paper_convnet", "paper_mlp", "paper_vit"]
+    assert {"mlp", "paper_mlp", "tiny_orbit_mlp"} <= set(list_models("*mlp"))
+    assert list_models("zz*") == []
+    with pytest.raises(OrbitbenchError, match="pattern=3"):
+        list_models(3)
+    assert main(["models", "paper*"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out[2:]] == ["paper_convnet", "paper_mlp", "paper_vit"]
+    assert "ReLU MLP 784-512-128" in out[3] and "linear_head" in out[4]
+
+
+def test_entry_point_models_are_listed_before_any_lookup_misses() -> None:
+    import subprocess
+    import sys
+
+    code = "from orbitbench.models import list_models; print(list_models('tiny*'))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip() == "['tiny_orbit_mlp']"
+
+
+def test_timm_names_take_pretrained_and_never_download(monkeypatch, tmp_path) -> None:
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    model = create_model("timm:resnet10t", pretrained=False)  # was: "multiple values for 'pretrained'"
+    assert model(_batch(2)[0]).shape == (2, 10)
+    with pytest.raises(OrbitbenchError, match="not in the local cache and orbitbench never downloads") as info:
+        create_model("timm:resnet10t", pretrained=True)
+    assert "\n" not in str(info.value)
+    assert huggingface_hub.constants.HF_HUB_OFFLINE is False  # offline only while loading
+    with pytest.raises(OrbitbenchError, match="pretrained='yes'"):
+        create_model("timm:resnet10t", pretrained="yes")
+
+
+CLONE_MODEL = '''
+from torch import nn
+from orbitbench.models import register_model
+
+
+@register_model("clone_only_net", classifier="-1")
+def clone_only_net(num_classes: int = 10) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, num_classes))
+'''
+
+
+def test_a_models_folder_of_another_clone_is_found_through_the_models_path(tmp_path, monkeypatch) -> None:
+    """An environment installed from one clone, a new model file in another clone's models/ (with
+    copies of the zoo's own files beside it): ORBITBENCH_MODELS_PATH finds it, no new environment."""
+    import shutil
+    import subprocess
+    import sys
+
+    from orbitbench.models import model_info
+
+    folder = tmp_path / "clone" / "models"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "models", folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / "clone_only.py").write_text(CLONE_MODEL)
+    monkeypatch.chdir(folder.parent)
+    with pytest.raises(OrbitbenchError, match=f"export ORBITBENCH_MODELS_PATH={folder}"):
+        model_info("clone_only_net")  # the error says the one line that fixes it
+    code = ("from orbitbench.models import create_model, list_models, model_info; print(list_models('clone*'), "
+            "model_info('clone_only_net').source.startswith('ORBITBENCH_MODELS_PATH'), create_model('clone_only_net')[1].out_features)")
+    env = {**__import__("os").environ, "ORBITBENCH_MODELS_PATH": str(folder)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, check=True)
+    assert out.stdout.strip() == "['clone_only_net'] True 16", out.stderr
+    (folder / "broken.py").write_text("raise RuntimeError('half-written file')\n")
+    out = subprocess.run([sys.executable, "-m", "orbitbench", "models"], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "broken.py failed: RuntimeError: half-written file" in out.stderr

@@ -47,16 +47,16 @@ def test_logits_are_invariant_to_rot90_of_the_input(n: int) -> None:
 def test_fixed_order_variants_declare_their_group(n: int) -> None:
     """`steerable_cnn_c<n>` is steerable_cnn(n=<n>) under a name of its own, declared built-in:c<n>
     (what `leaderboard add` records), with the same weights from the same seed."""
-    from orbitbench.models._registry import invariance
+    from orbitbench.models import model_info
 
     torch.manual_seed(0)
     named = create_model(f"steerable_cnn_c{n}")
     torch.manual_seed(0)
     plain = create_model("steerable_cnn", n=n)
-    assert named.n == n and invariance(f"steerable_cnn_c{n}") == f"built-in:c{n}"
+    assert named.n == n and model_info(f"steerable_cnn_c{n}").invariance == f"built-in:c{n}"
     with torch.no_grad():
         assert torch.equal(named.eval()(_digits(4)), plain.eval()(_digits(4)))
-    assert invariance("paper_mlp") == "none" and invariance("c4_pooled(paper_mlp)") == "built-in:c4"
+    assert model_info("paper_mlp").invariance == "none" and model_info("c4_pooled(paper_mlp)").invariance == "built-in:c4"
 
 
 def test_building_it_emits_no_warning_and_bad_settings_are_one_line() -> None:

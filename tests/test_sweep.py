@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from orbitbench.cli import main as cli_main
 from orbitbench import sweep
 from orbitbench.errors import OrbitbenchError
 from orbitbench.io import try_claim
@@ -118,14 +119,14 @@ def test_in_process_sweep_keeps_every_log_line_resumes_and_matches_a_subprocess_
 
     # A second invocation finds both cells finished and runs nothing.
     before = [(cell / "record.json").stat().st_mtime_ns for cell in cells]
-    assert sweep.main(["run", str(spec_file), "--out", str(out), "--progress", "false"]) == 0
+    assert cli_main(["sweep", "run", str(spec_file), "--out", str(out), "--progress", "false"]) == 0
     assert "0 cells ran here" in capsys.readouterr().err
     assert [(cell / "record.json").stat().st_mtime_ns for cell in cells] == before
 
     # Deleting one record re-runs that cell only, now as a subprocess fit: the same numbers.
     table = (out / "results.csv").read_bytes()
     (cells[0] / "record.json").unlink()
-    assert sweep.main([str(spec_file), "--out", str(out), "--progress", "false"]) == 0  # `sweep FILE` == `sweep run FILE`
+    assert cli_main(["sweep", str(spec_file), "--out", str(out), "--progress", "false"]) == 0  # `sweep FILE` == `sweep run FILE`
     assert "1 cells ran here" in capsys.readouterr().err
     assert (cells[1] / "record.json").stat().st_mtime_ns == before[1]
     assert _records(out)[CELLS[0]]["metrics"] == records[CELLS[0]]["metrics"]
@@ -133,7 +134,7 @@ def test_in_process_sweep_keeps_every_log_line_resumes_and_matches_a_subprocess_
     assert len(list(cells[0].glob("events.out.tfevents.*"))) == 1  # the old attempt's logs were cleared
 
     # Fig. 1C from the finished cells.
-    assert sweep.main(["plot", str(out), "--output", str(tmp_path / "fig.png")]) == 0
+    assert cli_main(["sweep", "plot", str(out), "--output", str(tmp_path / "fig.png")]) == 0
     assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -165,7 +166,7 @@ BAD_SWEEPS = {
 def test_bad_sweep_files_fail_with_one_line_before_any_cell_and_write_nothing(tmp_path, capsys, case):
     text, expected = BAD_SWEEPS[case]
     out = tmp_path / "out"
-    assert sweep.main(["run", str(_write(tmp_path, text)), "--out", str(out), "--progress", "false"]) == 2
+    assert cli_main(["sweep", "run", str(_write(tmp_path, text)), "--out", str(out), "--progress", "false"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("orbitbench: ") and err.count("\n") == 1, err
     assert expected in err
@@ -173,14 +174,14 @@ def test_bad_sweep_files_fail_with_one_line_before_any_cell_and_write_nothing(tm
 
 
 def test_missing_sweep_file_and_bad_launcher_options(tmp_path, capsys):
-    assert sweep.main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert cli_main(["sweep", "run", str(tmp_path / "nope.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
     spec_file, out = _write(tmp_path, TINY), tmp_path / "o"
     for flags, expected in ((["--jobs", "0"], "--jobs 0 is invalid"),
                             (["--address", "auto"], "--address is for --launcher ray"),
                             (["--jobs", "2", "--in_process", "true"], "--in_process runs one cell at a time"),
                             (["--submitit_parameters", "partition"], "--submitit_parameters: expected dict")):
-        assert sweep.main(["run", str(spec_file), "--out", str(out), *flags]) == 2
+        assert cli_main(["sweep", "run", str(spec_file), "--out", str(out), *flags]) == 2
         assert expected in capsys.readouterr().err
     assert not out.exists()
 
@@ -188,7 +189,7 @@ def test_missing_sweep_file_and_bad_launcher_options(tmp_path, capsys):
 def test_a_missing_cluster_package_is_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
     out = tmp_path / "o"
-    assert sweep.main(["run", str(_write(tmp_path, TINY)), "--out", str(out), "--launcher", "ray"]) == 2
+    assert cli_main(["sweep", "run", str(_write(tmp_path, TINY)), "--out", str(out), "--launcher", "ray"]) == 2
     assert capsys.readouterr().err == "orbitbench: --launcher ray needs the 'ray' package: pip install 'orbitbench[cluster]'\n"
     assert not out.exists()
 
@@ -226,7 +227,10 @@ def test_cells_and_fit_command_line():
     # model_fit overrides fit for its model only.
     assert "--trainer.max_epochs=7" in argv and "--trainer.max_epochs=1" not in argv
     assert "--trainer.max_epochs=1" in sweep.fit_argv(spec, cells[2], Path("/x"))
-    assert spec.protocol_data() == {"seeds_per_class": 5, "source": "mnist5k"}
+    from orbitbench.leaderboard.integrity import track_protocol
+
+    protocol = track_protocol(spec).data  # the one protocol definition: every DataModule setting, defaults included
+    assert protocol["seeds_per_class"] == 5 and protocol["source"] == "mnist5k" and "batch_size" not in protocol
     assert spec.training_config("paper_mlp") == {"data.batch_size": 64, "trainer.max_epochs": 7}
 
 
@@ -275,8 +279,8 @@ def test_the_kernel_predictions_come_from_the_ntk_callbacks_record_summary():
                   "trained": {"spectral_out_test_acc": 0.75}}
     with_ntk = _record(cell, EmpiricalNTKCallback={"predictors": predictors})
     result = result_from_record(spec, cell, with_ntk, "r")
-    assert (result.pred_infinite_out_test, result.pred_init_out_test, result.pred_trained_out_test) == (None, 0.25, 0.75)
-    assert result_from_record(spec, cell, _record(cell), "r").pred_init_out_test is None
+    assert result.predicted == {"infinite": None, "init": 0.25, "trained": 0.75}
+    assert result_from_record(spec, cell, _record(cell), "r").predicted["init"] is None
     # A record of another cell (a moved folder) is refused, not tabulated under the wrong cell.
     with pytest.raises(OrbitbenchError, match="not of cell paper_mlp-n4-c3-s0"):
         result_from_record(spec, spec.cells()[1], with_ntk, "r")
@@ -287,7 +291,7 @@ def test_the_kernel_predictions_come_from_the_ntk_callbacks_record_summary():
 def test_settings_that_fit_rejects_stop_the_sweep_at_the_first_cell(tmp_path, capsys):
     bad = TINY.replace("trainer.max_epochs: 1", "trainer.max_epochs: many")
     out = tmp_path / "out"
-    assert sweep.main(["run", str(_write(tmp_path, bad)), "--out", str(out), "--progress", "false", "--in_process", "true"]) == 2
+    assert cli_main(["sweep", "run", str(_write(tmp_path, bad)), "--out", str(out), "--progress", "false", "--in_process", "true"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"orbitbench: cell {CELLS[0]} failed (exit 2)") and "max_epochs" in err
     assert err.count("\n") == 1

@@ -179,29 +179,6 @@ def test_test_subcommand_reevaluates_a_checkpoint(reference, tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("edit", "fragment"),
-    [
-        (lambda text: None, "no run record"),
-        (lambda text: text[: len(text) // 2], "not valid JSON"),
-        (lambda text: text.replace('"stage": "fit"', '"stage": "train"'), "stage: Input should be 'fit', 'validate' or 'test'"),
-        (lambda text: text.replace('"out_test_acc": ', '"out_test_acc": 2.0, "x": '), "metrics.out_test_acc"),
-        (lambda text: text.replace('"n_params"', '"params"'), "model.n_params: Field required"),
-    ],
-    ids=["missing", "truncated", "bad stage", "accuracy above 1", "renamed field"],
-)
-def test_an_unusable_record_is_one_clear_line(reference, tmp_path, edit, fragment) -> None:
-    text = (run_dir(reference[0]) / "record.json").read_text()
-    path = tmp_path / "record.json"
-    edited = edit(text)
-    if edited is not None:
-        path.write_text(edited)
-    with pytest.raises(OrbitbenchError) as caught:
-        load_record(path)
-    message = str(caught.value)
-    assert message.startswith(f"{path}: ") and fragment in message and "\n" not in message, message
-
-
-@pytest.mark.parametrize(
     ("args", "fragment"),
     [
         (["--data.n_angles", "abc"], "--data.n_angles: expected int, got 'abc'"),

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.models import KernelTwin, create_model, kernel_twin
+from orbitbench.models import KernelTwin, create_model, list_models, model_info
 from orbitbench.ntk import empirical_ntk
 from orbitbench.twins import twin_kernel
 
@@ -22,15 +22,71 @@ def digits(mnist5k) -> torch.Tensor:
     return (x / x.flatten(1).norm(dim=1)[:, None, None]).unsqueeze(1)  # unit norm, [8, 1, 28, 28]
 
 
+def kernel_twin(name: str, **kwargs) -> KernelTwin | str:
+    return model_info(name).kernel_twin(**kwargs)
+
+
 def test_zoo_declares_twins_and_says_why_not() -> None:
     assert kernel_twin("paper_mlp") == KernelTwin(widths=(512, 128), readout_bias=False)
     assert kernel_twin("mlp", depth=3, width=64) == KernelTwin(widths=(64, 64, 64))
+    assert kernel_twin("mlp", depth=1, width=32, in_features=100) == KernelTwin(widths=(32,), in_features=100)
     assert "ReLU only" in kernel_twin("mlp", activation="gelu")
     assert kernel_twin("c4_pooled(paper_mlp)").pool == "rot90"
     for name in ("paper_convnet", "paper_vit", "cnn_fc", "cnn_gap", "timm:resnet18", "c4_pooled(paper_convnet)"):
         assert isinstance(kernel_twin(name), str) and "twin" in kernel_twin(name), name
     with pytest.raises(OrbitbenchError, match="unknown model"):
         kernel_twin("paper_mpl")
+
+
+def _linear_widths(net: nn.Module) -> tuple[tuple[int, int], ...]:
+    """(in, out) of every nn.Linear of a built network, in order: read independently of models/_twin.py."""
+    return tuple((m.in_features, m.out_features) for m in net.modules() if isinstance(m, nn.Linear))
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if not n.startswith("steerable")] + ["c4_pooled(paper_mlp)"])
+def test_every_twin_has_the_widths_of_the_built_network(name: str) -> None:
+    twin = kernel_twin(name)
+    if isinstance(twin, str):
+        assert twin.startswith("no analytic kernel twin"), twin
+        return
+    layers = _linear_widths(create_model(name))
+    assert layers == tuple(zip((twin.in_features, *twin.widths), (*twin.widths, 10)))
+    assert all(m.bias is not None for m in create_model(name).modules() if isinstance(m, nn.Linear)) == twin.readout_bias
+
+
+def test_a_declared_twin_that_disagrees_with_the_layers_is_refused() -> None:
+    from orbitbench.models import register_model
+
+    @register_model("_test_wrong_twin", kernel=KernelTwin(widths=(64,)))
+    def wrong(num_classes: int = 10) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.ReLU(), nn.Linear(32, num_classes))
+
+    with pytest.raises(OrbitbenchError, match=r"widths \(784, 64\), its layers \(784, 32\)"):
+        kernel_twin("_test_wrong_twin")
+
+
+def test_a_derived_twin_needs_default_init_and_relu() -> None:
+    from orbitbench.models._twin import twin_from_layers
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Linear(16, 10))
+    assert twin_from_layers(net) == KernelTwin(widths=(16,))
+    nn.init.normal_(net[1].weight)  # not PyTorch's default init: the twin would be another kernel
+    assert "default init" in twin_from_layers(net)
+    assert "ReLU only" in twin_from_layers(nn.Sequential(nn.Linear(784, 16), nn.Tanh(), nn.Linear(16, 10)))
+    assert "Conv2d" in twin_from_layers(create_model("paper_convnet"))
+
+
+def test_the_plug_in_routes_get_a_twin_not_the_network() -> None:
+    """A dotted path and an entry point on first use (a fresh process): the twin of the plug-in's
+    layers (the registry used to hand back the built network here)."""
+    import subprocess
+    import sys
+
+    expected = KernelTwin(widths=(64,))
+    assert kernel_twin("orbitbench_plugin_example.nets:tiny_orbit_mlp") == expected
+    code = "from orbitbench.models import model_info; print(repr(model_info('tiny_orbit_mlp').kernel_twin()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip() == repr(expected)
 
 
 @pytest.mark.parametrize("parameterization", ["standard", "ntk"])

@@ -4,9 +4,9 @@
     integrity  protocol from the cells vs the track, recomputation, checks, re-runs
     intervals  units, t-intervals, paired differences to the baseline, rank ranges
     render     README.md (Markdown), index.html (self-contained page), the figure
-    cli        add / build / check / verify as typed functions, and the argparse wiring
+    cli        add / build / check / verify as typed functions (`orbitbench.cli` exposes them through jsonargparse)
 """
 
-from orbitbench.leaderboard.cli import add, build, check, load_entries, main, parse_entry, verify
+from orbitbench.leaderboard.cli import add, build, check, load_entries, parse_entry, verify
 
-__all__ = ["add", "build", "check", "load_entries", "main", "parse_entry", "verify"]
+__all__ = ["add", "build", "check", "load_entries", "parse_entry", "verify"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +78,7 @@ def entry_from_sweep(sweep_dir: Path, model: str, tracks: dict[str, integrity.Tr
                      method: str = "supervised", **metadata) -> Entry:
     """Summarise the finished cells of one model trained by one method; the protocol is what the
     cells ran, checked against the track."""
-    from orbitbench.models import builder_path
-    from orbitbench.models._registry import invariance
+    from orbitbench.models import model_info
     from orbitbench.record import RECORD_FILE, load_record
     from orbitbench.sweep.results import cell_dir, read_sweep_dir
 
@@ -106,10 +104,11 @@ def entry_from_sweep(sweep_dir: Path, model: str, tracks: dict[str, integrity.Tr
     results, score = integrity.recompute(cells)
     commits = {c.git_commit for c in cells}
     metadata = {k: v for k, v in metadata.items() if v is not None}
-    metadata.setdefault("invariance", invariance(model))
+    info = model_info(model)
+    metadata.setdefault("invariance", info.invariance)
     try:
         return Entry(
-            name=name or entry_name(model, method), model=model, method=method, builder=builder_path(model), config=spec.training_config(model),
+            name=name or entry_name(model, method), model=model, method=method, builder=info.builder_path, config=spec.training_config(model),
             param_count=cells[0].model.n_params, track=spec.track, protocol=protocol, score=score, results=results,
             provenance=Provenance(orbitbench=cells[0].versions.get("orbitbench", "unknown"),
                                   git_commit=commits.pop() if len(commits) == 1 else None, versions=cells[0].versions),
@@ -246,9 +245,3 @@ def format_verified(done: VerifyOutcome) -> str:
     line = f"verified: {', '.join(done.verified.cells)} re-run, max |difference| {done.verified.max_abs_diff:.3g}"
     return line + (f"; rebuilt {', '.join(str(p) for p in done.rebuilt)}" if done.rebuilt else "")
 
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`orbitbench leaderboard ...` through the project's one front end (`orbitbench.cli`)."""
-    from orbitbench.cli import main as cli_main
-
-    return cli_main(["leaderboard", *(sys.argv[1:] if argv is None else argv)])

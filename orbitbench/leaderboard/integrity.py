@@ -22,15 +22,14 @@ import yaml
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.leaderboard.intervals import clip, t_interval, unit_scores
-from orbitbench.leaderboard.schema import PREDICTORS, Cell, Entry, Interval, KappaStat, PoseResult, Protocol, Stat
+from orbitbench.kernel_predictors import predictor_names, recorded_predictions
+from orbitbench.leaderboard.schema import Entry, EntryCell, Interval, KappaStat, PoseResult, Protocol, Stat
 from orbitbench.record import RunRecord
 from orbitbench.stats import mean_std
 from orbitbench.sweep.spec import PROTOCOL_DATA_KEYS_EXCLUDED, SweepSpec, load_sweep_file
 
 # DataModule settings that are not the protocol: the grid's own axes and how data is loaded.
 NOT_PROTOCOL = {"leave_out_class", "download", *PROTOCOL_DATA_KEYS_EXCLUDED}
-# What the empirical-NTK callback's record summary holds per predictor.
-NTK_CALLBACK, NTK_PREDICTED = "EmpiricalNTKCallback", "spectral_out_test_acc"
 
 
 # ---- the track ---------------------------------------------------------------------------------
@@ -50,10 +49,12 @@ def _protocol_data(datamodule: str, hparams: dict[str, Any]) -> dict[str, Any]:
 
 def track_protocol(spec: SweepSpec) -> Protocol:
     """The protocol a track's sweep file sets: every DataModule setting (defaults included)."""
-    data = {k.removeprefix("data."): v for k, v in spec.fit.items() if k.startswith("data.") and "." not in k[5:]}
+    data = spec.data_arguments()
     module = spec.datamodule_class(**{spec.order_argument: spec.n_poses[0], "leave_out_class": spec.grid.leave_out_class[0], **data})
     hparams = {k: v for k, v in module.hparams.items() if not k.startswith("_")}
-    return Protocol(datamodule=spec.datamodule, n_poses=sorted(spec.n_poses),
+    from orbitbench.datamodules import datamodule_name
+
+    return Protocol(datamodule=datamodule_name(spec.datamodule_class), n_poses=sorted(spec.n_poses),
                     leave_out_classes=sorted(spec.grid.leave_out_class), seeds=sorted(spec.grid.seed),
                     data=_protocol_data(spec.datamodule, hparams))
 
@@ -102,25 +103,25 @@ def method_kernel_predictors(method: str) -> tuple[str, ...]:
     """The kernel predictors that describe a network trained by `method` (its MethodInfo)."""
     from orbitbench.methods._base import method_class
 
-    return method_class(method).info.kernel_predictors
+    return method_class(method).info.predictors()
 
 
-def cell_from_record(cell_id: str, record: RunRecord) -> Cell:
+def cell_from_record(cell_id: str, record: RunRecord) -> EntryCell:
     """What an entry keeps of one run record: settings, measurements, provenance. Only the kernel
     predictions the cell's training method defines are kept (a record written before methods
     declared them may hold others)."""
-    summary = record.callbacks.get(NTK_CALLBACK, {}).get("predictors", {})
     defined = method_kernel_predictors(record.model.method)
-    predicted = {name: float(summary[name][NTK_PREDICTED]) for name in PREDICTORS if name in defined
-                 and isinstance(summary.get(name), dict) and summary[name].get(NTK_PREDICTED) is not None}
-    kappa = {name: float(summary[name]["kappa"]) for name in predicted if summary[name].get("kappa") is not None}
-    return Cell(cell=cell_id, seed=record.seeds.seed_everything if record.seeds.seed_everything is not None else -1,
+    found = {name: values for name, values in recorded_predictions(record).items()
+             if name in defined and values["out_test"] is not None}  # fmt: skip
+    predicted = {name: values["out_test"] for name, values in found.items()}
+    kappa = {name: values["kappa"] for name, values in found.items() if values["kappa"] is not None}
+    return EntryCell(cell=cell_id, seed=record.seeds.seed_everything if record.seeds.seed_everything is not None else -1,
                 model=record.model, data=record.data, metrics=record.metrics, predicted=predicted, kappa=kappa,
                 epochs=record.epochs, global_step=record.global_step, wall_time_s=record.wall_time_s,
                 git_commit=record.git_commit, versions=record.versions, finished=record.finished)
 
 
-def protocol_from_cells(cells: Sequence[Cell], source: str) -> Protocol:
+def protocol_from_cells(cells: Sequence[EntryCell], source: str) -> Protocol:
     """The protocol the cells actually ran; cells that disagree on a data setting are refused."""
     first = cells[0]
     data = _protocol_data(first.data.datamodule, first.data.hparams)
@@ -137,7 +138,7 @@ def protocol_from_cells(cells: Sequence[Cell], source: str) -> Protocol:
                     data=data)
 
 
-def check_grid(cells: Sequence[Cell], protocol: Protocol, source: str) -> None:
+def check_grid(cells: Sequence[EntryCell], protocol: Protocol, source: str) -> None:
     """Exactly one cell per (group order, leave-out class, seed) of the protocol."""
     want = {(n, c, s) for n in protocol.n_poses for c in protocol.leave_out_classes for s in protocol.seeds}
     have: dict[tuple[int, int, int], str] = {}
@@ -159,14 +160,15 @@ def _stat(values: list[float], kind: type[Stat] | type[KappaStat] = Stat) -> Sta
     return kind(mean=round(mean, 6), std=round(std, 6), n=n)
 
 
-def recompute(cells: Sequence[Cell]) -> tuple[list[PoseResult], Interval]:
+def recompute(cells: Sequence[EntryCell]) -> tuple[list[PoseResult], Interval]:
     """Per-order statistics and the score (out-test averaged over orders per unit, 95% t-interval)."""
     results = []
     for n in sorted({c.n_poses for c in cells}):
         group = [c for c in cells if c.n_poses == n]
         train = [c.metrics.train_acc for c in group if c.metrics.train_acc is not None]
-        predicted = {p: _stat([c.predicted[p] for c in group]) for p in PREDICTORS if all(p in c.predicted for c in group)}
-        kappa = {p: _stat([c.kappa[p] for c in group], KappaStat) for p in PREDICTORS
+        names = predictor_names()
+        predicted = {p: _stat([c.predicted[p] for c in group]) for p in names if all(p in c.predicted for c in group)}
+        kappa = {p: _stat([c.kappa[p] for c in group], KappaStat) for p in names
                  if all(p in c.kappa for c in group)}  # fmt: skip
         results.append(PoseResult(
             n_poses=n, train=_stat(train) if len(train) == len(group) else None,
@@ -179,7 +181,7 @@ def recompute(cells: Sequence[Cell]) -> tuple[list[PoseResult], Interval]:
     return results, score
 
 
-def cell_units(cells: Sequence[Cell]) -> list[tuple[tuple[int, int], int, float]]:
+def cell_units(cells: Sequence[EntryCell]) -> list[tuple[tuple[int, int], int, float]]:
     return [((c.leave_out_class, c.seed), c.n_poses, c.metrics.out_test_acc) for c in cells]
 
 
@@ -187,11 +189,9 @@ def built_param_count(model: str, kwargs: dict[str, Any] | None, method: str = "
                       method_kwargs: dict[str, Any] | None = None, num_classes: int = 10) -> int:
     """Build the network a cell trained (the registry's model, wrapped by its method, which may add
     parameters: `latent_operator`'s encoder) and count its parameters (unknown names raise)."""
-    from orbitbench.methods import create_method
-    from orbitbench.models import create_model
+    from orbitbench.methods import build_network, create_method
 
-    net = create_model(model, num_classes=num_classes, **(kwargs or {}))
-    net = create_method(method, **(method_kwargs or {})).attach(net, num_classes)
+    net = build_network(create_method(method, **(method_kwargs or {})), model, num_classes, **(kwargs or {}))
     return sum(p.numel() for p in net.parameters())
 
 
@@ -228,10 +228,10 @@ def check_entry(entry: Entry, source: str, track: Protocol | None) -> None:
     if entry.protocol != found:
         raise OrbitbenchError(f"{source}: protocol does not match the cells ({differing_setting(entry.protocol, found)})")
     check_grid(entry.cells, found, source)
-    from orbitbench.models import builder_path
+    from orbitbench.models import model_info
 
     try:
-        builder = builder_path(entry.model)
+        builder = model_info(entry.model).builder_path
         first = entry.cells[0].model
         params = built_param_count(entry.model, first.backbone_kwargs, entry.method, first.method_kwargs, first.num_classes)
     except OrbitbenchError as error:
@@ -349,7 +349,7 @@ def verify_cells(entry: Entry, k: int, workdir: Path | None = None, rng: random.
 
 
 @contextlib.contextmanager
-def recorded_threads(cell: Cell):
+def recorded_threads(cell: EntryCell):
     """Re-run at the cell's own torch thread count: CPU convolutions reduce in another order with
     another count, so only the same count gives bit-identical numbers (older records: as they are)."""
     import torch
@@ -364,7 +364,7 @@ def recorded_threads(cell: Cell):
         torch.set_num_threads(before)
 
 
-def max_metric_difference(a: Cell, b: Cell) -> float:
+def max_metric_difference(a: EntryCell, b: EntryCell) -> float:
     """Largest |a - b| over train, in-test, out-test and predicted accuracies (inf if one lacks it)."""
     pairs = [(a.metrics.train_acc, b.metrics.train_acc), (a.metrics.in_test_acc, b.metrics.in_test_acc),
              (a.metrics.out_test_acc, b.metrics.out_test_acc)]

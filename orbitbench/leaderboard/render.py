@@ -14,14 +14,20 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from orbitbench.kernel_predictors import predictor, predictor_names
 from orbitbench.leaderboard import integrity
 from orbitbench.leaderboard.intervals import clip, paired_difference, rank_ranges, unit_scores
 from orbitbench.leaderboard.schema import Entry
 from orbitbench.leaderboard.charts import accuracy_svg, predicted_svg
 
 BASELINE = "paper_mlp"
+
+
+def shown_predictors() -> tuple[str, ...]:
+    """The registered kernel predictors the table and figure show (`Predictor.shown`)."""
+    return tuple(name for name in predictor_names() if predictor(name).shown)
+
 FIGURE = "out_test_vs_angles.png"
-SHOWN_PREDICTORS = ("infinite", "init")
 
 
 @dataclass
@@ -107,7 +113,7 @@ def columns(rows: list[Row]) -> list[tuple[str, str, list[str]]]:
         ("train", "Train (eval)", [_train(x) for x in e]),
         *((f"n{n}", f"out-test n={n}", [f"{x.results[i].out_test.mean:.3f} ± {x.results[i].out_test.std:.3f}" for x in e])
           for i, n in enumerate(orders)),
-        *((f"pred_{p}", f"pred. {p} (κ)", [_predicted(x, p) for x in e]) for p in SHOWN_PREDICTORS),
+        *((f"pred_{p}", f"pred. {predictor(p).label} (κ)", [_predicted(x, p) for x in e]) for p in shown_predictors()),
         ("cells", "Cells", [str(len(x.cells)) for x in e]),
         ("verified", "Verified", [verified_text(x) for x in e]),
         ("date", "Date", [x.date.isoformat() for x in e]),
@@ -216,7 +222,7 @@ def render_html(entries: dict[str, Entry], about: dict[str, str] | None = None) 
             columns=[{"key": k, "header": h, "type": "text" if k in TEXT_COLUMNS else "num"} for k, h, _ in cols],
             notes=[(r.entry.name, "; ".join(filter(None, [", ".join(r.entry.authors), r.entry.notes])))
                    for r in rows if r.entry.notes or r.entry.authors],
-            accuracy_svg=accuracy_svg(track, shown), predicted_svg=predicted_svg(track, shown, SHOWN_PREDICTORS),
+            accuracy_svg=accuracy_svg(track, shown), predicted_svg=predicted_svg(track, shown, shown_predictors()),
         )  # fmt: skip
     data = json.dumps({t: [r.entry.name for r in rows] for t, rows in track_tables(entries).items()})
     intro = INTRO.replace("**", "").replace("*", "").replace("`", "")

@@ -19,8 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from orbitbench.record import DataSettings, Metrics, ModelSettings
 from orbitbench.sweep.spec import MAX_NAME_LENGTH, NAME_PATTERN, TRACK_PATTERN
 
-# Predictors of the empirical-NTK callback's record summary, in display order.
-PREDICTORS = ("infinite", "init", "trained")
 # Refused in free text: line breaks and control characters (a new Markdown line: a heading, a
 # table row), `|` (a table cell) and `<`, `>` (HTML). The rest of Markdown's punctuation is
 # escaped when rendered (`render.md_text`).
@@ -88,7 +86,7 @@ class Protocol(_Strict):
     data: dict[str, Any] = {}
 
 
-class Cell(BaseModel):
+class EntryCell(BaseModel):
     """One finished cell, as its run record wrote it (data block, model, metrics, provenance)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -157,7 +155,7 @@ class Entry(_Strict):
     sweep: str
     date: dt.date
     verified: Verified | None = None
-    cells: list[Cell] = Field(min_length=1)
+    cells: list[EntryCell] = Field(min_length=1)
 
     @field_validator("method", "notes", "sweep")
     @classmethod

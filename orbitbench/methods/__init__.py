@@ -12,13 +12,16 @@ package whose name does not start with an underscore is imported below, so it re
 import importlib
 import pkgutil
 
-from orbitbench.methods._base import Method, MethodInfo, StepOutput, create_method, list_methods, register_method
-from orbitbench.methods._features import FeatureTap, last_linear
+from orbitbench.methods._base import (
+    Method, MethodInfo, PoseViews, StepOutput, build_network, create_method, list_methods, method_class, register_method,
+)
+from orbitbench.methods._features import FeatureTap
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_"):
         importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
-    "FeatureTap", "Method", "MethodInfo", "StepOutput", "create_method", "last_linear", "list_methods", "register_method",
+    "FeatureTap", "Method", "MethodInfo", "PoseViews", "StepOutput", "build_network", "create_method", "list_methods", "method_class",
+    "register_method",
 ]

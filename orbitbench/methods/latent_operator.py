@@ -21,7 +21,6 @@ from torch import Tensor, nn
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.methods._base import Method, MethodInfo, StepOutput, register_method
-from orbitbench.methods._features import last_linear
 
 
 class _ReadoutInput(nn.Module):
@@ -43,7 +42,7 @@ def _replace(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
             if child is old:
                 setattr(parent, name, new)
                 return
-    raise OrbitbenchError(f"{type(root).__name__}: read-out not found")  # last_linear found it: unreachable
+    raise OrbitbenchError(f"{type(root).__name__}: its declared read-out is not one of its submodules")
 
 
 class LatentOperatorNet(nn.Module):
@@ -52,9 +51,10 @@ class LatentOperatorNet(nn.Module):
     The backbone's own read-out is removed (its input is the feature); `encode` gives the code.
     """
 
-    def __init__(self, backbone: nn.Module, planes: int, num_classes: int) -> None:
+    def __init__(self, backbone: nn.Module, readout: nn.Module, planes: int, num_classes: int) -> None:
         super().__init__()
-        readout = last_linear(backbone)
+        if not isinstance(readout, nn.Linear):
+            raise OrbitbenchError(f"latent_operator: the backbone's read-out is a {type(readout).__name__}, not nn.Linear")
         self.features = _ReadoutInput(readout.out_features)
         _replace(backbone, readout, self.features)
         self.backbone = backbone
@@ -116,17 +116,20 @@ class LatentOperator(Method):
             raise OrbitbenchError(f"latent_operator: planes={planes}, weight={weight}; expected planes >= 1, weight >= 0")
         self.planes, self.weight = int(planes), float(weight)
 
-    def attach(self, net: nn.Module, num_classes: int) -> nn.Module:
-        return LatentOperatorNet(net, self.planes, num_classes)
+    needs_readout = True
 
-    def training_step(self, module, batch) -> StepOutput:
-        dm = module.trainer.datamodule
-        n = dm.n_poses
-        partner = dm.partner_poses(batch.image_index, batch.pose)  # [B]
+    def attach(self, net: nn.Module, num_classes: int, readout: nn.Module | None = None) -> nn.Module:
+        return LatentOperatorNet(net, readout, self.planes, num_classes)
+
+    def training_step(self, net, batch, views) -> StepOutput:
+        if views is None:
+            raise OrbitbenchError("latent_operator needs a DataModule with pose pairs (partner_poses, materialize)")
+        n = views.n_poses
+        partner = views.partners(batch.image_index, batch.pose)  # [B]
         size = batch.label.shape[0]
-        code = module.net.encode(torch.cat([batch.image, dm.materialize(batch.image_index, partner)]))  # [2B, m, 2]
+        code = net.encode(torch.cat([batch.image, views.images(batch.image_index, partner)]))  # [2B, m, 2]
         code, partner_code = code[:size], code[size:]
-        logits = module.net.classify(code)
+        logits = net.classify(code)
         steps = (partner - batch.pose).remainder(n).to(code.dtype)  # j, the group element between the two poses
         angle = 2 * math.pi / n * steps[:, None] * plane_frequencies(self.planes, n).to(code)[None, :]  # [B, m]
         error = (rotate_planes(code, angle) - partner_code).pow(2).sum(dim=(1, 2)).mean()

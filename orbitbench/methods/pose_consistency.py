@@ -60,16 +60,19 @@ class PoseConsistency(Method):
         self.weight, self.temperature = float(weight), float(temperature)
         self._tap: FeatureTap | None = None
 
-    def attach(self, net: nn.Module, num_classes: int) -> nn.Module:
-        self._tap = FeatureTap(net)
+    needs_readout = True
+
+    def attach(self, net: nn.Module, num_classes: int, readout: nn.Module | None = None) -> nn.Module:
+        self._tap = FeatureTap(net, readout)
         return net
 
-    def training_step(self, module, batch) -> StepOutput:
-        dm = module.trainer.datamodule
-        partner = dm.partner_poses(batch.image_index, batch.pose)  # [B]
-        views = torch.cat([batch.image, dm.materialize(batch.image_index, partner)])  # [2B, 1, 28, 28]
+    def training_step(self, net, batch, views) -> StepOutput:
+        if views is None:
+            raise OrbitbenchError("pose_consistency needs a DataModule with pose pairs (partner_poses, materialize)")
+        partner = views.partners(batch.image_index, batch.pose)  # [B]
+        both = torch.cat([batch.image, views.images(batch.image_index, partner)])  # [2B, 1, 28, 28]
         size = batch.label.shape[0]
-        all_logits, features = self._tap(views)  # [2B, classes], [2B, D]
+        all_logits, features = self._tap(both)  # [2B, classes], [2B, D]
         logits = all_logits[:size]
         supervised = F.cross_entropy(logits, batch.label)
         consistency = info_nce(features[:size], features[size:], batch.image_index, self.temperature)

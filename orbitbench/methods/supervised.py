@@ -21,6 +21,6 @@ class Supervised(Method):
         kernel_prediction="kernel regression with the empirical NTK of net's logits (docs/THEORY.md §2-3)",
     )
 
-    def training_step(self, module, batch) -> StepOutput:
-        logits = module.net(batch.image)
+    def training_step(self, net, batch, views) -> StepOutput:
+        logits = net(batch.image)
         return StepOutput(F.cross_entropy(logits, batch.label), logits, {})

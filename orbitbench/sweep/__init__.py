@@ -22,6 +22,7 @@ from orbitbench.io import atomic_write_bytes
 from orbitbench.sweep.launch import make_launcher
 from orbitbench.sweep.results import (
     CSV_COLUMNS,
+    csv_columns,
     CSV_FILE,
     CellResult,
     SweepState,
@@ -36,8 +37,8 @@ from orbitbench.sweep.runner import run_sweep
 from orbitbench.sweep.spec import NAME_PATTERN, Cell, SweepSpec, check_runnable, fit_argv, load_sweep_file, parse_sweep_text
 
 __all__ = [
-    "CSV_COLUMNS", "CSV_FILE", "NAME_PATTERN", "Cell", "CellResult", "SweepSpec", "SweepState", "aggregate",
-    "cell_dir", "cells", "collect", "fit_argv", "load_sweep_file", "main", "parse_sweep_text", "plot",
+    "CSV_COLUMNS", "CSV_FILE", "csv_columns", "NAME_PATTERN", "Cell", "CellResult", "SweepSpec", "SweepState", "aggregate",
+    "cell_dir", "cells", "collect", "fit_argv", "load_sweep_file", "parse_sweep_text", "plot",
     "read_sweep_dir", "run", "run_sweep", "write_csv",
 ]
 
@@ -130,10 +131,3 @@ def format_cells(cells: list[tuple[str, bool]]) -> str:
     """`orbitbench sweep list`: one line per cell, `done` or `todo` first."""
     return "\n".join(f"{'done' if done else 'todo'}  {cell_id}" for cell_id, done in cells)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """`orbitbench sweep ...` through the project's one front end (`orbitbench.cli`)."""
-
-    from orbitbench.cli import main as cli_main
-
-    return cli_main(["sweep", *(sys.argv[1:] if argv is None else argv)])

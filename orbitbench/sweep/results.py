@@ -24,21 +24,24 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.io import atomic_write_text
+from orbitbench.kernel_predictors import predictor_names, recorded_predictions
 from orbitbench.record import RECORD_FILE, RunRecord, load_record
 from orbitbench.stats import mean_std
 from orbitbench.sweep.spec import Cell, SweepSpec, parse_sweep_text
 
 SPEC_FILE = "sweep.yaml"
 CSV_FILE = "results.csv"
-# The kernel predictors of the NTK callback's record summary (orbitbench.predictors): each one's
-# spectral-rule prediction of out-test accuracy becomes a column `pred_<name>_out_test`.
-NTK_CALLBACK = "EmpiricalNTKCallback"
-PREDICTORS = ("infinite", "init", "trained")
 CSV_COLUMNS = (
     "sweep", "track", "cell", "model", "method", "datamodule", "n_poses", "leave_out_class", "seed",
-    "train_acc", "in_test_acc", "out_test_acc", *(f"pred_{name}_out_test" for name in PREDICTORS),
-    "in_test_acc_per_pose", "out_test_acc_per_pose", "param_count", "log_dir",
+    "train_acc", "in_test_acc", "out_test_acc", "in_test_acc_per_pose", "out_test_acc_per_pose", "param_count", "log_dir",
 )
+
+
+def csv_columns() -> tuple[str, ...]:
+    """`results.csv`'s columns: each registered kernel predictor's spectral-rule prediction of
+    out-test accuracy (`orbitbench.kernel_predictors`) is a column `pred_<name>_out_test`."""
+    at = CSV_COLUMNS.index("in_test_acc_per_pose")
+    return (*CSV_COLUMNS[:at], *(f"pred_{name}_out_test" for name in predictor_names()), *CSV_COLUMNS[at:])
 
 
 class CellResult(BaseModel):
@@ -58,9 +61,7 @@ class CellResult(BaseModel):
     train_acc: float | None = Field(default=None, ge=0, le=1)
     in_test_acc: float = Field(ge=0, le=1)
     out_test_acc: float = Field(ge=0, le=1)
-    pred_infinite_out_test: float | None = Field(default=None, ge=0, le=1)
-    pred_init_out_test: float | None = Field(default=None, ge=0, le=1)
-    pred_trained_out_test: float | None = Field(default=None, ge=0, le=1)
+    predicted: dict[str, float | None] = {}  # predictor -> spectral-rule out-test prediction (None: undefined)
     in_test_acc_per_pose: list[float | None] = []
     out_test_acc_per_pose: list[float | None] = []
     wall_time_s: float = Field(ge=0)
@@ -92,15 +93,14 @@ def result_from_record(spec: SweepSpec, cell: Cell, record: RunRecord, source: s
             f"{source}: the record is of (model, method, n_poses, leave_out_class, seed, stage) {found}, "
             f"not of cell {cell.cell_id} {expected}; delete that cell folder to re-run it"
         )
-    predictors = record.callbacks.get(NTK_CALLBACK, {}).get("predictors") or {}
-    predicted = {f"pred_{name}_out_test": (predictors.get(name) or {}).get("spectral_out_test_acc") for name in PREDICTORS}
+    predicted = {name: values["out_test"] for name, values in recorded_predictions(record).items()}
     metrics = record.metrics
     return CellResult(
         sweep=spec.name, track=spec.track, cell=cell.cell_id, model=cell.model, method=cell.method,
         datamodule=spec.datamodule,
         n_poses=cell.n_poses, leave_out_class=cell.leave_out_class, seed=cell.seed,
         train_acc=metrics.train_acc, in_test_acc=metrics.in_test_acc, out_test_acc=metrics.out_test_acc,
-        **predicted,
+        predicted=predicted,
         in_test_acc_per_pose=metrics.in_test_acc_per_pose, out_test_acc_per_pose=metrics.out_test_acc_per_pose,
         wall_time_s=record.wall_time_s, param_count=record.model.n_params,
         log_dir=str(Path("cells") / cell.cell_id), versions=record.versions, finished=record.finished,
@@ -147,13 +147,15 @@ def write_csv(state: SweepState) -> Path:
     Only measurements and grid positions: the same cells give the same bytes however they ran.
     """
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_COLUMNS, lineterminator="\n")
+    columns = csv_columns()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for result in state.results.values():
-        row = result.model_dump(include=set(CSV_COLUMNS))
+        row = result.model_dump(include=set(columns))
+        row.update({f"pred_{name}_out_test": value for name, value in result.predicted.items()})
         for key in ("in_test_acc_per_pose", "out_test_acc_per_pose"):
             row[key] = ";".join("" if v is None else f"{v:.6g}" for v in row[key])
-        writer.writerow({k: "" if row[k] is None else row[k] for k in CSV_COLUMNS})
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
     path = state.root / CSV_FILE
     atomic_write_text(path, buffer.getvalue())
     return path

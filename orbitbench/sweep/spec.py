@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from orbitbench.errors import OrbitbenchError
 from orbitbench.io import check_yaml_size, one_line_validation_error, read_text_file
 
-# Fit settings that fix which images are shown: they define a leaderboard track's protocol.
+# `data.*` settings that do not change which images are shown (a submission's choice); every other
+# DataModule setting is the track's protocol (`orbitbench.leaderboard.integrity.track_protocol`).
 PROTOCOL_DATA_KEYS_EXCLUDED = ("batch_size", "num_workers", "data_dir")
 Scalar = str | int | float | bool | None
 FitValue = Scalar | list[Scalar] | dict[str, Any]
@@ -145,13 +146,9 @@ class SweepSpec(BaseModel):
     def n_poses(self) -> list[int]:
         return list(self.grid.axes[self.order_argument])
 
-    def protocol_data(self) -> dict[str, Any]:
-        """The `data.*` settings that decide which images a cell sees (part of the track)."""
-        return {
-            key.removeprefix("data."): value
-            for key, value in sorted(self.fit.items())
-            if key.startswith("data.") and key.removeprefix("data.") not in PROTOCOL_DATA_KEYS_EXCLUDED
-        }
+    def data_arguments(self) -> dict[str, Any]:
+        """The DataModule's constructor arguments the sweep sets (`data.<name>` keys of `fit`)."""
+        return {k.removeprefix("data."): v for k, v in self.fit.items() if k.startswith("data.") and "." not in k[5:]}
 
     def training_config(self, model: str) -> dict[str, Any]:
         """Everything a submission chooses for `model`: the non-protocol fit settings."""
@@ -259,7 +256,7 @@ def check_runnable(spec: SweepSpec) -> None:
     for model, path in spec.config_files.items():
         if not Path(path).is_file():
             raise OrbitbenchError(f"config_files.{model}: {path!r} does not exist; expected a `orbitbench fit --config` YAML")
-    data = {k.removeprefix("data."): v for k, v in spec.fit.items() if k.startswith("data.") and "." not in k[5:]}
+    data = spec.data_arguments()
     for n, c in itertools.product(spec.n_poses, spec.grid.leave_out_class):
         try:
             spec.datamodule_class(**{spec.order_argument: n, "leave_out_class": c, **data})

@@ -237,3 +237,28 @@ def test_a_method_with_another_objective_gets_only_the_trained_kernel(trained) -
         assert set(last[name]) == {"undefined"} and last[name]["undefined"].startswith("method 'pose_consistency': ")
     assert "undefined" not in last["trained"] and {"spectral_out_test_acc", "kappa"} <= set(last["trained"])
     assert undefined_predictors(OrbitClassifier("paper_mlp")) == {}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("backbone", ["tiny_orbit_mlp", "orbitbench_plugin_example.nets:tiny_orbit_mlp"])
+def test_the_plug_in_routes_train_with_the_ntk_callback(tmp_path: Path, backbone: str) -> None:
+    """CONTRIBUTING's two plug-in routes (entry point, dotted path) through `orbitbench fit` with the
+    callback: every predictor measured, the `infinite` one from the twin of the plug-in's own layers."""
+    import contextlib
+    import io
+
+    from orbitbench.training_cli import run_lightning_cli
+
+    argv = ["fit", "--model.backbone", backbone, "--data.n_angles", "4", "--data.seeds_per_class", "20",
+            "--data.leave_out_class", "3", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
+            "--trainer.logger.init_args.save_dir", str(tmp_path),
+            "--trainer.callbacks+=orbitbench.callbacks.EmpiricalNTKCallback", "--trainer.callbacks.n_seeds=4",
+            "--trainer.callbacks.seeds_per_class=2", "--trainer.callbacks.train_per_class=3",
+            "--trainer.callbacks.in_test_per_class=2", "--trainer.callbacks.figures=false"]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert run_lightning_cli(argv) == 0
+    (record,) = tmp_path.rglob("record.json")
+    predictors = json.loads(record.read_text())["callbacks"]["EmpiricalNTKCallback"]["predictors"]
+    assert set(predictors) == {"infinite", "init", "trained"}
+    for name, entry in predictors.items():
+        assert "undefined" not in entry and 0.0 <= entry["spectral_out_test_acc"] <= 1.0, (name, entry)

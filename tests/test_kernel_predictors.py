@@ -1,0 +1,83 @@
+"""The kernel-predictor registry: a fourth predictor, registered in one call, is measured by the
+callback and reaches the run record, the sweep's results.csv and the leaderboard's table."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from orbitbench.cli import main as cli_main
+from orbitbench.kernel_predictors import Predictor, predictor_names, register_predictor, unregister_predictor
+from orbitbench.sweep import run as run_sweep
+
+ONE_CELL = Path(__file__).parent / "fixtures" / "leaderboard" / "sweeps" / "one_cell.yaml"
+
+
+def pixel_gram(images: torch.Tensor, output, images2: torch.Tensor | None = None) -> torch.Tensor:
+    """The linear kernel on raw pixels: the simplest kernel that is not one of the three."""
+    left = images.flatten(1).double()
+    return left @ (left if images2 is None else images2.flatten(1).double()).T
+
+
+@pytest.fixture
+def pixels_predictor():
+    register_predictor(Predictor("pixels", measured="the linear kernel on raw pixels (test)", label="pixel kernel",
+                                 color="tab:purple", when="once", kernel=lambda context: pixel_gram))  # fmt: skip
+    yield
+    unregister_predictor("pixels")
+
+
+def test_names_are_registered_once_in_display_order() -> None:
+    assert predictor_names()[:3] == ("infinite", "init", "trained")
+    with pytest.raises(ValueError, match="already registered"):
+        register_predictor(Predictor("init", measured="another", label="x", color="k"))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_a_fourth_predictor_goes_from_the_record_to_the_leaderboard_table(tmp_path, pixels_predictor, capsys) -> None:
+    assert predictor_names() == ("infinite", "init", "trained", "pixels")
+    sweeps = tmp_path / "sweeps"
+    sweeps.mkdir()
+    spec = sweeps / "fourth.yaml"
+    spec.write_text(ONE_CELL.read_text().replace("tiny-one", "tiny-fourth") + "\n".join([
+        "  trainer.callbacks+: orbitbench.callbacks.EmpiricalNTKCallback", "  trainer.callbacks.n_seeds: 4",
+        "  trainer.callbacks.seeds_per_class: 2", "  trainer.callbacks.train_per_class: 3",
+        "  trainer.callbacks.in_test_per_class: 2", "  trainer.callbacks.figures: false", ""]))  # fmt: skip
+    sweep = tmp_path / "sweep"
+    run_sweep(spec, out=sweep, in_process=True)
+    (record_path,) = (sweep / "cells").glob("*/record.json")
+    measured = json.loads(record_path.read_text())["callbacks"]["EmpiricalNTKCallback"]["predictors"]["pixels"]
+    assert 0.0 <= measured["spectral_out_test_acc"] <= 1.0 and "regression_out_test_acc" in measured
+    (row,) = csv.DictReader((sweep / "results.csv").open())
+    assert float(row["pred_pixels_out_test"]) == measured["spectral_out_test_acc"]
+    assert list(row).index("pred_pixels_out_test") == list(row).index("pred_trained_out_test") + 1
+
+    root = tmp_path / "board"
+    (root / "entries").mkdir(parents=True)
+    where = ["--root", str(root), "--sweeps", str(sweeps)]
+    assert cli_main(["leaderboard", "add", *where, str(sweep)]) == 0, capsys.readouterr().err
+    (entry_path,) = (root / "entries").iterdir()
+    entry = json.loads(entry_path.read_text())
+    assert entry["cells"][0]["predicted"]["pixels"] == measured["spectral_out_test_acc"]
+    assert entry["results"][0]["predicted"]["pixels"]["mean"] == measured["spectral_out_test_acc"]
+    assert cli_main(["leaderboard", "build", *where]) == 0 and cli_main(["leaderboard", "check", *where]) == 0
+    readme = (root / "README.md").read_text()
+    header = next(line for line in readme.splitlines() if line.startswith("| Rank"))
+    assert "pred. pixel kernel (κ)" in header and "pred. infinite (κ)" in header
+    assert f"{measured['spectral_out_test_acc']:.3f}" in readme
+
+
+def test_the_callback_figure_draws_every_registered_predictor(pixels_predictor) -> None:
+    """No fixed colour list: a fourth predictor gets its own lines (a `zip` with three colours dropped it)."""
+    from orbitbench.callbacks import predicted_vs_actual_figure
+
+    entry = {"spectral_out_test_acc": 0.5, "regression_out_test_acc": 0.25}
+    history = [{"step": s, "network": {"out_test_acc": 0.5, "out_test_ci": [0.4, 0.6]},
+                "predictors": {name: entry for name in predictor_names()}} for s in (0, 10)]  # fmt: skip
+    legend = [t.get_text() for t in predicted_vs_actual_figure(history).axes[0].get_legend().get_texts()]
+    assert "pixels (Eq. 7)" in legend and "pixels (regression)" in legend and len(legend) == 1 + 2 * 4

@@ -1,0 +1,56 @@
+"""The run record (`orbitbench/record.py`): what it names, and every unusable file is one clear line."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from orbitbench.errors import OrbitbenchError
+from orbitbench.record import DataSettings, Metrics, ModelSettings, RunRecord, Seeds, load_record
+
+
+def _record() -> RunRecord:
+    return RunRecord(
+        stage="fit", model=ModelSettings(backbone="paper_mlp", n_params=468_096),
+        data=DataSettings(datamodule="RotatedMNIST", n_poses=4, hparams={"leave_out_class": 3}),
+        seeds=Seeds(seed_everything=0, data_split_seed=0), metrics=Metrics(in_test_acc=0.9, out_test_acc=0.1),
+        epochs=1, global_step=10, log_dir=None, last_checkpoint=None, wall_time_s=1.0, versions={}, git_commit=None,
+        finished=datetime(2026, 1, 1, tzinfo=timezone.utc),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (lambda text: None, "no run record"),
+        (lambda text: text[: len(text) // 2], "not valid JSON"),
+        (lambda text: text.replace('"stage": "fit"', '"stage": "train"'), "stage: Input should be 'fit', 'validate' or 'test'"),
+        (lambda text: text.replace('"out_test_acc": ', '"out_test_acc": 2.0, "x": '), "metrics.out_test_acc"),
+        (lambda text: text.replace('"n_params"', '"params"'), "model.n_params: Field required"),
+    ],
+    ids=["missing", "truncated", "bad stage", "accuracy above 1", "renamed field"],
+)
+def test_an_unusable_record_is_one_clear_line(tmp_path, edit, fragment) -> None:
+    text = _record().model_dump_json(indent=2)
+    path = tmp_path / "record.json"
+    edited = edit(text)
+    if edited is not None:
+        path.write_text(edited)
+    with pytest.raises(OrbitbenchError) as caught:
+        load_record(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and fragment in message and "\n" not in message, message
+
+
+def test_the_datamodule_is_named_so_that_it_can_be_imported_again() -> None:
+    """`RotatedMNIST` for the package's own classes (as every existing record), the import path
+    for any other: `datamodule_class` reads both back."""
+    from sweep_helpers import FlippedMNIST
+
+    from orbitbench.datamodules import RotatedMNIST, datamodule_class, datamodule_name
+
+    assert datamodule_name(RotatedMNIST) == "RotatedMNIST"
+    assert datamodule_name(FlippedMNIST) == "sweep_helpers.FlippedMNIST"
+    assert datamodule_class(datamodule_name(FlippedMNIST)) is FlippedMNIST
+    assert datamodule_class(datamodule_name(RotatedMNIST)) is RotatedMNIST

@@ -37,7 +37,8 @@ TESTS = Path(__file__).resolve().parent
 # paper MLP 784-512-128-10, last layer without bias: (784*512 + 512) + (512*128 + 128) + 128*10
 PAPER_MLP_PARAMS = 784 * 512 + 512 + 512 * 128 + 128 + 128 * 10
 CELLS = ("paper_mlp-n2-c3-s0", "paper_mlp-n4-c3-s0")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+       "ORBITBENCH_TRUSTED_PACKAGES": "sweep_helpers"}  # the helpers' classes in sweep files (trust_sweep_helpers)
 
 
 def _write(tmp_path: Path, text: str, name: str = "sweep.yaml") -> Path:

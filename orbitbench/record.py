@@ -137,7 +137,9 @@ def run_log_dir(trainer: L.Trainer) -> str | None:
         logger = trainer.loggers[0] if trainer.loggers else None
         if logger is None:
             return trainer.default_root_dir
-        return logger.log_dir if hasattr(logger, "log_dir") else logger.save_dir
+        from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger  # the Trainer's own rule
+
+        return logger.log_dir if isinstance(logger, (TensorBoardLogger, CSVLogger)) else logger.save_dir
     return trainer.log_dir
 
 

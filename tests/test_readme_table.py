@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from orbitbench import leaderboard
+from orbitbench.cli import main as cli_main
 
 REPO = Path(__file__).parent.parent
 BLOCK = "<!-- leaderboard table: track=mnist5k-cpu -->\n{body}<!-- end leaderboard table -->\n"
@@ -29,7 +29,7 @@ def project(tmp_path) -> Path:
 
 
 def _cli(capsys, project: Path, command: str) -> tuple[int, str]:
-    code = leaderboard.main([command, "--root", str(project / "leaderboard"), "--sweeps", str(REPO / "sweeps")])
+    code = cli_main(["leaderboard", command, "--root", str(project / "leaderboard"), "--sweeps", str(REPO / "sweeps")])
     return code, capsys.readouterr().err
 
 

@@ -14,7 +14,10 @@ layer l, fan-ins `n_0 = in_features, n_1, ...`, and for the ReLU
     ntk:       Theta_1 = Sigma_1,           Theta_{l+1} = Sigma_{l+1} + w E'(Sigma_l) Theta_l
     standard:  Theta_1 = x.x' + [bias],     Theta_{l+1} = n_l E(Sigma_l) + [bias] + w E'(Sigma_l) Theta_l
 
-([bias] = 1 where the layer has a trained bias: d h / d b = 1.)
+([bias] = 1 where the layer has a trained bias: d h / d b = 1.) With `raw_std` (NTK
+parameterisation whose trained parameters of layer l have variance `g_l`, not 1) layer l's forward
+terms `w E + v_l` are multiplied by `g_l`, its own NTK term is not (d h / d W does not see the
+parameter's scale) and the back-propagated factor becomes `w g_l E'`.
 """
 
 from __future__ import annotations
@@ -50,19 +53,21 @@ def _mlp_ntk(twin: KernelTwin, x1: Tensor, x2: Tensor) -> Tensor:
             return 0.0
         return twin.b_std**2 / (fan_in if twin.bias_scale == "fan_in" else 1.0)
 
+    gains = [1.0] * (twin.depth + 1) if twin.raw_std is None else [float(r) ** 2 for r in twin.raw_std]
     dot = x1 @ x2.T  # [B1, B2]
     sq_1, sq_2 = x1.square().sum(1)[:, None], x2.square().sum(1)[None, :]  # [B1, 1], [1, B2]
     v = bias_var(fan_ins[0], has_bias[0])
-    cov, var_1, var_2 = w * dot / fan_ins[0] + v, w * sq_1 / fan_ins[0] + v, w * sq_2 / fan_ins[0] + v
+    g = gains[0]
+    cov, var_1, var_2 = (g * (w * t / fan_ins[0] + v) for t in (dot, sq_1, sq_2))
     standard = twin.parameterization == "standard"
-    ntk = dot + float(has_bias[0]) if standard else cov.clone()
+    ntk = dot + float(has_bias[0]) if standard else cov / g
     for layer in range(1, twin.depth + 1):
-        fan_in, v = fan_ins[layer], bias_var(fan_ins[layer], has_bias[layer])
+        fan_in, v, g = fan_ins[layer], bias_var(fan_ins[layer], has_bias[layer]), gains[layer]
         e, e_prime = _relu_expectations(cov, var_1, var_2)
-        next_cov = w * e + v
-        own = fan_in * e + float(has_bias[layer]) if standard else next_cov  # this layer's own parameters
-        ntk = own + w * e_prime * ntk
-        cov, var_1, var_2 = next_cov, w * var_1 / 2 + v, w * var_2 / 2 + v  # E(q, q) = q / 2
+        next_cov = g * (w * e + v)
+        own = fan_in * e + float(has_bias[layer]) if standard else next_cov / g  # this layer's own parameters
+        ntk = own + w * g * e_prime * ntk
+        cov, var_1, var_2 = next_cov, g * (w * var_1 / 2 + v), g * (w * var_2 / 2 + v)  # E(q, q) = q / 2
     return ntk
 
 
@@ -79,6 +84,9 @@ def twin_kernel(twin: KernelTwin, x: Tensor, x2: Tensor | None = None) -> Tensor
         raise OrbitbenchError(f"kernel twin arch={twin.arch!r}; accepted: 'mlp'")
     if twin.parameterization not in ("standard", "ntk"):
         raise OrbitbenchError(f"kernel twin parameterization={twin.parameterization!r}; accepted: standard, ntk")
+    if twin.raw_std is not None and (twin.parameterization != "ntk" or len(twin.raw_std) != twin.depth + 1):
+        raise OrbitbenchError(f"kernel twin raw_std={twin.raw_std}: NTK parameterisation only, one value per layer "
+                              f"({twin.depth + 1}, read-out last)")
     other = x if x2 is None else x2
     flat = lambda t: t.detach().to("cpu", torch.float64).reshape(t.shape[0], -1)  # noqa: E731
     for t in (x, other):

@@ -30,10 +30,10 @@ from torch import Tensor
 from orbitbench.errors import OrbitbenchError
 from orbitbench.models._registry import KernelTwin
 
-__all__ = ["twin_kernel"]
+__all__ = ["relu_expectations", "twin_kernel"]
 
 
-def _relu_expectations(cov: Tensor, var_1: Tensor, var_2: Tensor) -> tuple[Tensor, Tensor]:
+def relu_expectations(cov: Tensor, var_1: Tensor, var_2: Tensor) -> tuple[Tensor, Tensor]:
     """E[relu(u) relu(v)] and E[relu'(u) relu'(v)] for centred Gaussians (arc-cosine kernels of order 1, 0)."""
     scale = torch.sqrt(var_1 * var_2)
     cos = (cov / scale).clamp(-1.0, 1.0)
@@ -63,7 +63,7 @@ def _mlp_ntk(twin: KernelTwin, x1: Tensor, x2: Tensor) -> Tensor:
     ntk = dot + float(has_bias[0]) if standard else cov / g
     for layer in range(1, twin.depth + 1):
         fan_in, v, g = fan_ins[layer], bias_var(fan_ins[layer], has_bias[layer]), gains[layer]
-        e, e_prime = _relu_expectations(cov, var_1, var_2)
+        e, e_prime = relu_expectations(cov, var_1, var_2)
         next_cov = g * (w * e + v)
         own = fan_in * e + float(has_bias[layer]) if standard else next_cov / g  # this layer's own parameters
         ntk = own + w * g * e_prime * ntk

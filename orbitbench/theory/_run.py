@@ -39,7 +39,7 @@ def check_device(device: str) -> torch.device:
 
 # Option names shared by the experiments, checked for every entry point (CLI or a direct call).
 POSITIVE_INTS = ("n_pairs", "seeds_per_class", "trials", "depth", "channels", "chunk", "steps", "batch_size",
-                 "block_elements")
+                 "block_elements", "epochs")
 POSITIVE_INT_LISTS = ("n_poses", "depths", "n_angles", "rotations", "shifts", "orbit_sizes")
 
 

@@ -248,3 +248,25 @@ def test_multiclass_rejects_bad_protocol_options(tmp_path: Path, capsys, argv: l
     err = capsys.readouterr().err
     assert err.startswith("orbitbench: ") and message in err
     assert not any(tmp_path.iterdir())
+
+
+def test_pairs_takes_separate_ridges_and_the_authors_preset(tmp_path: Path, capsys) -> None:
+    common = ["--n_pairs", "6", "--n_poses", "[16]", "--depths", "[1]"]
+    assert main(["pairs", "--out", str(tmp_path / "o"), *common]) == 0
+    assert main(["pairs", "--out", str(tmp_path / "a"), *common, "--ridge", "authors"]) == 0
+    assert main(["pairs", "--out", str(tmp_path / "x"), *common, "--ridge", "authors", "--spectral_reg", "1e-10"]) == 0
+    ours, theirs, back = (read_rows(tmp_path / name / "results.csv") for name in "oax")
+    # the authors' larger spectral ridge raises every spectral error; the exact side is the same ridge
+    assert all(float(t["spectral_error"]) > float(o["spectral_error"]) for o, t in zip(ours, theirs))
+    assert [r["exact_error"] for r in ours] == [r["exact_error"] for r in theirs]
+    assert [r["spectral_error"] for r in ours] == [r["spectral_error"] for r in back]  # per-side override
+    ridge = json.loads((tmp_path / "a" / "summary.json").read_text())["ridge"]
+    assert ridge["preset"] == "authors" and ridge["spectral"].startswith("1e-05 * trace(K) = n K[0, 0]")
+    assert ridge["exact"].startswith("1e-10 * trace(K[O, O])")
+    for argv, message in ((["--ridge", "paper"], "ridge='paper': expected one of orbitbench, authors"),
+                          (["--exact_scale", "log"], "exact_scale='log': expected relative or absolute"),
+                          (["--spectral_reg", "-1"], "spectral_reg=-1.0: expected a number >= 0")):
+        capsys.readouterr()
+        assert main(["pairs", "--out", str(tmp_path / "bad"), *common, *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

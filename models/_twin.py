@@ -32,6 +32,8 @@ class KernelTwin:
     concentrates on as all widths grow together (tests/test_twins.py). Dropout is not part of a
     twin (the kernel is the eval-mode network's), nor are the finite-width fluctuations.
     `pool="rot90"`: the network's outputs are averaged over the four rot90 poses (c4_pooled).
+    `raw_std` (NTK parameterisation only): per layer, read-out last, the standard deviation of the
+    trained weights and biases when it is not neural-tangents' 1 (paper_mlp(parameterization="ntk")).
     """
 
     widths: tuple[int, ...]  # hidden-layer widths; depth = len(widths)
@@ -43,6 +45,7 @@ class KernelTwin:
     parameterization: Literal["standard", "ntk"] = "standard"
     pool: Literal["rot90"] | None = None
     arch: Literal["mlp"] = "mlp"
+    raw_std: tuple[float, ...] | None = None  # None: unit (neural-tangents' stax init)
 
     @property
     def depth(self) -> int:

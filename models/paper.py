@@ -1,4 +1,5 @@
-"""The three networks of the paper's Fig. 1 (docs/THEORY.md §1), layer for layer, PyTorch default init.
+"""The three networks of the paper's Fig. 1 (docs/THEORY.md §1), layer for layer, PyTorch default init;
+`paper_mlp(parameterization="ntk")` is the MLP as the authors train it for Fig. 6B (docs/THEORY.md §8).
 
 They end in LogSoftmax as in the public code; cross-entropy on log-probabilities equals
 cross-entropy on the logits because log_softmax is idempotent.
@@ -6,18 +7,82 @@ cross-entropy on the logits because log_softmax is idempotent.
 
 from __future__ import annotations
 
-from torch import nn
+from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from orbitbench.errors import OrbitbenchError
 from orbitbench.models._registry import KernelTwin, register_model
 
 _CONV_TWIN = "no analytic kernel twin: max-pooling has no closed-form NTK here"
 
 
-# PyTorch default init (U(+-1/sqrt(fan_in)) weights and biases), standard parameterisation, the
-# widths of the network itself; no read-out bias. Dropout is off in the kernel (eval mode).
-@register_model("paper_mlp", kernel=KernelTwin(widths=(512, 128), readout_bias=False), classifier="-2")
-def paper_mlp(num_classes: int = 10, dropout: float = 0.5) -> nn.Module:
-    """784-512-128-10 ReLU MLP with dropout 0.5 and a bias-free read-out."""
+PARAMETERIZATIONS = ("standard", "ntk")
+
+
+class NTKLinear(nn.Module):
+    """`h = W_std / sqrt(fan_in) * W a + b_std * b`: a dense layer in NTK parameterisation (neural-tangents'
+    `stax.Dense`), so the trained parameters are `W` and `b` themselves, not the products.
+
+    Init: the fan-out "Kaiming uniform" of the authors' Fig. 6B code, `W` and `b` both
+    U(-1/sqrt(fan_out), 1/sqrt(fan_out)) (their helper read a `[fan_in, fan_out]` weight's second
+    dimension as its fan-in). With W_std = b_std = 1 the biases dominate the pre-activations at
+    init, and an Adam step moves an effective weight by lr / sqrt(fan_in), not lr (docs/THEORY.md §8).
+    """
+
+    def __init__(self, fan_in: int, fan_out: int, bias: bool = True, W_std: float = 1.0, b_std: float = 1.0) -> None:  # noqa: N803
+        super().__init__()
+        self.fan_in, self.W_std, self.b_std = fan_in, W_std, b_std
+        bound = fan_out**-0.5
+        self.weight = nn.Parameter(torch.empty(fan_out, fan_in).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(fan_out).uniform_(-bound, bound)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        weight = self.weight * (self.W_std / self.fan_in**0.5)
+        return F.linear(x, weight, None if self.bias is None else self.bias * self.b_std)
+
+
+def ntk_mlp(widths: Sequence[int] = (512, 128), num_classes: int = 10, dropout: float = 0.5,
+            in_features: int = 784) -> nn.Sequential:
+    """paper_mlp's layers in NTK parameterisation (W_std = b_std = 1, the authors' stax network) at any widths."""
+    layers: list[nn.Module] = [nn.Flatten()]  # [B,1,28,28] -> [B,784]
+    for fan_in, fan_out in zip((in_features, *widths), widths):
+        layers += [NTKLinear(fan_in, fan_out), nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers, NTKLinear(widths[-1], num_classes, bias=False), nn.LogSoftmax(dim=1))
+
+
+def ntk_twin(widths: Sequence[int] = (512, 128), num_classes: int = 10) -> KernelTwin:
+    """The twin of `ntk_mlp`: NTK parameterisation, unit W_std and b_std, and raw parameters of
+    standard deviation 1/sqrt(3 fan_out) per layer (the fan-out uniform init), the read-out's fan-out
+    being `num_classes`."""
+    raw = tuple((3 * fan_out) ** -0.5 for fan_out in (*widths, num_classes))
+    return KernelTwin(widths=tuple(widths), W_std=1.0, b_std=1.0, bias_scale="unit", readout_bias=False,
+                      parameterization="ntk", raw_std=raw)
+
+
+def _paper_mlp_twin(num_classes: int = 10, parameterization: str = "standard", **_: object) -> KernelTwin | str:
+    """Standard: PyTorch default init (U(+-1/sqrt(fan_in)) weights and biases), the widths of the
+    network itself, no read-out bias. NTK: `ntk_twin`. Dropout is off in the kernel (eval mode)."""
+    if parameterization not in PARAMETERIZATIONS:
+        return f"no twin for parameterization={parameterization!r} (standard or ntk)"
+    if parameterization == "ntk":
+        return ntk_twin((512, 128), num_classes)
+    return KernelTwin(widths=(512, 128), readout_bias=False)
+
+
+@register_model("paper_mlp", kernel=_paper_mlp_twin, classifier="-2")
+def paper_mlp(num_classes: int = 10, dropout: float = 0.5, parameterization: str = "standard") -> nn.Module:
+    """784-512-128-10 ReLU MLP with dropout 0.5 and a bias-free read-out.
+
+    `parameterization`: `standard` (PyTorch's nn.Linear and default init, the paper's Fig. 1) or `ntk`
+    (the network the authors train for Fig. 6B: `NTKLinear` layers, see `ntk_mlp`).
+    """
+    if parameterization not in PARAMETERIZATIONS:
+        raise OrbitbenchError(f"paper_mlp: parameterization={parameterization!r}; expected standard or ntk")
+    if parameterization == "ntk":
+        return ntk_mlp((512, 128), num_classes, dropout)
     return nn.Sequential(
         nn.Flatten(),  # [B,1,28,28] -> [B,784]
         nn.Linear(784, 512),

@@ -88,11 +88,14 @@ def mlp_pair_rows(points: Tensor, *, kind: str, depth: int, w_std: float, b_std:
 class MlpLayers:
     """Per-layer terms of the recursion: `bias_vars[l]` is layer l's bias variance (0: none), l = 0..depth.
     `fan_ins` (n_0 .. n_depth) set: the standard parameterisation, whose NTK adds each layer's own
-    parameters as `n_l E(Sigma_l) + [trained_bias[l]]` (`d h / d W` and `d h / d b`)."""
+    parameters as `n_l E(Sigma_l) + [trained_bias[l]]` (`d h / d W` and `d h / d b`). `gains`
+    (NTK parameterisation): layer l's raw parameters have variance `gains[l]` instead of 1, which
+    scales its covariance by `gains[l]` and its backward factor too, but not its own-parameter term."""
 
     bias_vars: tuple[float, ...]
     fan_ins: tuple[int, ...] | None = None
     trained_bias: tuple[bool, ...] | None = None
+    gains: tuple[float, ...] | None = None
 
 
 def _mlp_block(left: Tensor, right: Tensor, same: Tensor, *, kind: str, depth: int, w_std: float,
@@ -106,6 +109,8 @@ def _mlp_block(left: Tensor, right: Tensor, same: Tensor, *, kind: str, depth: i
     if layers is None:
         layers = MlpLayers((0.0 if b_std is None else float(b_std) ** 2,) * (depth + 1))
     standard = layers.fan_ins is not None
+    if layers.gains is not None:
+        return _mlp_block_raw_gains(left, right, same, kind=kind, depth=depth, gain=gain, layers=layers)
     bias = layers.bias_vars[0]
     fan_in = left.shape[-1]
     q_left = gain / fan_in * left.square().sum(-1) + bias  # [..., A]
@@ -125,6 +130,29 @@ def _mlp_block(left: Tensor, right: Tensor, same: Tensor, *, kind: str, depth: i
             ntk = complement.mul_(gain / (2 * math.pi)).mul_(ntk).add_(new_sigma if own is None else own)
         sigma = new_sigma
         q_left, q_right = gain / 2 * q_left + bias, gain / 2 * q_right + bias
+    return sigma if ntk is None else ntk
+
+
+def _mlp_block_raw_gains(left: Tensor, right: Tensor, same: Tensor, *, kind: str, depth: int, gain: float,
+                         layers: MlpLayers) -> Tensor:
+    """`_mlp_block` in the NTK parameterisation with raw parameter variances `g_l = layers.gains[l]`:
+    Sigma_l = g_l (w E + v_l), Theta_l = Sigma_l / g_l + g_l w E'(Sigma_{l-1}) Theta_{l-1}."""
+    g, bias, fan_in = layers.gains[0], layers.bias_vars[0], left.shape[-1]
+    q_left = g * (gain / fan_in * left.square().sum(-1) + bias)  # [..., A]
+    q_right = g * (gain / fan_in * right.square().sum(-1) + bias)  # [..., B]
+    sigma = g * (gain / fan_in * (left @ right.transpose(-1, -2)) + bias)  # [..., A, B]
+    ntk = sigma / g if kind == "ntk" else None
+    for layer in range(1, depth + 1):
+        g, bias = layers.gains[layer], layers.bias_vars[layer]
+        scale = torch.sqrt(q_left[..., :, None] * q_right[..., None, :])
+        cos = (sigma / scale.clamp_min(torch.finfo(scale.dtype).tiny)).clamp_(-1.0, 1.0).masked_fill_(same, 1.0)
+        complement, sine = _cos_terms(cos)
+        expectation = sine.addcmul_(complement, cos).mul_(scale)  # 2 pi E[relu(u) relu(v)]
+        new_sigma = expectation.mul_(g * gain / (2 * math.pi)).add_(g * bias)
+        if ntk is not None:
+            ntk = complement.mul_(g * gain / (2 * math.pi)).mul_(ntk).add_(new_sigma / g)
+        sigma = new_sigma
+        q_left, q_right = g * (gain / 2 * q_left + bias), g * (gain / 2 * q_right + bias)
     return sigma if ntk is None else ntk
 
 

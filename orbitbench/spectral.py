@@ -62,26 +62,27 @@ def _check_square(kernel: Tensor, even: bool = False) -> int:
     return n
 
 
-def spectrum(kernel: Tensor, reg: float = 0.0) -> Tensor:
+def spectrum(kernel: Tensor, reg: float = 0.0, relative: bool = True) -> Tensor:
     """Eigenvalues of a symmetric circulant kernel, ordered by frequency: [..., n, n] -> [..., n].
 
     `lambda = |fft(K[0]) + reg * n * K[0, 0]|` as in the paper's public code (a ridge of
-    `reg * trace(K)`; the absolute value only guards against rounding below zero).
+    `reg * trace(K)`; the absolute value only guards against rounding below zero); with
+    `relative=False`, `|fft(K[0]) + reg|` (an absolute ridge).
     """
     n = _check_square(kernel)
     first_row = kernel[..., 0, :]
     eig = torch.fft.fft(first_row, dim=-1).real
-    return (eig + reg * n * first_row[..., :1]).abs()
+    return (eig + (reg * n * first_row[..., :1] if relative else reg)).abs()
 
 
-def spectral_error(kernel: Tensor, reg: float = 0.0) -> Tensor:
+def spectral_error(kernel: Tensor, reg: float = 0.0, relative: bool = True) -> Tensor:
     """Eq. 7: `(1 / lambda_N) / mean_k(1 / lambda_k)` for circulant kernels, [..., n, n] -> [...].
 
     The exact leave-one-out error of kernel regression on interleaved orbits when `kernel` is
     circulant; circularize real kernels first. The held-out point is misclassified iff > 1.
     """
     n = _check_square(kernel, even=True)
-    inverse = spectrum(kernel, reg).reciprocal()  # [..., n]
+    inverse = spectrum(kernel, reg, relative).reciprocal()  # [..., n]
     return inverse[..., n // 2] / inverse.mean(dim=-1)
 
 
@@ -136,11 +137,12 @@ def kernel_regression(
     labels: Tensor,
     test_index: int | Sequence[int] | Tensor,
     reg: float = 1e-10,
+    relative: bool = True,
 ) -> Tensor:
     """Exact GP-mean prediction at the left-out point(s) from all other points (docs/THEORY.md §2).
 
-    `y_hat_T = K[T, O] (K[O, O] + r I)^{-1} y_O` with `r = reg * trace(K[O, O])`, O the complement
-    of T. kernel [..., n, n], labels [n] or [..., n] -> [..., m] (or [...] for an int index).
+    `y_hat_T = K[T, O] (K[O, O] + r I)^{-1} y_O` with `r = reg * trace(K[O, O])` (`relative=False`:
+    `r = reg`), O the complement of T. kernel [..., n, n], labels [n] or [..., n] -> [..., m] (or [...] for an int index).
     """
     n = _check_square(kernel)
     idx, scalar = _as_index(test_index, n, kernel.device)
@@ -151,7 +153,8 @@ def kernel_regression(
     k_oo = kernel[..., observed[:, None], observed[None, :]]  # [..., n-m, n-m]
     k_to = kernel[..., idx[:, None], observed[None, :]]  # [..., m, n-m]
     y_o = labels[..., observed].expand(*k_oo.shape[:-1])  # [..., n-m]
-    ridge = reg * torch.diagonal(k_oo, dim1=-2, dim2=-1).sum(-1)  # [...]
+    trace = torch.diagonal(k_oo, dim1=-2, dim2=-1).sum(-1)  # [...]
+    ridge = reg * trace if relative else torch.full_like(trace, reg)
     eye = torch.eye(observed.numel(), dtype=kernel.dtype, device=kernel.device)
     system = k_oo + ridge[..., None, None] * eye
     alpha = torch.linalg.solve(system, y_o.unsqueeze(-1))  # [..., n-m, 1]
@@ -159,7 +162,7 @@ def kernel_regression(
     return prediction[..., 0] if scalar else prediction
 
 
-def symmetrized_error(kernel: Tensor, reg: float = 1e-10) -> Tensor:
+def symmetrized_error(kernel: Tensor, reg: float = 1e-10, relative: bool = True) -> Tensor:
     """Mean of `|y_0 - y_hat_0|` and `|y_1 - y_hat_1|` on an interleaved two-orbit kernel, [...].
 
     Leaving out one point of each orbit in turn removes the asymmetry of real (non-circulant)
@@ -167,7 +170,7 @@ def symmetrized_error(kernel: Tensor, reg: float = 1e-10) -> Tensor:
     """
     n = _check_square(kernel, even=True)
     labels = interleaved_labels(n, kernel.dtype, kernel.device)
-    errors = [(labels[i] - kernel_regression(kernel, labels, i, reg)).abs() for i in (0, 1)]
+    errors = [(labels[i] - kernel_regression(kernel, labels, i, reg, relative)).abs() for i in (0, 1)]
     return 0.5 * (errors[0] + errors[1])
 
 

@@ -14,7 +14,10 @@ layer l, fan-ins `n_0 = in_features, n_1, ...`, and for the ReLU
     ntk:       Theta_1 = Sigma_1,           Theta_{l+1} = Sigma_{l+1} + w E'(Sigma_l) Theta_l
     standard:  Theta_1 = x.x' + [bias],     Theta_{l+1} = n_l E(Sigma_l) + [bias] + w E'(Sigma_l) Theta_l
 
-([bias] = 1 where the layer has a trained bias: d h / d b = 1.)
+([bias] = 1 where the layer has a trained bias: d h / d b = 1.) With `raw_std` (NTK
+parameterisation whose trained parameters of layer l have variance `g_l`, not 1) layer l's forward
+terms `w E + v_l` are multiplied by `g_l`, its own NTK term is not (d h / d W does not see the
+parameter's scale) and the back-propagated factor becomes `w g_l E'`.
 """
 
 from __future__ import annotations
@@ -26,7 +29,16 @@ from orbitbench.closed_form import MlpLayers, mlp_kernel
 from orbitbench.errors import OrbitbenchError
 from orbitbench.models import KernelTwin
 
-__all__ = ["twin_kernel"]
+__all__ = ["relu_expectations", "twin_kernel"]
+
+
+def relu_expectations(cov: Tensor, var_1: Tensor, var_2: Tensor) -> tuple[Tensor, Tensor]:
+    """E[relu(u) relu(v)] and E[relu'(u) relu'(v)] for centred Gaussians (arc-cosine kernels of order 1, 0)."""
+    scale = torch.sqrt(var_1 * var_2)
+    cos = (cov / scale).clamp(-1.0, 1.0)
+    angle = torch.arccos(cos)
+    e = scale * (torch.sqrt(1.0 - cos * cos) + (math.pi - angle) * cos) / (2 * math.pi)
+    return e, (math.pi - angle) / (2 * math.pi)
 
 
 def _mlp_ntk(twin: KernelTwin, x1: Tensor, x2: Tensor) -> Tensor:
@@ -37,7 +49,8 @@ def _mlp_ntk(twin: KernelTwin, x1: Tensor, x2: Tensor) -> Tensor:
     bias_vars = tuple(twin.b_std**2 / (n if twin.bias_scale == "fan_in" else 1.0) if present else 0.0
                       for n, present in zip(fan_ins, has_bias))  # fmt: skip
     standard = twin.parameterization == "standard"
-    layers = MlpLayers(bias_vars, fan_ins if standard else None, has_bias if standard else None)
+    gains = None if twin.raw_std is None else tuple(float(r) ** 2 for r in twin.raw_std)
+    layers = MlpLayers(bias_vars, fan_ins if standard else None, has_bias if standard else None, gains)
     return mlp_kernel(x1, x2, kind="ntk", depth=twin.depth, w_std=twin.W_std, b_std=None, layers=layers)
 
 
@@ -54,6 +67,9 @@ def twin_kernel(twin: KernelTwin, x: Tensor, x2: Tensor | None = None) -> Tensor
         raise OrbitbenchError(f"kernel twin arch={twin.arch!r}; accepted: 'mlp'")
     if twin.parameterization not in ("standard", "ntk"):
         raise OrbitbenchError(f"kernel twin parameterization={twin.parameterization!r}; accepted: standard, ntk")
+    if twin.raw_std is not None and (twin.parameterization != "ntk" or len(twin.raw_std) != twin.depth + 1):
+        raise OrbitbenchError(f"kernel twin raw_std={twin.raw_std}: NTK parameterisation only, one value per layer "
+                              f"({twin.depth + 1}, read-out last)")
     other = x if x2 is None else x2
     flat = lambda t: t.detach().to("cpu", torch.float64).reshape(t.shape[0], -1)  # noqa: E731
     for t in (x, other):

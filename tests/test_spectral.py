@@ -213,3 +213,24 @@ def test_bad_inputs_raise_one_line_errors() -> None:
         spectral.kernel_regression(torch.eye(4, dtype=torch.float64), torch.ones(4), [4])
     with pytest.raises(OrbitbenchError, match="not \\[..., n, n\\]"):
         spectral.spectral_error(torch.ones(3, 4))
+
+
+def test_absolute_ridges_add_the_value_itself(mnist5k) -> None:
+    """relative=False: `reg` itself on the eigenvalues / the observed block's diagonal, checked with numpy."""
+    from orbitbench import kernels, pairs
+    from orbitbench.orbits import Rotation
+
+    orbit_pairs = pairs.make_orbit_pairs(mnist5k, Rotation(8), 2, seed=4)
+    gram = kernels.pair_kernels(orbit_pairs.points)  # [2, 16, 16]
+    circular = spectral.circularize(gram)
+    eig = np.abs(np.fft.fft(circular[:, 0].numpy(), axis=-1).real + 0.3)  # [2, 16]
+    inverse = 1 / eig
+    expected = inverse[:, 8] / inverse.mean(-1)
+    assert np.allclose(spectral.spectral_error(circular, 0.3, relative=False).numpy(), expected, rtol=1e-10)
+    k = gram[0].numpy()
+    labels = np.array([1.0, -1.0] * 8)
+    observed = np.arange(1, 16)
+    alpha = np.linalg.solve(k[np.ix_(observed, observed)] + 0.05 * np.eye(15), labels[observed])
+    got = spectral.kernel_regression(gram[0], torch.from_numpy(labels), 0, reg=0.05, relative=False)
+    assert float(got) == pytest.approx(float(k[0, observed] @ alpha), rel=1e-9)
+    assert float(got) != pytest.approx(float(spectral.kernel_regression(gram[0], torch.from_numpy(labels), 0, reg=0.05)))

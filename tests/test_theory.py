@@ -186,3 +186,87 @@ def test_pearson_matches_scipy_and_is_nan_for_a_constant() -> None:
     assert pearson(x, y) == pytest.approx(pearsonr(x, y).statistic, abs=1e-12)
     assert pearson(torch.tensor(x), torch.tensor(y)) == pytest.approx(pearsonr(x, y).statistic, abs=1e-6)
     assert math.isnan(pearson([1.0, 1.0, 1.0], [1.0, 2.0, 3.0])) and math.isnan(pearson([1.0], [2.0]))
+
+
+def test_authors_kernel_equals_their_stax_network(mnist5k, neural_tangents) -> None:
+    """The default kernel of `theory multiclass` against the authors' Fig. 6B stax network, built here."""
+    from orbitbench.theory.multiclass import authors_kernel
+
+    stax = neural_tangents
+    orbits, _ = pairs.class_orbits(mnist5k, Rotation(4), [2, 7], per_class=1, seed=5)  # [2, 1, 4, 28, 28]
+    x = orbits.reshape(-1, 28 * 28)  # [8, 784]
+    _, _, kernel_fn = stax.serial(stax.Dense(512, W_std=1.0, b_std=1.0), stax.Relu(), stax.Dense(128, W_std=1.0, b_std=1.0),
+                                  stax.Relu(), stax.Dense(10, W_std=1.0, b_std=None), stax.Relu(),
+                                  stax.Dense(1, W_std=1.0, b_std=1.0))  # fmt: skip
+    expected = torch.from_numpy(np.array(kernel_fn(x.numpy(), None, "ntk"), dtype=np.float64))
+    assert torch.allclose(authors_kernel(x), expected, rtol=1e-9, atol=0)
+
+
+def test_regression_curve_matches_an_independent_solve(mnist5k) -> None:
+    """`one_vs_rest_predictions` against numpy's least squares on the same Gram matrix, built by hand here."""
+    from orbitbench.theory.multiclass import one_vs_rest_predictions
+
+    n, per_class = 8, 2
+    orbits, _ = pairs.class_orbits(mnist5k, Rotation(n), list(range(10)), per_class, seed=11)  # [10, 2, 4, 28, 28]
+    gram = kernels.mlp_ntk(orbits.reshape(-1, 28, 28))  # [160, 160], orbit-major
+    got = one_vs_rest_predictions(gram, n, 10, per_class, ridge=1e-10)  # [10, 2]
+    k = gram.numpy()
+    expected = []
+    for label in range(10):
+        hidden = [label * per_class * n + s * n for s in range(per_class)]  # pose 0 of each orbit of the class
+        observed = [i for i in range(10 * per_class * n) if i not in hidden]
+        y = np.array([1.0 if i // (per_class * n) == label else -1.0 for i in observed])
+        alpha = np.linalg.lstsq(k[np.ix_(observed, observed)] + 1e-10 * np.eye(len(observed)), y, rcond=None)[0]
+        expected.append(k[np.ix_(hidden, observed)] @ alpha)
+    assert torch.allclose(got, torch.tensor(np.array(expected)), rtol=1e-6, atol=1e-9)
+    assert float(got.max() - got.min()) > 0.5  # predictions that differ from orbit to orbit, not one constant
+
+
+def test_multiclass_authors_protocol_runs_and_states_itself(tmp_path: Path) -> None:
+    out = tmp_path / "a"
+    argv = ["multiclass", "--out", str(out), "--n_angles", "[2,4]", "--seeds_per_class", "1", "--train", "true",
+            "--protocol", "authors", "--epochs", "2", "--leave_out_classes", "[4]"]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    training = summary["training"]
+    assert training["protocol"] == "authors" and training["batch_size"] == 512 and training["epochs"] == 2
+    assert training["backbone_kwargs"] == {"paper_mlp": {"parameterization": "ntk"}}
+    assert summary["kernel"] == "authors" and summary["seeds"] == {"n2": 126, "n4": 128}  # redrawn per n_angles
+    rows = read_rows(out / "results.csv")
+    assert {r["seed"] for r in rows} == {"126", "128"} and all(r["regression_accuracy"] != "" for r in rows)
+    assert summary["regression_accuracy"]["n4"] == pytest.approx(np.mean([float(r["regression_accuracy"]) for r in rows
+                                                                          if r["n_angles"] == "4"]))
+    assert (out / "figure.png").stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--protocol", "paper"], "protocol='paper': expected one of orbitbench, authors"),
+    (["--steps", "3", "--epochs", "2"], "give one training budget, not both"),
+])
+def test_multiclass_rejects_bad_protocol_options(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
+    assert main(["multiclass", "--out", str(tmp_path / "x"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("orbitbench: ") and message in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_pairs_takes_separate_ridges_and_the_authors_preset(tmp_path: Path, capsys) -> None:
+    common = ["--n_pairs", "6", "--n_poses", "[16]", "--depths", "[1]"]
+    assert main(["pairs", "--out", str(tmp_path / "o"), *common]) == 0
+    assert main(["pairs", "--out", str(tmp_path / "a"), *common, "--ridge", "authors"]) == 0
+    assert main(["pairs", "--out", str(tmp_path / "x"), *common, "--ridge", "authors", "--spectral_reg", "1e-10"]) == 0
+    ours, theirs, back = (read_rows(tmp_path / name / "results.csv") for name in "oax")
+    # the authors' larger spectral ridge raises every spectral error; the exact side is the same ridge
+    assert all(float(t["spectral_error"]) > float(o["spectral_error"]) for o, t in zip(ours, theirs))
+    assert [r["exact_error"] for r in ours] == [r["exact_error"] for r in theirs]
+    assert [r["spectral_error"] for r in ours] == [r["spectral_error"] for r in back]  # per-side override
+    ridge = json.loads((tmp_path / "a" / "summary.json").read_text())["ridge"]
+    assert ridge["preset"] == "authors" and ridge["spectral"].startswith("1e-05 * trace(K) = n K[0, 0]")
+    assert ridge["exact"].startswith("1e-10 * trace(K[O, O])")
+    for argv, message in ((["--ridge", "paper"], "ridge='paper': expected one of orbitbench, authors"),
+                          (["--exact_scale", "log"], "exact_scale='log': expected relative or absolute"),
+                          (["--spectral_reg", "-1"], "spectral_reg=-1.0: expected a number >= 0")):
+        capsys.readouterr()
+        assert main(["pairs", "--out", str(tmp_path / "bad"), *common, *argv]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

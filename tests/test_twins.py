@@ -90,9 +90,8 @@ def test_the_plug_in_routes_get_a_twin_not_the_network() -> None:
 
 
 @pytest.mark.parametrize("parameterization", ["standard", "ntk"])
-def test_closed_form_equals_neural_tangents_stax(digits: torch.Tensor, parameterization: str) -> None:
-    from neural_tangents import stax
-
+def test_closed_form_equals_neural_tangents_stax(digits: torch.Tensor, neural_tangents, parameterization: str) -> None:
+    stax = neural_tangents
     w_std = 3**-0.5
     # neural-tangents' b_std is the bias's own standard deviation; PyTorch's is 1 / sqrt(3 fan_in)
     layers = [stax.Dense(512, W_std=w_std, b_std=math.sqrt(1 / (3 * 784)), parameterization=parameterization),
@@ -140,3 +139,57 @@ def test_pytorch_default_init_paper_mlp_concentrates_on_its_twin(digits: torch.T
         errors[scale] = float((torch.stack(kernels).mean(0) - analytic).norm() / analytic.norm())
     assert errors[4] < 0.5 * errors[1] and errors[16] < 0.6 * errors[1], errors
     assert max(errors[4], errors[16]) < 0.07, errors
+
+
+def test_paper_mlp_ntk_declares_its_twin() -> None:
+    from orbitbench.models.paper import ntk_twin
+
+    twin = kernel_twin("paper_mlp", parameterization="ntk")
+    assert twin == ntk_twin((512, 128), 10)
+    assert (twin.parameterization, twin.bias_scale, twin.W_std, twin.b_std) == ("ntk", "unit", 1.0, 1.0)
+    assert twin.raw_std == pytest.approx(((3 * 512) ** -0.5, (3 * 128) ** -0.5, 30**-0.5))
+    assert "parameterization" in kernel_twin("paper_mlp", parameterization="mup")
+    with pytest.raises(OrbitbenchError, match="parameterization='mup'"):
+        create_model("paper_mlp", parameterization="mup")
+    network = create_model("paper_mlp", parameterization="ntk")
+    first = network[1]  # fan-out uniform init: weights and biases within 1/sqrt(512), spread over it
+    assert first.weight.abs().max() <= 512**-0.5 and first.weight.abs().max() > 0.99 * 512**-0.5
+    assert first.bias.abs().max() <= 512**-0.5 and network[-2].bias is None
+
+
+def test_uniform_raw_std_twin_is_a_rescaled_stax_kernel(digits: torch.Tensor, neural_tangents) -> None:
+    """Raw parameters of one std r everywhere: the network equals stax's with W_std, b_std scaled by r
+    while d h / d theta is r times smaller, so its NTK is stax's divided by r^2 (an independent check
+    of the raw_std recursion)."""
+    stax = neural_tangents
+    r = 0.3
+    layers = [stax.Dense(512, W_std=r, b_std=r), stax.Relu(), stax.Dense(128, W_std=r, b_std=r), stax.Relu(),
+              stax.Dense(1, W_std=r, b_std=None)]  # fmt: skip
+    _, _, kernel_fn = stax.serial(*layers)
+    expected = torch.from_numpy(np.array(kernel_fn(digits.reshape(8, -1).numpy(), None, "ntk"), dtype=np.float64)) / r**2
+    twin = KernelTwin(widths=(512, 128), W_std=1.0, b_std=1.0, bias_scale="unit", readout_bias=False,
+                      parameterization="ntk", raw_std=(r, r, r))
+    assert torch.allclose(twin_kernel(twin, digits), expected, rtol=1e-8, atol=0)
+    with pytest.raises(OrbitbenchError, match="raw_std"):
+        twin_kernel(KernelTwin(widths=(64,), raw_std=(1.0, 1.0)), digits)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_ntk_parameterised_paper_mlp_concentrates_on_its_twin(digits: torch.Tensor) -> None:
+    """paper_mlp(parameterization="ntk") (the authors' Fig. 6B network and init) at widths x1, x4, x16,
+    eval mode: the mean empirical NTK over 4 initialisations approaches the declared twin at those widths.
+    Output: logit 0 minus logit 1, twice one unit's kernel in the limit."""
+    from orbitbench.models.paper import ntk_mlp, ntk_twin
+
+    errors = {}
+    for scale in (1, 4, 16):
+        widths = (512 * scale, 128 * scale)
+        analytic = 2 * twin_kernel(ntk_twin(widths, 10), digits)
+        kernels = []
+        for seed in range(4):
+            torch.manual_seed(seed)
+            network = (create_model("paper_mlp", parameterization="ntk") if scale == 1 else ntk_mlp(widths)).double()
+            kernels.append(empirical_ntk(network, digits, output=(0, 1)))
+        errors[scale] = float((torch.stack(kernels).mean(0) - analytic).norm() / analytic.norm())
+    assert errors[16] < 0.6 * errors[1] and errors[16] < 0.05, errors

@@ -39,7 +39,7 @@ def check_device(device: str) -> torch.device:
 
 # Option names shared by the experiments, checked for every entry point (CLI or a direct call).
 POSITIVE_INTS = ("n_pairs", "seeds_per_class", "trials", "depth", "channels", "chunk", "steps", "batch_size",
-                 "block_elements")
+                 "block_elements", "epochs")
 POSITIVE_INT_LISTS = ("n_poses", "depths", "n_angles", "rotations", "shifts", "orbit_sizes")
 
 
@@ -56,7 +56,7 @@ def execute(experiment: str, run: Callable[[types.SimpleNamespace, RunFolder], d
         values = options.get(name)
         if values is not None and (not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values)):
             raise OrbitbenchError(f"{name}={values!r}: expected one or more positive integers")
-    if "reg" in options and not options["reg"] >= 0:
+    if options.get("reg") is not None and not options["reg"] >= 0:
         raise OrbitbenchError(f"reg={options['reg']!r}: expected a number >= 0")
     if options.get("interpolation", "cubic") not in INTERPOLATIONS:
         raise OrbitbenchError(f"interpolation={options['interpolation']!r}: expected one of {', '.join(INTERPOLATIONS)}")
@@ -99,14 +99,52 @@ def documents_data_arguments(function: Callable) -> Callable:
     return function
 
 
+@dataclass(frozen=True)
+class Ridge:
+    """One side's ridge: `value * trace` (relative) or `value` itself (absolute) (docs/THEORY.md §8)."""
+
+    value: float
+    relative: bool = True
+
+    def note(self, side: str) -> str:
+        if side == "spectral":
+            where = "trace(K) = n K[0, 0]" if self.relative else "1 (absolute)"
+            return f"{self.value:g} * {where} added to every eigenvalue of the circularized kernel (Eq. 7)"
+        where = "trace(K[O, O])" if self.relative else "I (absolute)"
+        return f"{self.value:g} * {where} on the diagonal of the observed block (kernel regression)"
+
+
+# Named pairs of (spectral, exact) ridges of `theory pairs` / `theory cnn`.
+RIDGE_PRESETS = {
+    "orbitbench": (Ridge(1e-10), Ridge(1e-10)),  # one small ridge on both sides
+    "authors": (Ridge(1e-5), Ridge(1e-10)),  # the authors' Fig. 4 code: 1e-5 K00 n spectral, 1e-10 trace exact
+}
+SCALES = {"relative": True, "absolute": False}
+
+
+def resolve_ridges(options: dict) -> tuple[Ridge, Ridge]:
+    """(spectral, exact) ridges from a preset (`ridge`), both values (`reg`) and per-side
+    `spectral_reg` / `exact_reg` / `spectral_scale` / `exact_scale`, later ones overriding."""
+    preset = options.get("ridge") or "orbitbench"
+    if preset not in RIDGE_PRESETS:
+        raise OrbitbenchError(f"ridge={preset!r}: expected one of {', '.join(RIDGE_PRESETS)}")
+    sides = []
+    for side, ridge in zip(("spectral", "exact"), RIDGE_PRESETS[preset]):
+        value = options.get(f"{side}_reg")
+        value = value if value is not None else options.get("reg") if options.get("reg") is not None else ridge.value
+        scale = options.get(f"{side}_scale")
+        if scale is not None and scale not in SCALES:
+            raise OrbitbenchError(f"{side}_scale={scale!r}: expected relative or absolute")
+        if not value >= 0:
+            raise OrbitbenchError(f"{side}_reg={value!r}: expected a number >= 0")
+        sides.append(Ridge(float(value), ridge.relative if scale is None else SCALES[scale]))
+    return sides[0], sides[1]
+
+
 def ridge_note(reg: float, spectral: bool = True, exact: bool = True) -> dict:
-    """What ridge each side of an experiment used, for its summary.json (docs/THEORY.md §2-3)."""
-    note = {}
-    if spectral:
-        note["spectral"] = f"{reg:g} * trace(K) added to every eigenvalue of the circularized kernel (Eq. 7)"
-    if exact:
-        note["exact"] = f"{reg:g} * trace(K[O, O]) on the diagonal of the observed block (kernel regression)"
-    return note
+    """What ridge each side of an experiment used (one relative value), for its summary.json (docs/THEORY.md §2-3)."""
+    sides = [side for side, used in (("spectral", spectral), ("exact", exact)) if used]
+    return {side: Ridge(reg).note(side) for side in sides}
 
 
 class RunFolder(WriteOnceFolder):

@@ -16,8 +16,8 @@ import numpy as np
 from orbitbench.errors import OrbitbenchError
 from orbitbench.kernels import block_circulant
 from orbitbench.orbits import make_group
-from orbitbench.theory._run import DigitData, RunFolder, documents_data_arguments, execute, pearson, ridge_note
-from orbitbench.theory.pairs import pair_rows
+from orbitbench.theory._run import DigitData, RunFolder, documents_data_arguments, execute, pearson, resolve_ridges
+from orbitbench.theory.pairs import pair_rows, ridge_summary
 
 ARCHS = ("cnn_fc", "cnn_gap")
 
@@ -28,7 +28,12 @@ def cnn(
     shifts: Sequence[int] = (4, 7),
     n_pairs: int = 4,
     channels: int = 64,
-    reg: float = 1e-10,
+    ridge: str = "orbitbench",
+    reg: float | None = None,
+    spectral_reg: float | None = None,
+    exact_reg: float | None = None,
+    spectral_scale: str | None = None,
+    exact_scale: str | None = None,
     backend: str = "torch",
     block_elements: int | None = None,
     data: DigitData = DigitData(),
@@ -46,13 +51,21 @@ def cnn(
         shifts: translation orbit sizes.
         n_pairs: random different-class pairs (paper 512); prefix-stable in n_pairs.
         channels: conv channels (no effect on an infinite-width kernel).
-        reg: one ridge for both sides, a fraction of the trace; summary.json states it.
+        ridge: named (spectral, exact) ridges: orbitbench (1e-10 * trace on both sides) or authors
+            (1e-5 * K00 * n spectral, 1e-10 * trace exact); summary.json states them.
+        reg: one value for both sides (overrides the preset's values).
+        spectral_reg: the spectral side's value (overrides reg).
+        exact_reg: the exact side's value (overrides reg).
+        spectral_scale: relative (value * trace) or absolute (value) on the spectral side.
+        exact_scale: relative (value * trace(K[O, O])) or absolute (value) on the exact side.
         backend: torch (closed form, on `device`) or neural_tangents (the reference install, CPU).
         block_elements: elements of one CNN-GAP block (memory ~ 32 bytes each).
     """
     if backend not in ("torch", "neural_tangents"):
         raise OrbitbenchError(f"backend={backend!r}: expected torch or neural_tangents")
-    return execute("cnn", run, dict(locals(), rotations=list(rotations), shifts=list(shifts)))
+    options = dict(locals(), rotations=list(rotations), shifts=list(shifts))
+    options["ridges"] = resolve_ridges(options)
+    return execute("cnn", run, options)
 
 
 def kernel_entries(args: types.SimpleNamespace) -> int:
@@ -90,7 +103,7 @@ def run(args: types.SimpleNamespace, folder: RunFolder) -> dict:
     folder.write_csv("results.csv", rows)
 
     summary: dict = {"experiment": "cnn", "n_pairs": args.n_pairs, "interpolation": args.interpolation,
-                     "ridge": ridge_note(args.reg), "results": {}}
+                     "ridge": ridge_summary(args), "results": {}}
     figure, axes = plt.subplots(2, 2, figsize=(10, 9), squeeze=False)
     for i, (group, sizes) in enumerate((("rotation", args.rotations), ("translation", args.shifts))):
         colors = plt.cm.viridis(np.linspace(0, 0.9, len(sizes)))

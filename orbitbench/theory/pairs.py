@@ -18,7 +18,7 @@ from orbitbench.kernels import pair_kernels
 from orbitbench.orbits import make_group
 from orbitbench.pairs import make_orbit_pairs
 from orbitbench.errors import OrbitbenchError
-from orbitbench.theory._run import DigitData, RunFolder, documents_data_arguments, execute, pearson, ridge_note
+from orbitbench.theory._run import DigitData, RunFolder, documents_data_arguments, execute, pearson, resolve_ridges
 
 DEFAULT_POSES = {"rotation": [2, 4, 8, 16], "translation": [2, 4, 7, 14]}
 
@@ -29,7 +29,12 @@ def pairs(
     n_poses: Sequence[int] | None = None,
     group: str = "rotation",
     depths: Sequence[int] = (1, 5),
-    reg: float = 1e-10,
+    ridge: str = "orbitbench",
+    reg: float | None = None,
+    spectral_reg: float | None = None,
+    exact_reg: float | None = None,
+    spectral_scale: str | None = None,
+    exact_scale: str | None = None,
     data: DigitData = DigitData(),
     device: str = "cpu",
     out: Path | None = None,
@@ -41,12 +46,18 @@ def pairs(
         n_poses: orbit sizes (default rotation 2,4,8,16; translation 2,4,7,14; paper up to 64 / 28).
         group: rotation or translation.
         depths: MLP hidden layers (paper 1 and 5).
-        reg: one ridge for both sides, a fraction of the trace (the paper's public code: 1e-5 on
-            the spectral side); summary.json states it.
+        ridge: named (spectral, exact) ridges: orbitbench (1e-10 * trace on both sides) or authors
+            (the authors' code: 1e-5 * K00 * n spectral, 1e-10 * trace exact); summary.json states them.
+        reg: one value for both sides (overrides the preset's values).
+        spectral_reg: the spectral side's value (overrides reg).
+        exact_reg: the exact side's value (overrides reg).
+        spectral_scale: relative (value * trace) or absolute (value) on the spectral side.
+        exact_scale: relative (value * trace(K[O, O])) or absolute (value) on the exact side.
     """
     if group not in DEFAULT_POSES:
         raise OrbitbenchError(f"group={group!r}: expected one of {', '.join(DEFAULT_POSES)}")
     options = dict(locals(), n_poses=list(n_poses or DEFAULT_POSES[group]), depths=list(depths))
+    options["ridges"] = resolve_ridges(options)
     return execute("pairs", run, options)
 
 
@@ -56,8 +67,9 @@ def pair_rows(
     """One row per (n, config, pair): spectral and exact errors plus the spectral factors.
 
     `configs`: dicts of `columns` (written to each row) and `kernel` (keyword arguments of
-    `kernels.pair_kernels`); `args` gives n_pairs, seed, interpolation and reg.
+    `kernels.pair_kernels`); `args` gives n_pairs, seed, interpolation and the (spectral, exact) `ridges`.
     """
+    ridge_s, ridge_e = args.ridges
     options = {"interpolation": args.interpolation} if group == "rotation" else {}
     rows = []
     for n in n_poses:
@@ -68,10 +80,9 @@ def pair_rows(
             slow = config["kernel"].get("arch", "mlp") != "mlp"
             gram = pair_kernels(points, progress=slow, group=orbit_pairs.group, **config["kernel"])  # [P, 2N, 2N]
             circular = spectral.circularize(gram)
-            # One ridge, reg * trace, on both sides (orbitbench's choice; the public code's spectral side uses 1e-5).
-            predicted = spectral.spectral_error(circular, reg=args.reg)
-            exact = spectral.symmetrized_error(gram, reg=args.reg)
-            inverse = (spectral.spectrum(circular, reg=args.reg) / (2 * n)).reciprocal()  # [P, 2N], spectrum of K / n
+            predicted = spectral.spectral_error(circular, ridge_s.value, ridge_s.relative)
+            exact = spectral.symmetrized_error(gram, ridge_e.value, ridge_e.relative)
+            inverse = (spectral.spectrum(circular, ridge_s.value, ridge_s.relative) / (2 * n)).reciprocal()  # [P, 2N], of K / n
             for p in range(len(orbit_pairs)):
                 rows.append({
                     **config["columns"], "group": group, "n_poses": n, "pair": p,
@@ -82,6 +93,12 @@ def pair_rows(
                     "centroid_distance_sq": float(distance_sq[p]), "orbit_radius": float(radius[p]),
                 })
     return rows
+
+
+def ridge_summary(args: types.SimpleNamespace) -> dict:
+    """summary.json's statement of the two ridges."""
+    spectral_ridge, exact_ridge = args.ridges
+    return {"preset": args.ridge, "spectral": spectral_ridge.note("spectral"), "exact": exact_ridge.note("exact")}
 
 
 def run(args: types.SimpleNamespace, folder: RunFolder) -> dict:
@@ -98,7 +115,7 @@ def run(args: types.SimpleNamespace, folder: RunFolder) -> dict:
     folder.write_csv("results.csv", rows)
 
     summary = {"experiment": "pairs", "group": args.group, "n_pairs": args.n_pairs, "interpolation": args.interpolation,
-               "ridge": ridge_note(args.reg), "correlations": {}}
+               "ridge": ridge_summary(args), "correlations": {}}
     figure, axes = plt.subplots(len(args.depths), 3, figsize=(14, 4 * len(args.depths)), squeeze=False)
     colors = plt.cm.viridis(np.linspace(0, 0.9, len(args.n_poses)))
     for i, depth in enumerate(args.depths):
@@ -119,6 +136,8 @@ def run(args: types.SimpleNamespace, folder: RunFolder) -> dict:
                 folder.writer.add_scalar(f"pairs/depth{depth}/r_{name}", value, n)
             folder.writer.add_scalar(f"pairs/depth{depth}/mean_exact_error", col["exact_error"][sel].mean(), n)
             folder.writer.add_scalar(f"pairs/depth{depth}/mean_spectral_error", col["spectral_error"][sel].mean(), n)
+            folder.writer.add_scalar(f"pairs/depth{depth}/mean_spectral_minus_exact",
+                                     col["spectral_error"][sel].mean() - col["exact_error"][sel].mean(), n)
             print(f"  n={n:3d}: mean exact {col['exact_error'][sel].mean():.3f}, "
                   f"mean spectral {col['spectral_error'][sel].mean():.3f}, r(spectral, exact) = "
                   f"{r_n['spectral_vs_exact']:.3f}, r(lambda_N, centroid dist^2) = {r_n['lambdaN_vs_centroid_dist_sq']:.3f}, "

@@ -22,6 +22,8 @@ parameter's scale) and the back-propagated factor becomes `w g_l E'`.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from orbitbench.cli import main as cli_main
-from orbitbench import leaderboard
 
 FIXTURES = Path(__file__).parent / "fixtures" / "leaderboard"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -149,7 +148,7 @@ def full_board(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     """The repository's own entries (13 on the ranked CPU track) built into a scratch board."""
     root = tmp_path_factory.mktemp("full") / "board"
     shutil.copytree(REPO / "leaderboard" / "entries", root / "entries")
-    assert leaderboard.main(["build", "--root", str(root), "--sweeps", str(REPO / "sweeps")]) == 0
+    assert cli_main(["leaderboard", "build", "--root", str(root), "--sweeps", str(REPO / "sweeps")]) == 0
     entries = {p.stem: json.loads(p.read_text()) for p in (root / "entries").glob("*.json")}  # names repeat across tracks
     return root / "index.html", entries
 

@@ -109,9 +109,10 @@ def test_a_sweep_with_methods_gives_one_entry_per_method_that_verifies(tmp_path,
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_a_track_on_a_datamodule_outside_the_package_reaches_a_verified_entry(tmp_path, capsys):
+def test_a_track_on_a_datamodule_outside_the_package_reaches_a_verified_entry(tmp_path, capsys, monkeypatch):
     """CONTRIBUTING's dotted-path DataModule (tests/sweep_helpers.py): its cells record the class by
     import path, so the entry's protocol matches the track and `verify` rebuilds the same data."""
+    monkeypatch.setenv("ORBITBENCH_TRUSTED_PACKAGES", "sweep_helpers")  # the user's own package, trusted the documented way
     sweeps = tmp_path / "sweeps"
     sweeps.mkdir()
     spec = sweeps / "flips.yaml"

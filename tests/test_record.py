@@ -43,9 +43,10 @@ def test_an_unusable_record_is_one_clear_line(tmp_path, edit, fragment) -> None:
     assert message.startswith(f"{path}: ") and fragment in message and "\n" not in message, message
 
 
-def test_the_datamodule_is_named_so_that_it_can_be_imported_again() -> None:
+def test_the_datamodule_is_named_so_that_it_can_be_imported_again(monkeypatch) -> None:
     """`RotatedMNIST` for the package's own classes (as every existing record), the import path
     for any other: `datamodule_class` reads both back."""
+    monkeypatch.setenv("ORBITBENCH_TRUSTED_PACKAGES", "sweep_helpers")  # the user's own package, trusted the documented way
     from sweep_helpers import FlippedMNIST
 
     from orbitbench.datamodules import RotatedMNIST, datamodule_class, datamodule_name

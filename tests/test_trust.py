@@ -22,7 +22,8 @@ import pytest
 import torch
 import yaml
 
-from orbitbench import leaderboard, trust
+from orbitbench import trust
+from orbitbench.cli import main as cli_main
 from orbitbench.cli import main
 from orbitbench.data import DataSourceError, read_idx
 from test_data import idx_header
@@ -205,8 +206,8 @@ def board(tmp_path_factory) -> Path:
     """A leaderboard with the fixture sweep's entries (real run records)."""
     root = tmp_path_factory.mktemp("board") / "board"
     (root / "entries").mkdir(parents=True)
-    assert leaderboard.main(["add", "--root", str(root), "--sweeps", str(SWEEPS), str(SWEEP), "--models", "[paper_mlp]"]) == 0
-    assert leaderboard.main(["build", "--root", str(root), "--sweeps", str(SWEEPS)]) == 0
+    assert cli_main(["leaderboard", "add", "--root", str(root), "--sweeps", str(SWEEPS), str(SWEEP), "--models", "[paper_mlp]"]) == 0
+    assert cli_main(["leaderboard", "build", "--root", str(root), "--sweeps", str(SWEEPS)]) == 0
     return root
 
 

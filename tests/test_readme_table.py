@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 
 from orbitbench.cli import main as cli_main
 
@@ -54,7 +55,12 @@ def test_check_refuses_a_stale_table_and_build_writes_it_from_the_cells(project,
         cells = [c for c in entry["cells"] if c["data"]["n_poses"] == n]
         assert len(cells) == 10  # all ten leave-out classes
         train, in_test, out_test, infinite, init = rows[("paper_mlp", n)]
-        assert float(out_test) == pytest.approx(np.mean([c["metrics"]["out_test_acc"] for c in cells]), abs=5e-4)
+        values = np.array([c["metrics"]["out_test_acc"] for c in cells])
+        mean, interval = out_test.split(" ", 1)
+        assert float(mean) == pytest.approx(values.mean(), abs=5e-4)
+        half = scipy_stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+        low, high = (float(v) for v in interval.strip("[]").split(","))
+        assert (low, high) == pytest.approx((max(values.mean() - half, 0), min(values.mean() + half, 1)), abs=5e-3)
         assert float(in_test) == pytest.approx(np.mean([c["metrics"]["in_test_acc"] for c in cells]), abs=5e-4)
         predicted, kappa = init.split()
         assert float(predicted) == pytest.approx(np.mean([c["predicted"]["init"] for c in cells]), abs=5e-4)

@@ -9,7 +9,9 @@ A table lives between two HTML comments that name its track:
 `orbitbench leaderboard build` rewrites every such block from the entries and `leaderboard check`
 fails while one is stale, so a number in the README is always one an entry holds (and `check`
 recomputes each entry from its cells). The rows are the track's supervised entries: the kernel
-theory describes networks trained on the labels alone (a method's own loss is outside it).
+theory describes networks trained on the labels alone (a method's own loss is outside it). Out-test
+carries the 95% t-interval over the order's cells (leave-out classes x seeds), as the leaderboard
+does; a predictor column appears only where some entry of the track carries that prediction.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from orbitbench.errors import OrbitbenchError
+from orbitbench.leaderboard.intervals import t_interval
 from orbitbench.leaderboard.schema import Entry, PoseResult
 
 BLOCK = re.compile(
     r"(?P<begin><!-- leaderboard table: track=(?P<track>[a-z0-9][a-z0-9.-]*) -->\n)(?P<body>.*?)(?P<end><!-- end leaderboard table -->)",
     re.S,
 )
-PREDICTORS = ("infinite", "init")  # the predictors a ranked entry carries (sweeps/cpu_track.yaml)
+PREDICTORS = ("infinite", "init")  # the predictors a ranked entry may carry, in column order
 
 
 def _prediction(result: PoseResult, predictor: str) -> str:
@@ -42,16 +45,19 @@ def kernel_table(entries: Iterable[Entry], track: str) -> str:
     if not rows:
         raise OrbitbenchError(f"README.md: the leaderboard table names track {track!r}, which has no supervised entry")
     order = rows[0].cells[0].data.order_argument or "group order"
+    shown = [p for p in PREDICTORS if any(p in r.predicted for e in rows for r in e.results)]
     lines = [
-        f"| model | {order} | train | in-test | network out-test | "
-        + " | ".join(f"`{p}` predicted (kappa)" for p in PREDICTORS) + " |",
-        "|---|---:|---:|---:|---:|" + "---:|" * len(PREDICTORS),
+        f"| model | {order} | train | in-test | network out-test [95% CI] |"
+        + "".join(f" `{p}` predicted (kappa) |" for p in shown),
+        "|---|---:|---:|---:|---:|" + "---:|" * len(shown),
     ]
     for entry in rows:
         for result in sorted(entry.results, key=lambda r: r.n_poses):
             train = f"{result.train.mean:.3f}" if result.train is not None else "-"
+            out_test = [c.metrics.out_test_acc for c in entry.cells if c.n_poses == result.n_poses]
+            _, low, high = t_interval(out_test)
             cells = [f"`{entry.model}`", str(result.n_poses), train, f"{result.in_test.mean:.3f}",
-                     f"{result.out_test.mean:.3f}", *(_prediction(result, p) for p in PREDICTORS)]
+                     f"{result.out_test.mean:.3f} [{max(low, 0.0):.2f}, {min(high, 1.0):.2f}]", *(_prediction(result, p) for p in shown)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -342,6 +342,13 @@ def test_the_track_files_define_their_protocols():
     assert cpu.data["seeds_per_class"] == 20 and cpu.data["source"] == "mnist5k"
     # the challengers' and steerable sweep files are on the same track: same protocol, checked on load
     assert tracks["mnist5k-cpu"].path.name in {"cpu_track.yaml", "cpu_track_challengers.yaml", "cpu_track_steerable.yaml"}
+    # the ranked track on full MNIST: its three sweep files agree (checked on load), on the paper's data
+    full = tracks["mnist-cpu"].protocol
+    assert full.n_poses == [4, 8] and full.leave_out_classes == list(range(10)) and full.seeds == [0]
+    assert full.data["source"] == "mnist" and full.data["seeds_per_class"] is None  # all 60,000 digits
+    paper = tracks["mnist-paper"].protocol
+    assert paper.n_poses == [2, 4, 8, 16] and paper.data["interpolation"] == "nearest" and paper.data["source"] == "mnist"
+    assert tracks["mnist-paper-gpu"].protocol.n_poses == [2, 4, 8, 16, 32, 64]
 
 
 def test_a_track_names_its_data_source(tmp_path):

@@ -147,7 +147,8 @@ def main() -> None:
             if all(by_n[x][2] is not None for x in xs):
                 panel.curves.append(Curve(f"{label}, trained kernel", xs, [by_n[x][2] for x in xs], [0.0] * len(xs),
                                           label, dashed=True, band=False))
-        panels.append(panel)
+        if panel.curves:  # a panel of backbones this run did not keep is left out, not drawn empty
+            panels.append(panel)
     atomic_write_bytes(args.figure, accuracy_png(panels, width=4.5))
     print("\n| backbone | method | out-test minus supervised, paired by leave-out class [95% CI] |\n|---|---|---:|")
     units = defaultdict(list)

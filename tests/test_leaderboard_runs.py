@@ -41,6 +41,17 @@ def test_verify_reruns_cells_and_records_it_and_a_forged_cell_fails(tmp_path, ca
     assert f"verified (1 cells, max diff 0, {verified['date']})" in readme
     capsys.readouterr()
 
+    # Re-adding the same cells to change the notes keeps the verification; new cells drop it.
+    assert _cli(root, "add", str(sweep), "--replace", "true", "--notes", "fixed note") == 0
+    again = json.loads(path.read_text())
+    assert again["notes"] == "fixed note" and again["verified"] == verified
+    rerun = tmp_path / "rerun"
+    run_sweep(ONE_CELL, out=rerun, in_process=True)  # same numbers, but new cells (times, dates)
+    assert _cli(root, "add", str(rerun), "--replace", "true") == 0
+    assert json.loads(path.read_text())["verified"] is None
+    assert _cli(root, "add", str(sweep), "--replace", "true") == 0
+    capsys.readouterr()
+
     # A cell edited together with every aggregate passes `check` but not a re-run of that cell.
     from orbitbench.leaderboard.integrity import recompute
     from orbitbench.leaderboard.schema import Entry

@@ -145,10 +145,27 @@ def add(sweep_dir: Path, models: Sequence[str] | None = None, methods: Sequence[
     for path in targets:
         if path in existing and not replace:
             raise OrbitbenchError(f"{path} already exists; pass --replace to overwrite it or --name for another entry")
+    targets = {path: keep_verification(existing.get(path), entry) for path, entry in targets.items()}
     check_collection({**existing, **targets}, tracks)
     for path, entry in targets.items():
         write_entry(Path(path), entry)
     return [Path(path) for path in targets]
+
+
+# Free text a submitter may change without touching what a verification re-ran.
+DESCRIPTIVE_FIELDS = {"notes", "authors", "paper", "code", "verified"}
+
+
+def keep_verification(old: Entry | None, new: Entry) -> Entry:
+    """Carry an entry's verification over a `--replace` that changes only its descriptive fields.
+
+    A re-run of cells vouches for the cells; re-adding the same cells to fix a note must not
+    silently turn a verified entry back into a reported one."""
+    if old is None or old.verified is None:
+        return new
+    if old.model_dump(exclude=DESCRIPTIVE_FIELDS) != new.model_dump(exclude=DESCRIPTIVE_FIELDS):
+        return new
+    return new.model_copy(update={"verified": old.verified})
 
 
 def write_entry(path: Path, entry: Entry) -> None:

@@ -82,8 +82,10 @@ def main() -> int:
         else:
             budget, budget_steps = f"{settings['trainer.max_epochs']} epochs", int(settings["trainer.max_epochs"]) * steps_per_epoch
         points = curve(cell)
-        if points[-1][0] + 1 < 1.5 * budget_steps:
-            print(f"| `{shown}` | {record.data.n_poses} | {budget} | run not long enough ({points[-1][0] + 1} steps) to check |")
+        # The run's length is its optimizer steps, not its last validation's step: a validation
+        # every quarter epoch is logged one step before the epoch's end.
+        if record.global_step < 1.5 * budget_steps:
+            print(f"| `{shown}` | {record.data.n_poses} | {budget} | run not long enough ({record.global_step} steps) to check |")
             continue
         smooth = trailing([value for _, value in points])
         epoch = lambda i: round(points[i][0] / steps_per_epoch)  # noqa: E731

@@ -74,6 +74,9 @@ def main() -> int:
         cell = longest[key][1]
         record = load_record(cell / "record.json")
         model, shown = record.model.backbone, key[0]
+        if model not in track.grid.model:
+            print(f"| `{shown}` | {record.data.n_poses} | not on the track (no budget to check) |")
+            continue
         settings = {**track.fit, **track.model_fit.get(model, {})}
         steps_per_epoch = record.global_step / record.epochs
         max_steps = int(settings.get("trainer.max_steps", -1))

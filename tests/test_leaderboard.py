@@ -138,6 +138,14 @@ def test_build_renders_intervals_paired_differences_rank_ranges_and_badges(board
     assert _cli(capsys, board, "check") == (0, "3 entries valid\n", "")
 
 
+def test_tracks_with_entries_come_before_the_empty_ones(board):
+    """A reader opens the page on a ranked table, not on a track nobody has entered yet."""
+    headings = [line for line in (board / "README.md").read_text().splitlines() if line.startswith("## Track")]
+    assert headings == ["## Track `tiny-rot`", "## Track `tiny-one`"]  # by name the empty one would lead
+    html = (board / "index.html").read_text()
+    assert html.index("tiny-rot") < html.index("tiny-one")
+
+
 def test_rank_ranges_tie_entries_whose_paired_interval_contains_zero():
     from orbitbench.leaderboard.intervals import rank_ranges
 

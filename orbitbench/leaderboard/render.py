@@ -162,7 +162,7 @@ def _tracks(entries: dict[str, Entry], about: dict[str, str] | None) -> list[tup
     """Every track with entries (ranked) and then the described tracks without any, by name."""
     tables = track_tables(entries)
     empty = [(track, []) for track in sorted(set(about or {}) - set(tables))]
-    return [*empty, *tables.items()]
+    return [*tables.items(), *empty]
 
 
 def render_readme(entries: dict[str, Entry], about: dict[str, str] | None = None) -> str:

@@ -145,7 +145,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def full_board(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
-    """The repository's own entries (13 on the ranked CPU track) built into a scratch board."""
+    """The repository's own entries (13 on the small-data track `mnist5k-cpu`) built into a scratch board."""
     root = tmp_path_factory.mktemp("full") / "board"
     shutil.copytree(REPO / "leaderboard" / "entries", root / "entries")
     assert cli_main(["leaderboard", "build", "--root", str(root), "--sweeps", str(REPO / "sweeps")]) == 0

@@ -2,7 +2,7 @@
 
 1. One CNN-GAP rotation pair (cubic spline, --poses poses per orbit, n = 2 * poses points): the
    Gram matrix by neural-tangents stax (CPU, jitted and compiled before timing, its default
-   chunking) and by `orbitbench.kernels` (torch, --device), timed in turns (median of --rounds);
+   chunking) and by `orbitbench.theory.kernels` (torch, --device), timed in turns (median of --rounds);
    both must agree to 1e-8 relative before a time is printed.
 2. Exact orbits: one translation pair with the block-circulant path (first block row only)
    against the full Gram matrix, both torch.
@@ -23,10 +23,10 @@ import time
 import torch
 
 from _timing import round_robin
-from orbitbench import kernels
+from orbitbench.theory import kernels
 from orbitbench.data import load_digits
 from orbitbench.orbits import Rotation, Translation
-from orbitbench.pairs import make_orbit_pairs
+from orbitbench.theory.pairs import make_orbit_pairs
 
 PAPER_ROTATIONS = (2, 4, 8, 16, 32, 64)
 PAPER_SHIFTS = (2, 4, 7, 14, 28)

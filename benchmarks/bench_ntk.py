@@ -1,4 +1,4 @@
-"""Empirical NTK speed: orbitbench.ntk vs neural-tangents' three implementations, same weights.
+"""Empirical NTK speed: orbitbench.theory.ntk vs neural-tangents' three implementations, same weights.
 
 One run, side by side, on the paper's MLP and ConvNet (docs/THEORY.md section 1) with a scalar output
 per input (logit 3 minus logit 1, the two-orbit label of a class pair): the torch weights are
@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 import orbitbench  # noqa: F401  (sets JAX x64 / quiet TF before neural-tangents is imported)
-from orbitbench.ntk import empirical_ntk
+from orbitbench.theory.ntk import empirical_ntk
 
 from _timing import round_robin  # benchmarks/ is on sys.path when a script here runs
 
@@ -97,7 +97,7 @@ def bench_model(name: str, model: nn.Module, x: torch.Tensor, repeats: int, with
     if with_nt:
         import jax
 
-        from orbitbench.reference import neural_tangents
+        from orbitbench.theory.reference import neural_tangents
 
         nt = neural_tangents()
 
@@ -117,11 +117,11 @@ def bench_predictors(backbone: str, n_angles: int, repeats: int) -> dict[str, fl
     """Seconds of each part of one EmpiricalNTKCallback measurement (default probe, no figures) and,
     as the baseline measured in the same run, of one training epoch of the same network on the
     same data (the `make run` DataModule: mnist5k, batch 512, the paper's Adam)."""
-    from orbitbench.callbacks import model_twin
+    from orbitbench.run.callbacks.kernel_predictions import model_twin
     from orbitbench.datamodules import RotatedMNIST
-    from orbitbench.module import OrbitClassifier, paper_adam
-    from orbitbench.predictors import KernelPredictors
-    from orbitbench.probe import draw_probe
+    from orbitbench.run.module import OrbitClassifier, paper_adam
+    from orbitbench.theory.predictions import KernelPredictors
+    from orbitbench.theory.probe import draw_probe
 
     dm = RotatedMNIST(n_angles=n_angles, source="mnist5k")
     dm.setup("fit")

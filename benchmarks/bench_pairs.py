@@ -24,10 +24,10 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from orbitbench import kernels, spectral
+from orbitbench.theory import kernels, spectral
 from orbitbench.data import load_digits
 from orbitbench.orbits import Rotation
-from orbitbench.pairs import make_orbit_pairs, pose_orbits, sample_pairs
+from orbitbench.theory.pairs import make_orbit_pairs, pose_orbits, sample_pairs
 
 
 def ours(digits, group, n_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -38,7 +38,7 @@ from torch import nn
 
 from orbitbench.datamodules import RotatedMNIST
 from orbitbench.models import create_model
-from orbitbench.module import paper_adam
+from orbitbench.run.module import paper_adam
 
 # Steps per timed round: about a second of work each on 2 cores (ViT is ~200 samples/s there).
 STEPS = {"paper_mlp": 20, "paper_convnet": 3, "paper_vit": 1}

@@ -42,12 +42,12 @@ def main() -> None:
     parser.add_argument("--no-cluster", action="store_true", help="skip the ray and submitit launchers")
     args = parser.parse_args()
 
-    from orbitbench.module import OrbitClassifier
+    from orbitbench.run.module import OrbitClassifier
     from orbitbench.sweep import Cell, fit_argv, parse_sweep_text
     from orbitbench.sweep.cell import execute_cell
     from orbitbench.sweep.launch import RayLauncher, SubmititLauncher
     from orbitbench.sweep.results import prepare_root
-    from orbitbench.training_cli import run_lightning_cli
+    from orbitbench.run.cli import run_lightning_cli
 
     train_acc_seconds: list[float] = []
     measure = OrbitClassifier.split_accuracy

@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from orbitbench.datamodules import RotatedMNIST
-from orbitbench.module import OrbitClassifier, paper_adam
-from orbitbench.training_cli import ReseedEachStep
+from orbitbench.run.module import OrbitClassifier, paper_adam
+from orbitbench.run.cli import ReseedEachStep
 
 # Paper Fig. 1 grid (docs/THEORY.md §1): full MNIST, n_angles 2..64, 10 leave-out classes, 22 epochs.
 FIG1_IMAGES = 60_000

@@ -35,7 +35,7 @@ from orbitbench.errors import OrbitbenchError
 from orbitbench.io import atomic_write_bytes
 from orbitbench.leaderboard.intervals import paired_difference, t_interval, unit_scores
 from orbitbench.plots import Curve, Panel, accuracy_png
-from orbitbench.record import load_record
+from orbitbench.run.record import load_record
 
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "challengers_out_test.png"
 BACKBONES = "paper_mlp,paper_convnet,c4_pooled(paper_mlp),steerable_cnn_c4,steerable_cnn_c8,steerable_cnn_c16"
@@ -56,9 +56,9 @@ def trained_kernel(model, dm, n_seeds: int) -> tuple[float, float, float]:
     """(kernel-regression out-test, its kappa, spectral-rule out-test) of the empirical NTK at the
     trained weights, on the probe the cell's callback drew (`n_seeds` leave-out digits, the default
     draw otherwise)."""
-    from orbitbench.callbacks import model_twin, network_of
-    from orbitbench.predictors import KernelPredictors
-    from orbitbench.probe import ProbeOptions, draw_probe
+    from orbitbench.run.callbacks.kernel_predictions import model_twin, network_of
+    from orbitbench.theory.predictions import KernelPredictors
+    from orbitbench.theory.probe import ProbeOptions, draw_probe
 
     network = network_of(model)
     predictors = KernelPredictors(draw_probe(dm, ProbeOptions(n_seeds=n_seeds)), model_twin(model),
@@ -69,7 +69,7 @@ def trained_kernel(model, dm, n_seeds: int) -> tuple[float, float, float]:
 
 def measure(record, with_trained: bool) -> dict[str, float | None]:
     """What one cell contributes to the table."""
-    from orbitbench.predict_kernel import load_checkpoint
+    from orbitbench.run.predict_kernel import load_checkpoint
 
     if not record.last_checkpoint:
         raise OrbitbenchError(f"cell {record.data.hparams} wrote no checkpoint")

@@ -10,7 +10,7 @@ Run through `benchmarks/gpu_check.sh` (which sets up the machine); by hand:
    training. Printed per model: train (eval mode) / in-test / out-test accuracy, training samples/s
    per epoch (first to last batch, device synchronised; the first epoch includes warm-up), the fit's
    wall time, and the paper's Fig. 1 grid time projected from the last epoch's throughput.
-2. Kernels: the closed-form infinite-width kernels (orbitbench.kernels, float64) of one CNN-GAP
+2. Kernels: the closed-form infinite-width kernels (orbitbench.theory.kernels, float64) of one CNN-GAP
    rotation pair, one CNN-GAP translation pair by its block row, one CNN-FC rotation pair at n = 128
    and an MLP NTK block, on CUDA and on the CPU: time of each, ratio, max relative difference, and
    the paper's Fig. 5 grid time projected from the CUDA cost per CNN-GAP entry.
@@ -67,7 +67,7 @@ class Throughput(L.Callback):
 
 
 def fit_cell(model: str, args, source: str, root: Path, extra: tuple[str, ...] = ()) -> dict:
-    from orbitbench.training_cli import run_lightning_cli
+    from orbitbench.run.cli import run_lightning_cli
 
     save_dir = root / model / ("again" if extra else "first")
     argv = ["fit", "--config", str(REPO / "configs/paper_fig1.yaml"), "--config", str(REPO / f"models/{model}.yaml"),
@@ -113,9 +113,9 @@ def timed(work, device: str, rounds: int) -> tuple[torch.Tensor, float]:
 def kernel_checks(digits, args) -> list[dict]:
     from bench_cnn_kernels import PAPER_PAIRS, gram_entries, grid_entries_per_pair
 
-    from orbitbench import kernels
+    from orbitbench.theory import kernels
     from orbitbench.orbits import Rotation, Translation
-    from orbitbench.pairs import make_orbit_pairs
+    from orbitbench.theory.pairs import make_orbit_pairs
 
     small = args.dry_run
     rotation = make_orbit_pairs(digits, Rotation(2 if small else 16, "cubic"), 1, 124)

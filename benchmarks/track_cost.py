@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.record import RECORD_FILE, load_record
+from orbitbench.run.record import RECORD_FILE, load_record
 from orbitbench.sweep.cell import execute_cell
 from orbitbench.sweep.results import SPEC_FILE, cell_dir, read_sweep_dir
 

@@ -1,6 +1,6 @@
 """A model's kernel twin, read off the model's own layers (as stax gives network and kernel from one declaration).
 
-`KernelTwin` describes an infinite-width ReLU MLP (its analytic NTK: `orbitbench.twins`). A zoo
+`KernelTwin` describes an infinite-width ReLU MLP (its analytic NTK: `orbitbench.theory.twins`). A zoo
 model does not restate its architecture for it: `twin_from_layers(net)` reads the widths and the
 biases from the built network, and a twin declared by hand (a parameterisation the layers cannot
 show) is checked against the same layers by `check_twin`, so the two can never disagree.

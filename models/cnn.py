@@ -11,7 +11,7 @@ from torch import nn
 from orbitbench.errors import OrbitbenchError
 from orbitbench.models._registry import register_model
 
-# orbitbench.kernels' CNN kernels are NTK-parameterised and bias-free; these models use PyTorch's
+# orbitbench.theory.kernels' CNN kernels are NTK-parameterised and bias-free; these models use PyTorch's
 # default init with biases, so those kernels are not their twins.
 _TWIN = "no analytic kernel twin: the standard-parameterised conv kernel with biases is not implemented"
 

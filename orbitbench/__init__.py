@@ -1,11 +1,15 @@
 """orbitbench: can an architecture learn a symmetry it has only partly seen?
 
 Data flows one way: source images (`orbitbench.data`) -> group action (`orbitbench.orbits`)
--> split (`orbitbench.datamodules`) -> model (`orbitbench.models`) -> callbacks -> logs /
-leaderboard. The theory side (`orbitbench.spectral`, `orbitbench.kernels`, `orbitbench.ntk`)
-predicts from a network's kernel whether a held-out pose will be classified right.
+-> split (`orbitbench.datamodules`) -> model (`orbitbench.models`) -> the Lightning run
+(`orbitbench.run`: module, callbacks, run record) -> sweep -> leaderboard. The kernel theory
+(`orbitbench.theory`) predicts from a network's kernel whether a held-out pose will be classified
+right; `orbitbench.experiments` are the paper's kernel experiments. docs/ARCHITECTURE.md.
 """
 
 from orbitbench import _env  # noqa: F401  (JAX defaults before anything imports it)
+from orbitbench import _moved
+
+_moved.install()
 
 __version__ = "0.1.0"

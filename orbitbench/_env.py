@@ -1,6 +1,6 @@
 """Process-wide environment defaults, set before JAX can be imported.
 
-JAX (for the neural-tangents reference, `orbitbench.reference`) would otherwise preallocate most
+JAX (for the neural-tangents reference, `orbitbench.theory.reference`) would otherwise preallocate most
 of a GPU's memory that PyTorch needs, and compute in float32. `setdefault` keeps a user's own choice.
 """
 

@@ -1,6 +1,6 @@
 """The `orbitbench` console script: one front end for every command.
 
-`fit | validate | test | predict` are a LightningCLI (`orbitbench.training_cli`); every other
+`fit | validate | test | predict` are a LightningCLI (`orbitbench.run.cli`); every other
 command is a typed Python function exposed through jsonargparse, so `--config FILE`,
 `--print_config`, `--help` and one-line errors behave the same everywhere. The table below names
 each function as `module:function` and is read without importing anything, so `orbitbench --help`
@@ -27,11 +27,11 @@ LIGHTNING_COMMANDS = {
 # "" marks a command without subcommands.
 COMMANDS: dict[str, dict[str, tuple[str, ...]]] = {
     "theory": {
-        "toy": ("orbitbench.theory.toy:toy", "Fig. 2-3: RBF kernel on two interleaved circles"),
-        "pairs": ("orbitbench.theory.pairs:pairs", "Fig. 4: infinite-width MLP NTK on MNIST orbit pairs"),
-        "cnn": ("orbitbench.theory.cnn:cnn", "Fig. 5: CNN-FC / CNN-GAP NTKs on rotation and translation orbits"),
-        "seeds": ("orbitbench.theory.seeds:seeds", "Fig. 6A: several seeds per class, spectral vs exact error"),
-        "multiclass": ("orbitbench.theory.multiclass:multiclass", "Fig. 6B: ten-class spectral accuracy (--train: vs networks)"),
+        "toy": ("orbitbench.experiments.toy:toy", "Fig. 2-3: RBF kernel on two interleaved circles"),
+        "pairs": ("orbitbench.experiments.pairs:pairs", "Fig. 4: infinite-width MLP NTK on MNIST orbit pairs"),
+        "cnn": ("orbitbench.experiments.cnn:cnn", "Fig. 5: CNN-FC / CNN-GAP NTKs on rotation and translation orbits"),
+        "seeds": ("orbitbench.experiments.seeds:seeds", "Fig. 6A: several seeds per class, spectral vs exact error"),
+        "multiclass": ("orbitbench.experiments.multiclass:multiclass", "Fig. 6B: ten-class spectral accuracy (--train: vs networks)"),
     },
     "sweep": {
         "run": ("orbitbench.sweep:run", "run (or resume) every unfinished cell of a sweep file"),
@@ -55,7 +55,7 @@ COMMANDS: dict[str, dict[str, tuple[str, ...]]] = {
         "": ("orbitbench.models._listing:models", "the registered models matching a pattern (`orbitbench models 'paper*'`)"),
     },
     "predict-kernel": {
-        "": ("orbitbench.predict_kernel:predict_kernel", "the kernel-prediction table of a checkpoint"),
+        "": ("orbitbench.run.predict_kernel:predict_kernel", "the kernel-prediction table of a checkpoint"),
     },
     "data": {
         "": ("orbitbench.data_cache:data", "which MNIST is installed, where, checked how; --fetch true installs full MNIST",
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"orbitbench {__version__}")
         return 0
     if command in LIGHTNING_COMMANDS:
-        from orbitbench.training_cli import run_lightning_cli
+        from orbitbench.run.cli import run_lightning_cli
 
         return run_lightning_cli(argv)
     if command not in COMMANDS:

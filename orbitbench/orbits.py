@@ -224,7 +224,7 @@ def circulant_defect(gram: Tensor) -> Tensor:
     0 for the orbit of an exact action (the kernel theory assumes it); interpolation makes it
     positive, and this says by how much.
     """
-    from orbitbench.spectral import circularize
+    from orbitbench.theory.spectral import circularize
 
     residual = torch.linalg.matrix_norm(gram - circularize(gram))
     return residual / torch.linalg.matrix_norm(gram).clamp_min(torch.finfo(gram.dtype).tiny)

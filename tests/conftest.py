@@ -58,7 +58,7 @@ def one_thread():
 def neural_tangents():
     """neural-tangents' stax (the reference kernels); skips the test where it is not installed."""
     from orbitbench.errors import OrbitbenchError
-    from orbitbench.kernels import neural_tangents_stax
+    from orbitbench.theory.kernels import neural_tangents_stax
 
     try:
         return neural_tangents_stax()

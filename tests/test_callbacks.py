@@ -1,5 +1,5 @@
 """EmpiricalNTKCallback on a tiny real run: what reaches the loggers and the summary, and that its
-numbers are orbitbench.spectral, plain linear algebra and textbook statistics applied to empirical
+numbers are orbitbench.theory.spectral, plain linear algebra and textbook statistics applied to empirical
 NTKs computed here, outside the callback."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from scipy import stats
 from sklearn.metrics import cohen_kappa_score
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from orbitbench import spectral
-from orbitbench.callbacks import EmpiricalNTKCallback, model_twin, undefined_predictors
+from orbitbench.theory import spectral
+from orbitbench.run.callbacks.kernel_predictions import EmpiricalNTKCallback, model_twin, undefined_predictors
 from orbitbench.datamodules import RotatedMNIST
 from orbitbench.errors import OrbitbenchError
-from orbitbench.module import OrbitClassifier
-from orbitbench.ntk import empirical_ntk
+from orbitbench.run.module import OrbitClassifier
+from orbitbench.theory.ntk import empirical_ntk
 
 OPTIONS = dict(n_seeds=10, seeds_per_class=2, train_per_class=20, in_test_per_class=4)
 FIELDS = {"spectral_out_test_acc", "spectral_out_test_ci", "regression_out_test_acc", "regression_in_test_acc",
@@ -161,18 +161,18 @@ def test_bad_arguments_and_models_without_a_twin() -> None:
 
 
 def test_config_file_and_callbacks_flag_add_the_callback(capsys: pytest.CaptureFixture) -> None:
-    from orbitbench.training_cli import run_lightning_cli
+    from orbitbench.run.cli import run_lightning_cli
 
     config = Path(__file__).resolve().parents[1] / "configs" / "empirical_ntk.yaml"
     assert run_lightning_cli(["fit", "--config", str(config), "--print_config"]) == 0
     printed = capsys.readouterr().out
-    assert "class_path: orbitbench.callbacks.EmpiricalNTKCallback" in printed
+    assert "class_path: orbitbench.run.callbacks.EmpiricalNTKCallback" in printed
     assert "n_seeds: 32" in printed and "seeds_per_class: 4" in printed and "dtype: float64" in printed
-    argv = ["fit", "--trainer.callbacks+=orbitbench.callbacks.EmpiricalNTKCallback",
+    argv = ["fit", "--trainer.callbacks+=orbitbench.run.callbacks.EmpiricalNTKCallback",
             "--trainer.callbacks.every_n_epochs=3", "--print_config"]  # fmt: skip
     assert run_lightning_cli(argv) == 0
     printed = capsys.readouterr().out
-    assert "orbitbench.callbacks.EmpiricalNTKCallback" in printed and "every_n_epochs: 3" in printed
+    assert "orbitbench.run.callbacks.EmpiricalNTKCallback" in printed and "every_n_epochs: 3" in printed
 
 
 def test_resume_from_checkpoint_keeps_the_initial_kernel(trained, tmp_path: Path) -> None:
@@ -247,12 +247,12 @@ def test_the_plug_in_routes_train_with_the_ntk_callback(tmp_path: Path, backbone
     import contextlib
     import io
 
-    from orbitbench.training_cli import run_lightning_cli
+    from orbitbench.run.cli import run_lightning_cli
 
     argv = ["fit", "--model.backbone", backbone, "--data.n_angles", "4", "--data.seeds_per_class", "20",
             "--data.leave_out_class", "3", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
             "--trainer.logger.init_args.save_dir", str(tmp_path),
-            "--trainer.callbacks+=orbitbench.callbacks.EmpiricalNTKCallback", "--trainer.callbacks.n_seeds=4",
+            "--trainer.callbacks+=orbitbench.run.callbacks.EmpiricalNTKCallback", "--trainer.callbacks.n_seeds=4",
             "--trainer.callbacks.seeds_per_class=2", "--trainer.callbacks.train_per_class=3",
             "--trainer.callbacks.in_test_per_class=2", "--trainer.callbacks.figures=false"]  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):

@@ -16,7 +16,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from orbitbench.data import load_digits
-from orbitbench.training_cli import run_lightning_cli
+from orbitbench.run.cli import run_lightning_cli
 from test_data import write_idx
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_thread")]

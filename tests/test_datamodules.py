@@ -105,7 +105,7 @@ def test_a_checkpoint_of_auto_data_is_not_moved_onto_full_mnist(installed_mnist,
     would silently use other digits (and another in-test split). One line, and the way round it."""
     from pathlib import Path
 
-    from orbitbench.training_cli import run_lightning_cli
+    from orbitbench.run.cli import run_lightning_cli
 
     tiny = ["--data.n_angles", "2", "--data.seeds_per_class", "10", "--trainer.enable_progress_bar", "false",
             "--trainer.enable_model_summary", "false", "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]

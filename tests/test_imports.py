@@ -55,4 +55,4 @@ def test_no_import_cycle_inside_the_package() -> None:
     for start in sorted(graph):
         if start not in state:
             walk(start, [start])
-    assert {"orbitbench.module", "orbitbench.methods._base", "orbitbench.models._registry"} <= set(graph)
+    assert {"orbitbench.run.module", "orbitbench.methods._base", "orbitbench.models._registry"} <= set(graph)

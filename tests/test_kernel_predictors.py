@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from orbitbench.cli import main as cli_main
-from orbitbench.kernel_predictors import Predictor, predictor_names, register_predictor, unregister_predictor
+from orbitbench.theory.registry import Predictor, predictor_names, register_predictor, unregister_predictor
 from orbitbench.sweep import run as run_sweep
 
 ONE_CELL = Path(__file__).parent / "fixtures" / "leaderboard" / "sweeps" / "one_cell.yaml"
@@ -45,7 +45,7 @@ def test_a_fourth_predictor_goes_from_the_record_to_the_leaderboard_table(tmp_pa
     sweeps.mkdir()
     spec = sweeps / "fourth.yaml"
     spec.write_text(ONE_CELL.read_text().replace("tiny-one", "tiny-fourth") + "\n".join([
-        "  trainer.callbacks+: orbitbench.callbacks.EmpiricalNTKCallback", "  trainer.callbacks.n_seeds: 4",
+        "  trainer.callbacks+: orbitbench.run.callbacks.EmpiricalNTKCallback", "  trainer.callbacks.n_seeds: 4",
         "  trainer.callbacks.seeds_per_class: 2", "  trainer.callbacks.train_per_class: 3",
         "  trainer.callbacks.in_test_per_class: 2", "  trainer.callbacks.figures: false", ""]))  # fmt: skip
     sweep = tmp_path / "sweep"
@@ -74,7 +74,7 @@ def test_a_fourth_predictor_goes_from_the_record_to_the_leaderboard_table(tmp_pa
 
 def test_the_callback_figure_draws_every_registered_predictor(pixels_predictor) -> None:
     """No fixed colour list: a fourth predictor gets its own lines (a `zip` with three colours dropped it)."""
-    from orbitbench.callbacks import predicted_vs_actual_figure
+    from orbitbench.run.callbacks.kernel_predictions import predicted_vs_actual_figure
 
     entry = {"spectral_out_test_acc": 0.5, "regression_out_test_acc": 0.25}
     history = [{"step": s, "network": {"out_test_acc": 0.5, "out_test_ci": [0.4, 0.6]},

@@ -1,4 +1,4 @@
-"""`orbitbench.kernels` against a numpy arc-cosine NTK and neural-tangents, block-circulant pair
+"""`orbitbench.theory.kernels` against a numpy arc-cosine NTK and neural-tangents, block-circulant pair
 kernels against the full computation, and the paper's kernel claims on real embedded MNIST orbit
 pairs (float64 throughout, docs/THEORY.md §4)."""
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from orbitbench import kernels, pairs, spectral
+from orbitbench.theory import kernels, pairs, spectral
 from orbitbench.data import load_digits
 from orbitbench.errors import OrbitbenchError
 from orbitbench.orbits import Rotation, Translation
@@ -188,7 +188,7 @@ def test_bad_architecture_and_shapes_raise() -> None:
 
 
 def test_row_ids_number_equal_rows_alike_even_when_hashes_collide(digits) -> None:
-    from orbitbench.closed_form import row_ids
+    from orbitbench.theory.closed_form import row_ids
 
     keys = torch.round(pairs.pose_orbits(digits.images[:6], Translation(4)).reshape(24, 784) * 2.0**20).long()
     keys = torch.cat([keys, keys[[3, 7, 7]]])  # repeated rows

@@ -19,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from orbitbench.models import KernelTwin
-from orbitbench.ntk import empirical_ntk
+from orbitbench.theory.ntk import empirical_ntk
 from orbitbench.orbits import Rotation, normalize
-from orbitbench.predictors import linearized_prediction
+from orbitbench.theory.predictions import linearized_prediction
 from test_ntk import Scale  # the NTK-parameterisation layer scale
-from orbitbench.twins import twin_kernel
+from orbitbench.theory.twins import twin_kernel
 
 STEPS = 200
 

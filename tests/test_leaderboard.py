@@ -381,7 +381,7 @@ def test_param_count_is_that_of_the_network_the_method_trains():
     """`latent_operator` adds an encoder to its backbone: the count `check` recomputes is the whole
     trained network's, the same as the LightningModule's own `net`."""
     from orbitbench.leaderboard.integrity import built_param_count
-    from orbitbench.module import OrbitClassifier
+    from orbitbench.run.module import OrbitClassifier
 
     for method in ("supervised", "pose_consistency", "latent_operator"):
         module = OrbitClassifier("paper_mlp", method=method)

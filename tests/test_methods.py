@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.methods import FeatureTap, create_method, list_methods
-from orbitbench.module import OrbitClassifier
-from orbitbench.training_cli import run_lightning_cli
+from orbitbench.run.module import OrbitClassifier
+from orbitbench.run.cli import run_lightning_cli
 
 LEAVE_OUT = 3
 TINY = [
@@ -238,7 +238,7 @@ def test_an_unknown_method_on_the_command_line_is_one_line_and_exit_2(tmp_path, 
 )
 def test_every_methods_network_has_an_empirical_ntk(backbone: str, method: str) -> None:
     """`net` maps images to logits and survives torch.func (what the empirical-NTK callback runs)."""
-    from orbitbench.ntk import empirical_ntk
+    from orbitbench.theory.ntk import empirical_ntk
 
     torch.manual_seed(0)
     net = OrbitClassifier(backbone=backbone, method=method).net.eval()

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from orbitbench.datamodules import RotatedMNIST
-from orbitbench.module import OrbitClassifier
+from orbitbench.run.module import OrbitClassifier
 
 pytestmark = pytest.mark.timeout(120)
 

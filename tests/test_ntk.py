@@ -1,4 +1,4 @@
-"""orbitbench.ntk: the empirical NTK equals J J^T from explicit autograd Jacobians, and the wide-MLP
+"""orbitbench.theory.ntk: the empirical NTK equals J J^T from explicit autograd Jacobians, and the wide-MLP
 limit equals neural-tangents' analytic NTK."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.ntk import empirical_ntk, structured_layers
+from orbitbench.theory.ntk import empirical_ntk, structured_layers
 
 PAIR = (3, 1)
 

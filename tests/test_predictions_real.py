@@ -13,13 +13,13 @@ import pytest
 import torch
 from scipy import stats
 
-from orbitbench.agreement import agreement, wilson_interval
-from orbitbench.callbacks import EmpiricalNTKCallback
+from orbitbench.theory.agreement import agreement, wilson_interval
+from orbitbench.run.callbacks import EmpiricalNTKCallback
 from orbitbench.datamodules import RotatedMNIST
 from orbitbench.models import create_model
-from orbitbench.module import OrbitClassifier
-from orbitbench.ntk import empirical_ntk
-from orbitbench.probe import empirical_gram
+from orbitbench.run.module import OrbitClassifier
+from orbitbench.theory.ntk import empirical_ntk
+from orbitbench.theory.probe import empirical_gram
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,7 @@ def test_predict_kernel_prints_the_fits_table(tmp_path: Path, capsys: pytest.Cap
     argv = ["fit", "--config", str(ROOT / "models/paper_mlp.yaml"), "--data.n_angles", "4", "--data.source", "mnist5k",
             "--data.seeds_per_class", "40", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
             "--trainer.logger.init_args.save_dir", str(tmp_path),
-            "--trainer.callbacks+=orbitbench.callbacks.EmpiricalNTKCallback",
+            "--trainer.callbacks+=orbitbench.run.callbacks.EmpiricalNTKCallback",
             *[f"--trainer.callbacks.{o}" for o in options]]  # fmt: skip
     assert main(argv) == 0
     fit_out = capsys.readouterr().out

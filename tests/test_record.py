@@ -1,4 +1,4 @@
-"""The run record (`orbitbench/record.py`): what it names, and every unusable file is one clear line."""
+"""The run record (`orbitbench/run/record.py`): what it names, and every unusable file is one clear line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.record import DataSettings, Metrics, ModelSettings, RunRecord, Seeds, load_record
+from orbitbench.run.record import DataSettings, Metrics, ModelSettings, RunRecord, Seeds, load_record
 
 
 def _record() -> RunRecord:

@@ -1,4 +1,4 @@
-"""Eq. 7, App. A.1 and Eq. 12 of `orbitbench.spectral` against exact regression done here in numpy.
+"""Eq. 7, App. A.1 and Eq. 12 of `orbitbench.theory.spectral` against exact regression done here in numpy.
 
 Every reference value is computed in this file with numpy/scipy linear algebra (leave-one-out by
 solving the reduced system), never by the code under test.
@@ -11,7 +11,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from orbitbench import spectral
+from orbitbench.theory import spectral
 from orbitbench.errors import OrbitbenchError
 
 
@@ -217,7 +217,7 @@ def test_bad_inputs_raise_one_line_errors() -> None:
 
 def test_absolute_ridges_add_the_value_itself(mnist5k) -> None:
     """relative=False: `reg` itself on the eigenvalues / the observed block's diagonal, checked with numpy."""
-    from orbitbench import kernels, pairs
+    from orbitbench.theory import kernels, pairs
     from orbitbench.orbits import Rotation
 
     orbit_pairs = pairs.make_orbit_pairs(mnist5k, Rotation(8), 2, seed=4)

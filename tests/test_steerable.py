@@ -15,7 +15,7 @@ from orbitbench.data import load_digits
 from orbitbench.errors import OrbitbenchError
 from orbitbench.models import create_model
 from orbitbench.orbits import normalize
-from orbitbench.training_cli import run_lightning_cli
+from orbitbench.run.cli import run_lightning_cli
 from test_methods import one_thread  # noqa: F401  (a fixture: one intra-op thread on the shared CPU)
 
 REPO = Path(__file__).resolve().parents[1]

@@ -261,7 +261,7 @@ def test_a_model_config_file_comes_first_and_is_recorded(tmp_path):
 
 
 def _record(cell: sweep.Cell, **callbacks) -> "RunRecord":  # noqa: F821
-    from orbitbench.record import RunRecord
+    from orbitbench.run.record import RunRecord
 
     return RunRecord.model_validate({
         "stage": "fit", "model": {"backbone": cell.model, "n_params": 10},

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from orbitbench.training_cli import run_lightning_cli
+from orbitbench.run.cli import run_lightning_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 TINY = [
@@ -31,7 +31,7 @@ TINY = [
 
 # The kernel-prediction callback on a small probe: its predictions become HPARAMS metrics too.
 KERNEL_PREDICTIONS = [
-    "--trainer.callbacks+=orbitbench.callbacks.EmpiricalNTKCallback", "--trainer.callbacks.n_seeds=8",
+    "--trainer.callbacks+=orbitbench.run.callbacks.EmpiricalNTKCallback", "--trainer.callbacks.n_seeds=8",
     "--trainer.callbacks.seeds_per_class=2", "--trainer.callbacks.train_per_class=10",
     "--trainer.callbacks.in_test_per_class=2", "--trainer.callbacks.figures=false",
 ]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from orbitbench import kernels, pairs, spectral
+from orbitbench.theory import kernels, pairs, spectral
 from orbitbench.orbits import Rotation, Translation
 from orbitbench import cli
 
@@ -141,7 +141,7 @@ def test_multiclass_plots_sweep_accuracy_alongside(tmp_path: Path) -> None:
 
 
 def test_multiclass_pair_predictions_match_directly_built_pairs(mnist5k) -> None:
-    from orbitbench.theory.multiclass import pair_predictions
+    from orbitbench.experiments.multiclass import pair_predictions
 
     orbits, _ = pairs.class_orbits(mnist5k, Rotation(4), [0, 1, 2], per_class=2, seed=3)  # [3, 2, 4, 28, 28]
     gram = kernels.mlp_ntk(orbits.reshape(-1, 28, 28))
@@ -190,7 +190,7 @@ def test_pearson_matches_scipy_and_is_nan_for_a_constant() -> None:
 
 def test_authors_kernel_equals_their_stax_network(mnist5k, neural_tangents) -> None:
     """The default kernel of `theory multiclass` against the authors' Fig. 6B stax network, built here."""
-    from orbitbench.theory.multiclass import authors_kernel
+    from orbitbench.experiments.multiclass import authors_kernel
 
     stax = neural_tangents
     orbits, _ = pairs.class_orbits(mnist5k, Rotation(4), [2, 7], per_class=1, seed=5)  # [2, 1, 4, 28, 28]
@@ -204,7 +204,7 @@ def test_authors_kernel_equals_their_stax_network(mnist5k, neural_tangents) -> N
 
 def test_regression_curve_matches_an_independent_solve(mnist5k) -> None:
     """`one_vs_rest_predictions` against numpy's least squares on the same Gram matrix, built by hand here."""
-    from orbitbench.theory.multiclass import one_vs_rest_predictions
+    from orbitbench.experiments.multiclass import one_vs_rest_predictions
 
     n, per_class = 8, 2
     orbits, _ = pairs.class_orbits(mnist5k, Rotation(n), list(range(10)), per_class, seed=11)  # [10, 2, 4, 28, 28]

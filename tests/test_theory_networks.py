@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from orbitbench import pairs
+from orbitbench.theory import pairs
 from orbitbench.errors import OrbitbenchError
 from orbitbench.orbits import Rotation
-from orbitbench.theory._run import DigitData
+from orbitbench.experiments._run import DigitData
 from orbitbench import cli
-from orbitbench.theory.networks import training_datamodule
+from orbitbench.experiments.networks import training_datamodule
 
 
 def main(argv: list[str]) -> int:
@@ -66,7 +66,7 @@ def test_multiclass_train_writes_network_and_spectral_accuracy(tmp_path: Path) -
 
 
 def test_experiments_are_typed_functions_that_check_their_options(tmp_path: Path) -> None:
-    from orbitbench.theory.pairs import pairs as pairs_experiment
+    from orbitbench.experiments.pairs import pairs as pairs_experiment
 
     path = pairs_experiment(n_pairs=2, n_poses=[4], depths=[1], out=tmp_path / "p")
     assert path == tmp_path / "p" and (path / "summary.json").is_file()

@@ -22,8 +22,8 @@ import pytest
 import torch
 
 from orbitbench.errors import OrbitbenchError, condense_parser_error
-from orbitbench.record import load_record
-from orbitbench.training_cli import run_lightning_cli
+from orbitbench.run.record import load_record
+from orbitbench.run.cli import run_lightning_cli
 
 REPO = Path(__file__).resolve().parents[1]
 EPOCHS = 3
@@ -119,7 +119,7 @@ def test_tiny_fit_logs_in_and_out_test_accuracy(reference) -> None:
 def test_train_accuracy_is_measured_in_eval_mode_on_the_whole_training_split(reference) -> None:
     """Recomputed here from the last checkpoint and the DataModule's own split, dropout off."""
     from orbitbench.datamodules import RotatedMNIST
-    from orbitbench.module import OrbitClassifier
+    from orbitbench.run.module import OrbitClassifier
 
     log_dir = run_dir(reference[0])
     record = json.loads((log_dir / "record.json").read_text())

@@ -112,7 +112,7 @@ def test_code_planted_in_a_checkpoint_never_runs(checkpoint, tmp_path, plant) ->
 def test_a_clean_checkpoint_loads_as_data_and_evaluates(checkpoint) -> None:
     """The allow-list passes what `orbitbench fit` writes: settings restored, weights evaluated."""
     saved = trust.load_checkpoint(checkpoint)
-    assert saved["hyper_parameters"]["_class_path"] == "orbitbench.module.OrbitClassifier"
+    assert saved["hyper_parameters"]["_class_path"] == "orbitbench.run.module.OrbitClassifier"
     status, out, err = run("predict-kernel", "--ckpt_path", str(checkpoint), "--probe.n_seeds", "4",
                            "--probe.seeds_per_class", "2", "--probe.train_per_class", "4", "--probe.in_test_per_class", "2")
     assert status == 0 and "trained" in out, err
@@ -161,7 +161,7 @@ def test_weights_only_cannot_be_switched_off(checkpoint) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["orbitbench.callbacks.EmpiricalNTKCallback", "orbitbench.datamodules.RotatedMNIST", "orbitbench.module.OrbitClassifier",
+    ["orbitbench.run.callbacks.EmpiricalNTKCallback", "orbitbench.datamodules.RotatedMNIST", "orbitbench.run.module.OrbitClassifier",
      "torch.optim.SGD", "torch.optim.lr_scheduler.StepLR", "lightning.pytorch.callbacks.EarlyStopping",
      "lightning.pytorch.loggers.CSVLogger", "Adam"],
 )

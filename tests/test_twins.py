@@ -12,8 +12,8 @@ from torch import nn
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.models import KernelTwin, create_model, list_models, model_info
-from orbitbench.ntk import empirical_ntk
-from orbitbench.twins import twin_kernel
+from orbitbench.theory.ntk import empirical_ntk
+from orbitbench.theory.twins import twin_kernel
 
 
 @pytest.fixture(scope="module")

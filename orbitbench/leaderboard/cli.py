@@ -79,7 +79,7 @@ def entry_from_sweep(sweep_dir: Path, model: str, tracks: dict[str, integrity.Tr
     """Summarise the finished cells of one model trained by one method; the protocol is what the
     cells ran, checked against the track."""
     from orbitbench.models import model_info
-    from orbitbench.record import RECORD_FILE, load_record
+    from orbitbench.run.record import RECORD_FILE, load_record
     from orbitbench.sweep.results import cell_dir, read_sweep_dir
 
     state = read_sweep_dir(sweep_dir)  # every finished record must be its cell's

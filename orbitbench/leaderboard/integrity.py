@@ -22,9 +22,9 @@ import yaml
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.leaderboard.intervals import clip, t_interval, unit_scores
-from orbitbench.kernel_predictors import predictor_names, recorded_predictions
+from orbitbench.theory.registry import predictor_names, recorded_predictions
 from orbitbench.leaderboard.schema import Entry, EntryCell, Interval, KappaStat, PoseResult, Protocol, Stat
-from orbitbench.record import RunRecord
+from orbitbench.run.record import RunRecord
 from orbitbench.stats import mean_std
 from orbitbench.sweep.spec import PROTOCOL_DATA_KEYS_EXCLUDED, SweepSpec, load_sweep_file
 
@@ -200,7 +200,7 @@ def _config_key_error(key: str, datamodule: str) -> str | None:
     import lightning as L
 
     from orbitbench.datamodules import datamodule_class
-    from orbitbench.module import OrbitClassifier
+    from orbitbench.run.module import OrbitClassifier
 
     if key in ("config_file", "config_file_content", "seed_everything"):
         return None
@@ -322,7 +322,7 @@ def rerun_spec(entry: Entry) -> tuple[SweepSpec, Any]:
 
 def verify_cells(entry: Entry, k: int, workdir: Path | None = None, rng: random.Random | None = None) -> tuple[list[str], float]:
     """Re-run `k` randomly chosen cells in this process; (their ids, largest |difference| of any metric)."""
-    from orbitbench.record import load_record
+    from orbitbench.run.record import load_record
     from orbitbench.sweep.cell import execute_cell
     from orbitbench.sweep.results import cell_dir
 

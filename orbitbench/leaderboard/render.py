@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from orbitbench.kernel_predictors import predictor, predictor_names
+from orbitbench.theory.registry import predictor, predictor_names
 from orbitbench.leaderboard import integrity
 from orbitbench.leaderboard.intervals import clip, paired_difference, rank_ranges, unit_scores
 from orbitbench.leaderboard.schema import Entry

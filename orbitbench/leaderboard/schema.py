@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from orbitbench.record import DataSettings, Metrics, ModelSettings
+from orbitbench.run.record import DataSettings, Metrics, ModelSettings
 from orbitbench.sweep.spec import MAX_NAME_LENGTH, NAME_PATTERN, TRACK_PATTERN
 
 # Refused in free text: line breaks and control characters (a new Markdown line: a heading, a

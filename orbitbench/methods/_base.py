@@ -27,7 +27,7 @@ class MethodInfo:
     kernel_prediction: what the empirical NTK of `net`'s logits predicts for this method, or None
         where no kernel prediction is defined (then `kernel_note` says why).
     uses_pose_pairs: whether it asks the DataModule for a second training pose of each image.
-    kernel_predictors: the kernel predictors (`orbitbench.kernel_predictors`) that describe a
+    kernel_predictors: the kernel predictors (`orbitbench.theory.registry`) that describe a
         network trained by this method, None: every registered one; the others are reported as
         undefined, with `kernel_note`.
     """
@@ -40,7 +40,7 @@ class MethodInfo:
 
     def predictors(self) -> tuple[str, ...]:
         """The registered predictors that describe this method's network, in display order."""
-        from orbitbench.kernel_predictors import predictor_names
+        from orbitbench.theory.registry import predictor_names
 
         names = predictor_names()
         return names if self.kernel_predictors is None else tuple(n for n in names if n in self.kernel_predictors)

@@ -30,7 +30,7 @@ from typing import Literal, TextIO
 
 from orbitbench.errors import Interrupted, OrbitbenchError
 from orbitbench.io import Claim, try_claim
-from orbitbench.record import RECORD_FILE
+from orbitbench.run.record import RECORD_FILE
 from orbitbench.sweep.results import cell_dir, claim_path, read_spec, result_from_record
 from orbitbench.sweep.spec import Cell, SweepSpec, fit_argv
 
@@ -78,7 +78,7 @@ def execute_cell(spec: SweepSpec | None, root: Path, cell: Cell, in_process: boo
             message = f"cell {cell.cell_id} failed (exit {returncode}): {tail[0][:300]} [full log: {folder / 'fit.log'}]"
             return CellOutcome(cell, "bad_settings" if returncode == 2 else "failed", message, seconds=seconds)
         try:
-            from orbitbench.record import load_record
+            from orbitbench.run.record import load_record
 
             result = result_from_record(spec, cell, load_record(record), str(record))
         except OrbitbenchError as error:
@@ -126,7 +126,7 @@ class BadFitSettings(OrbitbenchError):
 
 
 def _fit_in_process(argv: list[str], log: TextIO) -> int:
-    from orbitbench.training_cli import run_lightning_cli  # imported before the redirection (its loggers)
+    from orbitbench.run.cli import run_lightning_cli  # imported before the redirection (its loggers)
 
     with _output_to(log):
         try:

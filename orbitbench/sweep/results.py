@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.io import atomic_write_text
-from orbitbench.kernel_predictors import predictor_names, recorded_predictions
-from orbitbench.record import RECORD_FILE, RunRecord, load_record
+from orbitbench.theory.registry import predictor_names, recorded_predictions
+from orbitbench.run.record import RECORD_FILE, RunRecord, load_record
 from orbitbench.stats import mean_std
 from orbitbench.sweep.spec import Cell, SweepSpec, parse_sweep_text
 
@@ -39,7 +39,7 @@ CSV_COLUMNS = (
 
 def csv_columns() -> tuple[str, ...]:
     """`results.csv`'s columns: each registered kernel predictor's spectral-rule prediction of
-    out-test accuracy (`orbitbench.kernel_predictors`) is a column `pred_<name>_out_test`."""
+    out-test accuracy (`orbitbench.theory.registry`) is a column `pred_<name>_out_test`."""
     at = CSV_COLUMNS.index("in_test_acc_per_pose")
     return (*CSV_COLUMNS[:at], *(f"pred_{name}_out_test" for name in predictor_names()), *CSV_COLUMNS[at:])
 

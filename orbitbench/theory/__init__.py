@@ -1,1 +1,2 @@
-"""Kernel experiments of the paper as `orbitbench theory <experiment>` subcommands."""
+"""The kernel theory, Trainer-free: spectral rule, closed-form and infinite-width kernels, twins,
+empirical NTK, orbit pairs, the probe, agreement statistics and the kernel predictors."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from orbitbench.record import load_record
+from orbitbench.run.record import load_record
 from orbitbench.sweep.spec import load_sweep_file
 
 

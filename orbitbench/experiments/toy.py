@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orbitbench import spectral
+from orbitbench.theory import spectral
 from orbitbench.errors import OrbitbenchError
-from orbitbench.kernels import rbf_kernel
-from orbitbench.theory._run import RunFolder, execute, ridge_note
+from orbitbench.theory.kernels import rbf_kernel
+from orbitbench.experiments._run import RunFolder, execute, ridge_note
 
 
 def toy(

@@ -113,7 +113,7 @@ def short_class(class_path: str | None) -> str:
 
 
 def check_checkpoint_settings(cli: LightningCLI, subcommand: str, ckpt_path: str) -> None:
-    """`orbitbench.checkpoints` applied to the CLI's config: restore, or one error naming the conflicts."""
+    """`orbitbench.run.checkpoints` applied to the CLI's config: restore, or one error naming the conflicts."""
     saved = read_settings(ckpt_path)
     config = cli.config[subcommand]
     conflicts: list[str] = []
@@ -156,7 +156,7 @@ def conflict_hint(subcommand: str, model_conflicts: int, total: int) -> str:
 
 
 def log_dir_exists(trainer: L.Trainer) -> bool:
-    from orbitbench.record import run_log_dir  # not trainer.log_dir: a collective under DDP
+    from orbitbench.run.callbacks.record_writer import run_log_dir  # not trainer.log_dir: a collective under DDP
 
     log_dir = run_log_dir(trainer) if trainer.loggers else None
     return log_dir is not None and Path(log_dir).exists()
@@ -165,7 +165,7 @@ def log_dir_exists(trainer: L.Trainer) -> bool:
 def discard_failed_run(trainer: L.Trainer) -> None:
     """A run that failed before saving a checkpoint leaves nothing behind; one with checkpoints is
     kept for `--ckpt_path last` and marked `FAILED` (the sweep and leaderboard skip such folders)."""
-    from orbitbench.record import run_log_dir
+    from orbitbench.run.callbacks.record_writer import run_log_dir
 
     if not trainer.is_global_zero or not log_dir_exists(trainer):
         return

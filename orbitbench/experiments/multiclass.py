@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orbitbench import spectral
+from orbitbench.theory import spectral
 from orbitbench.errors import OrbitbenchError
-from orbitbench.kernels import infinite_kernel
+from orbitbench.theory.kernels import infinite_kernel
 from orbitbench.orbits import make_group
-from orbitbench.pairs import class_orbits
-from orbitbench.theory._run import DigitData, RunFolder, documents_data_arguments, execute, ridge_note
-from orbitbench.twins import relu_expectations
+from orbitbench.theory.pairs import class_orbits
+from orbitbench.experiments._run import DigitData, RunFolder, documents_data_arguments, execute, ridge_note
+from orbitbench.theory.twins import relu_expectations
 
 CLASSES = list(range(10))
 REGRESSION_RIDGE = 1e-10  # absolute, on the diagonal of the observed block (the authors' one-vs-rest solve)
@@ -73,7 +73,7 @@ def multiclass(
         batch_size: training batch size (overrides the protocol's).
         leave_out_classes: classes to train a network for (default all ten).
     """
-    from orbitbench.theory.networks import PROTOCOLS
+    from orbitbench.experiments.networks import PROTOCOLS
 
     if protocol not in PROTOCOLS:
         raise OrbitbenchError(f"protocol={protocol!r}: expected one of {', '.join(PROTOCOLS)}")
@@ -180,7 +180,7 @@ def run(args: types.SimpleNamespace, folder: RunFolder) -> dict:
     from tqdm.auto import tqdm
 
     from orbitbench.data import load_digits
-    from orbitbench.theory.networks import fit_out_test_accuracy, training_datamodule  # Lightning: only with --train
+    from orbitbench.experiments.networks import fit_out_test_accuracy, training_datamodule  # Lightning: only with --train
 
     digits = load_digits(args.source, args.data_dir)
     protocol = args.training

@@ -10,15 +10,13 @@ the benchmark needs to be trustworthy and easy to read:
 - one plain line per epoch instead of a progress bar when stdout is not a terminal (a log file);
 - exact resumption: every step reseeds all RNGs from (seed, step), the DataModule shuffles from
   (seed, epoch), so `--ckpt_path last` after a kill ends with the metrics of an unbroken run;
-- `record.json` in the run directory (`orbitbench.record`: settings, seeds, final accuracies);
+- `record.json` in the run directory (`orbitbench.run.record`: settings, seeds, final accuracies);
 - a printed summary after `fit`; bad values end in one `orbitbench: ...` line and exit status 2.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import random
 import re
 import sys
 import warnings
@@ -26,86 +24,24 @@ from pathlib import Path
 from typing import Literal
 
 import lightning as L
-import numpy as np
-import torch
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from orbitbench.checkpoints import EVAL_COMMANDS, check_checkpoint_settings, discard_failed_run, log_dir_exists, place_eval_run
 from orbitbench.datamodules import OrbitDataModule
 from orbitbench.errors import OrbitbenchError, condense_parser_error
 from orbitbench.flags import class_list_flags, wrap_single_values
-from orbitbench.hparams import HParamsSession
 from orbitbench.io import check_can_create, check_config_args
-from orbitbench.module import OrbitClassifier
-from orbitbench.predict import PredictionWriter
-from orbitbench.progress import PlainProgress
-from orbitbench.record import RECORD_FILE, RunRecordWriter, describe_run, load_record, run_log_dir
+from orbitbench.run.callbacks import (EmpiricalNTKCallback, HParamsSession, PlainProgress, PredictionWriter,
+                                      ReseedEachStep, RunRecordWriter, TrainOrbitGrid)
+from orbitbench.run.checkpoints import EVAL_COMMANDS, check_checkpoint_settings, discard_failed_run, log_dir_exists, place_eval_run
+from orbitbench.run.module import OrbitClassifier
+from orbitbench.run.summary import fit_summary
 
 RUNS_DIR = "runs"
 DEFAULT_SEED = 125  # the paper's seed
-MAX_GRID_POSES = 16
 MAX_SEED = 2**32 - 1  # numpy's seed range
-
-
-class ReseedEachStep(Callback):
-    """Seed torch / numpy / random from (base seed, global step) before every training step.
-
-    Lightning does not checkpoint RNG states, and when it resumes it creates the train iterator
-    (which draws from the global RNG) at another point than in an unbroken run; seeding each step
-    from the step counter makes dropout masks identical either way. The DataModule's sampler is
-    already a function of (seed, epoch). The base seed is the run's `seed_everything` value.
-    """
-
-    def __init__(self) -> None:
-        self.base_seed: int | None = None
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        seed = os.environ.get("PL_GLOBAL_SEED")
-        self.base_seed = int(seed) if seed is not None else None
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        if self.base_seed is None:
-            return
-        seed = (self.base_seed * 1_000_003 + trainer.global_step) % 2**32
-        # torch.manual_seed would also queue lazy seeding of every accelerator backend (CUDA, XPU,
-        # MTIA: a stack capture and a driver query each), per step; seed only what this run uses.
-        torch.default_generator.manual_seed(seed)
-        if pl_module.device.type == "cuda":
-            torch.cuda.manual_seed_all(seed)
-        np.random.seed(seed)
-        random.seed(seed)
-
-
-class TrainOrbitGrid(Callback):
-    """Log a grid of sample orbits of the training data: one image per class (rows) x poses (columns).
-
-    Out-test cells (the held-out poses of the leave-out class, never trained on) are dimmed.
-    """
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        dm = trainer.datamodule
-        experiment = getattr(trainer.logger, "experiment", None)
-        if not isinstance(dm, OrbitDataModule) or not hasattr(experiment, "add_image"):
-            return
-        from torchvision.utils import make_grid
-
-        train_images = dm.splits["train"][:, 0]
-        labels = dm.digits.labels
-        rows = [int(train_images[labels[train_images] == c][0]) for c in range(dm.num_classes)
-                if (labels[train_images] == c).any()]
-        poses = torch.linspace(0, dm.n_poses - 1, min(dm.n_poses, MAX_GRID_POSES)).round().long().unique()
-        image_index = torch.tensor(rows).repeat_interleave(len(poses))  # [rows*cols], row-major
-        pose = poses.repeat(len(rows))
-        cells = dm.materialize(image_index, pose).cpu()  # [rows*cols, 1, 28, 28]
-        cells = cells / cells.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-        held = (labels[image_index] == dm.hparams.leave_out_class) & torch.isin(pose, torch.tensor(dm.held_out_poses))
-        cells[held] *= 0.3
-        grid = make_grid(cells, nrow=len(poses), padding=1, pad_value=0.5)
-        experiment.add_image("data/train_orbits", grid, 0)
 
 
 def _run_name(config) -> str:
@@ -165,7 +101,7 @@ class OrbitbenchCLI(LightningCLI):
                 "checkpoint.save_top_k": 1,  # with no monitor: the latest epoch; -1 keeps every epoch
                 # The paper's Adam as a class-path default, so `--model.optimizer.lr 3e-4` works.
                 "model": {
-                    "class_path": "orbitbench.module.OrbitClassifier",
+                    "class_path": "orbitbench.run.module.OrbitClassifier",
                     "init_args": {"optimizer": {"class_path": "torch.optim.Adam",
                                                 "init_args": {"lr": 1e-3, "betas": [0.7, 0.9]}}},
                 },
@@ -181,7 +117,7 @@ class OrbitbenchCLI(LightningCLI):
         """Restore the model and data settings a checkpoint was trained with; refuse conflicting ones.
 
         Replaces Lightning's version, which overwrites the model settings without a word and never
-        looks at the data settings (see `orbitbench.checkpoints`).
+        looks at the data settings (see `orbitbench.run.checkpoints`).
         """
         subcommand = self.config.get("subcommand")
         config = self.config.get(subcommand) if subcommand else None
@@ -291,60 +227,6 @@ class OrbitbenchCLI(LightningCLI):
                 print(f"orbitbench predict: {', '.join(str(p) for p in callback.written)}", flush=True)
 
 
-def fit_summary(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
-    """A few human lines: what ran, the three accuracies, where logs and checkpoint are.
-
-    Read from the run record where there is one: under `ddp_spawn` the workers wrote it and this
-    process's Trainer never saw the epochs.
-    """
-    log_dir = run_log_dir(trainer)
-    written = next((c.record for c in trainer.callbacks if isinstance(c, RunRecordWriter) and c.record), None)
-    if written is None and log_dir and Path(log_dir, RECORD_FILE).is_file():
-        written = load_record(log_dir)
-    if written is not None:
-        model, data, epochs = written.model, written.data, written.epochs
-        accuracies = (written.metrics.train_acc, written.metrics.in_test_acc, written.metrics.out_test_acc)
-        checkpoint = written.last_checkpoint
-    else:
-        described = describe_run(trainer, pl_module)
-        model, data, epochs, checkpoint = described["model"], described["data"], trainer.current_epoch, described["last_checkpoint"]
-        metrics = trainer.callback_metrics
-        accuracies = (None, *(float(metrics[k]) if k in metrics else None for k in ("val/in_test_acc", "val/out_test_acc")))
-
-    def fmt(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.3f}"
-
-    where = ", ".join(f"{k}={v}" for k, v in (("n_poses", data.n_poses), ("leave_out_class", data.hparams.get("leave_out_class"))) if v is not None)
-    method = "" if model.method == "supervised" else " + " + model.method
-    lines = [
-        f"orbitbench fit: {model.backbone}{method} on {data.datamodule}({where}), "
-        f"{epochs} epoch{'' if epochs == 1 else 's'}, {model.n_params:,} parameters",
-        f"  accuracy     train {fmt(accuracies[0])} | in-test {fmt(accuracies[1])} | out-test {fmt(accuracies[2])}",
-    ]
-    if log_dir:
-        kinds = ", ".join(_logger_output(logger) for logger in trainer.loggers)
-        outputs = ", ".join(([RECORD_FILE] if written is not None else []) + ([kinds] if kinds else []))
-        lines.append(f"  logs         {log_dir}" + (f" ({outputs})" if outputs else ""))
-        if written is None:
-            lines.append(f"  no {RECORD_FILE}: validation never ran (it holds the validated accuracies)")
-    if checkpoint:
-        lines.append(f"  checkpoint   {checkpoint}")
-    lines += [c.summary_line() for c in trainer.callbacks if callable(getattr(c, "summary_line", None))]
-    board = next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
-    if board is not None:
-        lines.append(f"  view with    tensorboard --logdir {board.save_dir}")
-    return "\n".join(lines)
-
-
-def _logger_output(logger) -> str:
-    """What a logger leaves in the run folder, in words."""
-    if isinstance(logger, TensorBoardLogger):
-        return "TensorBoard events"
-    if isinstance(logger, CSVLogger):
-        return "metrics.csv"
-    return type(logger).__name__
-
-
 def _user_error(error: BaseException) -> OrbitbenchError | None:
     """The `OrbitbenchError` behind `error` (jsonargparse wraps errors raised while instantiating),
     or a missing optional package (`WandbLogger` without wandb, `RichProgressBar` without rich)."""
@@ -399,7 +281,6 @@ def run_lightning_cli(argv: list[str]) -> int:
 
 def list_flags() -> set[str]:
     """The Lightning commands' flags that take only lists (`orbitbench.flags`): `--data.held_out_poses 0`."""
-    from orbitbench.callbacks import EmpiricalNTKCallback
     from orbitbench.datamodules import RotatedMNIST, TranslatedMNIST
 
     return (

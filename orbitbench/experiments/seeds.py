@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orbitbench import spectral
-from orbitbench.kernels import infinite_kernel
+from orbitbench.theory import spectral
+from orbitbench.theory.kernels import infinite_kernel
 from orbitbench.orbits import make_group
-from orbitbench.pairs import class_orbits
-from orbitbench.theory._run import DigitData, RunFolder, documents_data_arguments, execute, pearson, ridge_note
+from orbitbench.theory.pairs import class_orbits
+from orbitbench.experiments._run import DigitData, RunFolder, documents_data_arguments, execute, pearson, ridge_note
 
 
 @documents_data_arguments

@@ -1,7 +1,7 @@
 """`EmpiricalNTKCallback`: do kernels predict what the network does on the out-test split?
 
-The measurement itself is Trainer-free (`orbitbench.probe`, `orbitbench.predictors`; from a
-checkpoint: `orbitbench.predict_kernel.measure_checkpoint`); this callback only decides when to
+The measurement itself is Trainer-free (`orbitbench.theory.probe`, `orbitbench.theory.predictions`; from a
+checkpoint: `orbitbench.run.predict_kernel.measure_checkpoint`); this callback only decides when to
 measure, logs, and keeps the initial weights (the `init` predictor) in checkpoints.
 """
 
@@ -17,9 +17,9 @@ from torch import nn
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.models import KernelTwin, model_info
-from orbitbench.kernel_predictors import predictor, predictor_names
-from orbitbench.predictors import KernelPredictors, PredictionReport
-from orbitbench.probe import ProbeOptions, ProbeSet, draw_probe
+from orbitbench.theory.registry import predictor, predictor_names
+from orbitbench.theory.predictions import KernelPredictors, PredictionReport
+from orbitbench.theory.probe import ProbeOptions, ProbeSet, draw_probe
 
 __all__ = ["EmpiricalNTKCallback", "model_twin", "network_of"]
 
@@ -62,7 +62,7 @@ class EmpiricalNTKCallback(L.Callback):
     """Kernel predictions of out-test accuracy next to the network's own, at fit start, every
     `every_n_epochs` epochs and at the end of training (between measurements it does nothing).
 
-    Predictors (`orbitbench.predictors`): `infinite` (the analytic NTK of the model's declared
+    Predictors (`orbitbench.theory.predictions`): `infinite` (the analytic NTK of the model's declared
     kernel twin), `init` (empirical NTK at initialisation, with its linearised network) and
     `trained` (empirical NTK at the current weights). The fit summary prints them as a table
     (`summary_line`); loggers get every number as `ntk/<predictor>/<name>` and
@@ -223,7 +223,7 @@ class EmpiricalNTKCallback(L.Callback):
         return {} if report is None else report.as_dict()
 
     def hparam_metric_names(self) -> list[str]:
-        """The predicted out-test accuracies (scalar tags), as TensorBoard HPARAMS metrics (`orbitbench.hparams`)."""
+        """The predicted out-test accuracies (scalar tags), as TensorBoard HPARAMS metrics (`orbitbench.run.callbacks.hparams`)."""
         return [f"ntk/{name}/spectral_out_test_acc" for name in self.chosen]
 
     def scalar_layout(self) -> dict[str, dict[str, list]]:

@@ -149,7 +149,7 @@ class HParamsSession(L.Callback):
 
 def final_train_accuracy(trainer: L.Trainer) -> float | None:
     """The run record's eval-mode train accuracy (None when the run wrote no record)."""
-    from orbitbench.record import RunRecordWriter
+    from orbitbench.run.callbacks.record_writer import RunRecordWriter
 
     writer = next((c for c in trainer.callbacks if isinstance(c, RunRecordWriter)), None)
     return None if writer is None or writer.record is None else writer.record.metrics.train_acc

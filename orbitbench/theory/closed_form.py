@@ -57,7 +57,7 @@ def mlp_kernel(x: Tensor, x2: Tensor | None, *, kind: str, depth: int, w_std: fl
     """[Dense, Relu] x depth, Dense(1) on [B, D] (and [B2, D]) -> [B, B2] on the inputs' device.
 
     `layers`: per-layer variances and the standard parameterisation (a kernel twin,
-    `orbitbench.twins`) instead of one `b_std` for every layer in the NTK parameterisation.
+    `orbitbench.theory.twins`) instead of one `b_std` for every layer in the NTK parameterisation.
     """
     right = x if x2 is None else x2
     ids_left, ids_right = _input_ids(x, x2)

@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from orbitbench import spectral
+from orbitbench.theory import spectral
 from orbitbench.errors import OrbitbenchError
-from orbitbench.ntk import empirical_ntk, evaluating
+from orbitbench.theory.ntk import empirical_ntk, evaluating
 
 # Observed poses per leave-out seed in the regression data: all of them at n_angles 8, a sample
 # of them for finer groups (the kernel's cost grows with the square of the point count).

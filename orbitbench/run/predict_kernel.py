@@ -15,8 +15,8 @@ import torch
 
 from orbitbench import trust
 from orbitbench.errors import OrbitbenchError
-from orbitbench.predictors import KernelPredictors, PredictionReport
-from orbitbench.probe import ProbeOptions, draw_probe
+from orbitbench.theory.predictions import KernelPredictors, PredictionReport
+from orbitbench.theory.probe import ProbeOptions, draw_probe
 
 __all__ = ["load_checkpoint", "measure_checkpoint", "predict_kernel", "main"]
 
@@ -43,7 +43,7 @@ def load_checkpoint(ckpt_path: Path, data_overrides: dict[str, Any] | None = Non
     data_hp = checkpoint.get("datamodule_hyper_parameters") or {}
     if "_class_path" not in data_hp:
         raise OrbitbenchError(f"--ckpt_path {path}: no DataModule hyperparameters (save it from `orbitbench fit`)")
-    model_cls = _class(model_hp.get("_class_path", "orbitbench.module.OrbitClassifier"), "model")
+    model_cls = _class(model_hp.get("_class_path", "orbitbench.run.module.OrbitClassifier"), "model")
     try:
         model = model_cls(**_init_args(model_hp))
         model.load_state_dict(checkpoint["state_dict"])
@@ -65,7 +65,7 @@ def measure_checkpoint(
     data_overrides: dict[str, Any] | None = None,
 ) -> PredictionReport:
     """Every kernel predictor against the checkpoint's network on its own data (no Trainer)."""
-    from orbitbench.callbacks import model_twin, network_of, undefined_predictors
+    from orbitbench.run.callbacks.kernel_predictions import model_twin, network_of, undefined_predictors
 
     if dtype not in _DTYPES:
         raise OrbitbenchError(f"--dtype {dtype!r}; accepted: {', '.join(_DTYPES)}")

@@ -2,7 +2,7 @@
 
 A predictor is a kernel whose regression predicts what the network does on the held-out poses
 (docs/THEORY.md §4). What each one is, how it is measured and how it is shown lives here; the
-callback (`orbitbench.predictors.KernelPredictors` computes them), the run record, the sweep's
+callback (`orbitbench.theory.predictions.KernelPredictors` computes them), the run record, the sweep's
 results, the leaderboard's schema, tables and figures and the methods' `MethodInfo` read the names
 from this registry, so a new predictor is one `register_predictor(...)` call plus its kernel:
 

@@ -79,8 +79,8 @@ def fit_out_test_accuracy(model: str, datamodule: RotatedMNIST, protocol: Traini
     its out-test (held-out poses) and train splits."""
     import lightning as L
 
-    from orbitbench.module import OrbitClassifier
-    from orbitbench.training_cli import ReseedEachStep
+    from orbitbench.run.module import OrbitClassifier
+    from orbitbench.run.callbacks.reseed import ReseedEachStep
 
     quiet = logging.getLogger("lightning.pytorch")
     level = quiet.level

@@ -6,7 +6,7 @@ and scheduler from the config, the data (and its poses) from the DataModule. Wha
 measurement the benchmark is about: accuracy on train, in-test and out-test, and in-test
 accuracy per pose (does the network recognise every rotation equally well?).
 
-Logged metric names (TensorBoard; the run record `orbitbench.record` is what the sweep reads):
+Logged metric names (TensorBoard; the run record `orbitbench.run.record` is what the sweep reads):
     train/loss (per step), train/acc (per epoch, running accuracy in train mode)
     train/<term> (per step): the loss terms a method reports besides its total (e.g. train/ce)
     val/in_test_acc, val/out_test_acc, val/in_test_loss, val/out_test_loss
@@ -146,8 +146,8 @@ class OrbitClassifier(L.LightningModule):
             self.pose_acc[split].update(logits.argmax(dim=1), batch.label, batch.pose)
 
     def predict_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
-        """Per-sample rows for `orbitbench predict` (`orbitbench.predict.PredictionWriter`)."""
-        from orbitbench.predict import prediction_rows
+        """Per-sample rows for `orbitbench predict` (`orbitbench.run.callbacks.prediction_writer.PredictionWriter`)."""
+        from orbitbench.run.callbacks.prediction_writer import prediction_rows
 
         logits = self.net(batch.image)
         return {"image_index": batch.image_index, "pose": batch.pose, "label": batch.label,

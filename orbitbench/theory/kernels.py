@@ -37,8 +37,8 @@ DEFAULT_BLOCK_ELEMENTS = 1 << 25
 
 
 def neural_tangents_stax():
-    """The `neural_tangents.stax` module, with JAX in float64 (`orbitbench.reference`)."""
-    from orbitbench.reference import neural_tangents
+    """The `neural_tangents.stax` module, with JAX in float64 (`orbitbench.theory.reference`)."""
+    from orbitbench.theory.reference import neural_tangents
 
     return neural_tangents().stax
 
@@ -95,7 +95,7 @@ def infinite_kernel(
     _check_options(arch, kind, depth, width, channels, backend)
     if backend == "neural_tangents":
         return _neural_tangents_kernel(x, x2, arch, kind, depth, width, W_std, b_std, channels, chunk, progress)
-    from orbitbench import closed_form
+    from orbitbench.theory import closed_form
 
     left = torch.as_tensor(x).to(torch.float64)
     right = None if x2 is None else torch.as_tensor(x2).to(left.device, torch.float64)
@@ -194,7 +194,7 @@ def pair_kernels(
     shape = tuple(points.shape[2:]) if arch != "mlp" else tuple(points.shape[-2:]) if points.ndim == 4 else ()
     if block_circulant(arch, group, shape) and n % 2 == 0:
         if arch == "mlp" and backend == "torch":
-            from orbitbench import closed_form
+            from orbitbench.theory import closed_form
 
             flat = points.to(torch.float64).flatten(2)  # [P, n, D]
             rows = torch.cat([closed_form.mlp_pair_rows(part, kind=kind, depth=depth, w_std=W_std, b_std=b_std)
@@ -206,7 +206,7 @@ def pair_kernels(
     if arch == "mlp" and backend == "neural_tangents":
         return _neural_tangents_pairs(points, arch, kind, depth, width, W_std, b_std, channels, chunk)
     if arch == "mlp":
-        from orbitbench import closed_form
+        from orbitbench.theory import closed_form
 
         flat = points.to(torch.float64).flatten(2)  # [P, n, D]
         out = torch.cat([closed_form.mlp_pair_kernels(part, kind=kind, depth=depth, w_std=W_std, b_std=b_std)

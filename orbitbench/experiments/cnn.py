@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.kernels import block_circulant
+from orbitbench.theory.kernels import block_circulant
 from orbitbench.orbits import make_group
-from orbitbench.theory._run import DigitData, RunFolder, documents_data_arguments, execute, pearson, resolve_ridges
-from orbitbench.theory.pairs import pair_rows, ridge_summary
+from orbitbench.experiments._run import DigitData, RunFolder, documents_data_arguments, execute, pearson, resolve_ridges
+from orbitbench.experiments.pairs import pair_rows, ridge_summary
 
 ARCHS = ("cnn_fc", "cnn_gap")
 

@@ -1,8 +1,8 @@
 """Analytic NTK of a zoo model's kernel twin (`orbitbench.models.KernelTwin`), in closed form.
 
 The twin of `paper_mlp` is a standard-parameterised ReLU MLP with PyTorch's default init and no
-read-out bias, which `orbitbench.kernels.infinite_kernel` (NTK parameterisation, one bias scale for
-every layer) cannot express; the one arc-cosine recursion (`orbitbench.closed_form`) covers both
+read-out bias, which `orbitbench.theory.kernels.infinite_kernel` (NTK parameterisation, one bias scale for
+every layer) cannot express; the one arc-cosine recursion (`orbitbench.theory.closed_form`) covers both
 parameterisations with per-layer variances. tests/test_twins.py checks it against neural-tangents' `stax` and shows the
 empirical NTK of the torch models concentrating on it as their widths grow.
 
@@ -27,7 +27,7 @@ import math
 import torch
 from torch import Tensor
 
-from orbitbench.closed_form import MlpLayers, mlp_kernel
+from orbitbench.theory.closed_form import MlpLayers, mlp_kernel
 from orbitbench.errors import OrbitbenchError
 from orbitbench.models import KernelTwin
 
@@ -45,7 +45,7 @@ def relu_expectations(cov: Tensor, var_1: Tensor, var_2: Tensor) -> tuple[Tensor
 
 def _mlp_ntk(twin: KernelTwin, x1: Tensor, x2: Tensor) -> Tensor:
     """Closed-form NTK [B1, B2] of one output of the twin MLP on flat float64 inputs (the recursion
-    is `orbitbench.closed_form`'s, with this twin's per-layer variances)."""
+    is `orbitbench.theory.closed_form`'s, with this twin's per-layer variances)."""
     fan_ins = (twin.in_features, *twin.widths)
     has_bias = (*[twin.b_std is not None] * twin.depth, twin.readout_bias and twin.b_std is not None)
     bias_vars = tuple(twin.b_std**2 / (n if twin.bias_scale == "fan_in" else 1.0) if present else 0.0

@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from orbitbench.io import atomic_write_bytes, atomic_write_text
-from orbitbench.record import run_log_dir
+from orbitbench.run.callbacks.record_writer import run_log_dir
 
 PREDICTIONS_FILE = "predictions.csv"
 CONFUSION_FIGURE = "confusion.png"

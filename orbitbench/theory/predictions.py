@@ -1,6 +1,6 @@
 """Kernel predictors of a network's out-test accuracy, and how well they predict it (Trainer-free).
 
-The predictors are registered in `orbitbench.kernel_predictors` (name, how measured, how shown);
+The predictors are registered in `orbitbench.theory.registry` (name, how measured, how shown);
 this module measures them. Three are built in, named for what they are (docs/THEORY.md §4):
 
 - `infinite`: the analytic NTK of the model's declared kernel twin (`orbitbench.models.model_info(name).kernel_twin()`),
@@ -15,7 +15,7 @@ Each gives (a) the paper's spectral rule on the probe orbits (Eq. 7 / App. A.1 a
 poses, pair-averaged over the other seeds, one-vs-many over classes, docs/THEORY.md §5) and its
 exact counterpart (pair regression leaving out only the held-out poses), and (b) kernel
 regression on the network's own task (one-hot targets, training-split points of the probe) at the
-out-test and in-test probe points. `orbitbench.agreement` scores both against the network.
+out-test and in-test probe points. `orbitbench.theory.agreement` scores both against the network.
 
 What no kernel here matches: the training itself (Adam on cross-entropy with dropout, not gradient
 flow on squared error) and, for `infinite`, the finite width (tests/test_twins.py).
@@ -35,12 +35,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from orbitbench import spectral
-from orbitbench.agreement import agreement, wilson_interval
-from orbitbench.kernel_predictors import KernelContext, predictor, predictor_names
+from orbitbench.theory import spectral
+from orbitbench.theory.agreement import agreement, wilson_interval
+from orbitbench.theory.registry import KernelContext, predictor, predictor_names
 from orbitbench.models import KernelTwin
-from orbitbench.probe import ProbeKernels, ProbeSet, empirical_gram, network_outputs, probe_kernels
-from orbitbench.twins import twin_kernel
+from orbitbench.theory.probe import ProbeKernels, ProbeSet, empirical_gram, network_outputs, probe_kernels
+from orbitbench.theory.twins import twin_kernel
 
 __all__ = ["KernelPredictors", "PredictionReport", "linearized_prediction"]
 
@@ -196,7 +196,7 @@ class KernelPredictors:
         return self._fixed["infinite"]
 
     def _registered(self, name: str, network: nn.Module) -> _Raw | str:
-        """A predictor measured through its registered kernel (`orbitbench.kernel_predictors`)."""
+        """A predictor measured through its registered kernel (`orbitbench.theory.registry`)."""
         if name not in self.measured:
             return self._reasons[name]
         spec = predictor(name)

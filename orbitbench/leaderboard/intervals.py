@@ -9,25 +9,12 @@ units; with one unit the interval is the whole [0, 1] range (nothing is known ab
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 
-from scipy import stats as scipy_stats
+from orbitbench.stats import LEVEL, t_interval
 
-LEVEL = 0.95
+__all__ = ["LEVEL", "Unit", "clip", "paired_difference", "rank_ranges", "t_interval", "unit_scores"]
 Unit = tuple[int, int]  # (leave-out class, seed)
-
-
-def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
-    """(mean, low, high) of the mean of `values`: Student t with len - 1 degrees of freedom."""
-    values = [float(v) for v in values]
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return mean, -math.inf, math.inf
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(scipy_stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return mean, mean - half, mean + half
 
 
 def unit_scores(cells: Iterable[tuple[Unit, int, float]]) -> dict[Unit, float]:

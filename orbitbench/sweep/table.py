@@ -18,7 +18,7 @@ from typing import Literal
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.io import atomic_write_text
-from orbitbench.leaderboard.intervals import t_interval
+from orbitbench.stats import t_interval
 from orbitbench.sweep.results import read_sweep_dir
 
 METRICS = {"out_test_acc": "out-test", "in_test_acc": "in-test", "train_acc": "train"}

@@ -16,24 +16,9 @@ import numpy as np
 from scipy import stats
 from torch import Tensor
 
+from orbitbench.stats import wilson_interval
+
 __all__ = ["Agreement", "agreement", "wilson_interval"]
-
-Z_95 = 1.959963984540054  # two-sided 95% normal quantile
-
-
-def wilson_interval(accuracy: float, n: float, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval of a proportion `accuracy` observed over `n` independent units.
-
-    `n` counts the independent units (probe seeds): several held-out poses of one seed are one unit,
-    so pass the seed count and the seed-averaged accuracy. (0, 1) for n = 0.
-    """
-    if n <= 0 or math.isnan(accuracy):
-        return 0.0, 1.0
-    centre = accuracy + z * z / (2 * n)
-    half = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
-    denominator = 1 + z * z / n
-    return max(0.0, (centre - half) / denominator), min(1.0, (centre + half) / denominator)
-
 
 @dataclass(frozen=True)
 class Agreement:

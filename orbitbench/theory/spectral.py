@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from orbitbench.errors import OrbitbenchError
+from orbitbench.orbits import circularize  # Eq. 12: the nearest circulant matrix, a fact of cyclic orbits
 
 __all__ = [
     "circularize",
@@ -32,23 +33,6 @@ __all__ = [
     "seeds_exact_error",
     "one_vs_many_accuracy",
 ]
-
-
-def circularize(kernel: Tensor) -> Tensor:
-    """Average each wrapped diagonal of `kernel` (Eq. 12): the nearest circulant matrix.
-
-    [..., n, n] -> [..., n, n]; `c_d = mean_i K[i, (i + d) mod n]`, `K_circ[i, j] = c_{(j - i) mod n}`.
-    """
-    n = kernel.shape[-1]
-    i = torch.arange(n, device=kernel.device)
-    offsets = (i[None, :] + i[:, None]) % n  # [n (row i), n (offset d)] -> column (i + d) mod n
-    wrapped = torch.gather(kernel, -1, offsets.expand(*kernel.shape[:-2], n, n))  # [..., i, d]
-    diagonal_means = wrapped.mean(dim=-2)  # [..., d]
-    return torch.gather(
-        diagonal_means.unsqueeze(-2).expand(*kernel.shape[:-2], n, n),
-        -1,
-        ((i[None, :] - i[:, None]) % n).expand(*kernel.shape[:-2], n, n),  # [i, j] -> (j - i) mod n
-    )
 
 
 def _check_square(kernel: Tensor, even: bool = False) -> int:

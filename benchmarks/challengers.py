@@ -40,7 +40,6 @@ from orbitbench.run.record import load_record
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "challengers_out_test.png"
 BACKBONES = "paper_mlp,paper_convnet,c4_pooled(paper_mlp),steerable_cnn_c4,steerable_cnn_c8,steerable_cnn_c16"
 BUILT_IN = ("steerable", "c4_pooled")  # invariant by construction: no trained-kernel measurement
-NTK = "EmpiricalNTKCallback"
 
 
 @torch.no_grad()
@@ -76,18 +75,18 @@ def measure(record, with_trained: bool) -> dict[str, float | None]:
     model, dm, _, _ = load_checkpoint(Path(record.last_checkpoint))
     model.eval()
     leave_out = record.data.hparams["leave_out_class"]
-    summary = record.callbacks.get(NTK, {})
+    predictions = record.predictions
     row: dict[str, float | None] = {
         "unit": (leave_out, record.seeds.seed_everything), "in_test": record.metrics.in_test_acc, "out_test": record.metrics.out_test_acc,
         "class_in_test": leave_out_class_in_test_acc(model, dm, leave_out),
     }  # fmt: skip
     for name in ("infinite", "init"):
-        entry = summary.get("predictors", {}).get(name, {})
-        row[f"{name}_pred"], row[f"{name}_kappa"] = entry.get("spectral_out_test_acc"), entry.get("kappa")
+        entry = predictions.predictors.get(name) if predictions is not None else None
+        row[f"{name}_pred"], row[f"{name}_kappa"] = (entry.spectral_out_test_acc, entry.kappa) if entry else (None, None)
     row["trained_pred"] = row["trained_kappa"] = row["trained_spectral"] = None
     if with_trained:
         row["trained_pred"], row["trained_kappa"], row["trained_spectral"] = trained_kernel(
-            model, dm, summary.get("probe", {}).get("n_seeds", 32))
+            model, dm, predictions.probe.get("n_seeds", 32) if predictions is not None else 32)
     return row
 
 

@@ -69,7 +69,7 @@ def test_summary_table_and_record(trained) -> None:
     assert lines[0].startswith("  kernel predictions on 10 leave-out seeds x 1 held-out pose")
     rows = [line.split()[0] for line in lines[3:]]
     assert rows[:3] == ["network", "infinite", "init"] and "trained" in rows and "linearised" in rows
-    record = json.loads(json.dumps(callback.record_summary()))
+    record = json.loads(callback.kernel_predictions().model_dump_json())
     assert record["probe"]["n_seeds"] == 10 and record["probe"]["seeds_per_class"] == 2
     assert set(record["predictors"]) == {"infinite", "init", "trained"}
     for entry in record["predictors"].values():
@@ -258,7 +258,7 @@ def test_the_plug_in_routes_train_with_the_ntk_callback(tmp_path: Path, backbone
     with contextlib.redirect_stdout(io.StringIO()):
         assert run_lightning_cli(argv) == 0
     (record,) = tmp_path.rglob("record.json")
-    predictors = json.loads(record.read_text())["callbacks"]["EmpiricalNTKCallback"]["predictors"]
+    predictors = json.loads(record.read_text())["predictions"]["predictors"]
     assert set(predictors) == {"infinite", "init", "trained"}
     for name, entry in predictors.items():
         assert "undefined" not in entry and 0.0 <= entry["spectral_out_test_acc"] <= 1.0, (name, entry)

@@ -51,7 +51,7 @@ def test_a_fourth_predictor_goes_from_the_record_to_the_leaderboard_table(tmp_pa
     sweep = tmp_path / "sweep"
     run_sweep(spec, out=sweep, in_process=True)
     (record_path,) = (sweep / "cells").glob("*/record.json")
-    measured = json.loads(record_path.read_text())["callbacks"]["EmpiricalNTKCallback"]["predictors"]["pixels"]
+    measured = json.loads(record_path.read_text())["predictions"]["predictors"]["pixels"]
     assert 0.0 <= measured["spectral_out_test_acc"] <= 1.0 and "regression_out_test_acc" in measured
     (row,) = csv.DictReader((sweep / "results.csv").open())
     assert float(row["pred_pixels_out_test"]) == measured["spectral_out_test_acc"]

@@ -298,8 +298,8 @@ def test_kernel_predictions_are_aggregated_shown_and_plotted(tmp_path, capsys):
         record = json.loads(path.read_text())
         values = {"infinite": 0.1 + 0.05 * i, "init": 0.3 + 0.01 * i, "trained": 0.5}
         kappas = {"infinite": 0.2 - 0.1 * i, "init": 0.0, "trained": 0.5}
-        record["callbacks"]["EmpiricalNTKCallback"] = {
-            "predictors": {k: {"spectral_out_test_acc": v, "kappa": kappas[k], "other": 1} for k, v in values.items()}}
+        record["schema_version"], record["predictions"] = 2, {"probe": {}, "network": {}, "predictors": {
+            k: {"spectral_out_test_acc": v, "kappa": kappas[k], "other": 1} for k, v in values.items()}}
         path.write_text(json.dumps(record))
         for k, v in values.items():
             expected.setdefault(record["data"]["n_poses"], {}).setdefault(k, []).append(v)

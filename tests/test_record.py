@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -55,3 +56,36 @@ def test_the_datamodule_is_named_so_that_it_can_be_imported_again(monkeypatch) -
     assert datamodule_name(FlippedMNIST) == "sweep_helpers.FlippedMNIST"
     assert datamodule_class(datamodule_name(FlippedMNIST)) is FlippedMNIST
     assert datamodule_class(datamodule_name(RotatedMNIST)) is RotatedMNIST
+
+
+def test_schema_1_records_load_with_their_predictions_typed(tmp_path) -> None:
+    """A record written before the predictions were typed (schema 1: under the callback's class
+    name in `callbacks`) loads as schema 2 with `predictions` filled; the other callbacks stay."""
+    legacy = _record().model_dump(mode="json")
+    legacy.pop("predictions")
+    legacy["schema_version"] = 1
+    measured = {"spectral_out_test_acc": 0.25, "kappa": 0.1, "exact_out_test_acc": 0.5}
+    legacy["callbacks"] = {"EmpiricalNTKCallback": {"probe": {"n_seeds": 4}, "network": {"out_test_acc": 0.5},
+                                                    "predictors": {"init": measured, "infinite": {"undefined": "no twin"}},
+                                                    "step": 3, "epoch": 1},
+                           "MyCallback": {"x": 1}}  # fmt: skip
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(legacy))
+    record = load_record(path)
+    assert record.schema_version == 2 and record.callbacks == {"MyCallback": {"x": 1}}
+    init = record.predictions.predictors["init"]
+    assert (init.spectral_out_test_acc, init.kappa, init.model_extra["exact_out_test_acc"]) == (0.25, 0.1, 0.5)
+    assert record.predictions.predictors["infinite"].undefined == "no twin" and record.predictions.step == 3
+    from orbitbench.theory.registry import recorded_predictions
+
+    assert recorded_predictions(record)["init"] == {"out_test": 0.25, "kappa": 0.1}
+    assert recorded_predictions(_record())["init"] == {"out_test": None, "kappa": None}
+
+
+def test_a_predicted_accuracy_outside_0_1_is_refused(tmp_path) -> None:
+    record = _record().model_dump(mode="json")
+    record["predictions"] = {"probe": {}, "network": {}, "predictors": {"init": {"spectral_out_test_acc": 1.5}}}
+    path = tmp_path / "record.json"
+    path.write_text(json.dumps(record))
+    with pytest.raises(OrbitbenchError, match=r"predictions\.predictors\.init\.spectral_out_test_acc"):
+        load_record(path)

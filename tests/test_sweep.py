@@ -260,7 +260,7 @@ def test_a_model_config_file_comes_first_and_is_recorded(tmp_path):
     assert recorded["config_file_content"] == {"model": {"init_args": {"backbone_kwargs": {"dropout": 0.25}}}}
 
 
-def _record(cell: sweep.Cell, **callbacks) -> "RunRecord":  # noqa: F821
+def _record(cell: sweep.Cell, predictions: dict | None = None) -> "RunRecord":  # noqa: F821
     from orbitbench.run.record import RunRecord
 
     return RunRecord.model_validate({
@@ -268,17 +268,17 @@ def _record(cell: sweep.Cell, **callbacks) -> "RunRecord":  # noqa: F821
         "data": {"datamodule": "RotatedMNIST", "n_poses": cell.n_poses, "hparams": {"leave_out_class": cell.leave_out_class}},
         "seeds": {"seed_everything": cell.seed, "data_split_seed": 125},
         "metrics": {"train_acc": 0.9, "in_test_acc": 0.8, "out_test_acc": 0.25},
-        "callbacks": callbacks, "epochs": 1, "global_step": 3, "log_dir": None, "last_checkpoint": None,
+        "predictions": predictions, "epochs": 1, "global_step": 3, "log_dir": None, "last_checkpoint": None,
         "wall_time_s": 1.0, "versions": {}, "git_commit": None, "finished": "2026-11-27T10:00:00Z",
     })
 
 
-def test_the_kernel_predictions_come_from_the_ntk_callbacks_record_summary():
+def test_the_kernel_predictions_come_from_the_records_typed_predictions():
     spec = sweep.parse_sweep_text(TINY, "tiny")
     cell = spec.cells()[0]
     predictors = {"infinite": {"undefined": "no twin"}, "init": {"spectral_out_test_acc": 0.25},
                   "trained": {"spectral_out_test_acc": 0.75}}
-    with_ntk = _record(cell, EmpiricalNTKCallback={"predictors": predictors})
+    with_ntk = _record(cell, {"probe": {}, "network": {}, "predictors": predictors})
     result = result_from_record(spec, cell, with_ntk, "r")
     assert result.predicted == {"infinite": None, "init": 0.25, "trained": 0.75}
     assert result_from_record(spec, cell, _record(cell), "r").predicted["init"] is None

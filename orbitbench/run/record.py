@@ -11,7 +11,10 @@ exactly one name:
     metrics.in_test_acc, out_test_acc, in_test_loss, out_test_loss   from the last val (fit,
                                     validate) or test loop
     metrics.in_test_acc_per_pose, out_test_acc_per_pose   [n_poses], null = pose not in the split
-    callbacks[<class name>]         `record_summary()` of every callback that has one
+    predictions                     the kernel predictions (`KernelPredictions`: probe, the network on
+                                    it, one `PredictorMeasurement` per predictor of the registry
+                                    `orbitbench.theory.registry`); None when none were measured
+    callbacks[<class name>]         `record_summary()` of any other callback that has one
     seeds.seed_everything           the global seed (`--seed_everything`)
     seeds.data_split_seed           the DataModule's split / subsampling seed (`--data.seed`)
 """
@@ -22,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.io import one_line_validation_error
@@ -70,15 +73,54 @@ class Metrics(_Strict):
     out_test_acc_per_pose: PerPose = []
 
 
+class PredictorMeasurement(BaseModel):
+    """One predictor's numbers from one measurement (docs/THEORY.md §5).
+
+    The headline fields are typed; the measurement's other scores (`exact_*`, `regression_*_ci`,
+    agreement rates, `linearized`, timings) are kept as they come (`extra="allow"`).
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    undefined: str | None = None  # why the predictor does not describe this network; then no numbers
+    spectral_out_test_acc: float | None = Field(default=None, ge=0, le=1)  # the spectral rule (Eq. 7)
+    spectral_out_test_ci: list[float] | None = None
+    kappa: float | None = Field(default=None, ge=-1, le=1)  # of the spectral rule's right/wrong calls
+    spearman: float | None = None
+    regression_out_test_acc: float | None = Field(default=None, ge=0, le=1)  # kernel regression
+    regression_in_test_acc: float | None = Field(default=None, ge=0, le=1)
+    regression_kappa: float | None = Field(default=None, ge=-1, le=1)
+
+    @model_serializer(mode="wrap")
+    def _without_unset(self, handler: Any) -> dict[str, Any]:
+        """Written as measured: a headline field the measurement did not produce is left out, not null."""
+        extra = self.model_extra or {}
+        return {k: v for k, v in handler(self).items() if v is not None or k in extra}
+
+
+class KernelPredictions(_Strict):
+    """The kernel predictions of a run (the last measurement of `EmpiricalNTKCallback`)."""
+
+    probe: dict[str, Any]  # what the probe holds (`orbitbench.theory.probe.ProbeSet.describe`)
+    network: dict[str, Any]  # the network's own accuracies on the probe
+    predictors: dict[str, PredictorMeasurement]  # registered predictor name -> its numbers
+    step: int = Field(default=0, ge=0)
+    epoch: int = Field(default=0, ge=0)
+
+
+LEGACY_PREDICTIONS_KEY = "EmpiricalNTKCallback"  # schema 1 kept the predictions under the callback's class name
+
+
 class RunRecord(_Strict):
     """What one run trained on what, what it measured, and what produced it."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[2] = 2
     stage: Literal["fit", "validate", "test"]
     model: ModelSettings
     data: DataSettings
     seeds: Seeds
     metrics: Metrics
+    predictions: KernelPredictions | None = None
     callbacks: dict[str, dict[str, Any]] = {}
     epochs: int = Field(ge=0)
     global_step: int = Field(ge=0)
@@ -88,6 +130,16 @@ class RunRecord(_Strict):
     versions: dict[str, str]
     git_commit: str | None
     finished: datetime
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_schema_1(cls, data: Any) -> Any:
+        """Schema 1 (records before the predictions were typed): move them out of `callbacks`."""
+        if isinstance(data, dict) and data.get("schema_version", 1 if "predictions" not in data else 2) == 1:
+            callbacks = dict(data.get("callbacks") or {})
+            legacy = callbacks.pop(LEGACY_PREDICTIONS_KEY, None)
+            data = {**data, "schema_version": 2, "callbacks": callbacks, "predictions": legacy or None}
+        return data
 
 
 def load_record(path: str | Path) -> RunRecord:

@@ -24,8 +24,6 @@ from typing import Any, Callable, Literal
 
 __all__ = ["KernelContext", "Predictor", "predictor", "predictor_names", "recorded_predictions", "register_predictor"]
 
-NTK_CALLBACK = "EmpiricalNTKCallback"  # the run record's `callbacks` key of the measurements
-PREDICTED = "spectral_out_test_acc"  # each predictor's out-test prediction (the spectral rule)
 
 
 @dataclass(frozen=True)
@@ -90,13 +88,14 @@ def predictor(name: str) -> Predictor:
 
 def recorded_predictions(record: Any) -> dict[str, dict[str, float | None]]:
     """predictor -> {"out_test": spectral-rule prediction, "kappa": its agreement with the network}
-    from a run record (`RunRecord`); predictors without a number (undefined, not measured) -> None."""
-    summary = record.callbacks.get(NTK_CALLBACK, {}).get("predictors") or {}
+    from a run record (`RunRecord.predictions`, typed); predictors without a number (undefined, not
+    measured) -> None."""
+    measured = record.predictions.predictors if record.predictions is not None else {}
     out = {}
     for name in predictor_names():
-        entry = summary.get(name) if isinstance(summary.get(name), dict) else {}
-        values = {"out_test": entry.get(PREDICTED), "kappa": entry.get("kappa")}
-        out[name] = {k: None if v is None else float(v) for k, v in values.items()}
+        entry = measured.get(name)
+        values = (entry.spectral_out_test_acc, entry.kappa) if entry is not None else (None, None)
+        out[name] = {key: None if v is None else float(v) for key, v in zip(("out_test", "kappa"), values)}
     return out
 
 

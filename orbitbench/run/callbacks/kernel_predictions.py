@@ -19,6 +19,7 @@ from orbitbench.errors import OrbitbenchError
 from orbitbench.models import KernelTwin, model_info
 from orbitbench.theory.registry import predictor, predictor_names
 from orbitbench.theory.predictions import KernelPredictors, PredictionReport
+from orbitbench.run.record import KernelPredictions
 from orbitbench.theory.probe import ProbeOptions, ProbeSet, draw_probe
 
 __all__ = ["EmpiricalNTKCallback", "model_twin", "network_of"]
@@ -217,10 +218,10 @@ class EmpiricalNTKCallback(L.Callback):
         last = self.history[-1]
         return PredictionReport(last["probe"], last["network"], last["predictors"], last["step"], last["epoch"])
 
-    def record_summary(self) -> dict[str, Any]:
-        """The last measurement, JSON-serialisable, for the run record (names in the class docstring)."""
+    def kernel_predictions(self) -> KernelPredictions | None:
+        """The last measurement, typed, for the run record's `predictions` (names in the class docstring)."""
         report = self.last_report()
-        return {} if report is None else report.as_dict()
+        return None if report is None else KernelPredictions.model_validate(report.as_dict())
 
     def hparam_metric_names(self) -> list[str]:
         """The predicted out-test accuracies (scalar tags), as TensorBoard HPARAMS metrics (`orbitbench.run.callbacks.hparams`)."""

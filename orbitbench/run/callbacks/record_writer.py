@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from orbitbench.io import atomic_write_text, git_commit, versions
-from orbitbench.run.record import RECORD_FILE, DataSettings, Metrics, ModelSettings, PerPose, RunRecord, Seeds
+from orbitbench.run.record import RECORD_FILE, DataSettings, KernelPredictions, Metrics, ModelSettings, PerPose, RunRecord, Seeds
 
 
 def _plain(value: Any) -> Any:
@@ -48,7 +48,11 @@ def run_log_dir(trainer: L.Trainer) -> str | None:
 
 
 class RunRecordWriter(Callback):
-    """Writes `record.json` at the end of fit / validate / test (global rank 0; all ranks keep `.record`)."""
+    """Writes `record.json` at the end of fit / validate / test (global rank 0; all ranks keep `.record`).
+
+    A callback with `kernel_predictions() -> KernelPredictions | None` fills the record's `predictions`;
+    one with `record_summary() -> dict` gets `callbacks[<its class name>]`.
+    """
 
     def __init__(self) -> None:
         self.record: RunRecord | None = None
@@ -93,6 +97,8 @@ class RunRecordWriter(Callback):
                 in_test_acc_per_pose=_per_pose(pose.get("in_test")),
                 out_test_acc_per_pose=_per_pose(pose.get("out_test")),
             ),
+            predictions=next((p for c in trainer.callbacks
+                              if callable(getattr(c, "kernel_predictions", None)) and (p := c.kernel_predictions())), None),
             callbacks={
                 type(c).__name__: {k: _plain(v) for k, v in c.record_summary().items()}
                 for c in trainer.callbacks

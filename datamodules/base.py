@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from orbitbench.data import Digits, load_digits, raw_folder
 from orbitbench.errors import OrbitbenchError
 from orbitbench.orbits import MAX_ORDER, NORMALIZATIONS, GroupAction, normalize
+from orbitbench.splits import out_test_mask
 
 NUM_CLASSES = 10
 # Per-class images of each built-in source, so bad `seeds_per_class` fails at construction.
@@ -162,6 +163,16 @@ class OrbitDataModule(L.LightningDataModule):
     def n_poses(self) -> int:
         return self.group.n
 
+    @property
+    def leave_out_class(self) -> int:
+        """The class whose `held_out_poses` are never trained on (the out-test split)."""
+        return int(self.hparams.leave_out_class)
+
+    def is_out_test(self, image_index: Tensor, pose: Tensor) -> Tensor:
+        """bool [B] for (image, pose) pairs int64 [B]: the out-test rule (`orbitbench.splits.out_test_mask`)."""
+        return out_test_mask(self.digits.labels.to(image_index.device)[image_index], pose, self.leave_out_class,
+                             self.held_out_poses)
+
     def prepare_data(self) -> None:
         if self.hparams.download and self.hparams.source == "mnist":
             # installs, or repairs a bad file; nothing to do when all four are intact
@@ -209,9 +220,7 @@ class OrbitDataModule(L.LightningDataModule):
         n_images = labels.numel()
         image = torch.arange(n_images).repeat_interleave(self.n_poses)  # [N*n]
         pose = torch.arange(self.n_poses).repeat(n_images)  # [N*n]
-        held = torch.zeros(self.n_poses, dtype=torch.bool)
-        held[self.held_out_poses] = True
-        out_test = (labels[image] == self.hparams.leave_out_class) & held[pose]
+        out_test = out_test_mask(labels[image], pose, self.leave_out_class, self.held_out_poses)
         pairs = torch.stack((image, pose), dim=1)  # [N*n, 2]
         rest = pairs[~out_test]
         order = torch.randperm(rest.shape[0], generator=torch.Generator().manual_seed(self.hparams.seed))

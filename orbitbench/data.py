@@ -79,21 +79,26 @@ class Digits:
         return Digits(self.images[index], self.labels[index], self.source)
 
 
-def sample_per_class(labels: torch.Tensor, counts: Mapping[int, int], seed: int, what: str = "images") -> dict[int, torch.Tensor]:
+def pick(members: torch.Tensor, count: int, generator: torch.Generator, what: str = "images",
+         at_most: bool = False) -> torch.Tensor:
+    """`count` of `members` at random, in drawn order (`at_most`: all of them when there are fewer)."""
+    if members.numel() < count and not at_most:
+        raise OrbitbenchError(f"{what} has {members.numel()} candidates, fewer than the {count} asked for")
+    return members[torch.randperm(members.numel(), generator=generator)[:count]]
+
+
+def sample_per_class(labels: torch.Tensor, counts: Mapping[int, int], seed: int | torch.Generator,
+                     what: str = "images", at_most: bool = False) -> dict[int, torch.Tensor]:
     """A seeded pick of `counts[c]` indices of each class `c`: class -> int64 [counts[c]].
 
-    One generator seeded once draws the classes in the order of `counts`, so the pick is a pure
-    function of (labels, counts, seed). The one sampler behind "k digits per class" everywhere:
-    the DataModule's `seeds_per_class` images, the theory experiments' seed digits, probe sets.
+    One generator (seeded once, or passed on by a caller that draws several things from it) draws
+    the classes in the order of `counts`, so the pick is a pure function of (labels, counts, seed).
+    The one sampler behind "k per class" everywhere: the DataModule's images per class, the
+    experiments' seed digits, the probe's digits and regression points.
     """
-    generator = torch.Generator().manual_seed(seed)
-    chosen = {}
-    for label, count in counts.items():
-        members = torch.nonzero(labels == label).squeeze(1)
-        if members.numel() < count:
-            raise OrbitbenchError(f"class {label} has {members.numel()} images, fewer than the {count} {what} asked for")
-        chosen[label] = members[torch.randperm(members.numel(), generator=generator)[:count]]
-    return chosen
+    generator = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+    return {label: pick(torch.nonzero(labels == label).squeeze(1), count, generator, f"class {label} ({what})", at_most)
+            for label, count in counts.items()}
 
 
 def data_root(data_dir: str | Path | None = None) -> Path:

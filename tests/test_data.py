@@ -168,7 +168,7 @@ def test_sample_per_class_draws_the_asked_counts_reproducibly(mnist5k: Digits) -
         assert index.numel() == counts[label] and index.unique().numel() == counts[label]
         assert (mnist5k.labels[index] == label).all()
     assert not torch.equal(sample_per_class(mnist5k.labels, counts, seed=5)[7], a[7])
-    with pytest.raises(OrbitbenchError, match="class 7 has 500 images, fewer than the 501 seed digits asked for"):
+    with pytest.raises(OrbitbenchError, match=r"class 7 \(seed digits\) has 500 candidates, fewer than the 501 asked for"):
         sample_per_class(mnist5k.labels, {7: 501}, seed=0, what="seed digits")
 
 

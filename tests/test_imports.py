@@ -16,9 +16,9 @@ MAX_LINES = 400
 
 # Lowest first; a module may import its own floor and those below it. The longest prefix decides.
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
-    ("ground", ("orbitbench._env", "orbitbench.errors", "orbitbench.io", "orbitbench.stats", "orbitbench.flags",
+    ("ground", ("orbitbench._env", "orbitbench.entrants", "orbitbench.errors", "orbitbench.io", "orbitbench.stats", "orbitbench.flags",
                 "orbitbench.plots")),
-    ("data and group actions", ("orbitbench.data", "orbitbench.data_cache", "orbitbench.orbits")),
+    ("data and group actions", ("orbitbench.data", "orbitbench.data_cache", "orbitbench.orbits", "orbitbench.splits")),
     ("models", ("orbitbench.models",)),
     ("theory", ("orbitbench.theory",)),
     ("methods", ("orbitbench.methods",)),

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from orbitbench.datamodules import RotatedMNIST
+from orbitbench.splits import split_accuracy
 
 @dataclass(frozen=True)
 class TrainingProtocol:
@@ -99,14 +100,5 @@ def fit_out_test_accuracy(model: str, datamodule: RotatedMNIST, protocol: Traini
             trainer.fit(classifier, datamodule=datamodule)
     finally:
         quiet.setLevel(level)
+    classifier.to(device)
     return {split: split_accuracy(classifier, datamodule, split, device) for split in ("out_test", "train")}
-
-
-@torch.no_grad()
-def split_accuracy(classifier: torch.nn.Module, datamodule: RotatedMNIST, split: str, device: str) -> float:
-    """Accuracy of `classifier` (eval mode) on one split of `datamodule`, all at once."""
-    pairs = datamodule.splits[split].to(device)  # [M, 2] (image, pose)
-    images = datamodule.materialize(pairs[:, 0], pairs[:, 1])  # [M, 1, 28, 28]
-    classifier.to(device).eval()
-    predictions = classifier(images).argmax(dim=1).cpu()
-    return float((predictions == datamodule.digits.labels[pairs[:, 0].cpu()]).double().mean())

@@ -18,6 +18,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from orbitbench.errors import OrbitbenchError
+from orbitbench.entrants import entrant_id
 from orbitbench.io import atomic_write_bytes, atomic_write_text, git_commit, one_line_validation_error, read_text_file
 from orbitbench.leaderboard import integrity, readme_table
 from orbitbench.leaderboard.schema import Entry, Provenance, Verified
@@ -71,7 +72,7 @@ def load_entries(root: Path, sweeps: Path = DEFAULT_SWEEPS) -> dict[str, Entry]:
 def entry_name(model: str, method: str = "supervised") -> str:
     """The default entry name: the model's, with `__<method>` unless it is trained supervised."""
     base = model.replace(":", "_").replace("(", "_").replace(")", "")
-    return base if method == "supervised" else f"{base}__{method}"
+    return entrant_id(base, method, sep="__")
 
 
 def entry_from_sweep(sweep_dir: Path, model: str, tracks: dict[str, integrity.Track], name: str | None = None,

@@ -33,6 +33,7 @@ from orbitbench.datamodules import OrbitDataModule
 from orbitbench.errors import OrbitbenchError, condense_parser_error
 from orbitbench.flags import class_list_flags, wrap_single_values
 from orbitbench.io import check_can_create, check_config_args
+from orbitbench.entrants import entrant_id
 from orbitbench.run.callbacks import (EmpiricalNTKCallback, HParamsSession, PlainProgress, PredictionWriter,
                                       ReseedEachStep, RunRecordWriter, TrainOrbitGrid)
 from orbitbench.run.checkpoints import EVAL_COMMANDS, check_checkpoint_settings, discard_failed_run, log_dir_exists, place_eval_run
@@ -50,9 +51,7 @@ def _run_name(config) -> str:
     A method other than `supervised` is part of the name, so `--ckpt_path last` never resumes
     another method's run.
     """
-    backbone = str(config.model.init_args.get("backbone", "model"))
-    method = str(config.model.init_args.get("method") or "supervised")
-    backbone += "" if method == "supervised" else f"+{method}"
+    backbone = entrant_id(str(config.model.init_args.get("backbone", "model")), config.model.init_args.get("method"))
     data = str(config.data.class_path).rsplit(".", 1)[-1]
     return re.sub(r"[^A-Za-z0-9_.]+", "-", f"{backbone}-{data}").strip("-")
 

@@ -32,6 +32,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.methods import PoseViews, build_network, create_method
+from orbitbench.splits import PartialOrbits, split_accuracy
 
 EVAL_SPLITS = ("in_test", "out_test")  # == OrbitDataModule.eval_split_names (dataloader_idx -> name)
 
@@ -119,7 +120,7 @@ class OrbitClassifier(L.LightningModule):
         # The group order and the pose pairs come from the data, known only once it is set up;
         # the method is handed them (it never reaches into the Trainer).
         dm = self.trainer.datamodule
-        if all(hasattr(dm, a) for a in ("n_poses", "partner_poses", "materialize")):
+        if isinstance(dm, PartialOrbits):
             self.pose_views = PoseViews(dm)
         n_poses = getattr(dm, "n_poses", None)
         if n_poses is not None and (self.pose_acc is None or self.pose_acc["in_test"].n_poses != n_poses):
@@ -189,25 +190,9 @@ class OrbitClassifier(L.LightningModule):
             if add_figure is not None:  # TensorBoard (SummaryWriter); every run has record.json
                 add_figure(f"{stage}/in_test_acc_by_pose", pose_accuracy_figure(values["in_test"]), self.global_step)
 
-    @torch.no_grad()
     def split_accuracy(self, split: str) -> float:
-        """Accuracy on one DataModule split with the network in eval mode (dropout off, BatchNorm stats).
-
-        The run record's train accuracy: the epoch's running `train/acc` mixes weights of a whole
-        epoch and counts dropout, so it cannot be set beside in-test and out-test accuracy.
-        """
-        dm = self.trainer.datamodule
-        was_training = self.net.training
-        self.net.eval()
-        correct = total = 0
-        try:
-            for batch in dm.split_dataloader(split):
-                batch = dm.on_after_batch_transfer(type(batch)(*(t.to(self.device) for t in batch)), 0)
-                correct += int((self.net(batch.image).argmax(dim=1) == batch.label).sum())
-                total += batch.label.numel()
-        finally:
-            self.net.train(was_training)
-        return correct / total if total else math.nan
+        """Eval-mode accuracy of the network on one DataModule split (`orbitbench.splits.split_accuracy`)."""
+        return split_accuracy(self.net, self.trainer.datamodule, split, self.device)
 
     def configure_optimizers(self):
         # torch validates hyper-parameters (lr >= 0, betas in [0, 1)) with ValueError: user input.

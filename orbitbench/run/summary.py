@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from orbitbench.entrants import entrant_id
 from orbitbench.run.callbacks.record_writer import RunRecordWriter, describe_run, run_log_dir
 from orbitbench.run.record import RECORD_FILE, load_record
 
@@ -35,9 +36,8 @@ def fit_summary(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
     where = ", ".join(f"{k}={v}" for k, v in (("n_poses", data.n_poses), ("leave_out_class", data.hparams.get("leave_out_class"))) if v is not None)
-    method = "" if model.method == "supervised" else " + " + model.method
     lines = [
-        f"orbitbench fit: {model.backbone}{method} on {data.datamodule}({where}), "
+        f"orbitbench fit: {entrant_id(model.backbone, model.method)} on {data.datamodule}({where}), "
         f"{epochs} epoch{'' if epochs == 1 else 's'}, {model.n_params:,} parameters",
         f"  accuracy     train {fmt(accuracies[0])} | in-test {fmt(accuracies[1])} | out-test {fmt(accuracies[2])}",
     ]

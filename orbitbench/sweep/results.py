@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from orbitbench.errors import OrbitbenchError
+from orbitbench.entrants import entrant_id
 from orbitbench.io import atomic_write_text
 from orbitbench.theory.registry import predictor_names, recorded_predictions
 from orbitbench.run.record import RECORD_FILE, RunRecord, load_record
@@ -163,7 +164,7 @@ def write_csv(state: SweepState) -> Path:
 
 def entrant(result: CellResult) -> str:
     """What a sweep compares: the model, with its training method when that is not `supervised`."""
-    return result.model if result.method == "supervised" else f"{result.model}+{result.method}"
+    return entrant_id(result.model, result.method)
 
 
 def aggregate(results: Sequence[CellResult], key: str) -> dict[tuple[str, int], tuple[float, float, int]]:

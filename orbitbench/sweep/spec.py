@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from orbitbench.errors import OrbitbenchError
+from orbitbench.entrants import entrant_id
 from orbitbench.io import check_yaml_size, one_line_validation_error, read_text_file
 
 # `data.*` settings that do not change which images are shown (a submission's choice); every other
@@ -210,8 +211,7 @@ class Cell:
         `supervised` adds nothing, so the cells of sweeps made before methods keep their ids.
         """
         slug = re.sub(r"[^A-Za-z0-9_.]+", "_", self.model).strip("_")
-        method = "" if self.method == "supervised" else f"+{self.method}"
-        return f"{slug}{method}-n{self.n_poses}-c{self.leave_out_class}-s{self.seed}"
+        return f"{entrant_id(slug, self.method)}-n{self.n_poses}-c{self.leave_out_class}-s{self.seed}"
 
 
 def parse_sweep_text(text: str, source: str) -> SweepSpec:

@@ -27,6 +27,8 @@ from torch import Tensor, nn
 from orbitbench.theory import spectral
 from orbitbench.errors import OrbitbenchError
 from orbitbench.theory.ntk import empirical_ntk, evaluating
+from orbitbench.data import pick, sample_per_class
+from orbitbench.splits import PartialOrbits
 
 # Observed poses per leave-out seed in the regression data: all of them at n_angles 8, a sample
 # of them for finer groups (the kernel's cost grows with the square of the point count).
@@ -107,14 +109,7 @@ class ProbeSet:
                 "n_in_test_points": len(self.in_test_labels)}  # fmt: skip
 
 
-def _pick(members: Tensor, count: int, generator: torch.Generator, what: str, at_most: bool = False) -> Tensor:
-    """`count` of `members` at random (`at_most`: all of them when there are fewer)."""
-    if members.numel() < count and not at_most:
-        raise OrbitbenchError(f"probe: {what} has {members.numel()} candidates, fewer than the {count} asked for")
-    return members[torch.randperm(members.numel(), generator=generator)[:count]]
-
-
-def draw_probe(dm: Any, options: ProbeOptions = ProbeOptions()) -> ProbeSet:
+def draw_probe(dm: PartialOrbits, options: ProbeOptions = ProbeOptions()) -> ProbeSet:
     """The probe set of a set-up orbit DataModule (RotatedMNIST, TranslatedMNIST).
 
     `n_seeds` digits of the leave-out class and `seeds_per_class` of every other class (full
@@ -124,30 +119,30 @@ def draw_probe(dm: Any, options: ProbeOptions = ProbeOptions()) -> ProbeSet:
     """
     n_seeds, seeds_per_class, seed = options.n_seeds, options.seeds_per_class, options.seed
     train_per_class, in_test_per_class = options.train_per_class, options.in_test_per_class
-    if not all(hasattr(dm, a) for a in ("materialize", "digits", "splits", "hparams")):
+    if not isinstance(dm, PartialOrbits):
         raise OrbitbenchError("probe: needs a set-up orbitbench OrbitDataModule (RotatedMNIST, TranslatedMNIST)")
-    leave_out = int(dm.hparams.leave_out_class)
+    leave_out = dm.leave_out_class
     held = tuple(int(p) for p in dm.held_out_poses)
     labels = dm.digits.labels
     generator = torch.Generator().manual_seed(seed)
     classes = int(dm.num_classes)
     others = tuple(c for c in range(classes) if c != leave_out)
-    chosen = []
-    for label in (leave_out, *others):
-        count = n_seeds if label == leave_out else seeds_per_class
-        chosen.append(_pick(torch.nonzero(labels == label).squeeze(1), count, generator, f"class {label}"))
+    # One generator draws, in this order: the digits (leave-out class first), the regression points,
+    # the leave-out digits' own training poses, the in-test points.
+    counts = {leave_out: n_seeds, **{c: seeds_per_class for c in others}}
+    chosen = list(sample_per_class(labels, counts, generator, "probe digits").values())
     index = torch.cat(chosen)  # [M]
     n = int(dm.n_poses)
 
     train, in_test = dm.splits["train"], dm.splits["in_test"]  # int64 [*, 2]: (image, pose)
     # Regression points: up to the counts asked (a small protocol, e.g. 20 digits x 2 poses, has fewer).
-    rows = [_pick(torch.nonzero(labels[train[:, 0]] == c).squeeze(1), train_per_class, generator,
-                  f"class {c} in the training split", at_most=True) for c in range(classes)]  # fmt: skip
-    own = [_pick(rows_of, min(OWN_POSES, rows_of.numel()), generator, "")  # the leave-out seeds' observed poses
+    rows = sample_per_class(labels[train[:, 0]], {c: train_per_class for c in range(classes)}, generator,
+                            "training split", at_most=True).values()  # fmt: skip
+    own = [pick(rows_of, min(OWN_POSES, rows_of.numel()), generator)  # the leave-out seeds' observed poses
            for rows_of in (torch.nonzero(train[:, 0] == i).squeeze(1) for i in chosen[0].tolist())]  # fmt: skip
     train_pairs = train[torch.unique(torch.cat([*rows, *own]))]
-    test_rows = [_pick(torch.nonzero(labels[in_test[:, 0]] == c).squeeze(1), in_test_per_class, generator,
-                       f"class {c} in the in-test split", at_most=True) for c in range(classes)]  # fmt: skip
+    test_rows = list(sample_per_class(labels[in_test[:, 0]], {c: in_test_per_class for c in range(classes)}, generator,
+                                      "in-test split", at_most=True).values())  # fmt: skip
     in_test_pairs = in_test[torch.cat(test_rows)]
     with torch.no_grad():
         posed = lambda pairs: dm.materialize(pairs[:, 0], pairs[:, 1]).detach().cpu()  # noqa: E731

@@ -24,6 +24,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from orbitbench.entrants import entrant_id
+
 TRAIN_EVAL_ACC = "train/eval_acc"  # eval-mode accuracy on the whole training split, at fit end (= the record's)
 HPARAM_METRICS = {TRAIN_EVAL_ACC: "train acc (eval mode)", "val/in_test_acc": "in-test acc", "val/out_test_acc": "out-test acc"}
 # The settings a sweep varies: the HPARAMS table's default columns (it shows the first five, by name).
@@ -58,7 +60,7 @@ def run_settings(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, 
             if key.startswith("_"):
                 continue
             settings["seed/split" if key == "seed" else f"data/{key}"] = value
-        if hasattr(dm, "n_poses"):
+        if getattr(dm, "n_poses", None) is not None:  # the group order is known before setup
             settings["data/n_poses"] = dm.n_poses
         if getattr(dm, "group", None) is not None:
             settings["data/group"] = getattr(dm.group, "kind", str(dm.group))
@@ -69,9 +71,7 @@ def run_settings(trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, 
 
 def trial_name(settings: dict[str, Any]) -> str:
     """`paper_mlp rotation C8 leave-out 5 seed 125/124`: the HPARAMS table's trial column."""
-    model = str(settings.get("model/backbone", "model"))
-    method = settings.get("model/method", "supervised")
-    model += "" if method == "supervised" else f"+{method}"
+    model = entrant_id(str(settings.get("model/backbone", "model")), settings.get("model/method"))
     return (f"{model} {settings.get('data/group', '')} C{settings.get('data/n_poses', '?')} "
             f"leave-out {settings.get('data/leave_out_class', '?')} "
             f"seed {settings.get('seed/global')}/{settings.get('seed/split')}").replace("  ", " ")  # fmt: skip

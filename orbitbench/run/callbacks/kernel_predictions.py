@@ -20,6 +20,7 @@ from orbitbench.models import KernelTwin, model_info
 from orbitbench.theory.registry import predictor, predictor_names
 from orbitbench.theory.predictions import KernelPredictors, PredictionReport
 from orbitbench.run.record import KernelPredictions
+from orbitbench.splits import PartialOrbits
 from orbitbench.theory.probe import ProbeOptions, ProbeSet, draw_probe
 
 __all__ = ["EmpiricalNTKCallback", "model_twin", "network_of"]
@@ -154,7 +155,7 @@ class EmpiricalNTKCallback(L.Callback):
             return
         self._last_step, self.history, self.initial_state = None, [], None  # a checkpoint may restore them next
         dm = trainer.datamodule
-        if dm is None or not all(hasattr(dm, a) for a in ("materialize", "digits", "splits", "hparams")):
+        if not isinstance(dm, PartialOrbits):
             raise OrbitbenchError(
                 "EmpiricalNTKCallback needs an orbitbench OrbitDataModule (RotatedMNIST, TranslatedMNIST)"
             )

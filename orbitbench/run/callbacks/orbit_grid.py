@@ -33,7 +33,7 @@ class TrainOrbitGrid(Callback):
         pose = poses.repeat(len(rows))
         cells = dm.materialize(image_index, pose).cpu()  # [rows*cols, 1, 28, 28]
         cells = cells / cells.amax(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
-        held = (labels[image_index] == dm.hparams.leave_out_class) & torch.isin(pose, torch.tensor(dm.held_out_poses))
+        held = dm.is_out_test(image_index, pose)
         cells[held] *= 0.3
         grid = make_grid(cells, nrow=len(poses), padding=1, pad_value=0.5)
         experiment.add_image("data/train_orbits", grid, 0)

@@ -17,7 +17,7 @@ from orbitbench.io import atomic_write_text, git_commit, versions
 from orbitbench.run.record import RECORD_FILE, DataSettings, KernelPredictions, Metrics, ModelSettings, PerPose, RunRecord, Seeds
 
 
-def _plain(value: Any) -> Any:
+def _python_scalar(value: Any) -> Any:
     """Tensor / numpy scalars as Python numbers (callback summaries are JSON)."""
     return value.item() if hasattr(value, "item") and getattr(value, "ndim", 0) == 0 else value
 
@@ -100,7 +100,7 @@ class RunRecordWriter(Callback):
             predictions=next((p for c in trainer.callbacks
                               if callable(getattr(c, "kernel_predictions", None)) and (p := c.kernel_predictions())), None),
             callbacks={
-                type(c).__name__: {k: _plain(v) for k, v in c.record_summary().items()}
+                type(c).__name__: {k: _python_scalar(v) for k, v in c.record_summary().items()}
                 for c in trainer.callbacks
                 if callable(getattr(c, "record_summary", None))
             },

@@ -11,10 +11,11 @@ are interpolated, and `circulant_defect` shows what that costs.
 
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,9 +29,15 @@ MAX_ORDER = 360
 
 
 class GroupAction:
-    """The cyclic group C_n acting on [B, H, W] images; pose k is the generator applied k times."""
+    """The cyclic group C_n acting on [B, H, W] images; pose k is the generator applied k times.
+
+    A new action: a subclass with its `kind`, `_pose_all` and (if some orders are pixel
+    permutations) `exact_kind`, registered with `@register_group`; its constructor takes the order
+    and keyword options. The experiments take it by kind (`--group flip`) or import path.
+    """
 
     kind: str = ""
+    default_orders: ClassVar[tuple[int, ...]] = ()  # the orders an experiment uses when given none
 
     def __init__(self, n: int) -> None:
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_ORDER:
@@ -75,6 +82,18 @@ class GroupAction:
         return f"{type(self).__name__}(n={self.n})"
 
 
+GROUPS: dict[str, type[GroupAction]] = {}
+
+
+def register_group(cls: type[GroupAction]) -> type[GroupAction]:
+    """Class decorator: make an action known by its `kind` (`make_group`, the experiments' `--group`)."""
+    if not cls.kind or GROUPS.get(cls.kind, cls) is not cls:
+        raise OrbitbenchError(f"group action {cls.__name__}: kind {cls.kind!r} is empty or already registered")
+    GROUPS[cls.kind] = cls
+    return cls
+
+
+@register_group
 class Rotation(GroupAction):
     """Counter-clockwise rotations by 360*k/n degrees about the image centre, zero padding.
 
@@ -86,6 +105,7 @@ class Rotation(GroupAction):
     """
 
     kind = "rotation"
+    default_orders = (2, 4, 8, 16)
 
     def __init__(self, n: int, interpolation: str = "bilinear") -> None:
         super().__init__(n)
@@ -149,6 +169,7 @@ class Rotation(GroupAction):
         return f"Rotation(n={self.n}, interpolation={self.interpolation!r})"
 
 
+@register_group
 class Translation(GroupAction):
     """Circular shifts by size*k/n pixels along `axis` ("x": rightwards, "y": downwards).
 
@@ -157,6 +178,7 @@ class Translation(GroupAction):
     """
 
     kind = "translation"
+    default_orders = (2, 4, 7, 14)
 
     def __init__(self, n: int, axis: str = "x") -> None:
         super().__init__(n)
@@ -181,14 +203,18 @@ class Translation(GroupAction):
         return f"Translation(n={self.n}, axis={self.axis!r})"
 
 
-GROUPS = {"rotation": Rotation, "translation": Translation}
+def make_group(kind: str | type[GroupAction], n: int, **options: Any) -> GroupAction:
+    """`make_group("rotation", 8, interpolation="nearest")` -> Rotation(8, "nearest").
 
-
-def make_group(kind: str, n: int, **options) -> GroupAction:
-    """`make_group("rotation", 8, interpolation="nearest")` -> Rotation(8, "nearest")."""
-    if kind not in GROUPS:
-        raise OrbitbenchError(f"group kind {kind!r} is unknown: expected one of {', '.join(GROUPS)}")
-    return GROUPS[kind](n, **options)
+    `kind`: a registered kind or the class itself. Options the action does not take are left out,
+    so one set of options (an experiment's interpolation, say) serves every action.
+    """
+    if isinstance(kind, str):
+        if kind not in GROUPS:
+            raise OrbitbenchError(f"group kind {kind!r} is unknown: expected one of {', '.join(GROUPS)}")
+        kind = GROUPS[kind]
+    accepted = inspect.signature(kind.__init__).parameters
+    return kind(n, **{k: v for k, v in options.items() if k in accepted})
 
 
 def orbit(images: Tensor, group: GroupAction) -> Tensor:

@@ -68,9 +68,11 @@ def _bases(prefix: str) -> tuple[type, ...]:
     if prefix == "lightning.pytorch.loggers":
         return (pl.loggers.Logger,)
     from orbitbench.methods._base import Method
+    from orbitbench.orbits import GroupAction
 
-    # orbitbench's own and trusted packages: models, DataModules, methods, LightningModules, callbacks
-    return (torch.nn.Module, pl.LightningDataModule, pl.Callback, Method)
+    # orbitbench's own and trusted packages: models, DataModules, methods, LightningModules, callbacks,
+    # group actions
+    return (torch.nn.Module, pl.LightningDataModule, pl.Callback, Method, GroupAction)
 
 
 def trusted_packages() -> tuple[str, ...]:
@@ -122,7 +124,7 @@ def check_class_path(path: Any, source: str, what: str = "class_path") -> None:
         found = None
     if not (isinstance(found, type) and issubclass(found, _bases(prefix))):
         raise UntrustedCode(f"{source}: {what} {path!r} is not a model, DataModule, method, callback, logger, "
-                            f"optimiser or LR scheduler class of {prefix} ({HOW_TO_TRUST})")
+                            f"optimiser, LR scheduler or group action class of {prefix} ({HOW_TO_TRUST})")
 
 
 def check_model_name(name: Any, source: str, what: str = "model") -> None:

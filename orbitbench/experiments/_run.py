@@ -20,7 +20,7 @@ import torch
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.io import WriteOnceFolder, sigterm_as_exit
-from orbitbench.orbits import INTERPOLATIONS
+from orbitbench.orbits import GROUPS, INTERPOLATIONS, GroupAction
 from orbitbench.stats import pearson  # noqa: F401  (the experiments import it from here)
 
 
@@ -68,6 +68,28 @@ def execute(experiment: str, run: Callable[[types.SimpleNamespace, RunFolder], d
     except BaseException:
         folder.discard()
         raise
+
+
+def resolve_group(name: str) -> type[GroupAction]:
+    """An experiment's `--group`: a registered kind (rotation, translation) or the import path of a
+    `GroupAction` subclass (`mypackage.actions.Flip`; a trusted package, docs/ARCHITECTURE.md)."""
+    if name in GROUPS:
+        return GROUPS[name]
+    if "." not in name:
+        raise OrbitbenchError(f"group={name!r}: expected one of {', '.join(GROUPS)} or package.module.Class of a GroupAction")
+    import importlib
+
+    from orbitbench.trust import check_class_path
+
+    check_class_path(name, f"group {name!r}", "class")
+    module, _, attribute = name.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module), attribute, None)
+    except ImportError as error:
+        raise OrbitbenchError(f"group {name!r}: cannot import {module!r} ({error})") from None
+    if not (isinstance(found, type) and issubclass(found, GroupAction)):
+        raise OrbitbenchError(f"group {name!r} is not a GroupAction subclass (orbitbench.orbits)")
+    return found
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ def kernel_entries(args: types.SimpleNamespace) -> int:
     """Kernel entries of one architecture over the grid: a block row per pair for exact orbits."""
     total = 0
     for kind, sizes in (("rotation", args.rotations), ("translation", args.shifts)):
-        options = {"interpolation": args.interpolation} if kind == "rotation" else {}
+        options = {"interpolation": args.interpolation}  # make_group passes an action only what it takes
         for n in sizes:
             exact = block_circulant("cnn_gap", make_group(kind, n, **options), (28, 28))
             total += 2 * (2 * n) if exact else n * (2 * n + 1)

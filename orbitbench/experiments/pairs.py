@@ -18,10 +18,7 @@ from orbitbench.theory.kernels import pair_kernels
 from orbitbench.orbits import make_group
 from orbitbench.theory.pairs import make_orbit_pairs
 from orbitbench.errors import OrbitbenchError
-from orbitbench.experiments._run import DigitData, RunFolder, documents_data_arguments, execute, pearson, resolve_ridges
-
-DEFAULT_POSES = {"rotation": [2, 4, 8, 16], "translation": [2, 4, 7, 14]}
-
+from orbitbench.experiments._run import DigitData, RunFolder, documents_data_arguments, execute, pearson, resolve_group, resolve_ridges
 
 @documents_data_arguments
 def pairs(
@@ -43,8 +40,9 @@ def pairs(
 
     Args:
         n_pairs: random different-class seed pairs (paper 512); prefix-stable in n_pairs.
-        n_poses: orbit sizes (default rotation 2,4,8,16; translation 2,4,7,14; paper up to 64 / 28).
-        group: rotation or translation.
+        n_poses: orbit sizes (default: the action's own, rotation 2,4,8,16; translation 2,4,7,14;
+            paper up to 64 / 28).
+        group: the group action: rotation, translation or the import path of a GroupAction class.
         depths: MLP hidden layers (paper 1 and 5).
         ridge: named (spectral, exact) ridges: orbitbench (1e-10 * trace on both sides) or authors
             (the authors' code: 1e-5 * K00 * n spectral, 1e-10 * trace exact); summary.json states them.
@@ -54,9 +52,11 @@ def pairs(
         spectral_scale: relative (value * trace) or absolute (value) on the spectral side.
         exact_scale: relative (value * trace(K[O, O])) or absolute (value) on the exact side.
     """
-    if group not in DEFAULT_POSES:
-        raise OrbitbenchError(f"group={group!r}: expected one of {', '.join(DEFAULT_POSES)}")
-    options = dict(locals(), n_poses=list(n_poses or DEFAULT_POSES[group]), depths=list(depths))
+    action = resolve_group(group)
+    if not n_poses and not action.default_orders:
+        raise OrbitbenchError(f"group {group!r} declares no default orders: give --n_poses")
+    options = dict(locals(), n_poses=list(n_poses or action.default_orders), depths=list(depths))
+    options.pop("action")
     options["ridges"] = resolve_ridges(options)
     return execute("pairs", run, options)
 
@@ -70,10 +70,10 @@ def pair_rows(
     `kernels.pair_kernels`); `args` gives n_pairs, seed, interpolation and the (spectral, exact) `ridges`.
     """
     ridge_s, ridge_e = args.ridges
-    options = {"interpolation": args.interpolation} if group == "rotation" else {}
+    action = resolve_group(group)
     rows = []
     for n in n_poses:
-        orbit_pairs = make_orbit_pairs(digits, make_group(group, n, **options), args.n_pairs, args.seed)
+        orbit_pairs = make_orbit_pairs(digits, make_group(action, n, interpolation=args.interpolation), args.n_pairs, args.seed)
         distance_sq, radius = spectral.orbit_geometry(*orbit_pairs.orbits())
         points = orbit_pairs.points.to(args.device)
         for config in configs:

@@ -18,7 +18,7 @@ from orbitbench.theory import spectral
 from orbitbench.theory.kernels import infinite_kernel
 from orbitbench.orbits import make_group
 from orbitbench.theory.pairs import class_orbits
-from orbitbench.experiments._run import DigitData, RunFolder, documents_data_arguments, execute, pearson, ridge_note
+from orbitbench.experiments._run import DigitData, RunFolder, documents_data_arguments, execute, pearson, resolve_group, ridge_note
 
 
 @documents_data_arguments
@@ -28,6 +28,7 @@ def seeds(
     trials: int = 12,
     depth: int = 1,
     reg: float = 1e-10,
+    group: str = "rotation",
     data: DigitData = DigitData(),
     device: str = "cpu",
     out: Path | None = None,
@@ -40,7 +41,10 @@ def seeds(
         trials: random class pairs (paper 50); prefix-stable in trials.
         depth: MLP hidden layers.
         reg: one ridge for both sides, a fraction of the trace; summary.json states it.
+        group: the group action: rotation (the paper's), translation or the import path of a
+            GroupAction class; n_angles are then its orders.
     """
+    resolve_group(group)  # a bad name fails before the run folder exists
     return execute("seeds", run, dict(locals(), n_angles=list(n_angles)))
 
 
@@ -62,7 +66,7 @@ def run(args: types.SimpleNamespace, folder: RunFolder) -> dict:
     class_pairs = [torch.randperm(10, generator=generator)[:2].tolist() for _ in range(args.trials)]
     rows = []
     for n in args.n_angles:
-        group = make_group("rotation", n, interpolation=args.interpolation)
+        group = make_group(resolve_group(args.group), n, interpolation=args.interpolation)
         for trial, (class_a, class_b) in enumerate(class_pairs):
             orbits, _ = class_orbits(digits, group, [class_a, class_b], args.seeds_per_class, args.seed + trial)
             gram = orbit_major_gram(orbits.reshape(-1, *orbits.shape[2:]), args.depth, args.device)  # [2S*N, 2S*N]
@@ -73,7 +77,7 @@ def run(args: types.SimpleNamespace, folder: RunFolder) -> dict:
             })
     folder.write_csv("results.csv", rows)
 
-    summary: dict = {"experiment": "seeds", "seeds_per_class": args.seeds_per_class, "trials": args.trials,
+    summary: dict = {"experiment": "seeds", "group": args.group, "seeds_per_class": args.seeds_per_class, "trials": args.trials,
                      "interpolation": args.interpolation, "ridge": ridge_note(args.reg)}
     spectral_all = np.array([r["spectral_error"] for r in rows])
     exact_all = np.array([r["exact_error"] for r in rows])

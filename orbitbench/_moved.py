@@ -37,6 +37,21 @@ MOVED: dict[str, str] = {
 }
 
 
+def current_path(value: object) -> object:
+    """Class paths of the flat layout at their new homes (`orbitbench.callbacks.X` ->
+    `orbitbench.run.callbacks.X`), inside lists and dicts too; anything else unchanged. Settings
+    written before and after the move then compare equal."""
+    if isinstance(value, dict):
+        return {k: current_path(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [current_path(v) for v in value]
+    if isinstance(value, str) and value.startswith("orbitbench."):
+        module, _, name = value.rpartition(".")
+        if module in MOVED:
+            return f"{MOVED[module]}.{name}"
+    return value
+
+
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
     """Finds an old path and loads it as the module at its new home."""
 

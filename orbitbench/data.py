@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from orbitbench.errors import OrbitbenchError
+from orbitbench.io import open_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -191,10 +192,10 @@ def read_idx(path: str | Path, ndim: int, verify: bool = False) -> np.ndarray:
     `MAX_IDX_BYTES` before reading it. With `verify`, first its sha256 against full MNIST's (on
     the very bytes parsed)."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = gzip.open if path.suffix == ".gz" else (lambda raw, mode: raw)
     header_size = 4 + 4 * ndim
     try:
-        with opener(path, "rb") as handle:
+        with open_regular_file(path, max_bytes=MAX_IDX_BYTES) as raw, opener(raw, "rb") as handle:  # a FIFO: refused
             header = handle.read(header_size)
             shape = struct.unpack(f">{ndim}I", header[4:]) if len(header) == header_size else ()
             expected_bytes = math.prod(shape)  # exact: numpy's product would overflow on a forged header
@@ -202,6 +203,8 @@ def read_idx(path: str | Path, ndim: int, verify: bool = False) -> np.ndarray:
                 data = header + handle.read(expected_bytes + 1)  # one byte more tells an oversized file
             else:
                 data = header
+    except OrbitbenchError as error:
+        raise DataSourceError(str(error)) from None
     except (OSError, EOFError, zlib.error) as error:  # BadGzipFile is an OSError; a cut .gz ends in EOFError
         kind = "not a readable gzip file" if path.suffix == ".gz" else "cannot read IDX file"
         raise DataSourceError(f"{path}: {kind} ({type(error).__name__}: {error})") from None

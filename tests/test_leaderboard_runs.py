@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import sys
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,10 +58,18 @@ def test_verify_reruns_cells_and_records_it_and_a_forged_cell_fails(tmp_path, ca
     from orbitbench.leaderboard.integrity import recompute
     from orbitbench.leaderboard.schema import Entry
 
+    from orbitbench.leaderboard.crosscheck import cells_digest, split_sizes
+
     entry = Entry.model_validate_json(path.read_text())
-    forged = [c.model_copy(update={"metrics": c.metrics.model_copy(update={"out_test_acc": 0.9})}) for c in entry.cells]
+    forged = []
+    for c in entry.cells:  # a consistent forgery: a whole count of the out-test images, per pose too
+        n_out = split_sizes(c.data.hparams, c.n_poses)[3]
+        acc = (round(c.metrics.out_test_acc * n_out) + (1 if c.metrics.out_test_acc < 0.5 else -1)) / n_out
+        per_pose = [None if v is None else acc for v in c.metrics.out_test_acc_per_pose]
+        forged.append(c.model_copy(update={"metrics": c.metrics.model_copy(update={"out_test_acc": acc, "out_test_acc_per_pose": per_pose})}))
     results, score = recompute(forged)
-    path.write_text(entry.model_copy(update={"cells": forged, "results": results, "score": score, "verified": None}).model_dump_json())
+    path.write_text(entry.model_copy(update={"cells": forged, "results": results, "score": score, "verified": None,
+                                             "cells_digest": cells_digest(forged)}).model_dump_json())
     assert _cli(root, "build") == 0
     code = _cli(root, "verify", str(path), "--cells", "1")
     err = capsys.readouterr().err
@@ -89,10 +99,13 @@ def test_a_config_file_with_a_data_block_is_refused_with_the_setting_it_changed(
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_a_sweep_with_methods_gives_one_entry_per_method_that_verifies(tmp_path, capsys):
+def test_a_sweep_with_methods_gives_one_entry_per_method_that_verifies(tmp_path, capsys, monkeypatch):
     """`grid.method` -> one entry per (model, method), its method taken from the cells; verify re-runs
     the method (not supervised); an entry claiming another method than its cells is refused."""
-    spec = tmp_path / "one_cell.yaml"
+    sweeps = tmp_path / "sweeps"  # an entry's sweep is one of the board's sweep files
+    shutil.copytree(SWEEPS, sweeps)
+    monkeypatch.setattr(sys.modules[__name__], "SWEEPS", sweeps)
+    spec = sweeps / "one_cell.yaml"
     spec.write_text(ONE_CELL.read_text().replace("  model: [paper_mlp]\n",
                                                   "  model: [paper_mlp]\n  method: [supervised, pose_consistency]\n"))
     sweep = tmp_path / "sweep"

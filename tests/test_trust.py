@@ -331,7 +331,7 @@ def test_an_entry_file_that_is_not_text_is_one_line(board, tmp_path, kind) -> No
         path.mkdir()
     else:
         path.symlink_to(tmp_path / "gone.json")
-    expected = {"binary": "not UTF-8 text", "folder": "is a folder", "dangling link": "no such file"}[kind]
+    expected = {"binary": "not UTF-8 text", "folder": "is a folder", "dangling link": "is a symbolic link; expected a regular file"}[kind]
     line = one_line(*run("leaderboard", "check", "--root", str(root), "--sweeps", str(SWEEPS))[::2])
     assert f"entry {path}: {expected}" in line
     line = one_line(*run("leaderboard", "verify", str(path), "--sweeps", str(SWEEPS))[::2])

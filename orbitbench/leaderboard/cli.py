@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from orbitbench.errors import OrbitbenchError
 from orbitbench.entrants import entrant_id
 from orbitbench.io import atomic_write_bytes, atomic_write_text, git_commit, one_line_validation_error, read_text_file
-from orbitbench.leaderboard import integrity, readme_table
+from orbitbench.leaderboard import crosscheck, integrity, readme_table
 from orbitbench.leaderboard.schema import Entry, Provenance, Verified
 
 DEFAULT_ROOT = Path("leaderboard")
@@ -43,17 +43,40 @@ def parse_entry(text: str, source: str) -> Entry:
     return entry
 
 
-def check_collection(entries: dict[str, Entry], tracks: dict[str, integrity.Track]) -> None:
-    """Each entry against its track and its own cells first, then across entries (duplicates)."""
+def check_one(entry: Entry, path: str, sweeps: Path) -> None:
+    """One entry against its track, its sweep file and its own cells."""
+    tracks = integrity.load_tracks(sweeps)
+    integrity.check_entry(entry, path, tracks[entry.track].protocol if entry.track in tracks else None,
+                          integrity.load_sweeps(sweeps), Path(sweeps).parent)  # fmt: skip
+
+
+MAX_ENTRY_BYTES = 8 * 2**20  # 40 cells take 200 kB
+
+
+def read_entry(path: Path) -> Entry:
+    """An entry file: a regular file (not a link, a FIFO, a device) of bounded size, parsed."""
+    return parse_entry(read_text_file(path, "entry", MAX_ENTRY_BYTES, follow_links=False), str(path))
+
+
+def check_collection(entries: dict[str, Entry], sweeps: Path) -> None:
+    """Each entry against its track and its own cells first, then across entries: the same
+    training (track, model, settings) or one same cell run in two entries is a duplicate."""
+    tracks, specs = integrity.load_tracks(sweeps), integrity.load_sweeps(sweeps)
     seen: dict[tuple[str, str], str] = {}
+    runs: dict[str, str] = {}
     for path, entry in entries.items():
         if Path(path).name != entry.file_name:
             raise OrbitbenchError(f"{path}: file name must be {entry.file_name!r} (<track>__<name>.json)")
-        integrity.check_entry(entry, path, tracks[entry.track].protocol if entry.track in tracks else None)
+        integrity.check_entry(entry, path, tracks[entry.track].protocol if entry.track in tracks else None,
+                              specs, Path(sweeps).parent)  # fmt: skip
         key = (entry.track, integrity.effective_config(entry))
         if key in seen:
             raise OrbitbenchError(f"{path}: duplicate of {seen[key]} (same track, model and effective configuration); remove one")
         seen[key] = path
+        for run in sorted(crosscheck.cell_identity(entry)):
+            if run in runs:
+                raise OrbitbenchError(f"{path}: duplicate of {runs[run]} (they hold the same cell run); remove one")
+            runs[run] = path
 
 
 def load_entries(root: Path, sweeps: Path = DEFAULT_SWEEPS) -> dict[str, Entry]:
@@ -61,8 +84,8 @@ def load_entries(root: Path, sweeps: Path = DEFAULT_SWEEPS) -> dict[str, Entry]:
     folder = Path(root) / "entries"
     if not folder.is_dir():
         raise OrbitbenchError(f"{folder} does not exist: expected the leaderboard folder with entries/*.json")
-    entries = {str(path): parse_entry(read_text_file(path, "entry"), str(path)) for path in sorted(folder.glob("*.json"))}
-    check_collection(entries, integrity.load_tracks(sweeps))
+    entries = {str(path): read_entry(path) for path in sorted(folder.glob("*.json"))}
+    check_collection(entries, sweeps)
     return entries
 
 
@@ -113,7 +136,8 @@ def entry_from_sweep(sweep_dir: Path, model: str, tracks: dict[str, integrity.Tr
             param_count=cells[0].model.n_params, track=spec.track, protocol=protocol, score=score, results=results,
             provenance=Provenance(orbitbench=cells[0].versions.get("orbitbench", "unknown"),
                                   git_commit=commits.pop() if len(commits) == 1 else None, versions=cells[0].versions),
-            sweep=spec.name, date=max(c.finished for c in cells).date(), cells=cells, **metadata,
+            sweep=spec.name, date=max(c.finished for c in cells).date(), cells=cells,
+            cells_digest=crosscheck.cells_digest(cells), **metadata,
         )
     except ValidationError as error:
         raise OrbitbenchError(one_line_validation_error(f"entry for {model} from {state.root}", error)) from None
@@ -147,7 +171,7 @@ def add(sweep_dir: Path, models: Sequence[str] | None = None, methods: Sequence[
         if path in existing and not replace:
             raise OrbitbenchError(f"{path} already exists; pass --replace to overwrite it or --name for another entry")
     targets = {path: keep_verification(existing.get(path), entry) for path, entry in targets.items()}
-    check_collection({**existing, **targets}, tracks)
+    check_collection({**existing, **targets}, sweeps)
     for path, entry in targets.items():
         write_entry(Path(path), entry)
     return [Path(path) for path in targets]
@@ -196,7 +220,7 @@ def build(root: Path = DEFAULT_ROOT, sweeps: Path = DEFAULT_SWEEPS) -> list[Path
     atomic_write_bytes(Path(root) / FIGURE, render_figure(entries))
     readme = readme_table.project_readme(root)
     if readme is not None:  # the project README's tables: made from the entries, never by hand
-        atomic_write_text(readme, readme_table.refreshed(readme.read_text(encoding="utf-8"), entries.values()))
+        atomic_write_text(readme, readme_table.refreshed(read_text_file(readme, "README"), entries.values()))
         written.append(readme)
     return [*written, Path(root) / FIGURE]
 
@@ -206,11 +230,11 @@ def check(root: Path = DEFAULT_ROOT, sweeps: Path = DEFAULT_SWEEPS) -> int:
     entries = load_entries(root, sweeps)
     for file, text in rendered(entries, sweeps).items():
         path = Path(root) / file
-        if not path.is_file() or path.read_text() != text:
+        if not path.is_file() or read_text_file(path, follow_links=False) != text:
             raise OrbitbenchError(f"{path} is out of date with {Path(root) / 'entries'}; run `orbitbench leaderboard build`")
     readme = readme_table.project_readme(root)
     if readme is not None:
-        text = readme.read_text(encoding="utf-8")
+        text = read_text_file(readme, "README")
         if readme_table.refreshed(text, entries.values()) != text:
             raise OrbitbenchError(f"{readme}: a leaderboard table is out of date with the entries; run `orbitbench leaderboard build`")
     return len(entries)
@@ -231,13 +255,14 @@ def verify(entry: Path, cells: int = 2, tolerance: float = 0.0, seed: int | None
     board (`<root>/entries/`) has the board's pages rebuilt, so `check` passes right after.
     """
     path = Path(entry)
-    parsed = parse_entry(read_text_file(path, "entry"), str(path))
-    tracks = integrity.load_tracks(sweeps)
-    integrity.check_entry(parsed, str(path), tracks[parsed.track].protocol if parsed.track in tracks else None)
+    parsed = read_entry(path)
+    check_one(parsed, str(path), sweeps)
     ids, worst = integrity.verify_cells(parsed, cells, rng=random.Random(seed))
     if worst > tolerance:
         raise OrbitbenchError(f"{path}: re-running {', '.join(ids)} differs by up to {worst:.3g} (tolerance {tolerance:g}); not verified")
-    verified = Verified(date=dt.date.today(), cells=ids, max_abs_diff=worst, tolerance=tolerance, commit=git_commit())
+    verified = Verified(date=dt.datetime.now(dt.timezone.utc).date(), cells=ids, max_abs_diff=worst, tolerance=tolerance,
+                        commit=git_commit(), digest="0" * 64)
+    verified = verified.model_copy(update={"digest": crosscheck.verification_digest(parsed, verified)})
     write_entry(path, parsed.model_copy(update={"verified": verified}))
     rebuilt = build(path.parent.parent, sweeps) if path.parent.name == "entries" else []
     return VerifyOutcome(verified, rebuilt)

@@ -8,7 +8,6 @@ registry, never taken from a sweep file's claims. `verify` re-runs cells and com
 from __future__ import annotations
 
 import contextlib
-
 import inspect
 import json
 import random
@@ -81,6 +80,17 @@ def load_tracks(sweeps: Path) -> dict[str, Track]:
             raise OrbitbenchError(f"{path}: track {spec.track!r} is also defined by {tracks[spec.track].path} with another protocol")
         tracks.setdefault(spec.track, Track(path, protocol, spec.description))
     return tracks
+
+
+def load_sweeps(sweeps: Path) -> dict[str, SweepSpec]:
+    """Sweep name -> spec of every `sweeps/*.yaml`: an entry names the sweep that ran it."""
+    found: dict[str, SweepSpec] = {}
+    for path in sorted(Path(sweeps).glob("*.yaml")):
+        spec = load_sweep_file(path)
+        if spec.name in found:
+            raise OrbitbenchError(f"{path}: sweep name {spec.name!r} is used by another sweeps/*.yaml too")
+        found[spec.name] = spec
+    return found
 
 
 def differing_setting(found: Protocol, expected: Protocol) -> str | None:
@@ -217,8 +227,11 @@ def _config_key_error(key: str, datamodule: str) -> str | None:
     return None if first in params - {"self", "kwargs"} else f"{key!r} is not an `orbitbench fit` setting"
 
 
-def check_entry(entry: Entry, source: str, track: Protocol | None) -> None:
-    """Re-derive what `entry` claims from its cells and the registry; one line naming the first mismatch."""
+def check_entry(entry: Entry, source: str, track: Protocol | None, sweeps: dict[str, SweepSpec], root: Path) -> None:
+    """Re-derive what `entry` claims from its cells and the registry, then compare every other
+    field with them (`crosscheck`); one line naming the first mismatch."""
+    from orbitbench.leaderboard import crosscheck
+
     if track is None:
         raise OrbitbenchError(f"{source}: track {entry.track!r} is not defined by any sweeps/*.yaml")
     found = protocol_from_cells(entry.cells, source)
@@ -271,6 +284,7 @@ def check_entry(entry: Entry, source: str, track: Protocol | None) -> None:
         raise OrbitbenchError(f"{source}: results has {len(entry.results)} group orders, the cells {len(results)}")
     if entry.score != score:
         raise OrbitbenchError(f"{source}: score does not match the cells (recomputed {_short(score)}, entry says {_short(entry.score)})")
+    crosscheck.check_all(entry, source, sweeps.get(entry.sweep), root)
 
 
 def check_budget(entry: Entry, source: str) -> None:

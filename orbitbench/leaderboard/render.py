@@ -9,6 +9,7 @@ network, and fits a 1,400 px window.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from dataclasses import dataclass
@@ -92,8 +93,9 @@ def verified_text(entry: Entry) -> str:
 
 
 def md_text(text: str) -> str:
-    """Free text inside a Markdown table: Markdown punctuation escaped (line breaks and | < > are refused)."""
-    return re.sub(r"([\\`*_\[\]{}()#+!~])", r"\\\1", text)
+    """Free text inside Markdown: HTML's `&` `<` `>` as entities (no raw HTML, no entity tricks),
+    then Markdown punctuation backslash-escaped (no links, images, emphasis or table cells)."""
+    return re.sub(r"([\\`*_\[\]{}()#+!~|])", r"\\\1", html.escape(text, quote=False))
 
 
 def columns(rows: list[Row]) -> list[tuple[str, str, list[str]]]:

@@ -4,14 +4,16 @@ An entry is `leaderboard/entries/<track>__<name>.json`, checked by `Entry` (pyda
 wrong type is an error, not coerced). Its `cells` are copied from the run records
 (`record.json`) of the sweep's cells; every number above them (per-order statistics, the score
 and its interval, the protocol) is derived from the cells and re-derived by `leaderboard check`
-(`orbitbench.leaderboard.integrity`). Free text is one plain line: it is rendered into Markdown
-and HTML.
+(`orbitbench.leaderboard.integrity`), every other field is compared with the cells, the sweep
+file and the model registry (`orbitbench.leaderboard.crosscheck`). Only `FREE_TEXT` is free: one
+plain line without format or control characters, escaped for Markdown and HTML when rendered.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -23,6 +25,15 @@ from orbitbench.sweep.spec import MAX_NAME_LENGTH, NAME_PATTERN, TRACK_PATTERN
 # table row), `|` (a table cell) and `<`, `>` (HTML). The rest of Markdown's punctuation is
 # escaped when rendered (`render.md_text`).
 _CONTROL = re.compile(r"[|<>\x00-\x1f\x7f]")
+# Unicode categories refused anywhere in free text: control, format (bidi overrides, zero-width
+# joiners), line and paragraph separators: they reorder or hide what a reader sees.
+_REFUSED_CATEGORIES = {"Cc", "Cf", "Zl", "Zp"}
+# The fields a submitter writes freely (everything else is derived or cross-checked): validated by
+# `plain_line` and escaped for Markdown (`render.md_text`) and HTML (Jinja2 autoescape).
+FREE_TEXT = ("authors", "notes", "paper", "code")
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
+COMMIT_PATTERN = r"^[0-9a-f]{40}(\+dirty)?$"
+METHOD_PATTERN = r"^[a-z0-9_]+$"
 INVARIANCE_PATTERN = r"^(none|built-in:[a-z0-9_-]+)$"
 URL_PATTERN = r"^https?://[^\s<>\"'|`\[\]()]+$"
 
@@ -32,6 +43,9 @@ def plain_line(text: str) -> str:
     found = _CONTROL.search(text)
     if found:
         raise ValueError(f"must be one plain line without line breaks, control characters, | < or >; found {found.group()!r}")
+    hidden = next((ch for ch in text if unicodedata.category(ch) in _REFUSED_CATEGORIES), None)
+    if hidden is not None:
+        raise ValueError(f"must be plain text without invisible format or control characters; found U+{ord(hidden):04X}")
     return text
 
 
@@ -101,7 +115,7 @@ class EntryCell(BaseModel):
     epochs: int = Field(ge=0)
     global_step: int = Field(ge=0)
     wall_time_s: float = Field(ge=0)
-    git_commit: str | None
+    git_commit: str | None = Field(pattern=COMMIT_PATTERN)
     versions: dict[str, str]
     finished: dt.datetime
 
@@ -115,34 +129,38 @@ class EntryCell(BaseModel):
 
 
 class Verified(_Strict):
-    """A re-run of randomly chosen cells by `leaderboard verify`: how far its numbers were off."""
+    """A re-run of randomly chosen cells by `leaderboard verify`: how far its numbers were off.
+
+    `digest` is the sha256 of the cells it re-ran and of the fields above (`crosscheck.verification_digest`):
+    an edit of those cells, or of this block, after the re-run makes `check` fail."""
 
     date: dt.date
     cells: list[str] = Field(min_length=1)
     max_abs_diff: float = Field(ge=0)
-    tolerance: float = Field(ge=0)
-    commit: str | None
+    tolerance: float = Field(ge=0, le=0.01)  # a looser re-run vouches for nothing worth a badge
+    commit: str | None = Field(pattern=COMMIT_PATTERN)
+    digest: str = Field(pattern=SHA256_PATTERN)
 
 
 class Provenance(_Strict):
     """What produced the cells: orbitbench's version and commit, key package versions."""
 
     orbitbench: str
-    git_commit: str | None
+    git_commit: str | None = Field(pattern=COMMIT_PATTERN)  # None: the cells ran at several commits
     versions: dict[str, str]
 
 
 class Entry(_Strict):
     """One leaderboard entry: a model's complete sweep on one track."""
 
-    schema_version: Literal[2] = 2
+    schema_version: Literal[3] = 3
     name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)
-    model: str = Field(min_length=1)
+    model: str = Field(pattern=r"^[A-Za-z0-9_.:()-]+$", max_length=200)  # the registry's canonical name
     builder: str = Field(pattern=r"^[\w.]+:[\w.]+$")  # module:function
     config: dict[str, Any]
     param_count: int = Field(ge=1)
     track: str = Field(pattern=TRACK_PATTERN, max_length=MAX_NAME_LENGTH)
-    method: str = Field(default="supervised", min_length=1, max_length=80)
+    method: str = Field(default="supervised", pattern=METHOD_PATTERN, max_length=80)
     invariance: str = Field(default="none", pattern=INVARIANCE_PATTERN)
     authors: list[str] = []
     paper: str | None = Field(default=None, pattern=URL_PATTERN)
@@ -152,12 +170,13 @@ class Entry(_Strict):
     score: Interval  # mean over group orders of out-test, per unit; its mean and 95% interval
     results: list[PoseResult] = Field(min_length=1)
     provenance: Provenance
-    sweep: str
+    sweep: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)  # a sweeps/*.yaml's name
     date: dt.date
     verified: Verified | None = None
+    cells_digest: str = Field(pattern=SHA256_PATTERN)  # sha256 of the cells (`crosscheck.cells_digest`)
     cells: list[EntryCell] = Field(min_length=1)
 
-    @field_validator("method", "notes", "sweep")
+    @field_validator("notes")
     @classmethod
     def _one_plain_line(cls, text: str) -> str:
         return plain_line(text)

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.io import one_line_validation_error
+from orbitbench.io import one_line_validation_error, read_text_file
 
 RECORD_FILE = "record.json"
 Accuracy = float
@@ -150,7 +150,7 @@ def load_record(path: str | Path) -> RunRecord:
     if not path.is_file():
         raise OrbitbenchError(f"{path}: no run record (the run did not finish, or this is not a run's log dir)")
     try:
-        record = RunRecord.model_validate_json(path.read_bytes())
+        record = RunRecord.model_validate_json(read_text_file(path, "run record"))
     except ValidationError as error:
         raise OrbitbenchError(one_line_validation_error(str(path), error)) from None
     from orbitbench.trust import check_run_settings

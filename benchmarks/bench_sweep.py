@@ -28,7 +28,7 @@ datamodule: RotatedMNIST
 grid: {{model: [paper_mlp], n_angles: [4], leave_out_class: [3], seed: [{seed}]}}
 fit:
   data.source: mnist5k
-  data.seeds_per_class: {spc}
+  data.images_per_class: {spc}
   trainer.max_epochs: {epochs}
   trainer.enable_model_summary: false
 """
@@ -65,7 +65,7 @@ def main() -> None:
 
     def new_cell() -> tuple:
         seed = next(fresh)
-        spec = parse_sweep_text(SPEC.format(seed=seed, spc=args.seeds_per_class, epochs=args.epochs), "bench")
+        spec = parse_sweep_text(SPEC.format(seed=seed, spc=args.images_per_class, epochs=args.epochs), "bench")
         root = tmp / f"sweep{seed}"
         prepare_root(spec, root)
         return spec, root, Cell("paper_mlp", 4, 3, seed)
@@ -113,7 +113,7 @@ def main() -> None:
 
     base = medians["in-process fit (baseline)"]
     fit_seconds = sorted(train_acc_seconds)[len(train_acc_seconds) // 2] if train_acc_seconds else float("nan")
-    print(f"paper_mlp, n_angles 4, {args.seeds_per_class} images/class, {args.epochs} epoch(s), "
+    print(f"paper_mlp, n_angles 4, {args.images_per_class} images/class, {args.epochs} epoch(s), "
           f"{args.repeats} round-robin repeats (median seconds)")
     for name, seconds in medians.items():
         print(f"  {name:38s} {seconds:7.2f} s   ratio {seconds / base:5.2f}x   overhead {seconds - base:+7.2f} s per cell")

@@ -77,7 +77,7 @@ def fit_cell(model: str, args, source: str, root: Path, extra: tuple[str, ...] =
             "--trainer.enable_progress_bar", "false", "--trainer.logger.init_args.save_dir", str(save_dir),
             "--trainer.callbacks+=gpu_check.Throughput"]  # fmt: skip
     if args.dry_run:
-        argv += ["--data.seeds_per_class", "2"]
+        argv += ["--data.images_per_class", "2"]
     argv += list(extra)
     start = time.perf_counter()
     status = run_lightning_cli(argv)

@@ -25,8 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CELLS = {
-    "paper_mlp": ["--trainer.max_epochs", "10", "--data.batch_size", "512", "--data.seeds_per_class", "2000"],
-    "paper_convnet": ["--trainer.max_epochs", "8", "--data.batch_size", "512", "--data.seeds_per_class", "1000"],
+    "paper_mlp": ["--trainer.max_epochs", "10", "--data.batch_size", "512", "--data.images_per_class", "2000"],
+    "paper_convnet": ["--trainer.max_epochs", "8", "--data.batch_size", "512", "--data.images_per_class", "1000"],
 }
 SETTINGS = {
     "fp32": ["--trainer.precision", "32-true"],

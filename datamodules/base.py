@@ -22,7 +22,7 @@ from orbitbench.orbits import MAX_ORDER, NORMALIZATIONS, GroupAction, normalize
 from orbitbench.splits import out_test_mask
 
 NUM_CLASSES = 10
-# Per-class images of each built-in source, so bad `seeds_per_class` fails at construction.
+# Per-class images of each built-in source, so bad `images_per_class` fails at construction.
 SOURCE_MIN_CLASS_SIZE = {"mnist5k": 500, "mnist": 5421}
 
 
@@ -115,7 +115,7 @@ class OrbitDataModule(L.LightningDataModule):
         source: str = "auto",
         data_dir: str | None = None,
         download: bool = False,
-        seeds_per_class: int | None = None,
+        images_per_class: int | None = None,
         normalize: str = "unit_norm",
         batch_size: int = 512,
         num_workers: int = 0,
@@ -139,11 +139,11 @@ class OrbitDataModule(L.LightningDataModule):
             raise OrbitbenchError(f"in_test_fraction={in_test_fraction!r} is invalid: expected a fraction in (0, 1)")
         if normalize not in NORMALIZATIONS:
             raise OrbitbenchError(f"normalize={normalize!r} is invalid: expected one of {', '.join(NORMALIZATIONS)}")
-        if seeds_per_class is not None:
+        if images_per_class is not None:
             limit = SOURCE_MIN_CLASS_SIZE.get(source)
-            if seeds_per_class < 1 or (limit is not None and seeds_per_class > limit):
+            if images_per_class < 1 or (limit is not None and images_per_class > limit):
                 raise OrbitbenchError(
-                    f"seeds_per_class={seeds_per_class} is invalid for source {source!r}: "
+                    f"images_per_class={images_per_class} is invalid for source {source!r}: "
                     f"expected 1..{limit if limit is not None else 'the smallest class size'}"
                 )
         if batch_size < 1:
@@ -185,8 +185,8 @@ class OrbitDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         digits = load_digits(hp.source, hp.data_dir)
-        if hp.seeds_per_class is not None:
-            digits = digits.subsample_per_class(hp.seeds_per_class, hp.seed)
+        if hp.images_per_class is not None:
+            digits = digits.subsample_per_class(hp.images_per_class, hp.seed)
         if (digits.labels == hp.leave_out_class).sum() == 0:
             raise OrbitbenchError(
                 f"data source {digits.source} has {len(digits)} images and none of the leave-out class "

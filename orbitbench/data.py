@@ -72,7 +72,7 @@ class Digits:
         available = int(self.class_counts().min())
         if not 1 <= per_class <= available:
             raise OrbitbenchError(
-                f"seeds_per_class={per_class} is not available in {self.source}: "
+                f"images_per_class={per_class} is not available in {self.source}: "
                 f"expected 1..{available} (the smallest class has {available} images)"
             )
         keep = sample_per_class(self.labels, {label: per_class for label in range(10)}, seed)

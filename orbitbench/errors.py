@@ -26,6 +26,9 @@ class Interrupted(BaseException):
         self.exit_status = 128 + signum
 
 
+# Options that were renamed: the old name's error says the new one.
+RENAMED_OPTIONS = {"seeds_per_class": "images_per_class (the DataModule's images kept per class), "
+                                      "probe_digits_per_class (the kernel callback's probe digits per class)"}
 _BOILERPLATE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:")
 
 
@@ -47,6 +50,12 @@ def condense_parser_error(message: str) -> str:
         return lines[0][:300]
     key = ".".join(keys)
     detail = text.rsplit(f'Parser key "{keys[-1]}":', 1)[1]
+    refused = re.search(r"Option '([\w.]+)' is not accepted", detail)
+    if refused:
+        option = refused.group(1)
+        hint = f"; renamed: {RENAMED_OPTIONS[option]}" if option in RENAMED_OPTIONS else ""
+        owner = re.search(r"Problem with given class_path '([\w.]+)'", detail)
+        return f"--{key}.{option}: not an option of {owner.group(1) if owner else key}{hint}"
     core = detail.split(" - Expected a <class 'NoneType'>")[0]  # drop the Optional[...] alternative
     nested = re.search(r"val='(.*?)'\)", detail)
     given = nested or re.search(r"(?:Got value|Given value): (.+?)(?: - |$)", detail)

@@ -27,7 +27,7 @@ grid:
 fit:
   trainer.max_epochs: 1
   data.source: mnist5k
-  data.seeds_per_class: 5
+  data.images_per_class: 5
   data.batch_size: 64
 """
 

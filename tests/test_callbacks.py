@@ -23,7 +23,7 @@ from orbitbench.errors import OrbitbenchError
 from orbitbench.run.module import OrbitClassifier
 from orbitbench.theory.ntk import empirical_ntk
 
-OPTIONS = dict(n_seeds=10, seeds_per_class=2, train_per_class=20, in_test_per_class=4)
+OPTIONS = dict(n_seeds=10, probe_digits_per_class=2, train_per_class=20, in_test_per_class=4)
 FIELDS = {"spectral_out_test_acc", "spectral_out_test_ci", "regression_out_test_acc", "regression_in_test_acc",
           "kappa", "spearman", "agreement", "chance_agreement", "exact_out_test_acc", "regression_kappa"}  # fmt: skip
 
@@ -32,7 +32,7 @@ FIELDS = {"spectral_out_test_acc", "spectral_out_test_ci", "regression_out_test_
 def trained(tmp_path_factory: pytest.TempPathFactory):
     """Paper MLP, 4 rotations, 40 digits per class, 3 epochs; measurements at start, epoch 2 and end."""
     torch.manual_seed(0)
-    dm = RotatedMNIST(n_angles=4, leave_out_class=5, source="mnist5k", seeds_per_class=40, batch_size=128)
+    dm = RotatedMNIST(n_angles=4, leave_out_class=5, source="mnist5k", images_per_class=40, batch_size=128)
     model = OrbitClassifier("paper_mlp")
     callback = EmpiricalNTKCallback(every_n_epochs=2, **OPTIONS)
     logger = TensorBoardLogger(tmp_path_factory.mktemp("tb"), name="ntk", version=0)
@@ -70,7 +70,7 @@ def test_summary_table_and_record(trained) -> None:
     rows = [line.split()[0] for line in lines[3:]]
     assert rows[:3] == ["network", "infinite", "init"] and "trained" in rows and "linearised" in rows
     record = json.loads(callback.kernel_predictions().model_dump_json())
-    assert record["probe"]["n_seeds"] == 10 and record["probe"]["seeds_per_class"] == 2
+    assert record["probe"]["n_seeds"] == 10 and record["probe"]["probe_digits_per_class"] == 2
     assert set(record["predictors"]) == {"infinite", "init", "trained"}
     for entry in record["predictors"].values():
         assert FIELDS <= set(entry)
@@ -167,7 +167,7 @@ def test_config_file_and_callbacks_flag_add_the_callback(capsys: pytest.CaptureF
     assert run_lightning_cli(["fit", "--config", str(config), "--print_config"]) == 0
     printed = capsys.readouterr().out
     assert "class_path: orbitbench.run.callbacks.EmpiricalNTKCallback" in printed
-    assert "n_seeds: 32" in printed and "seeds_per_class: 4" in printed and "dtype: float64" in printed
+    assert "n_seeds: 32" in printed and "probe_digits_per_class: 4" in printed and "dtype: float64" in printed
     argv = ["fit", "--trainer.callbacks+=orbitbench.run.callbacks.EmpiricalNTKCallback",
             "--trainer.callbacks.every_n_epochs=3", "--print_config"]  # fmt: skip
     assert run_lightning_cli(argv) == 0
@@ -249,11 +249,11 @@ def test_the_plug_in_routes_train_with_the_ntk_callback(tmp_path: Path, backbone
 
     from orbitbench.run.cli import run_lightning_cli
 
-    argv = ["fit", "--model.backbone", backbone, "--data.n_angles", "4", "--data.seeds_per_class", "20",
+    argv = ["fit", "--model.backbone", backbone, "--data.n_angles", "4", "--data.images_per_class", "20",
             "--data.leave_out_class", "3", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
             "--trainer.logger.init_args.save_dir", str(tmp_path),
             "--trainer.callbacks+=orbitbench.run.callbacks.EmpiricalNTKCallback", "--trainer.callbacks.n_seeds=4",
-            "--trainer.callbacks.seeds_per_class=2", "--trainer.callbacks.train_per_class=3",
+            "--trainer.callbacks.probe_digits_per_class=2", "--trainer.callbacks.train_per_class=3",
             "--trainer.callbacks.in_test_per_class=2", "--trainer.callbacks.figures=false"]  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
         assert run_lightning_cli(argv) == 0

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.usefixtures("one_thread")]
 
 # 50 digits per class x 4 rotations; leave-out class 3 -> 50 out-test digits.
 TINY = [
-    "--data.n_angles", "4", "--data.seeds_per_class", "50", "--data.batch_size", "256",
+    "--data.n_angles", "4", "--data.images_per_class", "50", "--data.batch_size", "256",
     "--data.leave_out_class", "3", "--trainer.max_epochs", "2",
     "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
 ]

@@ -154,7 +154,7 @@ def test_subsample_per_class_is_seeded_and_balanced(mnist5k: Digits) -> None:
     a, b, c = (mnist5k.subsample_per_class(13, seed) for seed in (1, 1, 2))
     assert a.class_counts().tolist() == [13] * 10
     assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
-    with pytest.raises(ValueError, match=r"seeds_per_class=501 .* expected 1\.\.500"):
+    with pytest.raises(ValueError, match=r"images_per_class=501 .* expected 1\.\.500"):
         mnist5k.subsample_per_class(501, 0)
 
 

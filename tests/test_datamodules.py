@@ -46,7 +46,7 @@ def test_splits_are_seeded() -> None:
 
 
 def test_several_held_out_poses_and_translations() -> None:
-    dm = TranslatedMNIST(n_shifts=7, leave_out_class=0, held_out_poses=[0, 3], source="mnist5k", seeds_per_class=20)
+    dm = TranslatedMNIST(n_shifts=7, leave_out_class=0, held_out_poses=[0, 3], source="mnist5k", images_per_class=20)
     dm.setup("fit")
     assert dm.digits.class_counts().tolist() == [20] * 10
     assert dm.splits["out_test"].shape[0] == 40 and set(dm.splits["out_test"][:, 1].tolist()) == {0, 3}
@@ -76,7 +76,7 @@ def test_epoch_shuffle_depends_only_on_seed_and_epoch(rotated: RotatedMNIST) -> 
 
 
 def test_sphere_normalisation_after_the_action() -> None:
-    dm = RotatedMNIST(n_angles=8, source="mnist5k", seeds_per_class=5, normalize="sphere")
+    dm = RotatedMNIST(n_angles=8, source="mnist5k", images_per_class=5, normalize="sphere")
     dm.setup("fit")
     images = dm.materialize(torch.arange(10), torch.arange(10) % 8)[:, 0]
     assert torch.allclose(images.mean(dim=(-2, -1)), torch.zeros(10), atol=1e-6)
@@ -90,7 +90,7 @@ def test_sphere_normalisation_after_the_action() -> None:
         ({"leave_out_class": 10}, r"leave_out_class=10 is invalid: expected a digit class 0-9"),
         ({"held_out_poses": [8]}, r"held_out_poses=\[8\] is invalid: expected distinct pose indices in 0\.\.7"),
         ({"in_test_fraction": 1.0}, r"in_test_fraction=1\.0 is invalid: expected a fraction in \(0, 1\)"),
-        ({"source": "mnist5k", "seeds_per_class": 501}, r"seeds_per_class=501 is invalid .* expected 1\.\.500"),
+        ({"source": "mnist5k", "images_per_class": 501}, r"images_per_class=501 is invalid .* expected 1\.\.500"),
         ({"normalize": "zscore"}, r"normalize='zscore' is invalid"),
     ],
 )
@@ -107,7 +107,7 @@ def test_a_checkpoint_of_auto_data_is_not_moved_onto_full_mnist(installed_mnist,
 
     from orbitbench.run.cli import run_lightning_cli
 
-    tiny = ["--data.n_angles", "2", "--data.seeds_per_class", "10", "--trainer.enable_progress_bar", "false",
+    tiny = ["--data.n_angles", "2", "--data.images_per_class", "10", "--trainer.enable_progress_bar", "false",
             "--trainer.enable_model_summary", "false", "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]
     models = Path(__file__).resolve().parents[1] / "models"
     assert run_lightning_cli(["fit", "--config", str(models / "paper_mlp.yaml"), *tiny, "--trainer.max_epochs", "1"]) == 0

@@ -56,7 +56,7 @@ def test_the_action_is_a_cyclic_group_of_pixel_permutations() -> None:
 @pytest.mark.timeout(600)
 def test_a_new_action_runs_through_fit_a_sweep_and_theory_pairs(tmp_path, capsys) -> None:
     data = f"{TRUST}.DiagonallyRolledMNIST"
-    common = ["--data.source", "mnist5k", "--data.seeds_per_class", "10", "--data.leave_out_class", "3",
+    common = ["--data.source", "mnist5k", "--data.images_per_class", "10", "--data.leave_out_class", "3",
               "--data.batch_size", "64", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"]  # fmt: skip
     fit = ["fit", "--data", data, "--data.n_rolls", "4", *common, "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")]
     assert cli_main(fit) == 0, capsys.readouterr().err
@@ -78,7 +78,7 @@ grid:
 fit:
   trainer.max_epochs: 1
   data.source: mnist5k
-  data.seeds_per_class: 10
+  data.images_per_class: 10
   data.batch_size: 64
 """)
     out = tmp_path / "sweep"

@@ -46,7 +46,7 @@ def test_a_fourth_predictor_goes_from_the_record_to_the_leaderboard_table(tmp_pa
     spec = sweeps / "fourth.yaml"
     spec.write_text(ONE_CELL.read_text().replace("tiny-one", "tiny-fourth") + "\n".join([
         "  trainer.callbacks+: orbitbench.run.callbacks.EmpiricalNTKCallback", "  trainer.callbacks.n_seeds: 4",
-        "  trainer.callbacks.seeds_per_class: 2", "  trainer.callbacks.train_per_class: 3",
+        "  trainer.callbacks.probe_digits_per_class: 2", "  trainer.callbacks.train_per_class: 3",
         "  trainer.callbacks.in_test_per_class: 2", "  trainer.callbacks.figures: false", ""]))  # fmt: skip
     sweep = tmp_path / "sweep"
     run_sweep(spec, out=sweep, in_process=True)

@@ -18,6 +18,7 @@ from scipy import stats
 
 from orbitbench.cli import main as cli_main
 from orbitbench import leaderboard
+from orbitbench.run.record import LEGACY_DATA_NAMES
 from orbitbench.errors import OrbitbenchError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "leaderboard"
@@ -33,7 +34,13 @@ def _cli(capsys, root: Path, *args: str, sweeps: Path = SWEEPS) -> tuple[int, st
 
 
 def _records(model_slug: str) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sorted((SWEEP / "cells").glob(f"{model_slug}-n*/record.json"))}
+    """The fixture cells' records as written (schema 1), with the DataModule settings under today's
+    names (`seeds_per_class` is `images_per_class` since, as `RunRecord` reads it)."""
+    records = {p.parent.name: json.loads(p.read_text()) for p in sorted((SWEEP / "cells").glob(f"{model_slug}-n*/record.json"))}
+    for record in records.values():
+        hparams = record["data"]["hparams"]
+        record["data"]["hparams"] = {LEGACY_DATA_NAMES.get(k, k): v for k, v in hparams.items()}
+    return records
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +94,7 @@ def test_add_keeps_every_cell_record_and_derives_the_numbers_from_them(board):
     hparams = next(iter(records.values()))["data"]["hparams"]
     assert entry["protocol"]["data"] == {k: v for k, v in hparams.items()
                                          if k not in ("n_angles", "leave_out_class", "batch_size", "num_workers", "data_dir", "download")}
-    assert entry["protocol"]["data"]["seeds_per_class"] == 10 and entry["protocol"]["seeds"] == [0, 1]
+    assert entry["protocol"]["data"]["images_per_class"] == 10 and entry["protocol"]["seeds"] == [0, 1]
     assert entry["provenance"]["git_commit"] == next(iter(records.values()))["git_commit"]
     assert entry["provenance"]["versions"]["torch"] and entry["authors"] == ["Ada Lovelace"]
     assert entry["method"] == "supervised" and entry["invariance"] == "none"
@@ -185,8 +192,8 @@ FORGERIES = {
     "model swapped for another real one": (_set("model", "paper_convnet"), "builder is 'orbitbench.models.paper:paper_mlp' but 'paper_convnet'"),
     "param_count 7": (_set("param_count", 7), "param_count is 7 but building paper_mlp gives 468864"),
     "cell param count 7": (_set("cells", 3, "model", "n_params", 7), "reports 7 parameters; paper_mlp has 468864"),
-    "protocol edited": (_set("protocol", "data", "seeds_per_class", 50), "protocol does not match the cells (data.seeds_per_class is 50"),
-    "a cell trained on other images": (_set("cells", 2, "data", "hparams", "seeds_per_class", 50), "ran different data.seeds_per_class (10 vs 50)"),
+    "protocol edited": (_set("protocol", "data", "images_per_class", 50), "protocol does not match the cells (data.images_per_class is 50"),
+    "a cell trained on other images": (_set("cells", 2, "data", "hparams", "images_per_class", 50), "ran different data.images_per_class (10 vs 50)"),
     "every cell on other held-out poses": (lambda e: [c["data"]["hparams"].update(held_out_poses=[0, 1]) for c in e["cells"]],
                                            "the cells' data.held_out_poses is [0, 1], the track's is [0]; a new protocol needs a new track"),
     "a cell missing": (lambda e: e["cells"].pop(), "no cell for (n_poses, leave_out_class, seed)"),
@@ -347,13 +354,13 @@ def test_the_track_files_define_their_protocols():
     assert {"mnist5k-quick", "mnist5k-cpu"} <= set(tracks)
     cpu = tracks["mnist5k-cpu"].protocol
     assert cpu.leave_out_classes == list(range(10)) and cpu.n_poses == [4, 8]
-    assert cpu.data["seeds_per_class"] == 20 and cpu.data["source"] == "mnist5k"
+    assert cpu.data["images_per_class"] == 20 and cpu.data["source"] == "mnist5k"
     # the challengers' and steerable sweep files are on the same track: same protocol, checked on load
     assert tracks["mnist5k-cpu"].path.name in {"cpu_track.yaml", "cpu_track_challengers.yaml", "cpu_track_steerable.yaml"}
     # the ranked track on full MNIST: its three sweep files agree (checked on load), on the paper's data
     full = tracks["mnist-cpu"].protocol
     assert full.n_poses == [4, 8] and full.leave_out_classes == list(range(10)) and full.seeds == [0]
-    assert full.data["source"] == "mnist" and full.data["seeds_per_class"] is None  # all 60,000 digits
+    assert full.data["source"] == "mnist" and full.data["images_per_class"] is None  # all 60,000 digits
     paper = tracks["mnist-paper"].protocol
     assert paper.n_poses == [2, 4, 8, 16] and paper.data["interpolation"] == "nearest" and paper.data["source"] == "mnist"
     assert tracks["mnist-paper-gpu"].protocol.n_poses == [2, 4, 8, 16, 32, 64]

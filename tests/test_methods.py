@@ -21,7 +21,7 @@ from orbitbench.run.cli import run_lightning_cli
 
 LEAVE_OUT = 3
 TINY = [
-    "--data.n_angles", "4", "--data.seeds_per_class", "50", "--data.batch_size", "64",
+    "--data.n_angles", "4", "--data.images_per_class", "50", "--data.batch_size", "64",
     "--data.leave_out_class", str(LEAVE_OUT), "--trainer.max_epochs", "2",
     "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
     "--trainer.num_sanity_val_steps", "0",
@@ -151,7 +151,7 @@ def test_pose_pair_methods_train_only_on_training_pairs(method: str, tmp_path) -
 def test_partner_poses_are_other_training_poses_of_the_same_image() -> None:
     from orbitbench.datamodules import RotatedMNIST
 
-    dm = RotatedMNIST(n_angles=8, source="mnist5k", seeds_per_class=20, leave_out_class=LEAVE_OUT, held_out_poses=[0, 1])
+    dm = RotatedMNIST(n_angles=8, source="mnist5k", images_per_class=20, leave_out_class=LEAVE_OUT, held_out_poses=[0, 1])
     dm.setup("fit")
     train = dm.splits["train"]
     torch.manual_seed(0)
@@ -255,7 +255,7 @@ def test_a_method_is_handed_net_batch_and_views_and_needs_no_trainer() -> None:
     from orbitbench.datamodules import RotatedMNIST
     from orbitbench.methods import PoseViews, build_network
 
-    dm = RotatedMNIST(n_angles=4, seeds_per_class=10, leave_out_class=LEAVE_OUT, batch_size=16)
+    dm = RotatedMNIST(n_angles=4, images_per_class=10, leave_out_class=LEAVE_OUT, batch_size=16)
     dm.setup("fit")
     batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     torch.manual_seed(0)

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def posed_batch():
-    dm = RotatedMNIST(n_angles=8, source="mnist5k", seeds_per_class=20, batch_size=64, seed=125)
+    dm = RotatedMNIST(n_angles=8, source="mnist5k", images_per_class=20, batch_size=64, seed=125)
     dm.setup("fit")
     return dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
 

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def short_fit(backbone: str, n_angles: int, epochs: int, leave_out: int = 5, **options) -> EmpiricalNTKCallback:
     torch.manual_seed(0)
-    dm = RotatedMNIST(n_angles=n_angles, leave_out_class=leave_out, source="mnist5k", seeds_per_class=100, batch_size=64)
+    dm = RotatedMNIST(n_angles=n_angles, leave_out_class=leave_out, source="mnist5k", images_per_class=100, batch_size=64)
     callback = EmpiricalNTKCallback(every_n_epochs=epochs, figures=False, **options)
     name, _, kwargs = backbone.partition(" ")
     model = OrbitClassifier(name, eval(kwargs) if kwargs else None)  # noqa: S307 (literal dicts written below)
@@ -97,9 +97,9 @@ def test_statistics_of_constant_and_informative_predictors() -> None:
 def test_predict_kernel_prints_the_fits_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from orbitbench.cli import main
 
-    options = ["n_seeds=10", "seeds_per_class=2", "train_per_class=20", "in_test_per_class=4"]
+    options = ["n_seeds=10", "probe_digits_per_class=2", "train_per_class=20", "in_test_per_class=4"]
     argv = ["fit", "--config", str(ROOT / "models/paper_mlp.yaml"), "--data.n_angles", "4", "--data.source", "mnist5k",
-            "--data.seeds_per_class", "40", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
+            "--data.images_per_class", "40", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
             "--trainer.logger.init_args.save_dir", str(tmp_path),
             "--trainer.callbacks+=orbitbench.run.callbacks.EmpiricalNTKCallback",
             *[f"--trainer.callbacks.{o}" for o in options]]  # fmt: skip

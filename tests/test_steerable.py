@@ -73,7 +73,7 @@ def test_building_it_emits_no_warning_and_bad_settings_are_one_line() -> None:
 @pytest.mark.timeout(900)
 def test_short_training_at_n_angles_4_generalises_to_the_held_out_pose(tmp_path) -> None:
     argv = [
-        "fit", "--config", str(REPO / "models/steerable_cnn.yaml"), "--data.n_angles", "4", "--data.seeds_per_class", "50",
+        "fit", "--config", str(REPO / "models/steerable_cnn.yaml"), "--data.n_angles", "4", "--data.images_per_class", "50",
         "--data.batch_size", "64", "--data.leave_out_class", "3", "--trainer.max_epochs", "8",
         "--trainer.enable_progress_bar", "false", "--trainer.num_sanity_val_steps", "0",
         "--trainer.logger.init_args.save_dir", str(tmp_path),

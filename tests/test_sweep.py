@@ -156,7 +156,7 @@ BAD_SWEEPS = {
     "unknown datamodule": (TINY.replace("RotatedMNIST", "ScaledMNIST"), "datamodule 'ScaledMNIST' is not an OrbitDataModule"),
     "data setting bad for one order": (TINY + "  data.held_out_poses: [3]\n", "n_angles=2, leave_out_class=3: held_out_poses=[3] is invalid"),
     "grid value in fit": (TINY + "  data.n_angles: 8\n", "set by the grid"),
-    "data in model_fit": (TINY + "model_fit:\n  paper_mlp:\n    data.seeds_per_class: 9\n", "track's protocol"),
+    "data in model_fit": (TINY + "model_fit:\n  paper_mlp:\n    data.images_per_class: 9\n", "track's protocol"),
     "model_fit for a model not in grid": (TINY + "model_fit:\n  paper_vit:\n    trainer.max_epochs: 1\n", "not in grid.model"),
     "config_files for a model not in grid": (TINY + "config_files:\n  paper_vit: models/paper_vit.yaml\n", "not in grid.model"),
     "missing config file": (TINY + "config_files:\n  paper_mlp: nowhere/paper_mlp.yaml\n", "'nowhere/paper_mlp.yaml' does not exist"),
@@ -222,7 +222,7 @@ def test_cells_and_fit_command_line():
     argv = sweep.fit_argv(spec, cells[1], Path("/x/cell"))
     assert argv[0] == "fit"
     for flag in ("--model.backbone=paper_mlp", "--data=RotatedMNIST", "--data.n_angles=4",
-                 "--data.leave_out_class=3", "--seed_everything=0", "--data.seeds_per_class=5",
+                 "--data.leave_out_class=3", "--seed_everything=0", "--data.images_per_class=5",
                  "--trainer.logger.init_args.save_dir=/x/cell"):
         assert flag in argv
     # model_fit overrides fit for its model only.
@@ -231,7 +231,7 @@ def test_cells_and_fit_command_line():
     from orbitbench.leaderboard.integrity import track_protocol
 
     protocol = track_protocol(spec).data  # the one protocol definition: every DataModule setting, defaults included
-    assert protocol["seeds_per_class"] == 5 and protocol["source"] == "mnist5k" and "batch_size" not in protocol
+    assert protocol["images_per_class"] == 5 and protocol["source"] == "mnist5k" and "batch_size" not in protocol
     assert spec.training_config("paper_mlp") == {"data.batch_size": 64, "trainer.max_epochs": 7}
 
 

@@ -24,7 +24,7 @@ from orbitbench.run.cli import run_lightning_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 TINY = [
-    "--data.n_angles", "4", "--data.seeds_per_class", "30", "--data.batch_size", "256", "--trainer.max_epochs", "2",
+    "--data.n_angles", "4", "--data.images_per_class", "30", "--data.batch_size", "256", "--trainer.max_epochs", "2",
     "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
 ]
 
@@ -32,7 +32,7 @@ TINY = [
 # The kernel-prediction callback on a small probe: its predictions become HPARAMS metrics too.
 KERNEL_PREDICTIONS = [
     "--trainer.callbacks+=orbitbench.run.callbacks.EmpiricalNTKCallback", "--trainer.callbacks.n_seeds=8",
-    "--trainer.callbacks.seeds_per_class=2", "--trainer.callbacks.train_per_class=10",
+    "--trainer.callbacks.probe_digits_per_class=2", "--trainer.callbacks.train_per_class=10",
     "--trainer.callbacks.in_test_per_class=2", "--trainer.callbacks.figures=false",
 ]
 

@@ -30,7 +30,7 @@ EPOCHS = 3
 KILL_EPOCH = 2  # the killed run dies in the middle of this epoch (0-based)
 # 50 digits per class x 4 rotations = 2,000 samples; batch 64 -> 28 steps per epoch.
 TINY = [
-    "--data.n_angles", "4", "--data.seeds_per_class", "50", "--data.batch_size", "64",
+    "--data.n_angles", "4", "--data.images_per_class", "50", "--data.batch_size", "64",
     "--data.leave_out_class", "3", "--trainer.max_epochs", str(EPOCHS),
     "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
 ]

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("one_thread")]
 
 FIXTURES = Path(__file__).parent / "fixtures" / "leaderboard"
 SWEEP, SWEEPS = FIXTURES / "sweep", FIXTURES / "sweeps"
-TINY = ["--data.n_angles", "2", "--data.seeds_per_class", "10", "--data.batch_size", "256", "--data.source", "mnist5k",
+TINY = ["--data.n_angles", "2", "--data.images_per_class", "10", "--data.batch_size", "256", "--data.source", "mnist5k",
         "--data.leave_out_class", "3", "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false"]  # fmt: skip
 
@@ -114,7 +114,7 @@ def test_a_clean_checkpoint_loads_as_data_and_evaluates(checkpoint) -> None:
     saved = trust.load_checkpoint(checkpoint)
     assert saved["hyper_parameters"]["_class_path"] == "orbitbench.run.module.OrbitClassifier"
     status, out, err = run("predict-kernel", "--ckpt_path", str(checkpoint), "--probe.n_seeds", "4",
-                           "--probe.seeds_per_class", "2", "--probe.train_per_class", "4", "--probe.in_test_per_class", "2")
+                           "--probe.probe_digits_per_class", "2", "--probe.train_per_class", "4", "--probe.in_test_per_class", "2")
     assert status == 0 and "trained" in out, err
 
 

@@ -62,7 +62,7 @@ def training_datamodule(
     """The kernel side's points as a RotatedMNIST: pose 0 of `leave_out_class` is out-test, the rest train."""
     return RotatedMNIST(
         n_angles=n_angles, interpolation=interpolation, leave_out_class=leave_out_class, held_out_poses=(0,),
-        in_test_fraction=NO_IN_TEST, source=source, data_dir=data_dir, seeds_per_class=seeds_per_class,
+        in_test_fraction=NO_IN_TEST, source=source, data_dir=data_dir, images_per_class=seeds_per_class,
         normalize="sphere", batch_size=batch_size, seed=seed,
     )
 

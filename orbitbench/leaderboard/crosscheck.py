@@ -187,8 +187,8 @@ def _datamodule(cls: type, arguments: str) -> dict[str, Any]:
 def split_sizes(hparams: dict[str, Any], n_poses: int) -> tuple[int, int, int, int]:
     """(images, train, in-test, out-test) pairs of a built-in source, as `split_pairs` makes them."""
     sizes = CLASS_SIZES[hparams["source"]]
-    if hparams.get("seeds_per_class") is not None:
-        sizes = (hparams["seeds_per_class"],) * len(sizes)
+    if hparams.get("images_per_class") is not None:
+        sizes = (hparams["images_per_class"],) * len(sizes)
     out_test = sizes[hparams["leave_out_class"]] * len(hparams["held_out_poses"])
     rest = sum(sizes) * n_poses - out_test
     in_test = round(hparams["in_test_fraction"] * rest)

@@ -1,11 +1,17 @@
-"""Schema 2 -> 3: add the derived digests to committed entries (no measured number changes).
+"""Entries of older schemas brought to the current one (no measured number changes).
 
     python -m orbitbench.leaderboard.migrate [leaderboard/entries]
 
-Schema 3 adds `cells_digest` (sha256 of the cells) and `verified.digest` (sha256 of the cells a
-verification re-ran, with its own fields). Both are derived from what the entry already holds;
-a schema-2 verification's digest is taken over the cells as they are now, which `check` has
-recomputed and accepted since that verification ran. Every file is written atomically.
+- 2 -> 3 adds `cells_digest` (sha256 of the cells) and `verified.digest` (sha256 of the cells a
+  verification re-ran, with its own fields). Both are derived from what the entry already holds;
+  a schema-2 verification's digest is taken over the cells as they are now, which `check` has
+  recomputed and accepted since that verification ran.
+- 3 -> 4 renames the DataModule argument `seeds_per_class` to `images_per_class` (the protocol's
+  data settings and every cell's DataModule settings) and derives both digests again over the
+  renamed cells: a relabelling of the same values, which `check` then recomputes as always.
+
+`check` refuses an older schema rather than migrating it on load: a digest recomputed at load
+would vouch for whatever cells a file holds. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -20,16 +26,17 @@ from orbitbench.errors import OrbitbenchError
 from orbitbench.io import atomic_write_text, one_line_validation_error, read_text_file
 
 
-def migrated(data: dict) -> dict:
-    """A schema-2 entry as JSON, with schema 3's derived fields added (other fields untouched)."""
+RENAMED_DATA = {"seeds_per_class": "images_per_class"}  # schema 3 -> 4
+
+
+def _with_digests(data: dict, version: int) -> dict:
+    """`data` at `version` with `cells_digest` and `verified.digest` derived from its cells."""
     from orbitbench.leaderboard import crosscheck
     from orbitbench.leaderboard.schema import EntryCell, Verified
 
-    if data.get("schema_version") != 2:
-        return data
     cells = [EntryCell.model_validate_json(json.dumps(cell)) for cell in data["cells"]]
     out = {k: v for k, v in data.items() if k != "cells"}
-    out["schema_version"] = 3
+    out["schema_version"] = version
     out["cells_digest"] = crosscheck.cells_digest(cells)
     out["cells"] = data["cells"]
     if data.get("verified") is not None:
@@ -39,8 +46,23 @@ def migrated(data: dict) -> dict:
     return out
 
 
+def _renamed(settings: dict) -> dict:
+    return {RENAMED_DATA.get(k, k): v for k, v in settings.items()}
+
+
+def migrated(data: dict) -> dict:
+    """An entry as JSON at the current schema (the same object when it is already there)."""
+    if data.get("schema_version") == 2:
+        data = _with_digests(data, 3)
+    if data.get("schema_version") == 3:
+        protocol = {**data["protocol"], "data": _renamed(data["protocol"]["data"])}
+        cells = [{**cell, "data": {**cell["data"], "hparams": _renamed(cell["data"]["hparams"])}} for cell in data["cells"]]
+        data = _with_digests({**data, "protocol": protocol, "cells": cells}, 4)
+    return data
+
+
 def migrate_folder(folder: Path) -> list[Path]:
-    """Rewrite every schema-2 entry of `folder`; the rewritten paths."""
+    """Rewrite every entry of `folder` that is not at the current schema; the rewritten paths."""
     from orbitbench.leaderboard.schema import Entry
 
     written = []

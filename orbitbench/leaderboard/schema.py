@@ -153,7 +153,7 @@ class Provenance(_Strict):
 class Entry(_Strict):
     """One leaderboard entry: a model's complete sweep on one track."""
 
-    schema_version: Literal[3] = 3
+    schema_version: Literal[4] = 4
     name: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)
     model: str = Field(pattern=r"^[A-Za-z0-9_.:()-]+$", max_length=200)  # the registry's canonical name
     builder: str = Field(pattern=r"^[\w.]+:[\w.]+$")  # module:function

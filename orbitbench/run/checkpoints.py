@@ -23,7 +23,9 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
+from orbitbench._moved import current_path
 from orbitbench.errors import OrbitbenchError
+from orbitbench.run.record import LEGACY_DATA_NAMES
 from orbitbench.trust import load_checkpoint
 
 EVAL_COMMANDS = ("validate", "test", "predict")
@@ -49,9 +51,11 @@ untrusted file."""
     ckpt = load_checkpoint(path)  # data only: weights_only, every saved class checked (orbitbench.trust)
 
     def split(key: str) -> tuple[str | None, dict[str, Any]]:
+        """(class path, init args) as today's code names them (a checkpoint may predate a move or rename)."""
         saved = dict(ckpt.get(key) or {})
-        class_path = saved.get("_class_path")
-        return class_path, {k: v for k, v in saved.items() if k not in _PRIVATE}
+        class_path = current_path(saved.get("_class_path"))
+        renamed = LEGACY_DATA_NAMES if key == "datamodule_hyper_parameters" else {}
+        return class_path, {renamed.get(k, k): v for k, v in saved.items() if k not in _PRIVATE}
 
     model_class, model = split("hyper_parameters")
     data_class, data = split("datamodule_hyper_parameters")

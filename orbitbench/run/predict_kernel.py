@@ -89,7 +89,7 @@ def predict_kernel(
 
     Args:
         ckpt_path: a checkpoint written by `orbitbench fit` (e.g. runs/<name>/version_0/checkpoints/last.ckpt).
-        probe: the probe's size and draw (`--probe.n_seeds 32 --probe.seeds_per_class 4 ...`), as
+        probe: the probe's size and draw (`--probe.n_seeds 32 --probe.probe_digits_per_class 4 ...`), as
             the fit's `EmpiricalNTKCallback` options to reproduce its table.
         reg: ridge, times the kernel's trace.
         dtype: float64 or float32 kernels.

@@ -109,6 +109,7 @@ class KernelPredictions(_Strict):
 
 
 LEGACY_PREDICTIONS_KEY = "EmpiricalNTKCallback"  # schema 1 kept the predictions under the callback's class name
+LEGACY_DATA_NAMES = {"seeds_per_class": "images_per_class"}  # DataModule arguments renamed since schema 1
 
 
 class RunRecord(_Strict):
@@ -134,11 +135,18 @@ class RunRecord(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _from_schema_1(cls, data: Any) -> Any:
-        """Schema 1 (records before the predictions were typed): move them out of `callbacks`."""
-        if isinstance(data, dict) and data.get("schema_version", 1 if "predictions" not in data else 2) == 1:
+        """Schema 1: the predictions move out of `callbacks` (they were kept under the callback's class
+        name) and the DataModule's `seeds_per_class` is read as its new name, `images_per_class`."""
+        if not isinstance(data, dict):
+            return data
+        if data.get("schema_version", 1 if "predictions" not in data else 2) == 1:
             callbacks = dict(data.get("callbacks") or {})
             legacy = callbacks.pop(LEGACY_PREDICTIONS_KEY, None)
             data = {**data, "schema_version": 2, "callbacks": callbacks, "predictions": legacy or None}
+        settings = data.get("data")
+        if isinstance(settings, dict) and isinstance(settings.get("hparams"), dict):
+            hparams = {LEGACY_DATA_NAMES.get(k, k): v for k, v in settings["hparams"].items()}
+            data = {**data, "data": {**settings, "hparams": hparams}}
         return data
 
 

@@ -143,7 +143,7 @@ class KernelPredictors:
             err = spectral.missing_errors(circular, [2 * p for p in held], reg)  # [P, H]
         labels = spectral.interleaved_labels(kernels.pairs.shape[-1])
         exact = spectral.kernel_regression(kernels.pairs, labels, [2 * p for p in held], reg)  # [P, H]
-        shape = (len(probe.other_classes), probe.n_seeds, probe.seeds_per_class, len(held))  # [C-1, S, T, H]
+        shape = (len(probe.other_classes), probe.n_seeds, probe.probe_digits_per_class, len(held))  # [C-1, S, T, H]
         one_vs_many = lambda pred: pred.reshape(shape).mean(2).min(0).values  # noqa: E731  [S, H]
 
         spectral_only = _Raw(one_vs_many(1.0 - err), one_vs_many(exact), None, float(err.abs().mean()),
@@ -312,7 +312,7 @@ class PredictionReport:
         """The predictor x (predicted out-test [95% CI], in-test, kappa, Spearman) table, network on top."""
         p = self.probe
         head = (f"  kernel predictions on {p['n_seeds']} leave-out seeds x {len(p['held_out_poses'])} held-out "
-                f"pose(s) (class {p['leave_out_class']}; {p['seeds_per_class']} seeds per other class, "
+                f"pose(s) (class {p['leave_out_class']}; {p['probe_digits_per_class']} seeds per other class, "
                 f"{p['n_train_points']} regression points, {p['n_in_test_points']} in-test)")  # fmt: skip
         rows = [head, f"  {'':18}{'spectral rule (Eq. 7)':<38}| kernel regression on the training split",
                 f"  {'predictor':<18}{'out-test [95% CI]':<22}{'kappa':>7}{'Spearman':>9} | "

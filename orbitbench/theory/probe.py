@@ -3,7 +3,7 @@
 Drawn once per run from a set-up orbit DataModule (seeded), it has two parts:
 
 - *orbits* for the paper's spectral rule (docs/THEORY.md §3, §5): `n_seeds` digits of the
-  leave-out class and `seeds_per_class` digits of every other class, each in all N poses;
+  leave-out class and `probe_digits_per_class` digits of every other class, each in all N poses;
 - the *network's own task* for kernel regression: a class-balanced draw of (image, pose) pairs
   of the training split, plus up to `OWN_POSES` training pairs of each leave-out seed (its
   observed poses), as regression data; test points are the leave-out seeds' held-out poses (out-test)
@@ -43,14 +43,14 @@ class ProbeOptions:
 
     Args:
         n_seeds: probe digits of the leave-out class.
-        seeds_per_class: probe digits of each other class (spectral rule).
+        probe_digits_per_class: probe digits of each other class (spectral rule).
         train_per_class: training-split pairs per class for kernel regression.
         in_test_per_class: in-test pairs per class.
         seed: seed of the probe draw.
     """
 
     n_seeds: int = 32
-    seeds_per_class: int = 4
+    probe_digits_per_class: int = 4
     train_per_class: int = 30
     in_test_per_class: int = 10
     seed: int = 124
@@ -58,7 +58,7 @@ class ProbeOptions:
 
 @dataclass(frozen=True)
 class ProbeSet:
-    """Orbits (orbit o, pose k at row o*N + k; leave-out seeds first, then `seeds_per_class` per
+    """Orbits (orbit o, pose k at row o*N + k; leave-out seeds first, then `probe_digits_per_class` per
     other class in `other_classes` order) and the regression points (train, then test)."""
 
     images: Tensor  # float32 [M*N, 1, H, W], posed and normalised by the DataModule
@@ -66,7 +66,7 @@ class ProbeSet:
     leave_out_class: int
     other_classes: tuple[int, ...]
     n_seeds: int
-    seeds_per_class: int
+    probe_digits_per_class: int
     n_poses: int
     held_out_poses: tuple[int, ...]
     train_images: Tensor  # float32 [R, 1, H, W]: regression data, pairs of the training split
@@ -78,8 +78,8 @@ class ProbeSet:
 
     def class_orbits(self, other: int) -> Tensor:
         """Orbit indices [S + T]: the leave-out seeds, then class `other`'s seeds."""
-        start = self.n_seeds + self.other_classes.index(other) * self.seeds_per_class
-        return torch.cat([torch.arange(self.n_seeds), torch.arange(start, start + self.seeds_per_class)])
+        start = self.n_seeds + self.other_classes.index(other) * self.probe_digits_per_class
+        return torch.cat([torch.arange(self.n_seeds), torch.arange(start, start + self.probe_digits_per_class)])
 
     def rows(self, orbits: Tensor) -> Tensor:
         """Image rows [len(orbits) * N] of these orbits, orbit-major."""
@@ -87,7 +87,7 @@ class ProbeSet:
 
     def pair_orbits(self) -> tuple[Tensor, Tensor]:
         """Within one class block: pair p = (seed s, other seed t) as orbit indices [S*T], s-major."""
-        s, t = self.n_seeds, self.seeds_per_class
+        s, t = self.n_seeds, self.probe_digits_per_class
         return torch.arange(s).repeat_interleave(t), s + torch.arange(t).repeat(s)
 
     @property
@@ -102,7 +102,7 @@ class ProbeSet:
         return torch.cat([self.train_images, self.out_test_images, self.in_test_images])
 
     def describe(self) -> dict[str, Any]:
-        return {"n_seeds": self.n_seeds, "seeds_per_class": self.seeds_per_class, "seed": self.seed,
+        return {"n_seeds": self.n_seeds, "probe_digits_per_class": self.probe_digits_per_class, "seed": self.seed,
                 "n_poses": self.n_poses, "held_out_poses": list(self.held_out_poses),
                 "leave_out_class": self.leave_out_class, "n_train_points": len(self.train_labels),
                 "n_out_test_points": self.n_seeds * len(self.held_out_poses),
@@ -112,12 +112,12 @@ class ProbeSet:
 def draw_probe(dm: PartialOrbits, options: ProbeOptions = ProbeOptions()) -> ProbeSet:
     """The probe set of a set-up orbit DataModule (RotatedMNIST, TranslatedMNIST).
 
-    `n_seeds` digits of the leave-out class and `seeds_per_class` of every other class (full
+    `n_seeds` digits of the leave-out class and `probe_digits_per_class` of every other class (full
     orbits); up to `train_per_class` training-split pairs per class plus up to `OWN_POSES` training
     pairs of each leave-out seed (regression data); up to `in_test_per_class` in-test pairs per class
     (`describe()` records how many were drawn).
     """
-    n_seeds, seeds_per_class, seed = options.n_seeds, options.seeds_per_class, options.seed
+    n_seeds, probe_digits_per_class, seed = options.n_seeds, options.probe_digits_per_class, options.seed
     train_per_class, in_test_per_class = options.train_per_class, options.in_test_per_class
     if not isinstance(dm, PartialOrbits):
         raise OrbitbenchError("probe: needs a set-up orbitbench OrbitDataModule (RotatedMNIST, TranslatedMNIST)")
@@ -129,7 +129,7 @@ def draw_probe(dm: PartialOrbits, options: ProbeOptions = ProbeOptions()) -> Pro
     others = tuple(c for c in range(classes) if c != leave_out)
     # One generator draws, in this order: the digits (leave-out class first), the regression points,
     # the leave-out digits' own training poses, the in-test points.
-    counts = {leave_out: n_seeds, **{c: seeds_per_class for c in others}}
+    counts = {leave_out: n_seeds, **{c: probe_digits_per_class for c in others}}
     chosen = list(sample_per_class(labels, counts, generator, "probe digits").values())
     index = torch.cat(chosen)  # [M]
     n = int(dm.n_poses)
@@ -149,7 +149,7 @@ def draw_probe(dm: PartialOrbits, options: ProbeOptions = ProbeOptions()) -> Pro
         images = dm.materialize(index.repeat_interleave(n), torch.arange(n).repeat(index.numel())).detach().cpu()
         return ProbeSet(
             images=images, image_index=index, leave_out_class=leave_out, other_classes=others, n_seeds=n_seeds,
-            seeds_per_class=seeds_per_class, n_poses=n, held_out_poses=held, train_images=posed(train_pairs),
+            probe_digits_per_class=probe_digits_per_class, n_poses=n, held_out_poses=held, train_images=posed(train_pairs),
             train_labels=labels[train_pairs[:, 0]].clone(), in_test_images=posed(in_test_pairs),
             in_test_labels=labels[in_test_pairs[:, 0]].clone(), num_classes=classes, seed=seed,
         )  # fmt: skip

@@ -71,7 +71,7 @@ class EmpiricalNTKCallback(L.Callback):
     `ntk/network/<name>`; TensorBoard also the figure `ntk/predicted_vs_actual`.
 
     `record_summary()` (the run record's entry) and `history` items hold, stable names:
-        probe: n_seeds, seeds_per_class, seed, n_poses, held_out_poses, leave_out_class,
+        probe: n_seeds, probe_digits_per_class, seed, n_poses, held_out_poses, leave_out_class,
                n_train_points, n_out_test_points, n_in_test_points
         network: out_test_acc, out_test_ci [lo, hi], in_test_acc, in_test_ci  (on the probe points)
         predictors.<infinite|init|trained>: {"undefined": reason} or
@@ -90,7 +90,7 @@ class EmpiricalNTKCallback(L.Callback):
     Args:
         every_n_epochs: measure after every this many training epochs (plus fit start and end).
         n_seeds: probe digits of the leave-out class (the out-test samples).
-        seeds_per_class: probe digits of each other class for the spectral rule.
+        probe_digits_per_class: probe digits of each other class for the spectral rule.
         train_per_class: training-split (image, pose) pairs per class for kernel regression (plus
             up to 6 training pairs of each leave-out seed: its observed poses).
         in_test_per_class: in-test pairs per class.
@@ -113,7 +113,7 @@ class EmpiricalNTKCallback(L.Callback):
         self,
         every_n_epochs: int = 5,
         n_seeds: int = 32,
-        seeds_per_class: int = 4,
+        probe_digits_per_class: int = 4,
         train_per_class: int = 30,
         in_test_per_class: int = 10,
         reg: float = 1e-10,
@@ -125,7 +125,7 @@ class EmpiricalNTKCallback(L.Callback):
         predictors: list[str] | None = None,
         regression: bool = True,
     ) -> None:
-        counts = dict(every_n_epochs=every_n_epochs, n_seeds=n_seeds, seeds_per_class=seeds_per_class,
+        counts = dict(every_n_epochs=every_n_epochs, n_seeds=n_seeds, probe_digits_per_class=probe_digits_per_class,
                       train_per_class=train_per_class, in_test_per_class=in_test_per_class, chunk_size=chunk_size)
         for name, value in counts.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -135,7 +135,7 @@ class EmpiricalNTKCallback(L.Callback):
         if not reg >= 0:
             raise OrbitbenchError(f"EmpiricalNTKCallback: reg={reg!r}; accepted: a number >= 0")
         self.every_n_epochs = every_n_epochs
-        self.probe_options = ProbeOptions(n_seeds, seeds_per_class, train_per_class, in_test_per_class, seed)
+        self.probe_options = ProbeOptions(n_seeds, probe_digits_per_class, train_per_class, in_test_per_class, seed)
         self.reg, self.dtype, self.chunk_size = float(reg), _DTYPES[dtype], chunk_size
         self.infinite_width, self.figures = infinite_width, figures
         chosen = list(predictor_names() if predictors is None else predictors)

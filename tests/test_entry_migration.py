@@ -1,0 +1,53 @@
+"""Every committed leaderboard entry, as it was committed at schema 2 (tests/fixtures/legacy_entries:
+the files of the last commit before schemas 3 and 4), migrates to exactly the committed file, and the
+migrated entries pass `leaderboard check`; `check` refuses an old schema with one line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from orbitbench.cli import main as cli_main
+from orbitbench.leaderboard.migrate import migrate_folder, migrated
+
+REPO = Path(__file__).resolve().parents[1]
+LEGACY = REPO / "tests" / "fixtures" / "legacy_entries"
+ENTRIES = REPO / "leaderboard" / "entries"
+
+
+def _legacy(name: str) -> dict:
+    return json.loads(gzip.decompress((LEGACY / f"{name}.gz").read_bytes()))
+
+
+def test_there_is_a_legacy_file_for_every_committed_entry() -> None:
+    assert sorted(p.name.removesuffix(".gz") for p in LEGACY.glob("*.json.gz")) == sorted(p.name for p in ENTRIES.glob("*.json"))
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in ENTRIES.glob("*.json")))
+def test_a_schema_2_entry_migrates_to_the_committed_file(tmp_path, name) -> None:
+    old = _legacy(name)
+    assert old["schema_version"] == 2 and "seeds_per_class" in old["protocol"]["data"]
+    folder = tmp_path / "entries"
+    folder.mkdir()
+    (folder / name).write_text(json.dumps(old))
+    assert migrate_folder(folder) == [folder / name]
+    assert (folder / name).read_text() == (ENTRIES / name).read_text()
+    assert migrate_folder(folder) == []  # a current entry is left as it is
+    new = json.loads((folder / name).read_text())
+    assert new["schema_version"] == 4 and "seeds_per_class" not in new["protocol"]["data"]
+    assert [c["metrics"] for c in new["cells"]] == [c["metrics"] for c in old["cells"]]  # no measured number moved
+    assert migrated(new) is new
+
+
+def test_check_refuses_an_unmigrated_entry_with_one_line(tmp_path, capsys) -> None:
+    root = tmp_path / "board"
+    shutil.copytree(REPO / "leaderboard", root)
+    name = "mnist5k-quick__paper_mlp.json"
+    (root / "entries" / name).write_text(json.dumps(_legacy(name)))
+    assert cli_main(["leaderboard", "check", "--root", str(root), "--sweeps", str(REPO / "sweeps")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("orbitbench: ") and "\n" not in err and "schema_version 2 is older" in err and "orbitbench.leaderboard.migrate" in err, err

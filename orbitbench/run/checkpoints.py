@@ -13,8 +13,8 @@ failed run leaves behind (nothing, or a run marked FAILED when it has checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +24,11 @@ import lightning as L
 from lightning.pytorch.cli import LightningCLI
 
 from orbitbench.errors import OrbitbenchError
+from orbitbench.run.folders import ClaimedFolder, claim_new, numbered, remove
 from orbitbench.trust import load_checkpoint
 
 EVAL_COMMANDS = ("validate", "test", "predict")
+FAILED = "FAILED"
 
 _PRIVATE = ("_class_path", "_instantiator")
 
@@ -155,44 +157,45 @@ def conflict_hint(subcommand: str, model_conflicts: int, total: int) -> str:
     return "; ".join(hints)
 
 
-def log_dir_exists(trainer: L.Trainer) -> bool:
-    from orbitbench.run.callbacks.record_writer import run_log_dir  # not trainer.log_dir: a collective under DDP
-
-    log_dir = run_log_dir(trainer) if trainer.loggers else None
-    return log_dir is not None and Path(log_dir).exists()
-
-
-def discard_failed_run(trainer: L.Trainer) -> None:
+def discard_failed_run(trainer: L.Trainer | None, owned: list[ClaimedFolder]) -> str:
     """A run that failed before saving a checkpoint leaves nothing behind; one with checkpoints is
-    kept for `--ckpt_path last` and marked `FAILED` (the sweep and leaderboard skip such folders)."""
+    kept for `--ckpt_path last` and marked `FAILED` (the sweep and leaderboard skip such folders).
+
+    Only a folder this process created (`owned`, `orbitbench.run.folders`) is touched: never one
+    another run, or an earlier run resumed here, owns. Returns what was done, for the error line.
+    """
     from orbitbench.run.callbacks.record_writer import run_log_dir
 
-    if not trainer.is_global_zero or not log_dir_exists(trainer):
-        return
-    log_dir = Path(run_log_dir(trainer))
+    if trainer is None or not trainer.is_global_zero:
+        return ""
+    log_dir = run_log_dir(trainer)
+    if log_dir is None or not Path(log_dir).is_dir():
+        return ""
+    log_dir = Path(log_dir)
+    mine = next((folder for folder in owned if folder.created and folder.path.resolve() == log_dir.resolve()), None)
+    if mine is None:
+        return ""
     for logger in trainer.loggers:
         experiment = getattr(logger, "_experiment", None)
         if experiment is not None and hasattr(experiment, "close"):
             experiment.close()  # release the event file before removing it
     if any(log_dir.rglob("*.ckpt")):
-        (log_dir / "FAILED").write_text("this run stopped with an error before it finished\n")
-    else:
-        shutil.rmtree(log_dir, ignore_errors=True)
-        parent = log_dir.parent
-        if parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
+        with contextlib.suppress(OSError):  # a full disk: the folder is kept all the same
+            (log_dir / FAILED).write_text("this run stopped with an error before it finished\n")
+        return f"; run folder {log_dir} kept for --ckpt_path last and marked {FAILED}"
+    remove(mine)
+    return f"; run folder {log_dir} removed (no checkpoint yet)"
 
 
-def place_eval_run(logger, ckpt_path: Path, subcommand: str, split: str | None = None) -> None:
-    """Log an evaluation of a run's checkpoint inside that run: `<run>/eval/<subcommand>-<time>`."""
+def place_eval_run(logger, ckpt_path: Path, subcommand: str, split: str | None = None) -> ClaimedFolder | None:
+    """Log an evaluation of a run's checkpoint inside that run: `<run>/eval/<subcommand>-<time>`,
+    a folder this process creates (`orbitbench.run.folders`: two evaluations in one second get two)."""
     run_dir = ckpt_path.resolve().parent.parent
     if ckpt_path.resolve().parent.name != "checkpoints" or not os.access(run_dir, os.W_OK):
-        return  # a checkpoint from elsewhere: the default run naming
+        return None  # a checkpoint from elsewhere: the default run naming
     stem = f"{subcommand}-{split + '-' if split else ''}{time.strftime('%Y%m%d-%H%M%S')}"
-    version, count = stem, 1
-    while (run_dir / "eval" / version).exists():  # two evaluations within one second
-        count += 1
-        version = f"{stem}-{count}"
+    folder = claim_new(numbered(run_dir / "eval", stem))
     logger.init_args.save_dir = str(run_dir)
     logger.init_args.name = "eval"
-    logger.init_args.version = version
+    logger.init_args.version = folder.path.name
+    return folder

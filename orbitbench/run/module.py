@@ -96,6 +96,9 @@ class OrbitClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=("optimizer", "scheduler"))
+        if "num_classes" in (backbone_kwargs or {}):  # the builder would get it twice: a TypeError deep inside
+            raise OrbitbenchError(f"--model.backbone_kwargs: num_classes={backbone_kwargs['num_classes']!r} is set by "
+                                  "--model.num_classes (the classifier's outputs), not among the backbone's arguments")
         self.method = create_method(method, **(method_kwargs or {}))
         self.net = build_network(self.method, backbone, num_classes, **(backbone_kwargs or {}))
         if channels_last:

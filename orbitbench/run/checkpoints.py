@@ -60,27 +60,26 @@ untrusted file."""
     return SavedSettings(path, model_class, model, data_class, data)
 
 
-def given_settings(argv: list[str], section: str) -> tuple[bool, set[str]]:
-    """What the user set in `section` ("model" or "data"): (class named?, init-arg names), read from
-    the `--section...` flags and the `section:` blocks of `--config` files in `argv`."""
-    import yaml
+def given_settings(cli: LightningCLI, subcommand: str) -> Any:
+    """What the user set, however they set it (`--data.n_angles 4`, `--data '{n_angles: 4}'`,
+    `--config FILE` or `--config=FILE`): the parser's own record, the command line parsed again
+    without the defaults (nothing instantiated, nothing validated)."""
+    return cli._parser(subcommand).parse_args(cli.argv[1:], defaults=False, _skip_validation=True)
 
-    class_given, keys = False, set()
-    for i, token in enumerate(argv):
-        flag = token.split("=", 1)[0]
-        if flag in (f"--{section}", f"--{section}.class_path"):
-            class_given = True
-        elif flag.startswith(f"--{section}."):
-            keys.add(flag[len(section) + 3:].removeprefix("init_args.").split(".")[0])
-        elif flag == "--config" and i + 1 < len(argv):
-            try:
-                block = (yaml.safe_load(Path(argv[i + 1]).read_text()) or {}).get(section) or {}
-            except (OSError, yaml.YAMLError, AttributeError):
-                continue  # the parser reports a bad config file itself
-            if isinstance(block, dict):
-                class_given |= "class_path" in block
-                keys |= set(block.get("init_args") or {}) | (set(block) - {"class_path", "init_args"})
-    return class_given, keys
+
+def _section_given(given: Any, section: str, default_class: str | None) -> tuple[bool, dict[str, Any]]:
+    """(a class other than the parser's default named?, the init args given) of one config section.
+
+    jsonargparse fills in the default class for init args given alone, so naming the default class
+    itself reads as not naming one: the checkpoint's class is then restored under the given args.
+    """
+    block = given.get(section)
+    if block is None or not hasattr(block, "get"):
+        return False, {}
+    init_args = block.get("init_args")
+    values = dict(init_args.items()) if init_args is not None and hasattr(init_args, "items") else {}
+    named = block.get("class_path")
+    return named is not None and named != default_class, {k.split(".")[0]: v for k, v in values.items()}
 
 
 def reconcile(section: str, asked: Any, given: set[str], saved: dict[str, Any], may_differ: bool) -> list[str]:
@@ -118,26 +117,33 @@ def check_checkpoint_settings(cli: LightningCLI, subcommand: str, ckpt_path: str
     """`orbitbench.run.checkpoints` applied to the CLI's config: restore, or one error naming the conflicts."""
     saved = read_settings(ckpt_path)
     config = cli.config[subcommand]
+    given = given_settings(cli, subcommand)
+    defaults = cli._parser(subcommand).get_defaults()
     conflicts: list[str] = []
     model_conflicts = 0
     for section, saved_class, values, may_differ in (
         ("model", saved.model_class, saved.model, False),
         ("data", saved.data_class, saved.data, bool(config.get("override_data"))),
     ):
-        class_given, given = given_settings(cli.argv, section)
+        default_class = (defaults.get(section) or {}).get("class_path") if defaults.get(section) else None
+        class_given, given_values = _section_given(given, section, default_class)
         asked = config[section]
         if saved_class is not None and asked.class_path != saved_class:
             if class_given and not may_differ:
                 conflicts.append(f"--{section} is {short_class(asked.class_path)}, the checkpoint's is {short_class(saved_class)}")
                 continue
-            if not class_given:  # the checkpoint's class, with its settings
+            if not class_given and not (may_differ and given_values):  # the checkpoint's class, with its settings
                 restored = cli._parser(subcommand).parse_object(
                     {section: {"class_path": saved_class, "init_args": values}}, config
                 )
-                config[section] = restored[section]
-                continue
+                config[section] = asked = restored[section]
+                for key, value in given_values.items():  # then what the user set, where it applies
+                    if key not in asked.init_args:
+                        conflicts.append(f"--{section}.{key} does not apply to the checkpoint's {short_class(saved_class)}")
+                    else:
+                        asked.init_args[key] = value
         if saved_class is None or asked.class_path == saved_class:
-            conflicts += reconcile(section, asked, given, values, may_differ)
+            conflicts += reconcile(section, asked, set(given_values), values, may_differ)
         if section == "model":
             model_conflicts = len(conflicts)
     if conflicts:

@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.cli import LightningCLI
 
 from orbitbench.errors import OrbitbenchError
+from orbitbench.io import atomic_write_bytes
 from orbitbench.run.folders import ClaimedFolder, claim_new, numbered, remove
 from orbitbench.trust import load_checkpoint
 
@@ -184,7 +186,8 @@ def discard_failed_run(trainer: L.Trainer | None, owned: list[ClaimedFolder]) ->
     for logger in trainer.loggers:
         experiment = getattr(logger, "_experiment", None)
         if experiment is not None and hasattr(experiment, "close"):
-            experiment.close()  # release the event file before removing it
+            with contextlib.suppress(OSError):  # a full disk: its last events are lost either way
+                experiment.close()  # release the event file before removing it
     if any(log_dir.rglob("*.ckpt")):
         with contextlib.suppress(OSError):  # a full disk: the folder is kept all the same
             (log_dir / FAILED).write_text("this run stopped with an error before it finished\n")
@@ -205,3 +208,20 @@ def place_eval_run(logger, ckpt_path: Path, subcommand: str, split: str | None =
     logger.init_args.name = "eval"
     logger.init_args.version = folder.path.name
     return folder
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints appear whole or not at all (`orbitbench.io.atomic_write_bytes`: a temporary file
+    beside the target, renamed over it, removed on failure): a full disk or a kill while saving
+    never leaves a truncated `last.ckpt` for `--ckpt_path last` to choke on."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        import io
+
+        import torch
+
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__}.save_checkpoint takes no storage_options")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(Path(path), buffer.getbuffer())

@@ -16,16 +16,19 @@ the benchmark needs to be trustworthy and easy to read:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 from jsonargparse import ArgumentError
+from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
@@ -39,8 +42,8 @@ from orbitbench.io import check_can_create, check_config_args, signals_raise_int
 from orbitbench.run.callbacks import (EmpiricalNTKCallback, HParamsSession, PlainProgress, PredictionWriter,
                                       ReseedEachStep, RunRecordWriter, TrainOrbitGrid)
 from orbitbench.run.callbacks.record_writer import run_log_dir
-from orbitbench.run.checkpoints import EVAL_COMMANDS, FAILED, check_checkpoint_settings, discard_failed_run, place_eval_run
-from orbitbench.run.folders import NAMED_LOGGERS, ClaimedFolder, claim_run_folders, release_all
+from orbitbench.run.checkpoints import EVAL_COMMANDS, FAILED, AtomicCheckpointIO, check_checkpoint_settings, discard_failed_run, place_eval_run
+from orbitbench.run.folders import NAMED_LOGGERS, ClaimedFolder, claim_run_folders, is_disk_full, release_all
 from orbitbench.run.module import OrbitClassifier
 from orbitbench.run.summary import fit_summary
 
@@ -174,6 +177,10 @@ class OrbitbenchCLI(LightningCLI):
         other_bar = any(isinstance(c, ProgressBar) for c in [*given, *callbacks])
         if not sys.stdout.isatty() and config.get("enable_progress_bar") is not False and not other_bar:
             callbacks = [*callbacks, PlainProgress()]  # a log file gets a line per epoch, not bar redraws
+        plugins = config.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):  # checkpoints written whole or not at all
+            config = {**config, "plugins": [*plugins, AtomicCheckpointIO()]}
         return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
@@ -258,6 +265,23 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips()
 logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").addFilter(_DropTips())
 
 
+@contextlib.contextmanager
+def _quiet_disk_full_threads():
+    """TensorBoard's writer thread prints its full-disk error as a traceback; the main thread meets
+    the same error at the next flush and reports it in one line, so the thread's copy is dropped."""
+    previous = threading.excepthook
+
+    def hook(args) -> None:
+        if args.exc_value is None or not is_disk_full(args.exc_value):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
+
+
 def run_lightning_cli(argv: list[str]) -> int:
     """Run `fit|validate|test` with `argv` (subcommand first); 0 on success, 2 on bad input."""
     try:
@@ -271,7 +295,7 @@ def run_lightning_cli(argv: list[str]) -> int:
                 warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`")
                 warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
             check_config_args(argv)
-            with signals_raise_interrupted(argv[0] if argv else "orbitbench"):
+            with signals_raise_interrupted(argv[0] if argv else "orbitbench"), _quiet_disk_full_threads():
                 _run(argv)
     except ArgumentError as error:
         print(f"orbitbench: {condense_parser_error(str(error))}", file=sys.stderr)
@@ -281,6 +305,13 @@ def run_lightning_cli(argv: list[str]) -> int:
         if user_error is None:
             raise
         print(f"orbitbench: {' '.join(str(user_error).split())}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        where = error.filename or "the run's files"
+        print(f"orbitbench: cannot write {where}: {error.strerror or error} (is the disk full?); "
+              "a run with checkpoints is kept and marked FAILED, one without is removed", file=sys.stderr)
         return 2
     except (Interrupted, SIGTERMException) as stop:  # Lightning's SIGTERMException: the signal seen in a loop
         stop = stop if isinstance(stop, Interrupted) else Interrupted(f"{argv[0]} stopped by SIGTERM", signal.SIGTERM)

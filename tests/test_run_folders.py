@@ -93,3 +93,32 @@ def test_refused_settings_leave_no_claimed_folder_behind(tmp_path, capsys) -> No
     (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
     assert line.startswith("orbitbench: ") and "num_classes" in line
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 14 MiB tmpfs (two checkpoints of the paper MLP fit, the third does not); skips where it
+    cannot be mounted (not root)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=14m", "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_full_disk_is_one_line_and_leaves_only_whole_checkpoints(small_disk) -> None:
+    process = start(small_disk, "--trainer.max_epochs", "4", "--data.seeds_per_class", "50")
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 2 and "Traceback" not in stderr, stderr
+    (line,) = orbitbench_lines(stderr)
+    assert "No space left on device" in line
+    (run,) = small_disk.glob("*/version_0")
+    assert (run / "FAILED").is_file() and not list(run.rglob("*.tmp"))
+    import torch
+
+    for checkpoint in run.glob("checkpoints/*.ckpt"):  # every file there loads: none was cut short
+        assert torch.load(checkpoint, weights_only=True)["epoch"] == 0

@@ -196,6 +196,7 @@ def test_test_subcommand_reevaluates_a_checkpoint(reference, tmp_path) -> None:
         (["--model.method", "latent_operator", "--model.method_kwargs", "{weight: .inf}"], "latent_operator weight=inf; expected a finite"),
         (["--model.method", "latent_operator", "--model.method_kwargs", "{weight: -1}"], "latent_operator weight=-1; expected a finite"),
         (["--data.held_out_poses", "[0,1,2,3]"], "holds out every pose of leave_out_class 3"),
+        (["--model.num_classes", "3"], "--model.num_classes 3: the data has 10 classes"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, fragment, tmp_path, capsys) -> None:

@@ -122,6 +122,10 @@ class OrbitClassifier(L.LightningModule):
         # The group order and the pose pairs come from the data, known only once it is set up;
         # the method is handed them (it never reaches into the Trainer).
         dm = self.trainer.datamodule
+        classes = getattr(dm, "num_classes", None)
+        if classes is not None and self.hparams.num_classes < classes:  # else a traceback at the first loss
+            raise OrbitbenchError(f"--model.num_classes {self.hparams.num_classes}: the data has {classes} classes; "
+                                  f"expected at least {classes}")
         if all(hasattr(dm, a) for a in ("n_poses", "partner_poses", "materialize")):
             self.pose_views = PoseViews(dm)
         n_poses = getattr(dm, "n_poses", None)

@@ -135,6 +135,11 @@ class OrbitDataModule(L.LightningDataModule):
             raise OrbitbenchError(
                 f"held_out_poses={held_out!r} is invalid: expected distinct pose indices in 0..{n_poses - 1}"
             )
+        if len(held_out) == n_poses:  # out-test would be the whole class: nothing of it to learn from
+            raise OrbitbenchError(
+                f"held_out_poses={held_out!r} holds out every pose of leave_out_class {leave_out_class}, which "
+                f"would have no training data; expected at most {n_poses - 1} of the {n_poses} poses"
+            )
         if not 0.0 < in_test_fraction < 1.0:
             raise OrbitbenchError(f"in_test_fraction={in_test_fraction!r} is invalid: expected a fraction in (0, 1)")
         if normalize not in NORMALIZATIONS:

@@ -275,7 +275,7 @@ def _load_entry_points() -> None:
         _loading = f"entry point of {source}"
         try:
             loaded = entry_point.load()
-        except Exception as error:  # a broken plug-in must not hide the built-in zoo
+        except (Exception, SystemExit) as error:  # a broken plug-in must not hide the built-in zoo (nor end it)
             raise OrbitbenchError(f"model plug-in {entry_point.value!r} of {source} failed to load: {error}") from error
         if callable(loaded) and not isinstance(loaded, type(importlib)) and entry_point.name not in _REGISTRY:
             register_model(entry_point.name)(loaded)
@@ -299,6 +299,6 @@ def _import_folder(folder: Path) -> None:
         sys.modules[module_name] = module
         try:
             spec.loader.exec_module(module)
-        except Exception as error:  # the user's file (or a name it registers twice): say which, in one line
-            del sys.modules[module_name]
-            raise OrbitbenchError(f"{MODELS_PATH_VARIABLE}: importing {path} failed: {type(error).__name__}: {error}") from error
+        except (Exception, SystemExit) as error:  # the user's file (or a name it registers twice): say which, in one line
+            del sys.modules[module_name]  # SystemExit too: an exit() in a model file would end orbitbench silently
+            raise OrbitbenchError(f"{MODELS_PATH_VARIABLE}: importing {path} failed: {type(error).__name__}: {error}") from None

@@ -298,6 +298,34 @@ def sigterm_as_exit():
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def signals_raise_interrupted(what: str):
+    """Within the block, SIGTERM and Ctrl-C raise `Interrupted` (exit 128 + signal, one line), after
+    any handler installed before (a sweep's, which records the stop); Lightning's own SIGTERM
+    handler calls this one too. Outside the main thread signals never arrive: nothing to do."""
+    from orbitbench.errors import Interrupted
+
+    if sys.platform == "win32" or not _is_main_thread():
+        yield
+        return
+    signums = (signal.SIGTERM, signal.SIGINT)
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+
+    def handler(signum, frame):
+        before = previous[signum]
+        if callable(before) and before is not signal.default_int_handler:
+            before(signum, frame)
+        raise Interrupted(f"{what} stopped by {signal.Signals(signum).name}", signum)
+
+    for signum in signums:
+        signal.signal(signum, handler)
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
 def _is_main_thread() -> bool:
     import threading
 

@@ -75,11 +75,19 @@ def test_validate_restores_the_checkpoints_data_and_logs_inside_its_run(trained)
         (["fit", "--model.backbone", "paper_convnet"], "--model.backbone is 'paper_convnet', the checkpoint was trained with 'paper_mlp'"),
         (["validate", "--data.n_angles", "8"], "--data.n_angles is 8, the checkpoint was trained with 4 (add --override_data true"),
         (["test", "--data", "orbitbench.datamodules.TranslatedMNIST"], "--data is TranslatedMNIST, the checkpoint's is RotatedMNIST"),
+        # However the setting is given: as a dict, or in a config file named with `=`.
+        (["test", "--data", "{n_angles: 8}"], "--data.n_angles is 8, the checkpoint was trained with 4"),
+        (["predict", "--data={n_angles: 8}"], "--data.n_angles is 8, the checkpoint was trained with 4"),
+        (["validate", "--config=CONFIG"], "--data.n_angles is 8, the checkpoint was trained with 4"),
+        (["test", "--data={class_path: TranslatedMNIST}"], "--data is TranslatedMNIST, the checkpoint's is RotatedMNIST"),
+        (["fit", "--model={init_args: {backbone: paper_convnet}}"], "--model.backbone is 'paper_convnet', the checkpoint"),
     ],
 )
 def test_settings_that_contradict_the_checkpoint_are_refused(trained, tmp_path, capsys, argv, fragment) -> None:
     _, ckpt = trained
-    command, *flags = argv
+    config = tmp_path / "eight.yaml"
+    config.write_text("data:\n  init_args:\n    n_angles: 8\n")
+    command, *flags = [arg.replace("CONFIG", str(config)) for arg in argv]
     status, _ = cli(command, "--ckpt_path", str(ckpt), *flags, "--trainer.logger.init_args.save_dir", str(tmp_path / "r"))
     assert status == 2
     assert fragment in error_line(capsys)
@@ -101,13 +109,22 @@ def test_another_backbone_is_not_told_to_override_the_data(trained, tmp_path, ca
     assert status == 2 and "add --override_data true to evaluate on other data" in line and "drop the --model flags" in line
 
 
-def test_override_data_evaluates_on_other_poses(trained) -> None:
+@pytest.mark.parametrize("flags", [["--data.n_angles", "8"], ["--data", "{n_angles: 8}"], ["--config=CONFIG"]], ids=str)
+def test_override_data_evaluates_on_other_poses(trained, tmp_path, flags) -> None:
+    """What the user set is what runs, however it was given: the record says 8 poses."""
+    from orbitbench.run.record import load_record
+
     run, ckpt = trained
-    status, _ = cli("test", "--ckpt_path", str(ckpt), "--data.n_angles", "8", "--override_data", "true",
-                    "--trainer.enable_progress_bar", "false")  # fmt: skip
+    config = tmp_path / "eight.yaml"
+    config.write_text("data:\n  init_args:\n    n_angles: 8\n")
+    before = set((run / "eval").glob("test-*"))
+    status, _ = cli("test", "--ckpt_path", str(ckpt), *[f.replace("CONFIG", str(config)) for f in flags],
+                    "--override_data", "true", "--trainer.enable_progress_bar", "false")  # fmt: skip
     assert status == 0
-    (evaluation,) = (run / "eval").glob("test-*")
+    (evaluation,) = set((run / "eval").glob("test-*")) - before
     assert "test/out_test_acc" in scalars(evaluation)
+    record = load_record(evaluation)
+    assert record.data.n_poses == 8 and record.data.hparams["images_per_class"] == 50  # the rest: the checkpoint's
 
 
 @pytest.mark.parametrize("content", [None, b"not a checkpoint", "truncated"], ids=["missing", "garbage", "truncated"])

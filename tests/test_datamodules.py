@@ -90,6 +90,8 @@ def test_sphere_normalisation_after_the_action() -> None:
         ({"leave_out_class": 10}, r"leave_out_class=10 is invalid: expected a digit class 0-9"),
         ({"held_out_poses": [8]}, r"held_out_poses=\[8\] is invalid: expected distinct pose indices in 0\.\.7"),
         ({"in_test_fraction": 1.0}, r"in_test_fraction=1\.0 is invalid: expected a fraction in \(0, 1\)"),
+        ({"held_out_poses": list(range(8))}, r"holds out every pose of leave_out_class 5, which would have no training data"),
+        ({"n_angles": 1}, r"held_out_poses=\[0\] holds out every pose .* expected at most 0 of the 1 poses"),
         ({"source": "mnist5k", "images_per_class": 501}, r"images_per_class=501 is invalid .* expected 1\.\.500"),
         ({"normalize": "zscore"}, r"normalize='zscore' is invalid"),
     ],

@@ -209,3 +209,13 @@ def test_a_models_folder_of_another_clone_is_found_through_the_models_path(tmp_p
     out = subprocess.run([sys.executable, "-m", "orbitbench", "models"], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 2 and out.stderr.count("\n") == 1
     assert "broken.py failed: RuntimeError: half-written file" in out.stderr
+
+
+@pytest.mark.parametrize("code", ["raise SystemExit(3)\n", "import sys\nsys.exit('bye')\n"], ids=["SystemExit", "sys.exit"])
+def test_a_models_path_file_that_exits_is_one_line_naming_it(tmp_path, code) -> None:
+    """`exit()` in a models-path file used to end orbitbench silently (exit status of the file)."""
+    from orbitbench.models._registry import _import_folder
+
+    (tmp_path / "quits.py").write_text(code)
+    with pytest.raises(OrbitbenchError, match=f"importing {tmp_path / 'quits.py'} failed: SystemExit"):
+        _import_folder(tmp_path)

@@ -159,8 +159,38 @@ BAD_SWEEPS = {
     "data in model_fit": (TINY + "model_fit:\n  paper_mlp:\n    data.images_per_class: 9\n", "track's protocol"),
     "model_fit for a model not in grid": (TINY + "model_fit:\n  paper_vit:\n    trainer.max_epochs: 1\n", "not in grid.model"),
     "config_files for a model not in grid": (TINY + "config_files:\n  paper_vit: models/paper_vit.yaml\n", "not in grid.model"),
-    "missing config file": (TINY + "config_files:\n  paper_mlp: nowhere/paper_mlp.yaml\n", "'nowhere/paper_mlp.yaml' does not exist"),
+    "missing config file": (TINY + "config_files:\n  paper_mlp: nowhere/paper_mlp.yaml\n", "nowhere/paper_mlp.yaml: no such file"),
+    "config file not a fit config": (TINY + "config_files:\n  paper_mlp: pyproject.toml\n", "pyproject.toml: not valid YAML"),
+    # Settings that make every cell fail or record nothing, and settings the sweep would replace.
+    "fast_dev_run": (TINY + "  trainer.fast_dev_run: true\n", "trainer.fast_dev_run=True (model paper_mlp): every cell"),
+    "no training batches": (TINY + "  trainer.limit_train_batches: 0\n", "trainer.limit_train_batches=0 (model paper_mlp)"),
+    "no validation batches": (TINY + "  trainer.limit_val_batches: 0.0\n", "trainer.limit_val_batches=0.0 (model paper_mlp)"),
+    "zero epochs": (TINY.replace("max_epochs: 1", "max_epochs: 0"), "trainer.max_epochs=0 (model paper_mlp)"),
+    "validation never reached": (TINY + "  trainer.check_val_every_n_epoch: 2\n", "trainer.check_val_every_n_epoch=2"),
+    "no checkpoints": (TINY + "model_fit:\n  paper_mlp:\n    trainer.enable_checkpointing: false\n", "trainer.enable_checkpointing=False"),
+    "logger in fit": (TINY + "  trainer.logger: false\n", "trainer.logger (model paper_mlp): set by the sweep for every cell"),
+    "logger option in fit": (TINY + "  trainer.logger.init_args.save_dir: elsewhere\n", "trainer.logger.init_args.save_dir (model"),
+    "resume in fit": (TINY + "  ckpt_path: last\n", "ckpt_path (model paper_mlp): set by the sweep"),
 }
+
+
+@pytest.mark.parametrize(("content", "expected"), [
+    ("api_token: s3cr3t-value\n", "has top-level keys that are no `orbitbench fit` section"),
+    ("s3cr3t-value\n", "not a mapping"),
+    ("key: [s3cr3t-value\n", "not valid YAML"),
+    ("trainer:\n  logger:\n    class_path: CSVLogger # s3cr3t-value\n", "trainer.logger (model paper_mlp): set by the sweep"),
+    ("trainer:\n  limit_train_batches: 0 # s3cr3t-value\n", "trainer.limit_train_batches=0 (model paper_mlp)"),
+], ids=["foreign keys", "plain text", "bad yaml", "logger", "no training"])
+def test_every_config_file_is_checked_before_any_cell_and_never_echoed(tmp_path, capsys, content, expected):
+    """A config file may be any file (a sweep file is data): one line naming it, never its content."""
+    config = tmp_path / "settings.yaml"
+    config.write_text(content)
+    out = tmp_path / "out"
+    spec_file = _write(tmp_path, TINY + f"config_files:\n  paper_mlp: {config}\n")
+    assert cli_main(["sweep", "run", str(spec_file), "--out", str(out), "--progress", "false"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("orbitbench: ") and err.count("\n") == 1 and expected in err, err
+    assert "s3cr3t" not in err and not out.exists()
 
 
 @pytest.mark.parametrize("case", sorted(BAD_SWEEPS))

@@ -270,3 +270,21 @@ def test_pairs_takes_separate_ridges_and_the_authors_preset(tmp_path: Path, caps
         assert main(["pairs", "--out", str(tmp_path / "bad"), *common, *argv]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("flags", [["--distances", "[]"], ["--distances", "[.nan]"], ["--orbit_sizes", "[]"]], ids=str)
+def test_toy_refuses_empty_or_non_finite_axes_in_one_line(tmp_path, capsys, flags) -> None:
+    out = tmp_path / "toy"
+    assert main(["toy", "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("orbitbench: ") and err.count("\n") == 1 and "expected" in err, err
+    assert not out.exists() and not out.with_name("toy.partial").exists()
+
+
+@pytest.mark.parametrize("field", ["n_seeds", "probe_digits_per_class", "train_per_class", "in_test_per_class"])
+def test_an_empty_probe_is_refused(field) -> None:
+    from orbitbench.errors import OrbitbenchError
+    from orbitbench.theory.probe import ProbeOptions
+
+    with pytest.raises(OrbitbenchError, match=f"probe {field}=0: expected an integer >= 1"):
+        ProbeOptions(**{field: 0})

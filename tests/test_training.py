@@ -191,6 +191,12 @@ def test_test_subcommand_reevaluates_a_checkpoint(reference, tmp_path) -> None:
         (["--data.source", "nowhere"], "nowhere"),
         (["--ckpt_path", "last"], "no last.ckpt"),
         (["--trainer.accelerator", "tpu"], "trainer:"),
+        (["--model.backbone_kwargs", "{num_classes: 3}"], "num_classes=3 is set by --model.num_classes"),
+        (["--model.method", "pose_consistency", "--model.method_kwargs", "{weight: .nan}"], "pose_consistency weight=nan; expected a finite number >= 0"),
+        (["--model.method", "latent_operator", "--model.method_kwargs", "{weight: .inf}"], "latent_operator weight=inf; expected a finite"),
+        (["--model.method", "latent_operator", "--model.method_kwargs", "{weight: -1}"], "latent_operator weight=-1; expected a finite"),
+        (["--data.held_out_poses", "[0,1,2,3]"], "holds out every pose of leave_out_class 3"),
+        (["--model.num_classes", "3"], "--model.num_classes 3: the data has 10 classes"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args, fragment, tmp_path, capsys) -> None:

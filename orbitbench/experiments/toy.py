@@ -35,8 +35,11 @@ def toy(
         reg: ridge as a fraction of the trace (paper 1e-5); Eq. 7 and exact regression are equal at 0.
         out: run folder (default runs/theory/toy-<time>).
     """
-    if not length > 0 or min(distances) < 0:
-        raise OrbitbenchError(f"--length {length} / --distances {list(distances)}: expected L > 0 and d >= 0")
+    if not distances or not length > 0 or not all(0 <= d < float("inf") for d in distances):
+        raise OrbitbenchError(f"--length {length} / --distances {list(distances)}: expected L > 0 and a non-empty "
+                              "list of finite distances d >= 0")
+    if not orbit_sizes or not all(n >= 1 for n in orbit_sizes):
+        raise OrbitbenchError(f"--orbit_sizes {list(orbit_sizes)}: expected a non-empty list of orbit sizes N >= 1")
     return execute("toy", run, dict(distances=list(distances), orbit_sizes=list(orbit_sizes), length=length, reg=reg,
                                     out=out))
 

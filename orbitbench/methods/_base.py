@@ -11,6 +11,7 @@ training split) and never sees the Trainer or the LightningModule.
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, NamedTuple
 
@@ -103,6 +104,18 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
         return cls
 
     return decorator
+
+
+def number_setting(method: str, name: str, value: Any, minimum: float, strict: bool = False, integer: bool = False) -> float:
+    """`value` as a finite number >= `minimum` (> with `strict`), else one line: a NaN or infinite
+    loss weight trains on a NaN loss and ends in a record of nulls, a negative one rewards the
+    opposite of what the method means."""
+    kind = "an integer" if integer else "a finite number"
+    wrong_type = isinstance(value, bool) or not isinstance(value, int if integer else (int, float))
+    if wrong_type or not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        raise OrbitbenchError(f"--model.method_kwargs: {method} {name}={value!r}; expected {kind} "
+                              f"{'>' if strict else '>='} {minimum:g}")
+    return value if integer else float(value)
 
 
 def list_methods() -> list[str]:

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.methods._base import Method, MethodInfo, StepOutput, register_method
+from orbitbench.methods._base import Method, MethodInfo, StepOutput, number_setting, register_method
 
 
 class _ReadoutInput(nn.Module):
@@ -112,9 +112,8 @@ class LatentOperator(Method):
 
     def __init__(self, planes: int = 32, weight: float = 1.0) -> None:
         super().__init__()
-        if planes < 1 or weight < 0:
-            raise OrbitbenchError(f"latent_operator: planes={planes}, weight={weight}; expected planes >= 1, weight >= 0")
-        self.planes, self.weight = int(planes), float(weight)
+        self.planes = int(number_setting("latent_operator", "planes", planes, 1, integer=True))
+        self.weight = number_setting("latent_operator", "weight", weight, 0.0)
 
     needs_readout = True
 

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.methods._base import Method, MethodInfo, StepOutput, register_method
+from orbitbench.methods._base import Method, MethodInfo, StepOutput, number_setting, register_method
 from orbitbench.methods._features import FeatureTap
 
 
@@ -55,9 +55,8 @@ class PoseConsistency(Method):
 
     def __init__(self, weight: float = 1.0, temperature: float = 0.2) -> None:
         super().__init__()
-        if weight < 0 or temperature <= 0:
-            raise OrbitbenchError(f"pose_consistency: weight={weight}, temperature={temperature}; expected weight >= 0, temperature > 0")
-        self.weight, self.temperature = float(weight), float(temperature)
+        self.weight = number_setting("pose_consistency", "weight", weight, 0.0)
+        self.temperature = number_setting("pose_consistency", "temperature", temperature, 0.0, strict=True)
         self._tap: FeatureTap | None = None
 
     needs_readout = True

@@ -13,22 +13,26 @@ failed run leaves behind (nothing, or a run marked FAILED when it has checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.cli import LightningCLI
 
 from orbitbench._moved import current_path
 from orbitbench.errors import OrbitbenchError
+from orbitbench.io import atomic_write_bytes
+from orbitbench.run.folders import ClaimedFolder, claim_new, numbered, remove
 from orbitbench.run.record import LEGACY_DATA_NAMES
 from orbitbench.trust import load_checkpoint
 
 EVAL_COMMANDS = ("validate", "test", "predict")
+FAILED = "FAILED"
 
 _PRIVATE = ("_class_path", "_instantiator")
 
@@ -62,27 +66,26 @@ untrusted file."""
     return SavedSettings(path, model_class, model, data_class, data)
 
 
-def given_settings(argv: list[str], section: str) -> tuple[bool, set[str]]:
-    """What the user set in `section` ("model" or "data"): (class named?, init-arg names), read from
-    the `--section...` flags and the `section:` blocks of `--config` files in `argv`."""
-    import yaml
+def given_settings(cli: LightningCLI, subcommand: str) -> Any:
+    """What the user set, however they set it (`--data.n_angles 4`, `--data '{n_angles: 4}'`,
+    `--config FILE` or `--config=FILE`): the parser's own record, the command line parsed again
+    without the defaults (nothing instantiated, nothing validated)."""
+    return cli._parser(subcommand).parse_args(cli.argv[1:], defaults=False, _skip_validation=True)
 
-    class_given, keys = False, set()
-    for i, token in enumerate(argv):
-        flag = token.split("=", 1)[0]
-        if flag in (f"--{section}", f"--{section}.class_path"):
-            class_given = True
-        elif flag.startswith(f"--{section}."):
-            keys.add(flag[len(section) + 3:].removeprefix("init_args.").split(".")[0])
-        elif flag == "--config" and i + 1 < len(argv):
-            try:
-                block = (yaml.safe_load(Path(argv[i + 1]).read_text()) or {}).get(section) or {}
-            except (OSError, yaml.YAMLError, AttributeError):
-                continue  # the parser reports a bad config file itself
-            if isinstance(block, dict):
-                class_given |= "class_path" in block
-                keys |= set(block.get("init_args") or {}) | (set(block) - {"class_path", "init_args"})
-    return class_given, keys
+
+def _section_given(given: Any, section: str, default_class: str | None) -> tuple[bool, dict[str, Any]]:
+    """(a class other than the parser's default named?, the init args given) of one config section.
+
+    jsonargparse fills in the default class for init args given alone, so naming the default class
+    itself reads as not naming one: the checkpoint's class is then restored under the given args.
+    """
+    block = given.get(section)
+    if block is None or not hasattr(block, "get"):
+        return False, {}
+    init_args = block.get("init_args")
+    values = dict(init_args.items()) if init_args is not None and hasattr(init_args, "items") else {}
+    named = block.get("class_path")
+    return named is not None and named != default_class, {k.split(".")[0]: v for k, v in values.items()}
 
 
 def reconcile(section: str, asked: Any, given: set[str], saved: dict[str, Any], may_differ: bool) -> list[str]:
@@ -120,26 +123,33 @@ def check_checkpoint_settings(cli: LightningCLI, subcommand: str, ckpt_path: str
     """`orbitbench.run.checkpoints` applied to the CLI's config: restore, or one error naming the conflicts."""
     saved = read_settings(ckpt_path)
     config = cli.config[subcommand]
+    given = given_settings(cli, subcommand)
+    defaults = cli._parser(subcommand).get_defaults()
     conflicts: list[str] = []
     model_conflicts = 0
     for section, saved_class, values, may_differ in (
         ("model", saved.model_class, saved.model, False),
         ("data", saved.data_class, saved.data, bool(config.get("override_data"))),
     ):
-        class_given, given = given_settings(cli.argv, section)
+        default_class = (defaults.get(section) or {}).get("class_path") if defaults.get(section) else None
+        class_given, given_values = _section_given(given, section, default_class)
         asked = config[section]
         if saved_class is not None and asked.class_path != saved_class:
             if class_given and not may_differ:
                 conflicts.append(f"--{section} is {short_class(asked.class_path)}, the checkpoint's is {short_class(saved_class)}")
                 continue
-            if not class_given:  # the checkpoint's class, with its settings
+            if not class_given and not (may_differ and given_values):  # the checkpoint's class, with its settings
                 restored = cli._parser(subcommand).parse_object(
                     {section: {"class_path": saved_class, "init_args": values}}, config
                 )
-                config[section] = restored[section]
-                continue
+                config[section] = asked = restored[section]
+                for key, value in given_values.items():  # then what the user set, where it applies
+                    if key not in asked.init_args:
+                        conflicts.append(f"--{section}.{key} does not apply to the checkpoint's {short_class(saved_class)}")
+                    else:
+                        asked.init_args[key] = value
         if saved_class is None or asked.class_path == saved_class:
-            conflicts += reconcile(section, asked, given, values, may_differ)
+            conflicts += reconcile(section, asked, set(given_values), values, may_differ)
         if section == "model":
             model_conflicts = len(conflicts)
     if conflicts:
@@ -159,44 +169,63 @@ def conflict_hint(subcommand: str, model_conflicts: int, total: int) -> str:
     return "; ".join(hints)
 
 
-def log_dir_exists(trainer: L.Trainer) -> bool:
-    from orbitbench.run.callbacks.record_writer import run_log_dir  # not trainer.log_dir: a collective under DDP
-
-    log_dir = run_log_dir(trainer) if trainer.loggers else None
-    return log_dir is not None and Path(log_dir).exists()
-
-
-def discard_failed_run(trainer: L.Trainer) -> None:
+def discard_failed_run(trainer: L.Trainer | None, owned: list[ClaimedFolder]) -> str:
     """A run that failed before saving a checkpoint leaves nothing behind; one with checkpoints is
-    kept for `--ckpt_path last` and marked `FAILED` (the sweep and leaderboard skip such folders)."""
+    kept for `--ckpt_path last` and marked `FAILED` (the sweep and leaderboard skip such folders).
+
+    Only a folder this process created (`owned`, `orbitbench.run.folders`) is touched: never one
+    another run, or an earlier run resumed here, owns. Returns what was done, for the error line.
+    """
     from orbitbench.run.callbacks.record_writer import run_log_dir
 
-    if not trainer.is_global_zero or not log_dir_exists(trainer):
-        return
-    log_dir = Path(run_log_dir(trainer))
+    if trainer is None or not trainer.is_global_zero:
+        return ""
+    log_dir = run_log_dir(trainer)
+    if log_dir is None or not Path(log_dir).is_dir():
+        return ""
+    log_dir = Path(log_dir)
+    mine = next((folder for folder in owned if folder.created and folder.path.resolve() == log_dir.resolve()), None)
+    if mine is None:
+        return ""
     for logger in trainer.loggers:
         experiment = getattr(logger, "_experiment", None)
         if experiment is not None and hasattr(experiment, "close"):
-            experiment.close()  # release the event file before removing it
+            with contextlib.suppress(OSError):  # a full disk: its last events are lost either way
+                experiment.close()  # release the event file before removing it
     if any(log_dir.rglob("*.ckpt")):
-        (log_dir / "FAILED").write_text("this run stopped with an error before it finished\n")
-    else:
-        shutil.rmtree(log_dir, ignore_errors=True)
-        parent = log_dir.parent
-        if parent.is_dir() and not any(parent.iterdir()):
-            parent.rmdir()
+        with contextlib.suppress(OSError):  # a full disk: the folder is kept all the same
+            (log_dir / FAILED).write_text("this run stopped with an error before it finished\n")
+        return f"; run folder {log_dir} kept for --ckpt_path last and marked {FAILED}"
+    remove(mine)
+    return f"; run folder {log_dir} removed (no checkpoint yet)"
 
 
-def place_eval_run(logger, ckpt_path: Path, subcommand: str, split: str | None = None) -> None:
-    """Log an evaluation of a run's checkpoint inside that run: `<run>/eval/<subcommand>-<time>`."""
+def place_eval_run(logger, ckpt_path: Path, subcommand: str, split: str | None = None) -> ClaimedFolder | None:
+    """Log an evaluation of a run's checkpoint inside that run: `<run>/eval/<subcommand>-<time>`,
+    a folder this process creates (`orbitbench.run.folders`: two evaluations in one second get two)."""
     run_dir = ckpt_path.resolve().parent.parent
     if ckpt_path.resolve().parent.name != "checkpoints" or not os.access(run_dir, os.W_OK):
-        return  # a checkpoint from elsewhere: the default run naming
+        return None  # a checkpoint from elsewhere: the default run naming
     stem = f"{subcommand}-{split + '-' if split else ''}{time.strftime('%Y%m%d-%H%M%S')}"
-    version, count = stem, 1
-    while (run_dir / "eval" / version).exists():  # two evaluations within one second
-        count += 1
-        version = f"{stem}-{count}"
+    folder = claim_new(numbered(run_dir / "eval", stem))
     logger.init_args.save_dir = str(run_dir)
     logger.init_args.name = "eval"
-    logger.init_args.version = version
+    logger.init_args.version = folder.path.name
+    return folder
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints appear whole or not at all (`orbitbench.io.atomic_write_bytes`: a temporary file
+    beside the target, renamed over it, removed on failure): a full disk or a kill while saving
+    never leaves a truncated `last.ckpt` for `--ckpt_path last` to choke on."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        import io
+
+        import torch
+
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__}.save_checkpoint takes no storage_options")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        atomic_write_bytes(Path(path), buffer.getbuffer())

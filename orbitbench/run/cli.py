@@ -16,27 +16,35 @@ the benchmark needs to be trustworthy and easy to read:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 from jsonargparse import ArgumentError
+from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from orbitbench.datamodules import OrbitDataModule
 from orbitbench.errors import OrbitbenchError, condense_parser_error
 from orbitbench.flags import class_list_flags, wrap_single_values
-from orbitbench.io import check_can_create, check_config_args
 from orbitbench.entrants import entrant_id
+from orbitbench.errors import Interrupted
+from orbitbench.io import check_can_create, check_config_args, signals_raise_interrupted
 from orbitbench.run.callbacks import (EmpiricalNTKCallback, HParamsSession, PlainProgress, PredictionWriter,
                                       ReseedEachStep, RunRecordWriter, TrainOrbitGrid)
-from orbitbench.run.checkpoints import EVAL_COMMANDS, check_checkpoint_settings, discard_failed_run, log_dir_exists, place_eval_run
+from orbitbench.run.callbacks.record_writer import run_log_dir
+from orbitbench.run.checkpoints import EVAL_COMMANDS, FAILED, AtomicCheckpointIO, check_checkpoint_settings, discard_failed_run, place_eval_run
+from orbitbench.run.folders import NAMED_LOGGERS, ClaimedFolder, claim_run_folders, is_disk_full, release_all
 from orbitbench.run.module import OrbitClassifier
 from orbitbench.run.summary import fit_summary
 
@@ -56,15 +64,6 @@ def _run_name(config) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "-", f"{backbone}-{data}").strip("-")
 
 
-NAMED_LOGGERS = ("TensorBoardLogger", "CSVLogger")
-
-
-def _next_version(folder: Path) -> Path:
-    """`<folder>/version_N`, N one past the largest existing (TensorBoard's and CSV's numbering)."""
-    numbers = [int(p.name.split("_", 1)[1]) for p in folder.glob("version_*") if p.name.split("_", 1)[1].isdigit()]
-    return folder / f"version_{max(numbers, default=-1) + 1}"
-
-
 def _find_last_checkpoint(save_dir: str, name: str) -> Path:
     """The newest `last.ckpt` under `<save_dir>/<name>/version_*/checkpoints`."""
     candidates = sorted(Path(save_dir, name).glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
@@ -80,8 +79,14 @@ class OrbitbenchCLI(LightningCLI):
     """LightningCLI with orbitbench defaults (see the module docstring)."""
 
     def __init__(self, *args, argv: list[str], **kwargs) -> None:
-        self.argv = list(argv)  # what the user typed: which settings are theirs (checkpoints.given_settings)
-        super().__init__(*args, args=argv, **kwargs)
+        self.argv = list(argv)
+        self.folders: list[ClaimedFolder] = []  # the run folders this process holds (orbitbench.run.folders)
+        try:
+            super().__init__(*args, args=argv, **kwargs)
+        except BaseException:
+            release_all(self.folders, failed=True)
+            raise
+        release_all(self.folders)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -148,10 +153,6 @@ class OrbitbenchCLI(LightningCLI):
             named = each is not None and not isinstance(each, bool) and str(each.class_path).endswith(NAMED_LOGGERS)
             if named and each.init_args.get("name") is None:
                 each.init_args.name = _run_name(config)
-        if logger in (False, None) and not config.trainer.get("default_root_dir"):
-            # No logger: Lightning would write config.yaml, record.json and checkpoints/ into the
-            # working folder. They go where a logged run's would, `runs/<run name>/version_N`.
-            config.trainer.default_root_dir = str(_next_version(Path(RUNS_DIR, _run_name(config))))
         if is_tensorboard:
             check_can_create(logger.init_args.save_dir, "--trainer.logger.init_args.save_dir")
         if config.get("ckpt_path") == "last":
@@ -164,7 +165,10 @@ class OrbitbenchCLI(LightningCLI):
                 logger.init_args.version = last.parent.parent.name
         if self.subcommand in EVAL_COMMANDS and is_tensorboard and config.get("ckpt_path"):
             split = config.split if self.subcommand == "predict" else None
-            place_eval_run(logger, Path(config.ckpt_path), self.subcommand, split)
+            eval_folder = place_eval_run(logger, Path(config.ckpt_path), self.subcommand, split)
+            self.folders += [eval_folder] if eval_folder is not None else []
+        # Before the Trainer exists: the run's folder is taken now, not when the logger first asks.
+        self.folders += claim_run_folders(config, Path(RUNS_DIR, _run_name(config)), held=self.folders)
 
     def _instantiate_trainer(self, config: dict, callbacks: list[Callback]) -> L.Trainer:
         given = config.get("callbacks") or []
@@ -172,6 +176,10 @@ class OrbitbenchCLI(LightningCLI):
         other_bar = any(isinstance(c, ProgressBar) for c in [*given, *callbacks])
         if not sys.stdout.isatty() and config.get("enable_progress_bar") is not False and not other_bar:
             callbacks = [*callbacks, PlainProgress()]  # a log file gets a line per epoch, not bar redraws
+        plugins = config.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):  # checkpoints written whole or not at all
+            config = {**config, "plugins": [*plugins, AtomicCheckpointIO()]}
         return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
@@ -202,17 +210,21 @@ class OrbitbenchCLI(LightningCLI):
 
     def after_fit(self) -> None:
         if self.trainer.is_global_zero:  # under DDP every rank runs this
+            log_dir = run_log_dir(self.trainer)
+            if log_dir is not None:  # a resumed run that finished is no longer a failed one
+                Path(log_dir, FAILED).unlink(missing_ok=True)
             print(fit_summary(self.trainer, self.model), flush=True)
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Lightning's; a failed run leaves nothing behind, weights that do not fit the model (an
         edited checkpoint) are one line."""
-        existed = log_dir_exists(self.trainer)
         try:
             super()._run_subcommand(subcommand)
         except BaseException as error:
-            if not existed:
-                discard_failed_run(self.trainer)
+            left = discard_failed_run(self.trainer, self.folders)
+            if isinstance(error, (Interrupted, SIGTERMException)):  # the second: Lightning saw the signal first
+                stop = error if isinstance(error, Interrupted) else Interrupted(f"{subcommand} stopped by SIGTERM", signal.SIGTERM)
+                raise Interrupted(f"{stop}{left}", stop.signum) from None
             ckpt = self.config[subcommand].get("ckpt_path")
             if isinstance(error, RuntimeError) and ckpt and "Error(s) in loading state_dict" in str(error):
                 detail = " ".join(str(error).split("\n", 1)[-1].split())
@@ -241,13 +253,32 @@ def _user_error(error: BaseException) -> OrbitbenchError | None:
 
 
 class _DropTips(logging.Filter):
-    """Lightning advertises a cloud logger on every run; nothing a user of orbitbench can act on."""
+    """Lightning advertises a cloud logger on every run, and reports a SIGTERM the `orbitbench:`
+    line reports too; nothing a user of orbitbench can act on."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip:" not in str(record.msg)
+        return "Tip:" not in str(record.msg) and "Received SIGTERM" not in str(record.msg)
 
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").addFilter(_DropTips())
+
+
+@contextlib.contextmanager
+def _quiet_disk_full_threads():
+    """TensorBoard's writer thread prints its full-disk error as a traceback; the main thread meets
+    the same error at the next flush and reports it in one line, so the thread's copy is dropped."""
+    previous = threading.excepthook
+
+    def hook(args) -> None:
+        if args.exc_value is None or not is_disk_full(args.exc_value):
+            previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield
+    finally:
+        threading.excepthook = previous
 
 
 def run_lightning_cli(argv: list[str]) -> int:
@@ -263,7 +294,8 @@ def run_lightning_cli(argv: list[str]) -> int:
                 warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`")
                 warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
             check_config_args(argv)
-            _run(argv)
+            with signals_raise_interrupted(argv[0] if argv else "orbitbench"), _quiet_disk_full_threads():
+                _run(argv)
     except ArgumentError as error:
         print(f"orbitbench: {condense_parser_error(str(error))}", file=sys.stderr)
         return 2
@@ -273,6 +305,17 @@ def run_lightning_cli(argv: list[str]) -> int:
             raise
         print(f"orbitbench: {' '.join(str(user_error).split())}", file=sys.stderr)
         return 2
+    except OSError as error:
+        if not is_disk_full(error):
+            raise
+        where = error.filename or "the run's files"
+        print(f"orbitbench: cannot write {where}: {error.strerror or error} (is the disk full?); "
+              "a run with checkpoints is kept and marked FAILED, one without is removed", file=sys.stderr)
+        return 2
+    except (Interrupted, SIGTERMException) as stop:  # Lightning's SIGTERMException: the signal seen in a loop
+        stop = stop if isinstance(stop, Interrupted) else Interrupted(f"{argv[0]} stopped by SIGTERM", signal.SIGTERM)
+        print(f"orbitbench: {' '.join(str(stop).split())}", file=sys.stderr)
+        return stop.exit_status
     except SystemExit as exit_:  # --help, --print_config
         return exit_.code if isinstance(exit_.code, int) else 0
     return 0

@@ -97,6 +97,9 @@ class OrbitClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=("optimizer", "scheduler"))
+        if "num_classes" in (backbone_kwargs or {}):  # the builder would get it twice: a TypeError deep inside
+            raise OrbitbenchError(f"--model.backbone_kwargs: num_classes={backbone_kwargs['num_classes']!r} is set by "
+                                  "--model.num_classes (the classifier's outputs), not among the backbone's arguments")
         self.method = create_method(method, **(method_kwargs or {}))
         self.net = build_network(self.method, backbone, num_classes, **(backbone_kwargs or {}))
         if channels_last:
@@ -120,6 +123,10 @@ class OrbitClassifier(L.LightningModule):
         # The group order and the pose pairs come from the data, known only once it is set up;
         # the method is handed them (it never reaches into the Trainer).
         dm = self.trainer.datamodule
+        classes = getattr(dm, "num_classes", None)
+        if classes is not None and self.hparams.num_classes < classes:  # else a traceback at the first loss
+            raise OrbitbenchError(f"--model.num_classes {self.hparams.num_classes}: the data has {classes} classes; "
+                                  f"expected at least {classes}")
         if isinstance(dm, PartialOrbits):
             self.pose_views = PoseViews(dm)
         n_poses = getattr(dm, "n_poses", None)

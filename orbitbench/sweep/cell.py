@@ -67,9 +67,15 @@ def execute_cell(spec: SweepSpec | None, root: Path, cell: Cell, in_process: boo
         folder.mkdir(parents=True)
         argv = fit_argv(spec, cell, folder)
         start = time.perf_counter()
-        with open(folder / "fit.log", "w") as log:
+        try:
+            log = open(folder / "fit.log", "w")
             log.write("$ orbitbench " + " ".join(argv) + "\n")
             log.flush()
+        except OSError as error:  # a full disk: every further cell would fail the same way
+            shutil.rmtree(folder, ignore_errors=True)
+            raise OrbitbenchError(f"cell {cell.cell_id}: cannot write {folder / 'fit.log'}: {error.strerror or error}; "
+                                  "finished cells are kept, re-run the same command to resume") from None
+        with log:
             returncode = _fit_in_process(argv, log) if in_process else _fit_subprocess(argv, log, claim)
         seconds = time.perf_counter() - start
         _raise_if_signalled()  # a fit cut short by a signal is not a result, nor a failed cell

@@ -253,15 +253,77 @@ def check_runnable(spec: SweepSpec) -> None:
         create_model(name)  # raises OrbitbenchError naming the accepted models
     for name in spec.grid.method:
         create_method(name)  # likewise for the methods
-    for model, path in spec.config_files.items():
-        if not Path(path).is_file():
-            raise OrbitbenchError(f"config_files.{model}: {path!r} does not exist; expected a `orbitbench fit --config` YAML")
+    for model in spec.grid.model:
+        file_settings = config_file_settings(model, spec.config_files[model]) if model in spec.config_files else {}
+        check_cell_settings({**file_settings, **spec.fit, **spec.model_fit.get(model, {})}, model)
     data = spec.data_arguments()
     for n, c in itertools.product(spec.n_poses, spec.grid.leave_out_class):
         try:
             spec.datamodule_class(**{spec.order_argument: n, "leave_out_class": c, **data})
         except (OrbitbenchError, TypeError) as error:
             raise OrbitbenchError(f"grid cell {spec.order_argument}={n}, leave_out_class={c}: {error}") from None
+
+
+# The top-level keys of an `orbitbench fit` config (LightningCLI's sections and orbitbench's options).
+FIT_SECTIONS = ("seed_everything", "trainer", "model", "data", "checkpoint", "optimizer", "lr_scheduler",
+                "ckpt_path", "override_data", "split", "weights_only")
+# Set by the sweep for every cell (`fit_argv`): a value given for them would be dropped without a word.
+SWEEP_SET = ("trainer.logger", "trainer.default_root_dir", "ckpt_path")
+DEFAULT_MAX_EPOCHS = 10  # orbitbench fit's (orbitbench.run.cli)
+
+
+def config_file_settings(model: str, path: str) -> dict[str, Any]:
+    """A model's config file as dotted `orbitbench fit` settings; one line naming the file and what
+    was expected when it is not such a file (its content is never echoed: it may be any file)."""
+    where = f"config_files.{model}: {path}"
+    text = read_text_file(Path(path), f"config_files.{model}")
+    check_yaml_size(text, where)
+    expected = f"expected a YAML mapping of `orbitbench fit` settings with top-level keys among {', '.join(FIT_SECTIONS)}"
+    try:
+        content = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise OrbitbenchError(f"{where}: not valid YAML; {expected}") from None
+    if not isinstance(content, dict):
+        raise OrbitbenchError(f"{where}: not a mapping; {expected}")
+    if not all(isinstance(key, str) and key in FIT_SECTIONS for key in content):
+        raise OrbitbenchError(f"{where}: has top-level keys that are no `orbitbench fit` section; {expected}")
+
+    def flat(value: Any, prefix: str) -> dict[str, Any]:
+        if not isinstance(value, dict) or "class_path" in value:
+            return {prefix: value}
+        items = [(k, v) for k, v in value.items() if k != "init_args"] + list((value.get("init_args") or {}).items())
+        return {k2: v2 for k, v in items for k2, v2 in flat(v, f"{prefix}.{k}").items()} or {prefix: value}
+
+    return {key: value for section, block in content.items() for key, value in flat(block, section).items()}
+
+
+def check_cell_settings(settings: dict[str, Any], model: str) -> None:
+    """Refuse, before any cell runs, settings that make every cell of `model` fail or record
+    nothing, and settings the sweep replaces (which would be dropped without a word)."""
+    def get(key: str) -> Any:
+        return next((v for k, v in reversed(settings.items()) if k.removesuffix("+") == key), None)
+
+    for key in settings:
+        if any(key == reserved or key.startswith(reserved + ".") for reserved in SWEEP_SET):
+            raise OrbitbenchError(f"{key} (model {model}): set by the sweep for every cell (TensorBoard logs in the "
+                                  "cell's folder, a fresh start); remove it from the sweep file or config file")
+    max_epochs = get("trainer.max_epochs")
+    max_epochs = DEFAULT_MAX_EPOCHS if max_epochs is None else max_epochs
+    val_every = get("trainer.check_val_every_n_epoch")
+    refused = {
+        "trainer.fast_dev_run": get("trainer.fast_dev_run") not in (None, False, 0),
+        "trainer.max_epochs": max_epochs == 0,
+        "trainer.max_steps": get("trainer.max_steps") == 0,
+        "trainer.limit_train_batches": get("trainer.limit_train_batches") == 0,
+        "trainer.limit_val_batches": get("trainer.limit_val_batches") == 0,
+        "trainer.enable_checkpointing": get("trainer.enable_checkpointing") is False,
+        "trainer.check_val_every_n_epoch": isinstance(val_every, int) and isinstance(max_epochs, int)
+        and 0 < max_epochs < val_every,
+    }
+    for key, bad in refused.items():
+        if bad:
+            raise OrbitbenchError(f"{key}={get(key)!r} (model {model}): every cell would fail or end without a run "
+                                  "record (trained, validated and checkpointed); remove it for a sweep")
 
 
 def fit_argv(spec: SweepSpec, cell: Cell, log_dir: Path) -> list[str]:

@@ -55,6 +55,13 @@ class ProbeOptions:
     in_test_per_class: int = 10
     seed: int = 124
 
+    def __post_init__(self) -> None:
+        # An empty probe set has no kernel to measure (zero-length FFTs, empty regressions).
+        for name in ("n_seeds", "probe_digits_per_class", "train_per_class", "in_test_per_class"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise OrbitbenchError(f"probe {name}={value!r}: expected an integer >= 1")
+
 
 @dataclass(frozen=True)
 class ProbeSet:

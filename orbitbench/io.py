@@ -1,4 +1,4 @@
-"""Writing results safely: atomic files, exclusive claims, write-once folders, provenance.
+"""Reading and writing files safely: bounded regular-file reads, atomic files, exclusive claims, write-once folders.
 
 One mechanism for each concern, shared by training (the run record), the sweep (cells, results),
 the leaderboard and the theory experiments:
@@ -9,7 +9,6 @@ the leaderboard and the theory experiments:
   descriptor keeps the claim alive for as long as it runs;
 - `WriteOnceFolder`: a folder built under `<name>.partial` and renamed into place when complete;
   an abandoned `.partial` (its writer died) is cleared by the next writer, a live one refuses it;
-- `versions()` and `git_commit()`: what produced a result;
 - `one_line_validation_error`: a pydantic report as the one line the CLI prints.
 """
 
@@ -21,19 +20,26 @@ import os
 import shutil
 import signal
 import stat
-import subprocess
 import sys
 import uuid
-from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from orbitbench.errors import OrbitbenchError
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
 
-VERSIONED_PACKAGES = ("orbitbench", "torch", "lightning", "timm", "numpy")
+
+
+def as_json_value(value: Any) -> Any:
+    """Settings as they read back from JSON or YAML (tuples and sequences as lists, mappings and
+    namespaces as dicts), so a checkpoint's, a record's and a command line's settings compare equal."""
+    if isinstance(value, (list, tuple)):
+        return [as_json_value(v) for v in value]
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {k: as_json_value(v) for k, v in dict(value).items()}
+    return value
 
 
 def make_dirs(path: Path) -> Path:
@@ -330,51 +336,6 @@ def _is_main_thread() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def versions() -> dict[str, str]:
-    """Python, the packages and the torch thread count that decide a result's numbers."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {"python": sys.version.split()[0]}
-    for package in VERSIONED_PACKAGES:
-        try:
-            found[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    torch = sys.modules.get("torch")
-    if torch is not None:  # CPU results are bit-identical only at the same intra-op thread count
-        found["torch_threads"] = str(torch.get_num_threads())
-    return found
-
-
-CODE_FOLDERS = ("models", "datamodules", "orbitbench")  # where the zoo's builders and the package live
-
-
-def _is_code(path: str) -> bool:
-    """An untracked path (relative to the checkout's top, as porcelain prints it) that may have run:
-    anything in a code folder (models/my_net.py, models/my_net.yaml) or a Python file anywhere (a
-    `--model.backbone my_builder:net` beside the checkout's top)."""
-    return path.startswith(tuple(f"{folder}/" for folder in CODE_FOLDERS)) or path.endswith(".py")
-
-
-@lru_cache(maxsize=1)
-def git_commit(here: Path | None = None) -> str | None:
-    """The commit of the orbitbench checkout this code runs from, `<sha>+dirty` when the code that
-    ran is not that commit: tracked files differ from it, or an untracked (not ignored) file may
-    have run (`_is_code`: a new builder in models/ that no commit holds). None outside a git checkout."""
-    here = here or Path(__file__).resolve().parent
-    try:
-        done = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=all"],
-                                capture_output=True, text=True, timeout=10)  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = done.stdout.strip()
-    if done.returncode != 0 or len(commit) != 40:
-        return None
-    changed = [line for line in status.stdout.splitlines() if not line.startswith("??") or _is_code(line[3:].strip('"'))]
-    return commit + "+dirty" if status.returncode == 0 and changed else commit
 
 
 def one_line_validation_error(source: str, error: ValidationError) -> str:

@@ -93,7 +93,7 @@ def test_theory_killed_with_sigterm_leaves_no_partial_folder(tmp_path):
 def test_an_untracked_builder_marks_the_commit_dirty(tmp_path: Path) -> None:
     """A record names the code that ran: a new models/ file no commit holds makes it `<sha>+dirty`;
     untracked notes and ignored files do not."""
-    from orbitbench.io import git_commit
+    from orbitbench.provenance import git_commit
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True).stdout

@@ -19,7 +19,8 @@ from pydantic import ValidationError
 
 from orbitbench.errors import OrbitbenchError
 from orbitbench.entrants import entrant_id
-from orbitbench.io import atomic_write_bytes, atomic_write_text, git_commit, one_line_validation_error, read_text_file
+from orbitbench.io import atomic_write_bytes, atomic_write_text, one_line_validation_error, read_text_file
+from orbitbench.provenance import git_commit
 from orbitbench.leaderboard import crosscheck, integrity, readme_table
 from orbitbench.leaderboard.schema import Entry, Provenance, Verified
 

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from orbitbench.errors import OrbitbenchError
+from orbitbench.io import as_json_value
 from orbitbench.leaderboard.intervals import clip, t_interval, unit_scores
 from orbitbench.theory.registry import predictor_names, recorded_predictions
 from orbitbench.leaderboard.schema import Entry, EntryCell, Interval, KappaStat, PoseResult, Protocol, Stat
@@ -34,16 +35,11 @@ NOT_PROTOCOL = {"leave_out_class", "download", *PROTOCOL_DATA_KEYS_EXCLUDED}
 # ---- the track ---------------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    """Tuples as lists etc.: settings compared as they read back from JSON."""
-    return json.loads(json.dumps(value))
-
-
 def _protocol_data(datamodule: str, hparams: dict[str, Any]) -> dict[str, Any]:
     from orbitbench.datamodules import datamodule_class
 
     order = datamodule_class(datamodule).order_argument
-    return _plain({k: v for k, v in sorted(hparams.items()) if k not in NOT_PROTOCOL and k != order})
+    return as_json_value({k: v for k, v in sorted(hparams.items()) if k not in NOT_PROTOCOL and k != order})
 
 
 def track_protocol(spec: SweepSpec) -> Protocol:

@@ -23,12 +23,13 @@ from pathlib import Path
 from orbitbench.errors import OrbitbenchError
 from orbitbench.leaderboard.intervals import t_interval
 from orbitbench.leaderboard.schema import Entry, PoseResult
+from orbitbench.theory.registry import predictor, predictor_names
 
 BLOCK = re.compile(
     r"(?P<begin><!-- leaderboard table: track=(?P<track>[a-z0-9][a-z0-9.-]*) -->\n)(?P<body>.*?)(?P<end><!-- end leaderboard table -->)",
     re.S,
 )
-PREDICTORS = ("infinite", "init")  # the predictors a ranked entry may carry, in column order
+
 
 
 def _prediction(result: PoseResult, predictor: str) -> str:
@@ -45,7 +46,7 @@ def kernel_table(entries: Iterable[Entry], track: str) -> str:
     if not rows:
         raise OrbitbenchError(f"README.md: the leaderboard table names track {track!r}, which has no supervised entry")
     order = rows[0].cells[0].data.order_argument or "group order"
-    shown = [p for p in PREDICTORS if any(p in r.predicted for e in rows for r in e.results)]
+    shown = [p for p in predictor_names() if predictor(p).shown and any(p in r.predicted for e in rows for r in e.results)]
     lines = [
         f"| model | {order} | train | in-test | network out-test [95% CI] |"
         + "".join(f" `{p}` predicted (kappa) |" for p in shown),

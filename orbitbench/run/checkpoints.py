@@ -26,7 +26,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from orbitbench._moved import current_path
 from orbitbench.errors import OrbitbenchError
-from orbitbench.io import atomic_write_bytes
+from orbitbench.io import as_json_value, atomic_write_bytes
 from orbitbench.run.folders import ClaimedFolder, claim_new, numbered, remove
 from orbitbench.run.record import LEGACY_DATA_NAMES
 from orbitbench.trust import load_checkpoint
@@ -96,23 +96,14 @@ def reconcile(section: str, asked: Any, given: set[str], saved: dict[str, Any], 
     """
     conflicts: list[str] = []
     for key, value in saved.items():
-        if key not in asked.init_args or _plain(asked.init_args[key]) == _plain(value):
+        if key not in asked.init_args or as_json_value(asked.init_args[key]) == as_json_value(value):
             continue
         if key not in given:
             asked.init_args[key] = value  # not set by the user: the checkpoint's value
         elif not may_differ:
-            current = _plain(asked.init_args[key])
-            conflicts.append(f"--{section}.{key} is {current!r}, the checkpoint was trained with {_plain(value)!r}")
+            current = as_json_value(asked.init_args[key])
+            conflicts.append(f"--{section}.{key} is {current!r}, the checkpoint was trained with {as_json_value(value)!r}")
     return conflicts
-
-
-def _plain(value: Any) -> Any:
-    """Compare lists and tuples alike (YAML gives lists, checkpoints may hold tuples)."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict) or hasattr(value, "items"):
-        return {k: _plain(v) for k, v in dict(value).items()}
-    return value
 
 
 def short_class(class_path: str | None) -> str:

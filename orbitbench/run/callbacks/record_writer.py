@@ -13,7 +13,9 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from orbitbench.io import atomic_write_text, git_commit, versions
+from orbitbench.io import atomic_write_text
+
+from orbitbench.provenance import git_commit, versions
 from orbitbench.run.record import RECORD_FILE, DataSettings, KernelPredictions, Metrics, ModelSettings, PerPose, RunRecord, Seeds
 
 

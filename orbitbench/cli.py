@@ -50,6 +50,8 @@ COMMANDS: dict[str, dict[str, tuple[str, ...]]] = {
                   "orbitbench.leaderboard.cli:format_checked"),
         "verify": ("orbitbench.leaderboard:verify", "re-run randomly chosen cells of an entry and record the result",
                    "orbitbench.leaderboard.cli:format_verified"),
+        "migrate": ("orbitbench.leaderboard.migrate:migrate", "bring entries of an older schema to the current one",
+                    "orbitbench.leaderboard.migrate:format_migrated"),
     },
     "models": {
         "": ("orbitbench.models._listing:models", "the registered models matching a pattern (`orbitbench models 'paper*'`)"),

@@ -266,8 +266,10 @@ def load_checkpoint(path: str | Path, flag: str = "--ckpt_path") -> dict[str, An
     where = f"{flag} {path}"
     if path.is_dir():
         raise OrbitbenchError(f"{where}: is a folder; expected a checkpoint file (.ckpt) written by `orbitbench fit`")
-    if not path.is_file():
+    if not path.exists():
         raise OrbitbenchError(f"{where}: no such file")
+    if not path.is_file():
+        raise OrbitbenchError(f"{where}: not a regular file (a FIFO, device or socket); expected a checkpoint written by `orbitbench fit`")
     if path.stat().st_size == 0:
         raise OrbitbenchError(f"{where}: empty file; expected a checkpoint written by `orbitbench fit`")
     try:

@@ -50,4 +50,30 @@ def test_check_refuses_an_unmigrated_entry_with_one_line(tmp_path, capsys) -> No
     (root / "entries" / name).write_text(json.dumps(_legacy(name)))
     assert cli_main(["leaderboard", "check", "--root", str(root), "--sweeps", str(REPO / "sweeps")]) != 0
     err = capsys.readouterr().err.strip()
-    assert err.startswith("orbitbench: ") and "\n" not in err and "schema_version 2 is older" in err and "orbitbench.leaderboard.migrate" in err, err
+    assert err.startswith("orbitbench: ") and "\n" not in err and "schema_version 2 is older" in err and "leaderboard migrate" in err, err
+    assert cli_main(["leaderboard", "migrate", "--root", str(root)]) == 0
+    assert capsys.readouterr().out.startswith("orbitbench leaderboard migrate: 1 entry rewritten")
+    assert (root / "entries" / name).read_text() == (ENTRIES / name).read_text()
+
+
+@pytest.mark.parametrize("bad", ["missing folder", "not JSON", "not an entry", "broken entry"])
+def test_migrate_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, capsys, bad) -> None:
+    root = tmp_path / "board"
+    (root / "entries").mkdir(parents=True)
+    good = root / "entries" / "mnist5k-quick__paper_mlp.json"
+    good.write_text(json.dumps(_legacy(good.name)))
+    before = good.read_bytes()
+    broken = root / "entries" / "z.json"
+    if bad == "missing folder":
+        shutil.rmtree(root / "entries")
+    elif bad == "not JSON":
+        broken.write_text("{bad")
+    elif bad == "not an entry":
+        broken.write_text("[1, 2]")
+    else:
+        broken.write_text(json.dumps({**_legacy(good.name), "cells": [{"cell": "x"}]}))
+    assert cli_main(["leaderboard", "migrate", "--root", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("orbitbench: ") and "\n" not in err, err
+    if bad != "missing folder":
+        assert good.read_bytes() == before  # nothing half-migrated: the good file is untouched too

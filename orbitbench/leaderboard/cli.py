@@ -42,8 +42,8 @@ def parse_entry(text: str, source: str) -> Entry:
         version = next((e.get("input") for e in error.errors() if e["loc"] == ("schema_version",)), None)
         if isinstance(version, int) and version < Entry.model_fields["schema_version"].default:
             raise OrbitbenchError(f"{source}: schema_version {version} is older than this orbitbench's "
-                                  f"{Entry.model_fields['schema_version'].default}; run `python -m orbitbench.leaderboard.migrate "
-                                  "<entries folder>` (no measured number changes)") from None
+                                  f"{Entry.model_fields['schema_version'].default}; run `orbitbench leaderboard migrate --root <leaderboard folder>`"
+                                  " (no measured number changes)") from None
         raise OrbitbenchError(one_line_validation_error(source, error)) from None
     trust.check_entry(entry, source)
     return entry

@@ -1,6 +1,6 @@
 """Entries of older schemas brought to the current one (no measured number changes).
 
-    python -m orbitbench.leaderboard.migrate [leaderboard/entries]
+    orbitbench leaderboard migrate [--root leaderboard]
 
 - 2 -> 3 adds `cells_digest` (sha256 of the cells) and `verified.digest` (sha256 of the cells a
   verification re-ran, with its own fields). Both are derived from what the entry already holds;
@@ -17,7 +17,6 @@ would vouch for whatever cells a file holds. Every file is written atomically.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -62,27 +61,43 @@ def migrated(data: dict) -> dict:
 
 
 def migrate_folder(folder: Path) -> list[Path]:
-    """Rewrite every entry of `folder` that is not at the current schema; the rewritten paths."""
+    """Rewrite every entry of `folder` that is not at the current schema; the rewritten paths.
+
+    Every file is read and migrated before any is written, so a bad file leaves all as they were."""
     from orbitbench.leaderboard.schema import Entry
 
-    written = []
+    if not Path(folder).is_dir():
+        raise OrbitbenchError(f"{folder} is not a folder: expected the leaderboard's entries/ folder")
+    pending = []
     for path in sorted(Path(folder).glob("*.json")):
-        data = json.loads(read_text_file(path, "entry", follow_links=False))
-        new = migrated(data)
+        try:
+            data = json.loads(read_text_file(path, "entry", follow_links=False))
+        except json.JSONDecodeError as error:
+            raise OrbitbenchError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+        if not isinstance(data, dict) or not isinstance(data.get("schema_version"), int):
+            raise OrbitbenchError(f"{path}: not a leaderboard entry (no schema_version)")
+        try:
+            new = migrated(data)
+        except (KeyError, TypeError, ValidationError) as error:
+            raise OrbitbenchError(f"{path}: cannot migrate schema {data['schema_version']}: "
+                                  f"{type(error).__name__} {str(error).splitlines()[0][:200]}") from None
         if new is data:
             continue
         try:
             entry = Entry.model_validate_json(json.dumps(new))
         except ValidationError as error:
             raise OrbitbenchError(one_line_validation_error(str(path), error)) from None
-        atomic_write_text(path, entry.model_dump_json(indent=1) + "\n")
-        written.append(path)
-    return written
+        pending.append((path, entry.model_dump_json(indent=1) + "\n"))
+    for path, text in pending:
+        atomic_write_text(path, text)
+    return [path for path, _ in pending]
 
 
-if __name__ == "__main__":
-    try:
-        done = migrate_folder(Path(sys.argv[1] if len(sys.argv) > 1 else "leaderboard/entries"))
-    except OrbitbenchError as error:
-        sys.exit(f"orbitbench: {error}")
-    print(f"migrated {len(done)} entries")
+def migrate(root: Path = Path("leaderboard")) -> list[Path]:
+    """`orbitbench leaderboard migrate`: bring every entry of `<root>/entries` to the current schema."""
+    return migrate_folder(Path(root) / "entries")
+
+
+def format_migrated(paths: list[Path]) -> str:
+    return f"orbitbench leaderboard migrate: {len(paths)} entr{'y' if len(paths) == 1 else 'ies'} rewritten" + \
+        "".join(f"\n  {p}" for p in paths)

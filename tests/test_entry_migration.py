@@ -77,3 +77,14 @@ def test_migrate_refuses_bad_input_in_one_line_and_writes_nothing(tmp_path, caps
     assert err.startswith("orbitbench: ") and "\n" not in err, err
     if bad != "missing folder":
         assert good.read_bytes() == before  # nothing half-migrated: the good file is untouched too
+
+
+@pytest.mark.parametrize("argv", [["--tolerance", "-1"], ["--tolerance", ".nan"], ["--tolerance", "0.5"],
+                                  ["--sweeps", "/nonexistent/sweeps"]])
+def test_verify_refuses_bad_settings_before_running_a_cell(tmp_path, capsys, argv) -> None:
+    entry = tmp_path / "entry.json"
+    shutil.copy(ENTRIES / "mnist5k-quick__paper_mlp.json", entry)
+    assert cli_main(["leaderboard", "verify", str(entry), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("orbitbench: ") and "\n" not in err, err
+    assert entry.read_bytes() == (ENTRIES / "mnist5k-quick__paper_mlp.json").read_bytes()

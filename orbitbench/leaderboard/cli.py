@@ -261,6 +261,10 @@ def verify(entry: Path, cells: int = 2, tolerance: float = 0.0, seed: int | None
     board (`<root>/entries/`) has the board's pages rebuilt, so `check` passes right after.
     """
     path = Path(entry)
+    limit = Verified.model_fields["tolerance"].metadata
+    top = next((m.le for m in limit if getattr(m, "le", None) is not None), 0.01)
+    if isinstance(tolerance, bool) or not 0.0 <= tolerance <= top:  # before any cell runs
+        raise OrbitbenchError(f"--tolerance {tolerance}: expected a difference from 0 (bit-identical) to {top}")
     parsed = read_entry(path)
     check_one(parsed, str(path), sweeps)
     ids, worst = integrity.verify_cells(parsed, cells, rng=random.Random(seed))

@@ -65,6 +65,9 @@ class Track:
 
 def load_tracks(sweeps: Path) -> dict[str, Track]:
     """Track name -> Track, from `sweeps/*.yaml`; several sweep files of one track must agree."""
+    if not Path(sweeps).is_dir():
+        raise OrbitbenchError(f"{sweeps} is not a folder: expected the sweep files that define the tracks "
+                              "(run from the checkout, or give --sweeps)")
     tracks: dict[str, Track] = {}
     for path in sorted(Path(sweeps).glob("*.yaml")):
         spec = load_sweep_file(path)

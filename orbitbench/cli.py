@@ -50,6 +50,8 @@ COMMANDS: dict[str, dict[str, tuple[str, ...]]] = {
                   "orbitbench.leaderboard.cli:format_checked"),
         "verify": ("orbitbench.leaderboard:verify", "re-run randomly chosen cells of an entry and record the result",
                    "orbitbench.leaderboard.cli:format_verified"),
+        "load": ("orbitbench.leaderboard.load:load", "the network of an entry's cell: from the cache, or re-run and checked",
+                 "orbitbench.leaderboard.load:format_loaded"),
     },
     "models": {
         "": ("orbitbench.models._listing:models", "the registered models matching a pattern (`orbitbench models 'paper*'`)"),

@@ -325,3 +325,28 @@ def test_a_missing_optional_package_is_one_line(flag, tmp_path, monkeypatch, cap
     lines = [line for line in err.splitlines() if line.startswith("orbitbench: ")]
     assert len(lines) == 1 and package in lines[0] and "not installed" in lines[0], err
     assert "Traceback" not in err and not (tmp_path / "runs").exists()
+
+
+def test_the_summary_states_the_finding_in_words(reference) -> None:
+    """The tiny fit (50 digits per class) has not learnt the task: the summary says so, with the
+    numbers it rests on, and how far the held-out pose falls below."""
+    save_dir, stdout = reference
+    record = load_record(run_dir(save_dir))
+    in_test, out_test = record.metrics.in_test_acc, record.metrics.out_test_acc
+    assert in_test < 0.95
+    assert f"  finding      has NOT learnt the task in distribution: in-test {in_test:.3f} < 0.95" in stdout
+    assert f"Held-out pose (the upright 3s, trained on only in their other poses): out-test {out_test:.3f}" in stdout
+    assert "Trained on the embedded 5,000-digit subset (toy regime)" in stdout
+
+
+def test_plain_progress_prints_lines_within_an_epoch(tmp_path, capsys) -> None:
+    """A log file hears from a long epoch every `interval_s` seconds (0 here: after every batch)."""
+    status, stdout = fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "true",
+                         "--trainer.callbacks+=orbitbench.run.callbacks.PlainProgress",
+                         "--trainer.callbacks.interval_s=0")
+    assert status == 0
+    within = [line for line in stdout.splitlines() if line.startswith("  epoch 1/1  batch ")]
+    batches = [int(line.split()[3].split("/")[0]) for line in within]
+    total = int(within[0].split()[3].split("/")[1])
+    assert batches == list(range(1, total + 1)) and all("train/loss" in line and "s left in the epoch" in line for line in within[1:])
+    assert [line for line in stdout.splitlines() if line.startswith("epoch 1/1  step ")]

@@ -60,7 +60,11 @@ def _kernel_words(predictions: KernelPredictions | None) -> list[str]:
                  if agree else "none picks out which digits fail better than chance (kappa < 0.2)")
     net = f"{network:.3f}" if isinstance(network, float) else "n/a"
     level = [name for name, p in defined.items() if isinstance(network, float) and abs(p.spectral_out_test_acc - network) <= 0.15]
-    matched = (f"{', '.join(level)} match{'es' if len(level) == 1 else ''} its level (within 0.15)" if level
-               else "none matches its level (within 0.15)")
+    side = [name for name, p in defined.items() if isinstance(network, float) and (p.spectral_out_test_acc < 0.5) == (network < 0.5)]
+    outcome = "fails (below 0.5)" if isinstance(network, float) and network < 0.5 else "succeeds (0.5 or above)"
+    direction = (f"{', '.join(side)} {'says' if len(side) == 1 else 'say'} the held-out pose {outcome}, as it does" if side
+                 else f"none says the held-out pose {outcome}, as it does")
+    matched = (f"{', '.join(level)} also {'matches' if len(level) == 1 else 'match'} the level (within 0.15)" if level
+               else "none matches the level (within 0.15)")
     return [f"Kernels (spectral rule, Eq. 7) predict out-test {said} on {n_seeds} probe digits where the network "
-            f"scores {net}: {matched}; {per_digit}. The table below has the details, its legend says how to read it."]
+            f"scores {net}: {direction}; {matched}; {per_digit}. The table below has the details, its legend says how to read it."]

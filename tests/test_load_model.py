@@ -57,9 +57,11 @@ def test_a_ranked_cell_network_is_rerun_checked_cached_and_scores_the_entry(tmp_
     ((ENTRY, "--cell", "paper_mlp-n3-c3-s0"), "has no cell 'paper_mlp-n3-c3-s0'; its cells: paper_mlp-n2-c3-s0"),
     (("mnist5k-quick__no_such_model", "--cell", CELL), "no leaderboard entry 'mnist5k-quick__no_such_model'"),
     ((ENTRY,), "--cell is required"),
+    ((ENTRY, "--cell", CELL, "--out", "no/such/folder/net.ckpt"), "--out no/such/folder/net.ckpt: expected a file name in an existing folder"),
 ])
 def test_bad_requests_are_one_line_and_write_nothing(args, fragment, tmp_path) -> None:
-    done = cli(*args, "--out", str(tmp_path / "net.ckpt"), env={"ORBITBENCH_MODELS": str(tmp_path / "cache")})
+    out = [] if "--out" in args else ["--out", str(tmp_path / "net.ckpt")]
+    done = cli(*args, *out, env={"ORBITBENCH_MODELS": str(tmp_path / "cache")})
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("orbitbench: ") and fragment in lines[0], done.stderr
     assert not (tmp_path / "net.ckpt").exists() and not (tmp_path / "cache").exists()

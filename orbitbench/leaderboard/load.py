@@ -138,6 +138,8 @@ def load(entry: Path, cell: str | None = None, out: Path | None = None, toleranc
     """Put the checkpoint of an entry's cell at `out` (default: only the cache); re-run and checked if not cached."""
     if not cell:
         raise OrbitbenchError("leaderboard load: --cell is required (a cell id of the entry, e.g. paper_mlp-n4-c3-s0)")
+    if out is not None and (Path(out).is_dir() or not Path(out).absolute().parent.is_dir()):
+        raise OrbitbenchError(f"--out {out}: expected a file name in an existing folder")
     cached, rerun = cell_checkpoint(entry, cell, root, sweeps, tolerance)
     network_from_checkpoint(cached)  # it loads, as data, into the model it names
     if out is not None:

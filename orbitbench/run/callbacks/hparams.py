@@ -146,9 +146,11 @@ class HParamsSession(L.Callback):
             return
         metrics = trainer.callback_metrics
         writer = trainer.logger.experiment
+        # The step Lightning logged `val/*` at (its logger step lags global_step by one at an epoch's end).
+        step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)
         for source, tag in FIRST_GROUP.items():
             if source in metrics:
-                writer.add_scalar(tag, float(metrics[source]), global_step=trainer.global_step)
+                writer.add_scalar(tag, float(metrics[source]), global_step=step)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not isinstance(trainer.logger, TensorBoardLogger) or not trainer.is_global_zero:

@@ -204,7 +204,7 @@ def _tracks(entries: dict[str, Entry], about: dict[str, str] | None) -> list[tup
     return [*tables.items(), *empty]
 
 
-UNRANKED_NOTE = "Not ranked: a smoke track, its entries are listed by out-test without ranks."
+UNRANKED_NOTE = "(Not ranked, by its sweep file: its entries are listed by out-test, without ranks.)"
 
 
 def render_readme(entries: dict[str, Entry], about: dict[str, str] | None = None, unranked: frozenset[str] = frozenset()) -> str:

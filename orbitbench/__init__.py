@@ -13,3 +13,11 @@ from orbitbench import _moved
 _moved.install()
 
 __version__ = "0.1.0"
+
+
+def load_model(entry, cell: str, **kwargs):
+    """The trained network of a leaderboard cell (`orbitbench.leaderboard.load.load_model`): from the
+    local cache, or re-run with the entry's recorded settings and checked bit-identical first."""
+    from orbitbench.leaderboard.load import load_model as _load_model
+
+    return _load_model(entry, cell, **kwargs)

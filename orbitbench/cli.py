@@ -52,6 +52,8 @@ COMMANDS: dict[str, dict[str, tuple[str, ...]]] = {
                    "orbitbench.leaderboard.cli:format_verified"),
         "migrate": ("orbitbench.leaderboard.migrate:migrate", "bring entries of an older schema to the current one",
                     "orbitbench.leaderboard.migrate:format_migrated"),
+        "load": ("orbitbench.leaderboard.load:load", "the network of an entry's cell: from the cache, or re-run and checked",
+                 "orbitbench.leaderboard.load:format_loaded"),
     },
     "models": {
         "": ("orbitbench.models._listing:models", "the registered models matching a pattern (`orbitbench models 'paper*'`)"),

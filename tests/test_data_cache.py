@@ -121,6 +121,6 @@ def test_the_papers_fig1_cell_runs_on_full_mnist_with_no_data_flag(installed_mni
                   "--trainer.enable_progress_bar", "false"], {"ORBITBENCH_DATA": str(installed_mnist.parent.parent)}, cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"orbitbench: data source 'auto' -> mnist (sha256-checked, {installed_mnist}), 60000 images x 2 poses" in result.stderr + result.stdout
-    (record,) = tmp_path.glob("runs/paper_mlp-RotatedMNIST/version_0/record.json")
+    (record,) = tmp_path.glob("runs/paper_mlp-RotatedMNIST-n2-c5/version_0/record.json")
     data = json.loads(record.read_text())["data"]
     assert (data["hparams"]["source"], data["digits"], data["n_images"]) == ("auto", "mnist", 60000)

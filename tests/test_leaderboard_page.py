@@ -33,6 +33,12 @@ class _Dom(HTMLParser):
         self.points: list[dict[str, str]] = []
         self.legends: dict[str, list[str]] = {}  # legend id -> its texts
         self.width: int | None = None
+        self.badge_lines: int | None = None
+        self.headers: dict[str, dict[str, str]] = {}  # track -> column key -> header tooltip
+        self.badge_titles: dict[str, str] = {}  # entry -> its Verified badge's tooltip
+        self.legend_terms: dict[str, list[str]] = {}  # track -> the <details> legend's terms
+        self._section: str | None = None
+        self._in_dt = False
         self.ready = False
         self._track = self._row = self._key = None
         self._groups: list[str | None] = []  # open <g> elements: the legend id, or None
@@ -43,6 +49,16 @@ class _Dom(HTMLParser):
         if tag == "body" and a.get("data-ready") == "1":
             self.ready = True
             self.width = int(a["data-width"])
+            self.badge_lines = int(a["data-badge-lines"])
+        if tag == "section" and a.get("id", "").startswith("track-"):
+            self._section = a["id"].removeprefix("track-")
+        if tag == "dt" and self._section:
+            self._in_dt = True
+            self.legend_terms.setdefault(self._section, []).append("")
+        if tag == "th" and self._track:
+            self.headers.setdefault(self._track, {})[a["data-key"]] = a.get("title", "")
+        if tag == "span" and "badge" in (a.get("class") or "") and self._row is not None:
+            self.badge_titles[self._row["_entry"]] = a.get("title", "").replace("\u00a0", " ")
         if tag == "g":
             legend = a["id"] if "legend" in (a.get("class") or "") else None
             self._groups.append(legend or (self._groups[-1] if self._groups else None))
@@ -71,8 +87,12 @@ class _Dom(HTMLParser):
             self._track = None
         if tag == "td":
             self._key = None
+        if tag == "dt":
+            self._in_dt = False
 
     def handle_data(self, data):
+        if self._in_dt and self._section:
+            self.legend_terms[self._section][-1] += data
         if self._row is not None and self._key:
             self._row[self._key] += data.replace("\u00a0", " ")  # intervals: non-breaking spaces inside
         if self._in_text and self._groups and self._groups[-1]:
@@ -124,7 +144,8 @@ def test_rendered_rows_badges_and_plot_match_the_entries(page):
         e = entries[row["_entry"]]
         assert row["out_test"] == f"{e['score']['mean']:.3f} [{e['score']['low']:.3f}, {e['score']['high']:.3f}]"
         assert row["params"] == f"{e['param_count']:,}" and row["model"] == e["model"]
-        assert row["verified"].startswith("verified (1 cells") if e["verified"] else row["verified"] == "reported"
+        assert row["verified"] == ("verified ✓1" if e["verified"] else "reported")
+        assert dom.badge_titles[row["_entry"]].startswith("verified (1 cells, max diff 0") if e["verified"] else True
     plotted = {(p["data-entry"], int(p["data-x"])): float(p["data-y"]) for p in dom.points if "data-predictor" not in p}
     expected = {(name, r["n_poses"]): r["out_test"]["mean"] for name, e in entries.items() for r in e["results"]}
     assert plotted == pytest.approx(expected, abs=1e-6)
@@ -188,3 +209,20 @@ def test_every_entry_of_a_track_has_its_own_colour_and_marker(full_board):
         styles.setdefault(name, set()).add((marker, colour))
     assert len(styles) >= 13 and all(len(s) == 1 for s in styles.values())
     assert len({next(iter(s)) for s in styles.values()}) == len(styles)  # no two entries look alike
+
+
+@pytest.mark.timeout(300)
+def test_every_column_is_explained_where_it_is_and_verified_stays_on_one_line():
+    """The committed page (leaderboard/index.html) in Chromium at 1,400 px: each header carries its
+    explanation as a tooltip, each track's legend names every column, the Verified badge wraps to no
+    second line, and the smoke track has no Rank column (`ranked: false` in sweeps/cpu_quick.yaml)."""
+    from orbitbench.leaderboard.render import column_help
+
+    dom = _dom(Path(__file__).resolve().parents[1] / "leaderboard" / "index.html")
+    assert dom.badge_lines == 1 and dom.width <= 1400
+    assert set(dom.headers) >= {"mnist-cpu", "mnist5k-quick"}
+    for track, headers in dom.headers.items():
+        assert all(title == column_help(key) and len(title) > 20 for key, title in headers.items()), track
+        assert len(dom.legend_terms[track]) == len(headers)
+    assert "rank" in dom.headers["mnist-cpu"] and not {"mnist5k-quick", "mnist5k-cpu"} & {t for t, h in dom.headers.items() if "rank" in h}
+    assert all(title.startswith("verified (") for title in dom.badge_titles.values() if title != "reported")

@@ -116,7 +116,7 @@ def test_supervised_is_bit_for_bit_the_training_before_methods(tmp_path) -> None
     new_weights = torch.load(run_dir(new) / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert old_weights.keys() == new_weights.keys()
     assert all(torch.equal(old_weights[k], new_weights[k]) for k in old_weights)
-    assert run_dir(new).parent.name == "paper_mlp-RotatedMNIST"  # supervised runs keep their names
+    assert run_dir(new).parent.name == "paper_mlp-RotatedMNIST-n4-c3"  # supervised runs keep their names
 
 
 @pytest.mark.slow

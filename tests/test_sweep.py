@@ -157,7 +157,7 @@ BAD_SWEEPS = {
     "data setting bad for one order": (TINY + "  data.held_out_poses: [3]\n", "n_angles=2, leave_out_class=3: held_out_poses=[3] is invalid"),
     "grid value in fit": (TINY + "  data.n_angles: 8\n", "set by the grid"),
     "data in model_fit": (TINY + "model_fit:\n  paper_mlp:\n    data.images_per_class: 9\n", "track's protocol"),
-    "model_fit for a model not in grid": (TINY + "model_fit:\n  paper_vit:\n    trainer.max_epochs: 1\n", "not in grid.model"),
+    "min_in_test_acc above 1": (TINY.replace("track:", "min_in_test_acc: 1.5\ntrack:"), "min_in_test_acc"),
     "config_files for a model not in grid": (TINY + "config_files:\n  paper_vit: models/paper_vit.yaml\n", "not in grid.model"),
     "missing config file": (TINY + "config_files:\n  paper_mlp: nowhere/paper_mlp.yaml\n", "nowhere/paper_mlp.yaml: no such file"),
     "config file not a fit config": (TINY + "config_files:\n  paper_mlp: pyproject.toml\n", "pyproject.toml: not valid YAML"),
@@ -471,3 +471,17 @@ def test_sweep_table_markdown_and_errors(tmp_path, capsys) -> None:
     assert any(line.startswith("| c4_pooled(paper_mlp) | supervised | 4 | 4 | 0.100 ± 0.041 |") for line in lines)
     assert main(["sweep", "table", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("orbitbench: ")
+
+
+def test_a_model_fit_budget_adds_its_model_to_the_grid_and_survives_models(tmp_path) -> None:
+    """CONTRIBUTING's route: one `model_fit` key gives a new model its budget (and a place in the
+    grid); `sweep run --models` with that model keeps the budget, and the leaderboard's rule fields
+    travel with it."""
+    from orbitbench.sweep.spec import load_sweep_file
+
+    text = TINY.replace("track:", "min_in_test_acc: 0.9\ntrack:") + "model_fit:\n  paper_vit:\n    trainer.max_epochs: 1\n"
+    spec = load_sweep_file(_write(tmp_path, text))
+    assert spec.grid.model[-1] == "paper_vit" and spec.min_in_test_acc == 0.9 and spec.ranked
+    only = spec.with_models(["paper_vit"])
+    assert only.grid.model == ["paper_vit"] and only.model_fit == {"paper_vit": {"trainer.max_epochs": 1}}
+    assert only.training_config("paper_vit")["trainer.max_epochs"] == 1 and only.min_in_test_acc == 0.9

@@ -160,3 +160,16 @@ def test_hparam_metrics_are_no_extra_scalar_charts_and_layouts_overlay_the_split
         charted = {t for chart in categories[f"ntk {name}"] for p in chart["multiline"]["tag"] for t in tags if re.search(p, t)}
         assert f"ntk/{name}/spectral_out_test_acc" in charted and "ntk/network/out_test_acc" in charted
         assert all(t.startswith((f"ntk/{name}/", "ntk/network/")) for t in charted), charted
+
+
+def test_scalars_tab_opens_on_the_accuracy_curves(server) -> None:
+    """TensorBoard's Scalars tab groups tags by their prefix and sorts the groups by name: the
+    first group is `accuracy`, the validated accuracies (the same points as `val/*`), ahead of
+    Lightning's `epoch` and `model/n_params`."""
+    base, run, _ = server
+    tags = get(base, "/data/plugin/scalars/tags")[run]
+    groups = sorted({tag.split("/", 1)[0] for tag in tags})
+    assert groups[0] == "accuracy" and {"epoch", "model", "val"} <= set(groups)
+    for copy, source in (("accuracy/in_test", "val/in_test_acc"), ("accuracy/out_test", "val/out_test_acc")):
+        points = [get(base, "/data/plugin/scalars/scalars?" + urllib.parse.urlencode({"run": run, "tag": t})) for t in (copy, source)]
+        assert [(step, value) for _, step, value in points[0]] == [(step, value) for _, step, value in points[1]]

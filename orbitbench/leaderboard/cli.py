@@ -210,8 +210,11 @@ def rendered(entries: dict[str, Entry], sweeps: Path) -> dict[str, str]:
     """File name -> text of every rendering that `check` compares (the PNG is not compared)."""
     from orbitbench.leaderboard.render import render_html, render_readme
 
+    from orbitbench.leaderboard.rules import ranked_tracks
+
     about = {name: " ".join(track.description.split()) for name, track in integrity.load_tracks(sweeps).items()}
-    return {README: render_readme(entries, about), PAGE: render_html(entries, about)}
+    unranked = frozenset(t for t, ranked in ranked_tracks(integrity.load_sweeps(sweeps)).items() if not ranked)
+    return {README: render_readme(entries, about, unranked), PAGE: render_html(entries, about, unranked)}
 
 
 def build(root: Path = DEFAULT_ROOT, sweeps: Path = DEFAULT_SWEEPS) -> list[Path]:

@@ -302,3 +302,6 @@ def check_all(entry: Entry, source: str, spec: Any, root: Path) -> None:
     check_measurements(entry, source)
     check_provenance(entry, source)
     check_verification(entry, source)
+    from orbitbench.leaderboard.rules import check_learnt
+
+    check_learnt(entry, spec, source)  # last: a well-formed entry of a network that did not learn the task

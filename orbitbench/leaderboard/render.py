@@ -98,8 +98,9 @@ def md_text(text: str) -> str:
     return re.sub(r"([\\`*_\[\]{}()#+!~|])", r"\\\1", html.escape(text, quote=False))
 
 
-def columns(rows: list[Row]) -> list[tuple[str, str, list[str]]]:
-    """(key, header, cell texts) per column of a track's table; shared by Markdown and HTML."""
+def columns(rows: list[Row], ranked: bool = True) -> list[tuple[str, str, list[str]]]:
+    """(key, header, cell texts) per column of a track's table; shared by Markdown and HTML. A track
+    that is not ranked (a smoke track, `ranked: false` in its sweep file) has no Rank column."""
     orders = rows[0].entry.protocol.n_poses
     e = [row.entry for row in rows]
     cols = [
@@ -120,10 +121,46 @@ def columns(rows: list[Row]) -> list[tuple[str, str, list[str]]]:
         ("verified", "Verified", [verified_text(x) for x in e]),
         ("date", "Date", [x.date.isoformat() for x in e]),
     ]
-    return cols
+    return cols if ranked else [c for c in cols if c[0] != "rank"]
 
 
 TEXT_COLUMNS = {"entry", "model", "method", "invariance", "verified", "date"}
+
+# What each column means, where it is: the page's header tooltips and its legend.
+COLUMN_HELP = {
+    "rank": "Rank by out-test score; a range when the paired difference to a neighbour's interval includes 0",
+    "entry": "The entry's name (leaderboard/entries/<track>__<name>.json), with its paper and code links",
+    "model": "The architecture, by its model-zoo name (orbitbench models NAME describes it)",
+    "method": "The training method: supervised, or a learnt-symmetry challenger (docs/CHALLENGERS.md)",
+    "invariance": "Symmetry built into the architecture (built-in:c4 ...) or none",
+    "params": "Trainable parameters, counted by building the model",
+    "out_test": "The score: accuracy on the never-seen upright pose of the leave-out class, averaged over the "
+                "track's group orders; mean and 95% t-interval over (leave-out class, seed) units",
+    "diff": "Out-test minus the supervised paper MLP's, paired by unit, with its 95% interval",
+    "in_test": "Accuracy on held-out digits in the poses seen in training, averaged over orders: did it learn the task?",
+    "train": "Accuracy on the training split in eval mode, averaged over orders",
+    "pred": "Out-test accuracy predicted by this kernel's spectral rule (Eq. 7), averaged like out-test; "
+            "κ: Cohen's kappa against the network on the same digits (0: no more than chance)",
+    "order": "Out-test at this group order: mean ± standard deviation over leave-out classes",
+    "cells": "Finished cells (group order x leave-out class x seed) whose run records the entry holds",
+    "verified": "verified: cells re-run by orbitbench leaderboard verify matched (hover for how many, the "
+                "largest difference and the date); reported: not re-run yet",
+    "date": "When the entry's last cell finished",
+}
+
+
+def column_help(key: str) -> str:
+    """The explanation of a column key (`n4`, `pred_init` share one per kind)."""
+    if key.startswith("pred_"):
+        return COLUMN_HELP["pred"]
+    if re.fullmatch(r"n\d+", key):
+        return COLUMN_HELP["order"]
+    return COLUMN_HELP[key]
+
+
+def verified_badge(entry: Entry) -> str:
+    """The page's one-word Verified cell; the details go in its tooltip."""
+    return "reported" if entry.verified is None else f"verified ✓{len(entry.verified.cells)}"
 
 
 def _protocol_line(rows: list[Row]) -> str:
@@ -167,14 +204,17 @@ def _tracks(entries: dict[str, Entry], about: dict[str, str] | None) -> list[tup
     return [*tables.items(), *empty]
 
 
-def render_readme(entries: dict[str, Entry], about: dict[str, str] | None = None) -> str:
+UNRANKED_NOTE = "(Not ranked, by its sweep file: its entries are listed by out-test, without ranks.)"
+
+
+def render_readme(entries: dict[str, Entry], about: dict[str, str] | None = None, unranked: frozenset[str] = frozenset()) -> str:
     tracks = []
     for track, rows in _tracks(entries, about):
-        described = md_text((about or {}).get(track, ""))
+        described = md_text(" ".join(filter(None, [(about or {}).get(track, ""), UNRANKED_NOTE if track in unranked else ""])))
         if not rows:
             tracks.append({"name": track, "about": described, "rows": []})
             continue
-        cols = columns(rows)
+        cols = columns(rows, track not in unranked)
         lines = [[f"`{v}`" if k == "model" else f"**{v}**" if k == "out_test" else md_text(v) if k == "method" else v
                   for k, _, vs in cols for v in [vs[i]]] for i in range(len(rows))]  # fmt: skip
         notes = []
@@ -199,29 +239,31 @@ def _narrow(text: str) -> str:
     return text.replace(", ", ",\u00a0").replace("± ", "±\u00a0")
 
 
-def render_html(entries: dict[str, Entry], about: dict[str, str] | None = None) -> str:
+def render_html(entries: dict[str, Entry], about: dict[str, str] | None = None, unranked: frozenset[str] = frozenset()) -> str:
     """The static page: per track a sortable table, its plot of out-test vs group order and, when
     cells carry kernel predictions, predicted vs actual out-test."""
     tracks = []
     for track, rows in _tracks(entries, about):
-        item: dict = {"name": track, "about": (about or {}).get(track, ""), "rows": []}
+        item: dict = {"name": track, "rows": [],
+                      "about": " ".join(filter(None, [(about or {}).get(track, ""), UNRANKED_NOTE if track in unranked else ""]))}
         tracks.append(item)
         if not rows:
             continue
-        cols = columns(rows)
+        cols = columns(rows, track not in unranked)
         for i, row in enumerate(rows):
             e = row.entry
             sort_values = {"rank": row.ranks[0], "out_test": e.score.mean, "params": e.param_count,
                            "diff": "" if row.diff is None else row.diff[0]}  # fmt: skip
             item["rows"].append({
-                "entry": e.name, "verified": e.verified is not None,
+                "entry": e.name, "verified": e.verified is not None, "badge": verified_badge(e),
                 "links": [(label, url) for label, url in (("paper", e.paper), ("code", e.code)) if url],
                 "cells": [{"key": k, "text": _narrow(vs[i]), "value": str(sort_values.get(k, vs[i]))} for k, _, vs in cols],
             })  # fmt: skip
         shown = [r.entry for r in rows]
         item.update(
             protocol=_protocol_line(rows),
-            columns=[{"key": k, "header": h, "type": "text" if k in TEXT_COLUMNS else "num"} for k, h, _ in cols],
+            columns=[{"key": k, "header": h, "type": "text" if k in TEXT_COLUMNS else "num", "help": column_help(k)}
+                     for k, h, _ in cols],
             notes=[(r.entry.name, "; ".join(filter(None, [", ".join(r.entry.authors), r.entry.notes])))
                    for r in rows if r.entry.notes or r.entry.authors],
             accuracy_svg=accuracy_svg(track, shown), predicted_svg=predicted_svg(track, shown, shown_predictors()),

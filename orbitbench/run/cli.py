@@ -5,7 +5,7 @@ with `--config` and any `--section.key value` override. On top of plain Lightnin
 the benchmark needs to be trustworthy and easy to read:
 
 - defaults that give a useful run in about a minute on a laptop CPU (paper MLP, 8 angles, 10 epochs);
-- TensorBoard logs under `runs/<model>-<data>/version_N` (CSVLogger: the same folder name; no
+- TensorBoard logs under `runs/<model>-<data>-n<order>-c<class>/version_N` (CSVLogger: the same folder name; no
   logger: record, config and checkpoints still go there), a checkpoint every epoch plus `last.ckpt`;
 - one plain line per epoch instead of a progress bar when stdout is not a terminal (a log file);
 - exact resumption: every step reseeds all RNGs from (seed, step), the DataModule shuffles from
@@ -54,14 +54,24 @@ MAX_SEED = 2**32 - 1  # numpy's seed range
 
 
 def _run_name(config) -> str:
-    """`<backbone>[+<method>]-<DataModule>`, path-safe: `c4_pooled(paper_mlp)` -> `c4_pooled-paper_mlp`.
+    """`<backbone>[+<method>]-<DataModule>-n<order>-c<leave-out class>`, path-safe:
+    `c4_pooled(paper_mlp)` -> `c4_pooled-paper_mlp`.
 
-    A method other than `supervised` is part of the name, so `--ckpt_path last` never resumes
-    another method's run.
+    The group order and leave-out class are in the name so TensorBoard's run list tells fits of
+    one model apart, and `--ckpt_path last` resumes only a run of the same cell; a method other
+    than `supervised` is part of it, so it never resumes another method's run either.
     """
     backbone = entrant_id(str(config.model.init_args.get("backbone", "model")), config.model.init_args.get("method"))
     data = str(config.data.class_path).rsplit(".", 1)[-1]
-    return re.sub(r"[^A-Za-z0-9_.]+", "-", f"{backbone}-{data}").strip("-")
+    args = config.data.get("init_args") or {}
+    module, _, name = str(config.data.class_path).rpartition(".")
+    # The parser has imported the class already; its declaration names the group order's argument.
+    argument = getattr(getattr(sys.modules.get(module), name, None), "order_argument", None) or "n_poses"
+    order = args.get(argument)
+    parts = [backbone, data] + ([f"n{order}"] if order is not None else [])
+    if args.get("leave_out_class") is not None:
+        parts.append(f"c{args.get('leave_out_class')}")
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", "-".join(str(p) for p in parts)).strip("-")
 
 
 def _find_last_checkpoint(save_dir: str, name: str) -> Path:

@@ -9,6 +9,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from orbitbench.entrants import entrant_id
 from orbitbench.run.callbacks.record_writer import RunRecordWriter, describe_run, run_log_dir
+from orbitbench.run.finding import finding_lines
 from orbitbench.run.record import RECORD_FILE, load_record
 
 
@@ -26,11 +27,13 @@ def fit_summary(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
         model, data, epochs = written.model, written.data, written.epochs
         accuracies = (written.metrics.train_acc, written.metrics.in_test_acc, written.metrics.out_test_acc)
         checkpoint = written.last_checkpoint
+        predictions, digits = written.predictions, written.data.digits
     else:
         described = describe_run(trainer, pl_module)
         model, data, epochs, checkpoint = described["model"], described["data"], trainer.current_epoch, described["last_checkpoint"]
         metrics = trainer.callback_metrics
         accuracies = (None, *(float(metrics[k]) if k in metrics else None for k in ("val/in_test_acc", "val/out_test_acc")))
+        predictions, digits = None, None
 
     def fmt(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3f}"
@@ -40,6 +43,8 @@ def fit_summary(trainer: L.Trainer, pl_module: L.LightningModule) -> str:
         f"orbitbench fit: {entrant_id(model.backbone, model.method)} on {data.datamodule}({where}), "
         f"{epochs} epoch{'' if epochs == 1 else 's'}, {model.n_params:,} parameters",
         f"  accuracy     train {fmt(accuracies[0])} | in-test {fmt(accuracies[1])} | out-test {fmt(accuracies[2])}",
+        "               (train: eval mode on the training split; in-test: new digits in the seen poses; out-test: the held-out pose)",
+        *finding_lines(accuracies[1], accuracies[2], accuracies[0], data.hparams.get("leave_out_class"), digits, predictions),
     ]
     if log_dir:
         kinds = ", ".join(_logger_output(logger) for logger in trainer.loggers)

@@ -93,6 +93,25 @@ class SweepSpec(BaseModel):
     model_fit: dict[str, dict[str, FitValue]] = {}
     # A model's own `orbitbench fit --config` file (models/<name>.yaml), applied before the settings.
     config_files: dict[str, str] = {}
+    # The leaderboard's rules for entries run by this file (docs/SWEEPS.md): the convergence rule as
+    # data (every group order's mean in-test must reach it, else the network has not learnt the task
+    # in distribution and `leaderboard add` / `check` refuse it), and whether the track is ranked at
+    # all (a smoke track's entries are listed without ranks).
+    min_in_test_acc: float | None = Field(default=None, ge=0, le=1)
+    ranked: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _budget_adds_the_model(cls, raw: Any) -> Any:
+        """A `model_fit` key for a model the grid lacks adds it to the grid: a contributor gives a new
+        model its budget with one key (CONTRIBUTING.md) instead of editing grid.model too."""
+        if isinstance(raw, dict) and isinstance(raw.get("model_fit"), dict) and isinstance(raw.get("grid"), dict):
+            models = raw["grid"].get("model")
+            if isinstance(models, list):
+                extra = [m for m in raw["model_fit"] if m not in models]
+                if extra:
+                    raw = {**raw, "grid": {**raw["grid"], "model": [*models, *extra]}}
+        return raw
 
     @field_validator("datamodule")
     @classmethod
@@ -119,10 +138,9 @@ class SweepSpec(BaseModel):
         reserved = {f"data.{argument}", "data.leave_out_class", "seed_everything", "model.backbone", "model.method", "data"}
         for key in reserved & set(self.fit):
             raise ValueError(f"fit.{key} is set by the grid for every cell; remove it from fit")
-        for section in ("model_fit", "config_files"):
-            for model in getattr(self, section):
-                if model not in self.grid.model:
-                    raise ValueError(f"{section}.{model}: {model!r} is not in grid.model {self.grid.model}")
+        for model in self.config_files:
+            if model not in self.grid.model:
+                raise ValueError(f"config_files.{model}: {model!r} is not in grid.model {self.grid.model}")
         for model, over in self.model_fit.items():
             for key in over:
                 if key.startswith("data.") or key in reserved:

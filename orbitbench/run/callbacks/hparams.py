@@ -11,6 +11,10 @@ so the HPARAMS table opens on five alphabetically first constants (batch size, D
   `train/eval_acc` at fit end, and every callback's `hparam_metric_names()`, e.g. predicted
   out-test accuracies): the table shows their last values, and no copy of them clutters the
   Scalars tab;
+- the validation accuracies once more under `accuracy/` (`accuracy/in_test`, `accuracy/out_test`,
+  `accuracy/train`): TensorBoard's Scalars tab sorts groups by name, so without them it opens on
+  Lightning's `epoch` and `model/n_params`, the curves a reader wants folded away below `train/`
+  and `ntk/`; the `val/*` series (what the run record reads) stay as they are;
 - a custom-scalars layout (the CUSTOM SCALARS tab): train / in-test / out-test accuracy and loss
   overlaid, plus every callback's `scalar_layout()` (the kernel predictors, one category each).
 """
@@ -26,6 +30,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from orbitbench.entrants import entrant_id
 
+# Copies of the validated accuracies under a group that sorts first in the Scalars tab.
+FIRST_GROUP = {"val/in_test_acc": "accuracy/in_test", "val/out_test_acc": "accuracy/out_test", "train/acc": "accuracy/train"}
 TRAIN_EVAL_ACC = "train/eval_acc"  # eval-mode accuracy on the whole training split, at fit end (= the record's)
 HPARAM_METRICS = {TRAIN_EVAL_ACC: "train acc (eval mode)", "val/in_test_acc": "in-test acc", "val/out_test_acc": "out-test acc"}
 # The settings a sweep varies: the HPARAMS table's default columns (it shows the first five, by name).
@@ -133,6 +139,18 @@ class HParamsSession(L.Callback):
             hparam_infos=infos, metric_infos=metric_infos, time_created_secs=time.time())))
         writer.add_summary(_summary(metadata.SESSION_START_INFO_TAG, session_start_info=start))
         writer.add_summary(custom_scalars(layout))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """After the epoch's metrics are reduced: the accuracies again under `accuracy/`."""
+        if not isinstance(trainer.logger, TensorBoardLogger) or not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        metrics = trainer.callback_metrics
+        writer = trainer.logger.experiment
+        # The step Lightning logged `val/*` at (its logger step lags global_step by one at an epoch's end).
+        step = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", trainer.global_step)
+        for source, tag in FIRST_GROUP.items():
+            if source in metrics:
+                writer.add_scalar(tag, float(metrics[source]), global_step=step)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not isinstance(trainer.logger, TensorBoardLogger) or not trainer.is_global_zero:

@@ -252,6 +252,12 @@ class EmpiricalNTKCallback(L.Callback):
 
 
 TABLE_LEGEND = (
+    "how to read it: each row predicts the network's accuracy on the probe's upright leave-out digits",
+    "infinite    the analytic NTK of the network's infinite-width twin: the theory, no training at all",
+    "init        the network's own empirical NTK at initialisation (what the theory describes)",
+    "trained     the empirical NTK at the final weights: features learnt from these labels (another question)",
+    "out-test    the predicted accuracy; spectral rule = the paper's Eq. 7, regression = kernel regression",
+    "            0.000 / 1.000: the kernel calls every probe digit wrong / right (its kappa is then 0 by definition)",
     "network     the trained network on these probe points only: a sample of the out-test split, so it",
     "            differs from the headline out-test above (every out-test sample); predictors are judged on it",
     "kappa       Cohen's kappa of the predictor's right/wrong calls vs the network's, per sample:",

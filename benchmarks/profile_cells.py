@@ -170,6 +170,7 @@ def _profile_one(cell_type: str, n_angles: int, args) -> dict:
         argv = fit_argv(spec, cell, Path(tmp)) + [
             f"--trainer.max_steps={steps}", "--trainer.check_val_every_n_epoch=null",
             f"--trainer.val_check_interval={steps}", f"--trainer.limit_val_batches={args.val_batches}",
+            *args.extra,
         ]
         original_fit = L.Trainer.fit
 
@@ -254,7 +255,8 @@ def _subprocess(cell_type: str, n_angles: int, args, code_dir: Path | None) -> d
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         command = [sys.executable, __file__, "--one", cell_type, "--n-angles", str(n_angles), "--json", out.name,
                    "--warmup", str(args.warmup), "--val-batches", str(args.val_batches),
-                   "--train-eval-batches", str(args.train_eval_batches)] + (["--steps", str(args.steps)] if args.steps else [])
+                   "--train-eval-batches", str(args.train_eval_batches)]
+        command += [f"--extra={flag}" for flag in (args.extra if code_dir is None else [])] + (["--steps", str(args.steps)] if args.steps else [])
         done = subprocess.run(command, env=env, capture_output=not args.verbose, text=True)
         if done.returncode:
             raise SystemExit(f"orbitbench: profiling {cell_type} failed:\n{(done.stderr or '')[-3000:]}")
@@ -271,6 +273,8 @@ def main() -> None:
     parser.add_argument("--train-eval-batches", type=int, default=20)
     parser.add_argument("--before", type=Path, default=None, help="a checkout to profile alternately with this one")
     parser.add_argument("--json", type=Path, default=None, help="write the raw results here")
+    parser.add_argument("--extra", nargs="*", default=[], help="more fit flags for this checkout's runs, "
+                        "e.g. --extra=--model.optimizer.fused=true")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()

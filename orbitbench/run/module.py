@@ -81,6 +81,10 @@ class OrbitClassifier(L.LightningModule):
             cuDNN's tensor-core ones) run fastest; a no-op for networks without convolutions. With
             `--trainer.precision bf16-mixed` it is the fast setting of benchmarks/RESULTS.md.
 
+        train_eval_autocast: measure the record's eval-mode train accuracy (`split_accuracy("train")`)
+            under the run's precision (bf16 autocast with `bf16-mixed`) instead of float32; faster, and
+            it can change the recorded train accuracy, so it is off until the tracks are re-seeded.
+
     `net` is always an `nn.Module` mapping images to logits, whatever the method wraps around
     the backbone; evaluation and the kernel callbacks read only `net`.
     """
@@ -95,6 +99,7 @@ class OrbitClassifier(L.LightningModule):
         method: str = "supervised",
         method_kwargs: dict[str, Any] | None = None,
         channels_last: bool = False,
+        train_eval_autocast: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=("optimizer", "scheduler"))
@@ -216,7 +221,10 @@ class OrbitClassifier(L.LightningModule):
 
     def split_accuracy(self, split: str) -> float:
         """Eval-mode accuracy of the network on one DataModule split (`orbitbench.splits.split_accuracy`)."""
-        return split_accuracy(self.net, self.trainer.datamodule, split, self.device)
+        if not self.hparams.get("train_eval_autocast", False):
+            return split_accuracy(self.net, self.trainer.datamodule, split, self.device)
+        with self.trainer.precision_plugin.forward_context():  # autocast under bf16-mixed
+            return split_accuracy(self.net, self.trainer.datamodule, split, self.device)
 
     def configure_optimizers(self):
         # torch validates hyper-parameters (lr >= 0, betas in [0, 1)) with ValueError: user input.

@@ -273,7 +273,7 @@ def main() -> None:
     parser.add_argument("--train-eval-batches", type=int, default=20)
     parser.add_argument("--before", type=Path, default=None, help="a checkout to profile alternately with this one")
     parser.add_argument("--json", type=Path, default=None, help="write the raw results here")
-    parser.add_argument("--extra", nargs="*", default=[], help="more fit flags for this checkout's runs, "
+    parser.add_argument("--extra", nargs="*", action="extend", default=[], help="more fit flags for this checkout's runs, "
                         "e.g. --extra=--model.optimizer.fused=true")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--verbose", action="store_true")

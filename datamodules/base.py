@@ -243,8 +243,8 @@ class OrbitDataModule(L.LightningDataModule):
     def materialize(self, image_index: Tensor, pose: Tensor) -> Tensor:
         """Posed, normalised images for (image, pose) pairs, on their device: [B] -> [B, 1, 28, 28]."""
         posed = self._posed(image_index.device)
-        if posed is not None:
-            return posed[image_index, pose].unsqueeze(1)
+        if posed is not None:  # rows (image, pose) of the flat cache; index_select copies them fastest
+            return posed.index_select(0, image_index * self.n_poses + pose).unsqueeze(1)
         return self._pose_batch(image_index, pose).unsqueeze(1)
 
     def _pose_batch(self, image_index: Tensor, pose: Tensor) -> Tensor:
@@ -271,7 +271,8 @@ class OrbitDataModule(L.LightningDataModule):
         return int(megabytes * 2**20)
 
     def _posed(self, device: torch.device) -> Tensor | None:
-        """float32 [N images, n_poses, 28, 28] on `device`, made once per fit; None outside a fit or over the cap."""
+        """float32 [N images x n_poses, 28, 28] (row image * n_poses + pose) on `device`, made once per fit;
+        None outside a fit or over the cap."""
         if device in self._posed_by_device:
             return self._posed_by_device[device]
         trainer = self.trainer
@@ -286,7 +287,7 @@ class OrbitDataModule(L.LightningDataModule):
                 index = torch.arange(start, min(start + chunk, n_images), device=device)
                 for k in range(self.n_poses):  # pose by pose: the group action's code path of a batch
                     posed[start:start + chunk, k] = self._pose_batch(index, torch.full_like(index, k))
-        self._posed_by_device[device] = posed
+        self._posed_by_device[device] = posed = None if posed is None else posed.view(-1, height, width)
         return posed
 
     def train_pose_table(self, device: torch.device) -> Tensor:

@@ -60,7 +60,7 @@ def test_cache_only_in_a_fit_and_under_the_cap(monkeypatch) -> None:
     assert dm._posed(torch.device("cpu")) is None
     dm._posed_by_device.clear()
     monkeypatch.setenv("ORBITBENCH_POSE_CACHE_MB", "2")
-    assert dm._posed(torch.device("cpu")).shape == (100, 4, 28, 28)
+    assert dm._posed(torch.device("cpu")).shape == (100 * 4, 28, 28)
     for bad in ("lots", "-1", "nan"):
         dm._posed_by_device.clear()
         monkeypatch.setenv("ORBITBENCH_POSE_CACHE_MB", bad)

@@ -1,22 +1,30 @@
-"""Training throughput: the `orbitbench fit` Lightning loop vs a bare PyTorch loop, side by side.
+"""A ranked-track training step: `orbitbench fit` (Lightning) against a plain PyTorch loop, side by side.
 
-Both loops train the same zoo model (same init), on the same RotatedMNIST batches (indices from
-the DataModule's sampler, images posed per batch by `dm.on_after_batch_transfer`), with the
-paper's optimiser and batch size, on the same device, in one process, alternating epoch by epoch so
-that load drift on a shared machine hits both alike. The Lightning side is what the CLI runs: OrbitClassifier
-(torchmetrics train accuracy, `self.log`), deterministic mode, per-step reseeding; validation,
-checkpoints and loggers are off because the bare loop has none. Time per training epoch is taken
-from epoch start to end (CUDA synchronised), first pair of epochs dropped as warm-up.
+Track settings by default (`sweeps/mnist_cpu.yaml`): paper_mlp, full MNIST, n_angles 8, bilinear,
+batch 512, bf16 autocast, deterministic algorithms, one torch thread. Both sides train the same zoo
+model (same init) on the same index batches (the DataModule's sampler), in one process, alternating
+block by block (`--block` steps of one loop, then of the other) so that load drift on a shared
+machine hits both alike; the first pair of blocks is dropped as warm-up and the ratio is the median
+of the paired blocks.
 
-With a GPU, it also estimates the paper's full Fig. 1 grid time from the measured throughput.
+- orbitbench: the CLI's loop (OrbitClassifier, `self.log`, torchmetrics, per-step reseeding,
+  `bf16-mixed`, deterministic), posing from the DataModule (`materialize`: posed once per fit when
+  it fits the cap); logger, checkpoints and validation off (the plain loop has none).
+- plain: a hand-written loop in its best configuration: the group action applied to each batch on
+  the fly (no posing ahead), `torch.autocast` bf16, the same Adam (`--plain-fused` for the fused
+  one), deterministic algorithms with the NaN fill of fresh memory off.
 
-    .venv/bin/python benchmarks/bench_training.py                       # CPU: paper_mlp, paper_convnet
-    .venv/bin/python benchmarks/bench_training.py --models paper_mlp paper_convnet paper_vit --epochs 4 --threads 1
+It also prints the fraction of the measured bf16 matmul peak (one thread, a 2048^3 product) that the
+MLP's step reaches: 6 x batch x the Linear layers' weights (forward 2, backward 4) per step.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_training.py
+    OMP_NUM_THREADS=1 python benchmarks/bench_training.py --models paper_convnet --n-angles 4
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import warnings
@@ -24,10 +32,11 @@ import warnings
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from orbitbench.datamodules import RotatedMNIST
+from orbitbench.run.callbacks.reseed import ReseedEachStep
 from orbitbench.run.module import OrbitClassifier, paper_adam
-from orbitbench.run.cli import ReseedEachStep
 
 # Paper Fig. 1 grid (docs/THEORY.md §1): full MNIST, n_angles 2..64, 10 leave-out classes, 22 epochs.
 FIG1_IMAGES = 60_000
@@ -37,82 +46,76 @@ FIG1_EPOCHS = 22
 FIG1_TRAIN_FRACTION = 0.9  # in-test takes 10% (out-test, 1/10 of one pose, is negligible here)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+class PlainLoop:
+    """The baseline: same model init, same index batches, poses made per batch, autocast bf16."""
 
-
-def make_data(args) -> RotatedMNIST:
-    dm = RotatedMNIST(n_angles=args.n_angles, batch_size=args.batch_size, interpolation="nearest", seed=125)
-    dm.setup("fit")
-    return dm
-
-
-class BareLoop:
-    """The baseline: a hand-written epoch, same model init, data, batches and optimiser."""
-
-    def __init__(self, model_name: str, dm: RotatedMNIST, device: torch.device) -> None:
+    def __init__(self, model_name: str, dm: RotatedMNIST, fused: bool) -> None:
         L.seed_everything(125, verbose=False)
-        self.net = OrbitClassifier(model_name).net.to(device)
-        self.optimizer = paper_adam(self.net.parameters())
-        self.loader, self.dm, self.device = dm.train_dataloader(), dm, device
+        self.net = OrbitClassifier(model_name).net
+        self.optimizer = paper_adam(self.net.parameters(), fused=fused)
+        self.dm, self.loader = dm, dm.train_dataloader()
+        self.images = dm.base_images
 
-    def epoch(self, epoch: int) -> float:
-        torch.use_deterministic_algorithms(True)  # as Trainer(deterministic=True) on the other side
+    def block(self, epoch: int, steps: int) -> float:
+        torch.use_deterministic_algorithms(True)
+        torch.utils.deterministic.fill_uninitialized_memory = False
         self.loader.sampler.set_epoch(epoch)
         self.net.train()
-        _sync(self.device)
         start = time.perf_counter()
-        for index_batch in self.loader:
-            index_batch = type(index_batch)(*(t.to(self.device, non_blocking=True) for t in index_batch))
-            batch = self.dm.on_after_batch_transfer(index_batch, 0)
-            loss = F.cross_entropy(self.net(batch.image), batch.label)
+        for step, batch in enumerate(self.loader):
+            if step == steps:
+                break
+            images = self.dm.group.apply(self.images[batch.image_index], batch.pose).unsqueeze(1)  # on the fly
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = F.cross_entropy(self.net(images), batch.label)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
-        _sync(self.device)
         return time.perf_counter() - start
 
 
-class InterleavedTimer(L.Callback):
-    """Time each Lightning training epoch, then run and time one bare epoch right after it.
+class Alternate(L.Callback):
+    """After each orbitbench block (a limited epoch), run one plain block of the same length."""
 
-    Epoch-by-epoch alternation (L, bare, L, bare, ...) exposes both loops to the same load
-    on a shared machine; the paired ratios cancel slow drifts.
-    """
-
-    def __init__(self, bare: BareLoop) -> None:
-        self.bare, self.lightning_times, self.bare_times = bare, [], []
+    def __init__(self, plain: PlainLoop, steps: int) -> None:
+        self.plain, self.steps, self.orbitbench, self.plain_times = plain, steps, [], []
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
-        _sync(pl_module.device)
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        _sync(pl_module.device)
-        self.lightning_times.append(time.perf_counter() - self._start)
-        self.bare_times.append(self.bare.epoch(trainer.current_epoch))
+        self.orbitbench.append(time.perf_counter() - self._start)
+        self.plain_times.append(self.plain.block(trainer.current_epoch, self.steps))
 
 
-def measure(model_name: str, dm: RotatedMNIST, epochs: int, device: torch.device) -> tuple[list[float], list[float]]:
-    """(Lightning, bare) seconds per epoch, first (warm-up) pair dropped."""
-    timer = InterleavedTimer(BareLoop(model_name, dm, device))
+def measure(model_name: str, dm: RotatedMNIST, blocks: int, steps: int, fused: bool) -> tuple[list[float], list[float]]:
+    """(orbitbench, plain) seconds per block of `steps` steps, first pair dropped."""
+    timer = Alternate(PlainLoop(model_name, dm, fused), steps)
     L.seed_everything(125, verbose=False)
     trainer = L.Trainer(
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=1,
-        max_epochs=epochs,
-        deterministic=True,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
+        accelerator="cpu", devices=1, max_epochs=blocks, limit_train_batches=steps, precision="bf16-mixed",
+        deterministic=True, logger=False, log_every_n_steps=10, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
         callbacks=[ReseedEachStep(), timer],
     )
-    trainer.fit(OrbitClassifier(model_name), datamodule=dm)
-    return timer.lightning_times[1:], timer.bare_times[1:]
+    trainer.fit(OrbitClassifier(model_name, channels_last=model_name != "paper_mlp"), datamodule=dm)
+    return timer.orbitbench[1:], timer.plain_times[1:]
+
+
+def matmul_peak(size: int = 2048, rounds: int = 5) -> float:
+    """Measured bf16 matmul throughput of this process (FLOP/s), the best of `rounds`."""
+    a, b = torch.randn(size, size, dtype=torch.bfloat16), torch.randn(size, size, dtype=torch.bfloat16)
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def step_flops(net: nn.Module, batch: int) -> float:
+    """Matmul FLOPs of one training step of an MLP: 6 x batch x the Linear layers' weights."""
+    return 6.0 * batch * sum(m.weight.numel() for m in net.modules() if isinstance(m, nn.Linear))
 
 
 def fig1_estimate(throughput: dict[str, float]) -> list[str]:
@@ -131,39 +134,32 @@ def fig1_estimate(throughput: dict[str, float]) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=None, help="default: paper_mlp paper_convnet (+ paper_vit on GPU)")
+    parser.add_argument("--models", nargs="+", default=["paper_mlp"])
     parser.add_argument("--n-angles", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=2048, help="the paper's batch size")
-    parser.add_argument("--epochs", type=int, default=6, help="epochs of each loop, alternating; the first is warm-up")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    parser.add_argument("--batch-size", type=int, default=512)
+    parser.add_argument("--block", type=int, default=60, help="steps per block")
+    parser.add_argument("--blocks", type=int, default=7, help="blocks of each loop, alternating; the first is warm-up")
+    parser.add_argument("--plain-fused", action="store_true", help="fused Adam in the plain loop")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    models = args.models or (["paper_mlp", "paper_convnet"] + (["paper_vit"] if device.type == "cuda" else []))
-    dm = make_data(args)
-    n_train = len(dm.splits["train"])
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {where}; torch {torch.__version__}, lightning {L.__version__}")
-    print(f"data: RotatedMNIST({dm.digits.source}, n_angles={args.n_angles}, nearest), {n_train:,} train samples/epoch, "
-          f"batch {args.batch_size}; {args.epochs} epochs of each loop, alternating epoch by epoch (first pair dropped)")
-    print(f"{'model':>14} | {'bare s/epoch':>12} | {'Lightning s/epoch':>17} | {'bare samples/s':>14} | "
-          f"{'Lightning samples/s':>19} | ratio (L/bare time)")
-    throughput = {}
-    for name in models:
-        lit, bare = measure(name, dm, args.epochs, device)
-        b, l_ = statistics.median(bare), statistics.median(lit)
-        paired = statistics.median(x / y for x, y in zip(lit, bare))
-        throughput[name] = n_train / l_
-        print(f"{name:>14} | {b:12.3f} | {l_:17.3f} | {n_train / b:14,.0f} | {n_train / l_:19,.0f} | "
-              f"{paired:.3f}x (median of {len(lit)} paired epochs; min-time ratio {min(lit) / min(bare):.3f}x)",
-              flush=True)
-    if device.type == "cuda":
-        print("Fig. 1 grid on this device (3 models x 6 n_angles x 10 leave-out classes x 22 epochs, full MNIST):")
-        print("\n".join(fig1_estimate(throughput)))
+    torch.set_num_threads(1)
+    dm = RotatedMNIST(n_angles=args.n_angles, batch_size=args.batch_size, source="mnist", seed=125)
+    dm.setup("fit")
+    print(f"CPU, 1 torch thread, torch {torch.__version__}, lightning {L.__version__}; load average {os.getloadavg()}")
+    print(f"data: RotatedMNIST({dm.digits.source}, n_angles={args.n_angles}, bilinear), batch {args.batch_size}, "
+          f"bf16; {args.blocks} blocks of {args.block} steps of each loop, alternating (first pair dropped)")
+    peak = matmul_peak()
+    print(f"measured bf16 matmul peak: {peak / 1e9:.0f} GFLOP/s (2048^3, one thread)")
+    for name in args.models:
+        ours, plain = measure(name, dm, args.blocks, args.block, args.plain_fused)
+        o, p = statistics.median(ours) / args.block, statistics.median(plain) / args.block
+        paired = statistics.median(x / y for x, y in zip(ours, plain))
+        line = (f"{name}: orbitbench {1000 * o:.1f} ms/step, plain {1000 * p:.1f} ms/step, "
+                f"ratio {paired:.3f}x (median of {len(ours)} paired blocks; min-time ratio {min(ours) / min(plain):.3f}x)")
+        if name.endswith("mlp"):
+            flops = step_flops(OrbitClassifier(name).net, args.batch_size)
+            line += f"; {flops / o / peak:.0%} of the matmul peak (plain {flops / p / peak:.0%})"
+        print(line + f"; load average {os.getloadavg()[0]:.2f}", flush=True)
 
 
 if __name__ == "__main__":

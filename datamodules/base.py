@@ -1,12 +1,17 @@
 """The shared base of the orbit DataModules: splits of (image, pose) pairs, poses made per batch.
 
-Only the base images are stored. Loaders yield (image index, pose index, label) and the
-group action runs in `on_after_batch_transfer`, on the training device, so full MNIST x 64
-angles (3.84 M posed images, 12 GB in float32) never has to exist at once.
+Loaders yield (image index, pose index, label) and the group action runs in
+`on_after_batch_transfer`, on the training device, so full MNIST x 64 angles (3.84 M posed images,
+12 GB in float32) never has to exist at once. While a Trainer fits, the posed images of every
+(image, pose) pair are made once per DataModule and device when they fit in `pose_cache_bytes`
+(`ORBITBENCH_POSE_CACHE_MB` overrides it, 0 = off): the same group action on the same images, pose
+by pose, so a batch holds the bytes per-batch posing gives (tests/test_pose_cache.py); a fit
+otherwise poses every image again in every epoch and every evaluation pass.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import ClassVar, NamedTuple
 
@@ -105,6 +110,9 @@ class OrbitDataModule(L.LightningDataModule):
     # group order (its grid axis) and the orders it accepts. A subclass with a new action sets both.
     order_argument: ClassVar[str] = ""
     order_range: ClassVar[tuple[int, int]] = (1, MAX_ORDER)
+    # Memory for the posed images of one fit (float32, every pair of every split); beyond it, or
+    # outside a fit, poses are made per batch. Full MNIST x 8 poses is 1.5 GB.
+    pose_cache_bytes: ClassVar[int] = 2 * 2**30
 
     def __init__(
         self,
@@ -158,6 +166,7 @@ class OrbitDataModule(L.LightningDataModule):
         self.save_hyperparameters(ignore=("n_poses",))
         self.held_out_poses = held_out
         self._base_by_device: dict[torch.device, Tensor] = {}
+        self._posed_by_device: dict[torch.device, Tensor | None] = {}
         self._train_poses_by_device: dict[torch.device, Tensor] = {}
 
     def make_group(self, n_poses: int) -> GroupAction:
@@ -238,13 +247,53 @@ class OrbitDataModule(L.LightningDataModule):
 
     def materialize(self, image_index: Tensor, pose: Tensor) -> Tensor:
         """Posed, normalised images for (image, pose) pairs, on their device: [B] -> [B, 1, 28, 28]."""
+        posed = self._posed(image_index.device)
+        if posed is not None:  # rows (image, pose) of the flat cache; index_select copies them fastest
+            return posed.index_select(0, image_index * self.n_poses + pose).unsqueeze(1)
+        return self._pose_batch(image_index, pose).unsqueeze(1)
+
+    def _pose_batch(self, image_index: Tensor, pose: Tensor) -> Tensor:
+        """The group action on a batch of pairs: [B] -> [B, 28, 28]."""
         device = image_index.device
         if device not in self._base_by_device:
             self._base_by_device[device] = self.base_images.to(device)
         images = self.group.apply(self._base_by_device[device][image_index], pose)  # [B, 28, 28]
         if self.hparams.normalize == "sphere":
             images = normalize(images, "sphere")
-        return images.unsqueeze(1)
+        return images
+
+    def pose_cache_limit(self) -> int:
+        """Bytes the posed images may take: `ORBITBENCH_POSE_CACHE_MB` if set, else `pose_cache_bytes`."""
+        text = os.environ.get("ORBITBENCH_POSE_CACHE_MB", "").strip()
+        if not text:
+            return self.pose_cache_bytes
+        try:
+            megabytes = float(text)
+        except ValueError:
+            raise OrbitbenchError(f"ORBITBENCH_POSE_CACHE_MB={text!r} is invalid: expected a number of megabytes (0 = off)") from None
+        if not megabytes >= 0:
+            raise OrbitbenchError(f"ORBITBENCH_POSE_CACHE_MB={text!r} is invalid: expected a number of megabytes (0 = off)")
+        return int(megabytes * 2**20)
+
+    def _posed(self, device: torch.device) -> Tensor | None:
+        """float32 [N images x n_poses, 28, 28] (row image * n_poses + pose) on `device`, made once per fit;
+        None outside a fit or over the cap."""
+        if device in self._posed_by_device:
+            return self._posed_by_device[device]
+        trainer = self.trainer
+        if trainer is None or trainer.state.fn != "fit":
+            return None
+        n_images, height, width = self.base_images.shape
+        posed = None
+        if n_images * self.n_poses * height * width * 4 <= self.pose_cache_limit():
+            posed = torch.empty(n_images, self.n_poses, height, width, device=device)
+            chunk = 4096
+            for start in range(0, n_images, chunk):
+                index = torch.arange(start, min(start + chunk, n_images), device=device)
+                for k in range(self.n_poses):  # pose by pose: the group action's code path of a batch
+                    posed[start:start + chunk, k] = self._pose_batch(index, torch.full_like(index, k))
+        self._posed_by_device[device] = posed = None if posed is None else posed.view(-1, height, width)
+        return posed
 
     def train_pose_table(self, device: torch.device) -> Tensor:
         """bool [N images, n_poses]: True where (image, pose) is in the training split."""

@@ -72,25 +72,47 @@ def _paper_mlp_twin(num_classes: int = 10, parameterization: str = "standard", *
     return KernelTwin(widths=(512, 128), readout_bias=False)
 
 
+class UniformDropout(nn.Dropout):
+    """Dropout whose mask compares float32 uniforms with `p` (`torch.rand`): the same distribution as
+    `nn.Dropout`, drawn by a vectorised kernel instead of CPU `bernoulli_`, whose large draws are slow;
+    another random stream, so other weights than `nn.Dropout` for one seed (off until a re-seed)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return torch.zeros_like(x)
+        keep = torch.rand(x.shape, device=x.device) >= self.p
+        return x * (keep * (1.0 / (1.0 - self.p))).to(x.dtype)
+
+
+DROPOUT_MASKS = {"bernoulli": nn.Dropout, "uniform": UniformDropout}
+
+
 @register_model("paper_mlp", kernel=_paper_mlp_twin, classifier="-2")
-def paper_mlp(num_classes: int = 10, dropout: float = 0.5, parameterization: str = "standard") -> nn.Module:
+def paper_mlp(num_classes: int = 10, dropout: float = 0.5, parameterization: str = "standard",
+              dropout_mask: str = "bernoulli") -> nn.Module:
     """784-512-128-10 ReLU MLP with dropout 0.5 and a bias-free read-out.
 
     `parameterization`: `standard` (PyTorch's nn.Linear and default init, the paper's Fig. 1) or `ntk`
     (the network the authors train for Fig. 6B: `NTKLinear` layers, see `ntk_mlp`).
+    `dropout_mask`: `bernoulli` (`nn.Dropout`, the seeded entries') or `uniform` (`UniformDropout`).
     """
     if parameterization not in PARAMETERIZATIONS:
         raise OrbitbenchError(f"paper_mlp: parameterization={parameterization!r}; expected standard or ntk")
+    if dropout_mask not in DROPOUT_MASKS:
+        raise OrbitbenchError(f"paper_mlp: dropout_mask={dropout_mask!r}; expected {' or '.join(DROPOUT_MASKS)}")
     if parameterization == "ntk":
         return ntk_mlp((512, 128), num_classes, dropout)
+    drop = DROPOUT_MASKS[dropout_mask]
     return nn.Sequential(
         nn.Flatten(),  # [B,1,28,28] -> [B,784]
         nn.Linear(784, 512),
         nn.ReLU(),
-        nn.Dropout(dropout),
+        drop(dropout),
         nn.Linear(512, 128),
         nn.ReLU(),
-        nn.Dropout(dropout),
+        drop(dropout),
         nn.Linear(128, num_classes, bias=False),
         nn.LogSoftmax(dim=1),
     )

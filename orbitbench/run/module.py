@@ -7,8 +7,9 @@ measurement the benchmark is about: accuracy on train, in-test and out-test, and
 accuracy per pose (does the network recognise every rotation equally well?).
 
 Logged metric names (TensorBoard; the run record `orbitbench.run.record` is what the sweep reads):
-    train/loss (per step), train/acc (per epoch, running accuracy in train mode)
-    train/<term> (per step): the loss terms a method reports besides its total (e.g. train/ce)
+    train/loss (the steps the logger writes: every `log_every_n_steps`), train/acc (per epoch, running
+    accuracy in train mode)
+    train/<term> (as train/loss): the loss terms a method reports besides its total (e.g. train/ce)
     val/in_test_acc, val/out_test_acc, val/in_test_loss, val/out_test_loss
     test/in_test_acc, test/out_test_acc, test/in_test_loss, test/out_test_loss
     model/n_params
@@ -80,6 +81,10 @@ class OrbitClassifier(L.LightningModule):
             cuDNN's tensor-core ones) run fastest; a no-op for networks without convolutions. With
             `--trainer.precision bf16-mixed` it is the fast setting of benchmarks/RESULTS.md.
 
+        train_eval_autocast: measure the record's eval-mode train accuracy (`split_accuracy("train")`)
+            under the run's precision (bf16 autocast with `bf16-mixed`) instead of float32; faster, and
+            it can change the recorded train accuracy, so it is off until the tracks are re-seeded.
+
     `net` is always an `nn.Module` mapping images to logits, whatever the method wraps around
     the backbone; evaluation and the kernel callbacks read only `net`.
     """
@@ -94,6 +99,7 @@ class OrbitClassifier(L.LightningModule):
         method: str = "supervised",
         method_kwargs: dict[str, Any] | None = None,
         channels_last: bool = False,
+        train_eval_autocast: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=("optimizer", "scheduler"))
@@ -115,11 +121,18 @@ class OrbitClassifier(L.LightningModule):
         self.pose_acc: nn.ModuleDict | None = None  # split -> PoseAccuracy, made in setup()
         self.pose_accuracy: dict[str, list[float]] = {}  # last val/test epoch; NaN = pose not in split
         self.pose_views: PoseViews | None = None  # the training split's pose pairs, bound in setup()
+        self._filled_memory: bool | None = None  # fill_uninitialized_memory before fit, restored in teardown
 
     def forward(self, images: Tensor) -> Tensor:
         return self.net(images)
 
     def setup(self, stage: str) -> None:
+        if stage == "fit":
+            # Deterministic mode fills every new tensor with NaN, a debugging aid for kernels that
+            # read memory they never wrote; no kernel a fit runs does (the seeded entries verify bit
+            # for bit without it), so it is off while fitting and restored in teardown.
+            self._filled_memory = torch.utils.deterministic.fill_uninitialized_memory
+            torch.utils.deterministic.fill_uninitialized_memory = False
         # The group order and the pose pairs come from the data, known only once it is set up;
         # the method is handed them (it never reaches into the Trainer).
         dm = self.trainer.datamodule
@@ -135,12 +148,24 @@ class OrbitClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         loss, logits, terms = self.method.training_step(self.net, batch, self.pose_views)
-        self.train_acc(logits, batch.label)
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
-        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True, prog_bar=True)
-        for name, value in terms.items():
-            self.log(f"train/{name}", value, on_step=True, on_epoch=False)
+        self.train_acc.update(logits, batch.label)  # logged once, at the epoch's end
+        # Each self.log walks Lightning's result collection; the logger writes step values only every
+        # log_every_n_steps, so the other steps' values would be thrown away.
+        if self._logger_writes_this_step():
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+            for name, value in terms.items():
+                self.log(f"train/{name}", value, on_step=True, on_epoch=False)
         return loss
+
+    def _logger_writes_this_step(self) -> bool:
+        """Lightning's own rule for writing step metrics (`log_every_n_steps`, or the last step)."""
+        connector = getattr(self._trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True))
+
+    def on_train_epoch_end(self) -> None:
+        if self.train_acc.update_called:
+            self.log("train/acc", self.train_acc.compute(), on_step=False, on_epoch=True, prog_bar=True)
+        self.train_acc.reset()
 
     def _eval_step(self, stage: str, batch, dataloader_idx: int) -> None:
         split = EVAL_SPLITS[dataloader_idx]
@@ -166,6 +191,10 @@ class OrbitClassifier(L.LightningModule):
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("test", batch, dataloader_idx)
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit" and getattr(self, "_filled_memory", None) is not None:
+            torch.utils.deterministic.fill_uninitialized_memory, self._filled_memory = self._filled_memory, None
 
     def on_fit_start(self) -> None:
         self._log_n_params()
@@ -199,7 +228,10 @@ class OrbitClassifier(L.LightningModule):
 
     def split_accuracy(self, split: str) -> float:
         """Eval-mode accuracy of the network on one DataModule split (`orbitbench.splits.split_accuracy`)."""
-        return split_accuracy(self.net, self.trainer.datamodule, split, self.device)
+        if not self.hparams.get("train_eval_autocast", False):
+            return split_accuracy(self.net, self.trainer.datamodule, split, self.device)
+        with self.trainer.precision_plugin.forward_context():  # autocast under bf16-mixed
+            return split_accuracy(self.net, self.trainer.datamodule, split, self.device)
 
     def configure_optimizers(self):
         # torch validates hyper-parameters (lr >= 0, betas in [0, 1)) with ValueError: user input.

@@ -125,7 +125,7 @@ def test_supervised_is_bit_for_bit_the_training_before_methods(tmp_path) -> None
 def test_pose_pair_methods_train_only_on_training_pairs(method: str, tmp_path) -> None:
     status, stdout = fit(tmp_path, "--model.method", method, "--trainer.callbacks+=test_methods.RecordLossInputs")
     assert status == 0, stdout
-    assert f"paper_mlp + {method}" in stdout
+    assert f"paper_mlp+{method} on RotatedMNIST" in stdout  # the entrant id (orbitbench.entrants)
     dm = RecordLossInputs.datamodule
     batch_image, batch_pose = map(torch.cat, zip(*RecordLossInputs.batches))
     extra_image, extra_pose = map(torch.cat, zip(*RecordLossInputs.extra))

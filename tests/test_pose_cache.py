@@ -27,11 +27,11 @@ def _bits(images: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("make", [
-    lambda: RotatedMNIST(n_angles=8, source="mnist5k", seeds_per_class=60),
-    lambda: RotatedMNIST(n_angles=8, source="mnist5k", seeds_per_class=60, interpolation="nearest"),
-    lambda: RotatedMNIST(n_angles=6, source="mnist5k", seeds_per_class=20, interpolation="cubic"),
-    lambda: RotatedMNIST(n_angles=5, source="mnist5k", seeds_per_class=60, normalize="sphere"),
-    lambda: TranslatedMNIST(n_shifts=3, source="mnist5k", seeds_per_class=60),
+    lambda: RotatedMNIST(n_angles=8, source="mnist5k", images_per_class=60),
+    lambda: RotatedMNIST(n_angles=8, source="mnist5k", images_per_class=60, interpolation="nearest"),
+    lambda: RotatedMNIST(n_angles=6, source="mnist5k", images_per_class=20, interpolation="cubic"),
+    lambda: RotatedMNIST(n_angles=5, source="mnist5k", images_per_class=60, normalize="sphere"),
+    lambda: TranslatedMNIST(n_shifts=3, source="mnist5k", images_per_class=60),
 ], ids=["bilinear", "nearest", "cubic", "sphere", "translation"])
 def test_cached_batches_equal_per_batch_posing_bit_for_bit(make) -> None:
     dm = make()
@@ -48,7 +48,7 @@ def test_cached_batches_equal_per_batch_posing_bit_for_bit(make) -> None:
 
 
 def test_cache_only_in_a_fit_and_under_the_cap(monkeypatch) -> None:
-    dm = RotatedMNIST(n_angles=4, source="mnist5k", seeds_per_class=10)
+    dm = RotatedMNIST(n_angles=4, source="mnist5k", images_per_class=10)
     dm.setup("fit")
     assert dm._posed(torch.device("cpu")) is None  # no trainer: per batch (theory, experiments)
     dm._posed_by_device.clear()
@@ -74,7 +74,7 @@ def test_short_fit_gives_the_same_weights_with_the_cache_on_and_off(tmp_path: Pa
         monkeypatch.setenv("ORBITBENCH_POSE_CACHE_MB", cache_mb)
         with contextlib.redirect_stdout(io.StringIO()):
             status = run_lightning_cli([
-                "fit", "--data.n_angles", "8", "--data.seeds_per_class", "30", "--data.batch_size", "64",
+                "fit", "--data.n_angles", "8", "--data.images_per_class", "30", "--data.batch_size", "64",
                 "--data.source", "mnist5k", "--model.method", method, "--trainer.max_steps", "12",
                 "--trainer.precision", "bf16-mixed", "--trainer.enable_progress_bar", "false",
                 "--trainer.enable_model_summary", "false", "--trainer.logger.init_args.save_dir", str(tmp_path / folder)])

@@ -47,7 +47,8 @@ def _key(name: str) -> str:
 class Linearized(nn.Module):
     """`f(x; w0) + J(x; w0)(w - w0)` for a backbone built at `w0`; trainable: `weights` (= w)."""
 
-    def __init__(self, backbone: nn.Module, readout: nn.Module | None = None, name: str = "linearized") -> None:
+    def __init__(self, backbone: nn.Module, readout: nn.Module | None = None, name: str = "linearized",
+                 example: Tensor | None = None) -> None:
         super().__init__()
         stateful = sorted({type(m).__name__ for m in backbone.modules()
                            if isinstance(m, nn.modules.batchnorm._NormBase) and m.track_running_stats})
@@ -66,7 +67,7 @@ class Linearized(nn.Module):
         self._captured: list[Tensor] | None = None  # the read-out's input during one jvp, else None
         if readout is not None:
             readout.register_forward_hook(self._capture)
-        self._check(name)
+        self._check(name, torch.zeros(2, 1, 28, 28) if example is None else example)  # the zoo's input by default
 
     def _capture(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
         if self._captured is not None:
@@ -115,8 +116,8 @@ class Linearized(nn.Module):
                     module.register_parameter(attr, shared[id(value)])
         return network
 
-    def _check(self, name: str) -> None:
-        """One train-mode and one eval-mode pass on two blank images: what cannot be linearised
+    def _check(self, name: str, example: Tensor) -> None:
+        """One train-mode and one eval-mode pass on `example` inputs: what cannot be linearised
         fails here, in one line, not at the first training step. The random stream is not moved."""
         before = {n: b.clone() for n, b in self.backbone.named_buffers()}
         flags = [(m, m.training) for m in self.modules()]
@@ -124,7 +125,7 @@ class Linearized(nn.Module):
             with torch.random.fork_rng(devices=[]), torch.no_grad():
                 for mode in (True, False):
                     self.train(mode)
-                    self(torch.zeros(2, 1, 28, 28, dtype=next(iter(self.weights.values())).dtype))
+                    self(example.to(next(iter(self.weights.values())).dtype))
         except OrbitbenchError:
             raise
         except Exception as error:  # noqa: BLE001 (any failure of the user's forward under torch.func)

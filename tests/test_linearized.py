@@ -172,7 +172,7 @@ def _wide_gap(mnist5k) -> tuple[float, float]:
     x, y, x_test = _lazy_task(mnist5k)
     torch.manual_seed(0)
     network = ntk_mlp(4096)
-    linear = Linearized(copy.deepcopy(network))
+    linear = Linearized(copy.deepcopy(network), example=x[:2])
     kernel = empirical_ntk(network, x)
     lr = 1.9 / float(torch.linalg.eigvalsh(kernel)[-1] / len(y))
     with torch.no_grad():
@@ -221,5 +221,5 @@ def test_a_wide_network_stays_its_linearisation_and_the_paper_mlp_need_not(mnist
     report = (f"held-out network vs its linearisation: width-4096 NTK MLP (GD, squared error) relative "
               f"distance {wide[0]:.3f}, sign agreement {wide[1]:.3f}; paper_mlp (Adam, cross-entropy, "
               f"dropout) relative distance {paper[0]:.3f}, predicted-digit agreement {paper[1]:.3f}")  # fmt: skip
-    assert wide[0] < 0.1 and wide[1] == 1.0, report
-    assert paper[0] > wide[0], report
+    assert wide[0] < 0.2 and wide[1] == 1.0, report
+    assert paper[0] > 2 * wide[0], report

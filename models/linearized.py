@@ -2,7 +2,7 @@
 
     f_lin(x; w) = f(x; w0) + J(x; w0) (w - w0)
 
-The kernel theory (docs/THEORY.md §11) describes this model, not the network: its NTK is the
+The kernel theory (docs/THEORY.md §9) describes this model, not the network: its NTK is the
 network's empirical NTK at initialisation and never moves. Training it with the network's own
 optimiser, loss, batches and budget separates what feature learning changes from what the
 optimiser, loss and budget change.

@@ -6,7 +6,7 @@ checkpoints on the cell's split, and reports per-digit agreement of their right/
 Cohen's kappa (0 = no more than two independent classifiers at the same accuracies, 1 = the same
 digits fail) with a percentile bootstrap interval over digits (resampled within each cell), per
 cell and pooled over cells. The question it was written for: does a network fail where its own
-linearisation fails (`--model_b 'linearized(<model>)'`, docs/THEORY.md §11)?
+linearisation fails (`--model_b 'linearized(<model>)'`, docs/THEORY.md §9)?
 """
 
 from __future__ import annotations

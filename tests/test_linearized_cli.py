@@ -110,3 +110,16 @@ def test_what_cannot_be_trained_linearised_is_one_line(args, fragment, tmp_path,
     lines = [line for line in err.splitlines() if line.startswith("orbitbench: ")]
     assert len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, err
     assert not save_dir.exists()  # nothing written half-way
+
+
+def test_the_kernel_callback_sees_a_constant_kernel(tmp_path) -> None:
+    """Its NTK is J(x; w0) J(x'; w0)^T at any weights: `init` and `trained` are one kernel."""
+    assert fit(tmp_path, "--trainer.max_epochs", "1", "--trainer.callbacks+=orbitbench.run.callbacks.EmpiricalNTKCallback",
+               "--trainer.callbacks.predictors", "[infinite, init, trained]", "--trainer.callbacks.n_seeds", "6",
+               "--trainer.callbacks.train_per_class", "6", "--trainer.callbacks.figures", "false") == 0  # fmt: skip
+    predictions = json.loads((run_dir(tmp_path) / "record.json").read_text())["predictions"]["predictors"]
+    init, trained = predictions["init"], predictions["trained"]
+    assert trained["kernel_drift"] == 0.0
+    scores = [k for k in init if k.endswith(("_acc", "kappa", "spearman", "agreement")) and k in trained]
+    assert scores and all(init[k] == trained[k] for k in scores), {k: (init[k], trained[k]) for k in scores}
+    assert "undefined" not in predictions["infinite"]  # paper_mlp's twin is the linearisation's too

@@ -11,7 +11,8 @@ timm's name for it). `model_info(name)` resolves every name form to one `ModelIn
 - `package.module:builder`, a builder importable from the user's own code;
 - `timm:<timm model name>` (any timm architecture adapted to 1x28x28 input);
 - `c4_pooled(<any of these>)` (a wrapper made invariant to rot90 by averaging logits over the
-  four poses). The forms nest: `c4_pooled(timm:resnet18)` works.
+  four poses) and `linearized(<any of these>)` (the model's first-order Taylor model around its
+  initial weights, `models/linearized.py`). The forms nest: `c4_pooled(timm:resnet18)` works.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ TIMM_PREFIX = "timm:"
 ENTRY_POINT_GROUP = "orbitbench.models"  # installed packages add models here (see CONTRIBUTING.md)
 MODELS_PATH_VARIABLE = "ORBITBENCH_MODELS_PATH"  # folders of builder files, imported like models/
 _C4_PATTERN = re.compile(r"^c4_pooled\((?P<inner>.+)\)$")
+_LINEARIZED_PATTERN = re.compile(r"^linearized\((?P<inner>.+)\)$")
 _PLUGIN_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -167,6 +169,9 @@ def model_info(name: str) -> ModelInfo:
     match = _C4_PATTERN.match(name)
     if match:
         return _c4_pooled(model_info(match.group("inner")), name)
+    match = _LINEARIZED_PATTERN.match(name)
+    if match:
+        return _linearized(model_info(match.group("inner")), name)
     if name.startswith(TIMM_PREFIX):
         from orbitbench.models.timm_adapter import create_timm_model, timm_classifier
 
@@ -207,6 +212,20 @@ def _c4_pooled(inner: ModelInfo, name: str) -> ModelInfo:
     return ModelInfo(name, builder, twin, "built-in:c4", classifier, "orbitbench.models.c4_pooled:C4Pooled", "c4_pooled")
 
 
+def _linearized(inner: ModelInfo, name: str) -> ModelInfo:
+    """The twin, invariance and read-out of the network it linearises: at initialisation the two are
+    the same function with the same NTK, and the linearisation's NTK never moves from it."""
+    from orbitbench.models.linearized import Linearized
+
+    def builder(**kwargs: Any) -> nn.Module:
+        net = inner.build(**kwargs)
+        return Linearized(net, inner.readout(net) if inner.classifier is not None else None, name)
+
+    classifier = None if inner.classifier is None else "features"
+    return ModelInfo(name, builder, inner.kernel_twin, inner.invariance, classifier,
+                     "orbitbench.models.linearized:Linearized", "linearized")
+
+
 def _unknown(name: str) -> str:
     close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -214,7 +233,7 @@ def _unknown(name: str) -> str:
     return (f"unknown model {name!r}{hint}; looked in the zoo at {Path(__file__).parent} ({', '.join(list_models())}), "
             f"in the '{ENTRY_POINT_GROUP}' entry points of installed packages and {MODELS_PATH_VARIABLE} ({sources}); "
             f"also accepted: 'package.module:builder', 'timm:<timm model name>', "
-            f"'c4_pooled(<model>)'{_other_checkout_hint(name)}")  # fmt: skip
+            f"'c4_pooled(<model>)', 'linearized(<model>)'{_other_checkout_hint(name)}")  # fmt: skip
 
 
 def _other_checkout_hint(name: str) -> str:

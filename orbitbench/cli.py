@@ -40,6 +40,8 @@ COMMANDS: dict[str, dict[str, tuple[str, ...]]] = {
         "collect": ("orbitbench.sweep:collect", "rebuild <dir>/results.csv from the cells' run records"),
         "plot": ("orbitbench.sweep:plot", "Fig. 1C: accuracy vs group order per model"),
         "table": ("orbitbench.sweep.table:table", "mean ± SE and 95% t-interval per model x method x order (Markdown, CSV)"),
+        "agreement": ("orbitbench.sweep.agreement:agreement", "per-digit kappa of two models' cells (e.g. X vs linearized(X))",
+                      "orbitbench.sweep.agreement:format_agreement"),
     },
     "leaderboard": {
         "add": ("orbitbench.leaderboard:add", "validate a finished sweep and write its entries",

@@ -42,7 +42,7 @@ HOW_TO_TRUST = (f"orbitbench runs only its own, torch's, timm's and Lightning's 
 FREE_TEXT = ("description", "notes", "config_file")  # prose and paths: never imported
 _DOTTED = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 _BUILDER = re.compile(r"^(?P<module>[A-Za-z_][\w.]*):(?P<name>[A-Za-z_]\w*)$")  # package.module:builder
-_C4 = re.compile(r"^c4_pooled\((?P<inner>.+)\)$")
+_C4 = re.compile(r"^(?:c4_pooled|linearized)\((?P<inner>.+)\)$")  # the registry's wrapper forms
 _PLAIN_NAME = re.compile(r"^[\w.+-]+$")  # a short class name the parser resolves itself (no colon, no spaces)
 
 
@@ -128,7 +128,7 @@ def check_class_path(path: Any, source: str, what: str = "class_path") -> None:
 
 
 def check_model_name(name: Any, source: str, what: str = "model") -> None:
-    """A model named in data: a registry or `timm:` name, `c4_pooled(<name>)`, or a builder
+    """A model named in data: a registry or `timm:` name, `c4_pooled(<name>)`, `linearized(<name>)`, or a builder
     `package.module:function` of a trusted package."""
     if not isinstance(name, str):
         raise _refuse(source, what, name)

@@ -59,15 +59,15 @@ def verification_digest(entry: Entry, verified: Verified) -> str:
 def canonical_model_name(name: str) -> str:
     """The one spelling the registry gives a model: no spaces, a registered name rather than its
     builder's `module:function` path, a timm architecture without a pretrained tag, nested forms
-    canonical inside `c4_pooled(...)`. Unknown names raise the registry's one line."""
+    canonical inside `c4_pooled(...)` and `linearized(...)`. Unknown names raise the registry's one line."""
     from timm.models import split_model_name_tag
 
     from orbitbench.models import model_info
 
     name = name.strip()
-    inner = re.fullmatch(r"c4_pooled\((?P<inner>.+)\)", name)
+    inner = re.fullmatch(r"(?P<wrapper>c4_pooled|linearized)\((?P<inner>.+)\)", name)
     if inner:
-        return f"c4_pooled({canonical_model_name(inner.group('inner'))})"
+        return f"{inner.group('wrapper')}({canonical_model_name(inner.group('inner'))})"
     if name.startswith("timm:"):
         return "timm:" + split_model_name_tag(name.removeprefix("timm:").strip())[0]
     info = model_info(name)

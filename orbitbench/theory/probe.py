@@ -192,12 +192,16 @@ def empirical_gram(network: nn.Module, dtype: torch.dtype = torch.float64, chunk
     A `C4Pooled` network `mean_k f(rot90^k x)` has the kernel `mean_{k,l} K_f(rot90^k x, rot90^l x')`
     of its backbone: computed that way, the backbone's layers keep their fast per-sample path (the
     pooled forward pass mixes four poses in one batch, which would send them to the generic one).
+    A `Linearized` network's kernel is its backbone's at the initial weights, at any trained weights.
     """
     from orbitbench.models.c4_pooled import C4Pooled
+    from orbitbench.models.linearized import Linearized
 
+    unwrap = lambda net: net.tangent_network() if isinstance(net, Linearized) else net  # noqa: E731
+    network = unwrap(network)
     device = next(network.parameters()).device
     pooled = isinstance(network, C4Pooled)
-    inner = network.backbone if pooled else network
+    inner = unwrap(network.backbone) if pooled else network
 
     def gram(images: Tensor, output: Any, images2: Tensor | None = None) -> Tensor:
         pair = [images] if images2 is None else [images, images2]

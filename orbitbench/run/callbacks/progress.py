@@ -45,8 +45,10 @@ class PlainProgress(ProgressBar):
         elapsed = now - self._epoch_start
         left = (f", ~{elapsed * (total - done) / done:.0f} s left in the epoch"
                 if isinstance(total, (int, float)) and total != float("inf") and done else "")
-        loss = self.get_metrics(trainer, pl_module).get("train/loss")
-        shown = f"  train/loss {loss:.3f}" if isinstance(loss, float) else ""
+        # This batch's loss from the step's own output: the module logs train/loss only on the steps
+        # the logger writes, so the bar's metrics would often have none to show.
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        shown = f"  train/loss {float(loss):.3f}" if loss is not None else ""
         of = f"/{total:.0f}" if isinstance(total, (int, float)) and total != float("inf") else ""
         epochs = f"/{trainer.max_epochs}" if trainer.max_epochs and trainer.max_epochs > 0 else ""
         print(f"  epoch {trainer.current_epoch + 1}{epochs}  batch {done}{of}{shown}  ({elapsed:.0f} s{left})",

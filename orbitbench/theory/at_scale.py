@@ -1,0 +1,163 @@
+"""Every predictor's regression at scale in one measurement (docs/THEORY.md §9); Trainer-free.
+
+Analytic twins regress on a fixed `points` (16,000 by default); empirical kernels on the largest m
+whose estimated cost fits `time_budget_s` (or `empirical_points`). Their multi-output kernel is the
+class-averaged NTK of the centred logits times the identity, `(1/C) sum_k Theta_kk (x) I_C`: the
+infinite-width form, whose finite-width cross-class blocks are left out.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from orbitbench.models import KernelTwin
+from orbitbench.errors import OrbitbenchError
+from orbitbench.splits import PartialOrbits
+from orbitbench.theory.orbit_solve import check_exact, orbit_digits, orbit_regression
+from orbitbench.theory.regression import (Kernels, ScaleOptions, ScaleSample, curve_and_spread, draw_scale,
+                                          network_scores, ridge_solve_, set_network)  # fmt: skip
+from orbitbench.theory.registry import KernelContext, predictor
+from orbitbench.theory.scale_kernels import EmpiricalFactors, twin_gram
+
+__all__ = ["affordable_points", "measure_at_scale"]
+
+
+def twin_kernels(twin: KernelTwin) -> tuple[Kernels, Any]:
+    """(train, test) -> (K, K_test) and the pairwise Gram function of the twin."""
+    return (lambda tr, te: (twin_gram(twin, tr), twin_gram(twin, te, tr))), (lambda a, b=None: twin_gram(twin, a, b))
+
+
+def empirical_kernels(network: nn.Module, dtype: torch.dtype = torch.float64, chunk_size: int = 256) -> tuple[Kernels, Any]:
+    """The same from the network's class-averaged empirical NTK (structured factors, computed once per set)."""
+
+    def kernels(train: Tensor, test: Tensor) -> tuple[Tensor, Tensor]:
+        left = EmpiricalFactors(network, train, dtype, chunk_size)
+        return left.gram(), EmpiricalFactors(network, test, dtype, chunk_size).gram(left)
+
+    def gram(a: Tensor, b: Tensor | None = None) -> Tensor:
+        left = EmpiricalFactors(network, a, dtype, chunk_size)
+        return left.gram(None if b is None else EmpiricalFactors(network, b, dtype, chunk_size))
+
+    return kernels, gram
+
+
+def registered_kernels(gram_fn: Any) -> tuple[Kernels, Any]:
+    """The same from a registered predictor's Gram function `(images, output, images2=None)`."""
+    return ((lambda tr, te: (gram_fn(tr, "centred").double().cpu(), gram_fn(te, "centred", tr).double().cpu())),
+            (lambda a, b=None: gram_fn(a, "centred", b).double().cpu()))  # fmt: skip
+
+
+def affordable_points(kernels: Kernels, sample: ScaleSample, options: ScaleOptions, cap: int, probe: int = 500) -> int:
+    """The largest m (a multiple of 500, at most `cap`) whose estimated cost fits the time budget:
+    kernel entries (m^2 / 2 + U m) at the rate timed on `probe` points, a Cholesky growing as m^3,
+    and 25% more for the curve's smaller solves and the second draw."""
+    probe = min(probe, cap)
+    images = sample.train_images(probe)
+    start = time.perf_counter()
+    k, _ = kernels(images, sample.test_images)
+    entry_rate = (time.perf_counter() - start) / (probe * probe / 2 + len(sample.test_images) * probe)
+    start = time.perf_counter()
+    ridge_solve_(k, sample.train_targets(probe), 1e-6)
+    cube_rate = (time.perf_counter() - start) / probe**3
+    cost = lambda m: 1.25 * (entry_rate * (m * m / 2 + len(sample.test_images) * m) + cube_rate * m**3)  # noqa: E731
+    best = probe
+    for m in range(500, cap + 1, 500):
+        if cost(m) <= options.time_budget_s:
+            best = m
+    return min(max(best, probe), cap)
+
+
+def _orbit_path(gram: Any, sample: ScaleSample, options: ScaleOptions) -> Any:
+    """The exact orbit solve as `(sizes, draw) -> {training points: outputs}`, or why not (a string)."""
+    dm = sample.dm
+    digits = [orbit_digits(dm, options.seed, draw) for draw in (0, 1)]
+    why = check_exact(gram, dm, digits[0])
+    if why is not None:
+        return why
+    per_digit = len(dm.splits["train"]) / len(digits[0])  # training poses per digit, on average
+
+    def solve(sizes: Sequence[int], draw: int) -> dict[int, Tensor]:
+        orbits = sorted({min(len(digits[draw]), max(1, round(m / per_digit))) for m in sizes})
+        return orbit_regression(gram, dm, digits[draw], orbits, sample.test_images, options.reg)
+
+    return solve
+
+
+def _one(name: str, kernels: Kernels, gram: Any, sample: ScaleSample, m: int, options: ScaleOptions,
+         exact_allowed: bool) -> dict[str, Any]:  # fmt: skip
+    orbit, note = None, None
+    if options.exact != "off" and exact_allowed:
+        found = _orbit_path(gram, sample, options)
+        if isinstance(found, str):
+            if options.exact == "require":
+                raise OrbitbenchError(f"regression at scale, predictor {name}: exact=require, but {found}")
+            note = found
+        else:
+            orbit = found
+    entry = curve_and_spread(kernels, sample, m, options, orbit)
+    entry["scale_path"] = "orbit" if orbit is not None else "direct"
+    if note is not None and options.exact == "auto" and int(sample.dm.n_poses) in (2, 4):
+        entry["scale_path_note"] = note
+    return entry
+
+
+def measure_at_scale(dm: PartialOrbits, network: nn.Module, twin: KernelTwin | str, names: Sequence[str],
+                     options: ScaleOptions, initial: nn.Module | None = None, dtype: torch.dtype = torch.float64,
+                     chunk_size: int = 256, undefined: Mapping[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """{"sample": ..., "network": ..., "predictors": {name: entry}} for the predictors `names`.
+
+    `network`: at its current weights (the verdicts the kernels are judged against, and `trained`);
+    `initial`: the same network at its initial weights (`init`; None: undefined).
+    """
+    undefined = dict(undefined or {})
+    sample = draw_scale(dm, options)
+    set_network(sample, network)
+    out: dict[str, Any] = {}
+    cap = min(options.points, sample.n_train)
+    for name in names:
+        if name in undefined:
+            out[name] = {"undefined": undefined[name]}
+            continue
+        start = time.perf_counter()
+        if name == "infinite":
+            if isinstance(twin, str):
+                out[name] = {"undefined": twin}
+                continue
+            kernels, gram = twin_kernels(twin)
+            m = cap
+        else:
+            if name == "init":
+                if initial is None:
+                    out[name] = {"undefined": "no initial weights"}
+                    continue
+                kernels, gram = empirical_kernels(initial, dtype, chunk_size)
+            elif name == "trained":
+                kernels, gram = empirical_kernels(network, dtype, chunk_size)
+            else:
+                spec = predictor(name)
+                found = spec.kernel(KernelContext(network, twin)) if spec.kernel is not None else "no Gram function"
+                if isinstance(found, str):
+                    out[name] = {"undefined": found}
+                    continue
+                kernels, gram = registered_kernels(found)
+            limit = min(options.empirical_points or cap, sample.n_train)
+            m = limit if options.empirical_points else affordable_points(kernels, sample, options, limit)
+        with torch.no_grad():
+            out[name] = _one(name, kernels, gram, sample, m, options, exact_allowed=name == "infinite")
+        out[name]["scale_seconds"] = time.perf_counter() - start
+    return {"sample": sample.describe(), "network": network_scores(sample), "predictors": out}
+
+
+def initial_network(network: nn.Module, state: Mapping[str, Tensor] | None) -> nn.Module | None:
+    """A copy of `network` at the saved initial weights (None without them)."""
+    if state is None:
+        return None
+    initial = copy.deepcopy(network)
+    initial.load_state_dict(dict(state))
+    return initial

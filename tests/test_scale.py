@@ -73,7 +73,8 @@ def test_the_in_place_solve_overwrites_the_kernel_and_equals_a_direct_solve(digi
     work = k.clone()
     pointer = work.data_ptr()
     solved = ridge_solve_(work, rhs, 1e-6)
-    assert work.data_ptr() == pointer and torch.allclose(work @ work.T, k + 1e-6 * k.trace() * torch.eye(30, dtype=k.dtype))
+    lower = torch.tril(work.T)  # the factor L, written over K's upper triangle as L^T
+    assert work.data_ptr() == pointer and torch.allclose(lower @ lower.T, k + 1e-6 * k.trace() * torch.eye(30, dtype=k.dtype))
     assert torch.allclose(solved, expected, rtol=1e-9, atol=0)
     with pytest.raises(OrbitbenchError, match="not positive definite"):
         ridge_solve_(-k.clone(), rhs, 0.0)

@@ -53,24 +53,28 @@ def registered_kernels(gram_fn: Any) -> tuple[Kernels, Any]:
             (lambda a, b=None: gram_fn(a, "centred", b).double().cpu()))  # fmt: skip
 
 
-def affordable_points(kernels: Kernels, sample: ScaleSample, options: ScaleOptions, cap: int, probe: int = 500) -> int:
-    """The largest m (a multiple of 500, at most `cap`) whose estimated cost fits the time budget:
-    kernel entries (m^2 / 2 + U m) at the rate timed on `probe` points, a Cholesky growing as m^3,
-    and 25% more for the curve's smaller solves and the second draw."""
+def affordable_points(kernels: Kernels, sample: ScaleSample, options: ScaleOptions, cap: int, probe: int = 250) -> int:
+    """The largest m (at most `cap`) whose estimated cost fits the time budget, the timing probe
+    included: kernel entries (m^2 / 2 + U m) at the rate timed on `probe` points, a Cholesky growing
+    as m^3, and the second draw at the spread size (`curve_and_spread`)."""
     probe = min(probe, cap)
-    images = sample.train_images(probe)
-    start = time.perf_counter()
-    k, _ = kernels(images, sample.test_images)
-    entry_rate = (time.perf_counter() - start) / (probe * probe / 2 + len(sample.test_images) * probe)
+    begin = time.perf_counter()
+    k, _ = kernels(sample.train_images(probe), sample.test_images)
+    entries = lambda m: m * m / 2 + len(sample.test_images) * m  # noqa: E731
+    entry_rate = (time.perf_counter() - begin) / entries(probe)
     start = time.perf_counter()
     ridge_solve_(k, sample.train_targets(probe), 1e-6)
     cube_rate = (time.perf_counter() - start) / probe**3
-    cost = lambda m: 1.25 * (entry_rate * (m * m / 2 + len(sample.test_images) * m) + cube_rate * m**3)  # noqa: E731
-    best = probe
-    for m in range(500, cap + 1, 500):
-        if cost(m) <= options.time_budget_s:
-            best = m
-    return min(max(best, probe), cap)
+    left = options.time_budget_s - (time.perf_counter() - begin)
+    one = lambda m: entry_rate * entries(m) + cube_rate * m**3  # noqa: E731
+
+    def cost(m: int) -> float:
+        below = [c for c in options.sizes(m) if c < m]
+        spread = min(options.spread_points or (below[-1] if below else m), m)
+        return one(m) + 2 * one(spread) * (spread < m) + one(spread) * (spread == m)
+
+    steps = [m for m in range(probe, cap + 1, 250)] + [cap]
+    return max([m for m in steps if cost(m) <= left] or [probe])
 
 
 def _orbit_path(gram: Any, sample: ScaleSample, options: ScaleOptions) -> Any:
@@ -119,6 +123,7 @@ def measure_at_scale(dm: PartialOrbits, network: nn.Module, twin: KernelTwin | s
     sample = draw_scale(dm, options)
     set_network(sample, network)
     out: dict[str, Any] = {}
+    skipped: list[str] = []
     cap = min(options.points, sample.n_train)
     for name in names:
         if name in undefined:
@@ -146,12 +151,16 @@ def measure_at_scale(dm: PartialOrbits, network: nn.Module, twin: KernelTwin | s
                     out[name] = {"undefined": found}
                     continue
                 kernels, gram = registered_kernels(found)
+            if options.empirical_points is None and options.time_budget_s == 0:
+                skipped.append(name)  # no budget: not measured at scale
+                continue
             limit = min(options.empirical_points or cap, sample.n_train)
             m = limit if options.empirical_points else affordable_points(kernels, sample, options, limit)
         with torch.no_grad():
             out[name] = _one(name, kernels, gram, sample, m, options, exact_allowed=name == "infinite")
         out[name]["scale_seconds"] = time.perf_counter() - start
-    return {"sample": sample.describe(), "network": network_scores(sample), "predictors": out}
+    described = {**sample.describe(), **({"not_measured": skipped} if skipped else {})}
+    return {"sample": described, "network": network_scores(sample), "predictors": out}
 
 
 def initial_network(network: nn.Module, state: Mapping[str, Tensor] | None) -> nn.Module | None:

@@ -18,7 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
+from scipy.linalg import lapack
 from torch import Tensor, nn
 
 from orbitbench.data import pick
@@ -40,7 +42,8 @@ class ScaleOptions:
     points: training points m for fixed kernels (analytic twins); capped at the training split.
     curve: nested sizes also solved (those below m), plus m itself.
     empirical_points: m for the empirical kernels; None: the largest that `time_budget_s` affords.
-    time_budget_s: the budget of one empirical-kernel measurement (kernels and solves).
+    time_budget_s: the budget of one empirical-kernel measurement (kernels and solves); 0: the
+        empirical kernels are measured at scale only when `empirical_points` is set.
     out_test_points: out-test pairs scored (None: every one); in_test_points: in-test pairs scored.
     spread_points: m of the two independent draws (None: the largest curve size below m).
     exact: "auto" (the orbit solve where the group is exact and the kernel invariant), "off", "require".
@@ -69,8 +72,9 @@ class ScaleOptions:
                 raise OrbitbenchError(f"regression {name}={value!r}: expected an integer >= 1 or null")
         if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in self.curve):
             raise OrbitbenchError(f"regression curve={list(self.curve)!r}: expected integers >= 1")
-        if not (isinstance(self.time_budget_s, (int, float)) and self.time_budget_s > 0):
-            raise OrbitbenchError(f"regression time_budget_s={self.time_budget_s!r}: expected a number > 0")
+        if isinstance(self.time_budget_s, bool) or not (isinstance(self.time_budget_s, (int, float)) and self.time_budget_s >= 0):
+            raise OrbitbenchError(f"regression time_budget_s={self.time_budget_s!r}: expected a number >= 0 "
+                                  "(0: empirical kernels only at empirical_points)")  # fmt: skip
         if not self.reg >= 0:
             raise OrbitbenchError(f"regression reg={self.reg!r}: expected a number >= 0")
         if self.exact not in ("auto", "off", "require"):
@@ -154,15 +158,19 @@ def set_network(sample: ScaleSample, network: nn.Module, batch: int = 2048) -> N
 
 
 def ridge_solve_(k: Tensor, rhs: Tensor, reg: float) -> Tensor:
-    """(K + r I)^-1 rhs with r = reg * trace(K); K [m, m] is overwritten by its Cholesky factor."""
+    """(K + r I)^-1 rhs with r = reg * trace(K). K [m, m] (float64, contiguous, symmetric) is factorised
+    in place by LAPACK (potrf on its column-major view, no second copy): its upper triangle becomes L^T."""
+    if k.dtype != torch.float64 or not k.is_contiguous() or k.device.type != "cpu":
+        raise OrbitbenchError("regression at scale: the kernel must be a contiguous float64 CPU matrix")
     ridge = reg * float(torch.diagonal(k).sum())
     k.diagonal().add_(ridge)
-    info = torch.empty((), dtype=torch.int32)
-    torch.linalg.cholesky_ex(k, out=(k, info))
-    if int(info) != 0:
+    column_major = k.numpy().T  # the same memory, Fortran order: K^T = K
+    factor, info = lapack.dpotrf(column_major, lower=1, overwrite_a=1, clean=0)
+    if info != 0 or not np.shares_memory(factor, column_major):
         raise OrbitbenchError(f"regression at scale: the kernel plus ridge {reg:g} x trace is not positive "
-                              f"definite (leading minor {int(info)}); raise reg")  # fmt: skip
-    return torch.cholesky_solve(rhs, k)
+                              f"definite (leading minor {info}); raise reg")  # fmt: skip
+    solved, info = lapack.dpotrs(factor, rhs.detach().to(torch.float64).numpy(), lower=1)
+    return torch.from_numpy(solved)
 
 
 def regress(kernels: Kernels, sample: ScaleSample, sizes: Sequence[int], reg: float, draw: int = 0) -> dict[int, Tensor]:

@@ -31,7 +31,7 @@ import orbitbench  # noqa: F401  (JAX x64 before neural-tangents)
 from orbitbench.datamodules import RotatedMNIST
 from orbitbench.models import model_info
 from orbitbench.theory.at_scale import twin_kernels
-from orbitbench.theory.orbit_solve import orbit_digits, orbit_regression
+from orbitbench.theory.orbit_solve import orbit_digits, orbit_regression, training_poses_per_digit
 from orbitbench.theory.regression import ScaleOptions, draw_scale, regress, ridge_solve_
 from orbitbench.theory.scale_kernels import twin_gram
 from orbitbench.theory.twins import twin_kernel
@@ -109,7 +109,9 @@ def whole(dm: RotatedMNIST, m: int) -> None:
           f"{peak:.2f} GB (K itself {m * m * 8 / 2**30:.2f} GB); {before} -> {load()}")  # fmt: skip
 
 
-def exact(direct_m: int, orbit_m: int, source: str) -> None:
+def exact(direct_m: int, orbit_ms: list[int], source: str) -> None:
+    """n_angles 4: the direct path at `direct_m` and the orbit path at each of `orbit_ms` training
+    points (the orbit path alone scores the same points), timed in turns; both predictions compared."""
     dm = RotatedMNIST(n_angles=4, leave_out_class=5, source=source)
     dm.setup("fit")
     twin = model_info("paper_mlp").kernel_twin()
@@ -117,14 +119,17 @@ def exact(direct_m: int, orbit_m: int, source: str) -> None:
     sample = draw_scale(dm, options)
     kernels, gram = twin_kernels(twin)
     digits = orbit_digits(dm, 0)
-    per_digit = len(dm.splits["train"]) / len(digits)
-    orbits = round(orbit_m / per_digit)
-    times = round_robin({"direct": lambda: regress(kernels, sample, [direct_m], options.reg),
-                         "orbit": lambda: orbit_regression(gram, dm, digits, [orbits], sample.test_images, options.reg)},
-                        1)  # fmt: skip
-    print(f"\nn_angles 4: direct path at {direct_m} training points {times['direct']:.1f} s; orbit path at "
-          f"{orbits} whole orbits ({round(orbits * per_digit)} training points, {orbits * 4} orbit points) "
-          f"{times['orbit']:.1f} s; {load()}")  # fmt: skip
+    per_digit = training_poses_per_digit(dm, digits)
+    methods = {f"direct {direct_m}": lambda: regress(kernels, sample, [direct_m], options.reg)}
+    for m in orbit_ms:
+        orbits = round(m / per_digit)
+        methods[f"orbit {m} ({orbits} orbits)"] = (
+            lambda orbits=orbits: orbit_regression(gram, dm, digits, [orbits], sample.test_images, options.reg))
+    before = load()
+    times = round_robin(methods, 1)
+    print(f"\nn_angles 4, {len(sample.test_images)} test points, {torch.get_num_threads()} thread(s); {before} -> {load()}")
+    for name, seconds in times.items():
+        print(f"  {name}: {seconds:.1f} s")
 
 
 def main() -> None:
@@ -138,7 +143,7 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=16000)
     parser.add_argument("--exact", action="store_true")
     parser.add_argument("--direct-m", type=int, default=2000)
-    parser.add_argument("--orbit-m", type=int, default=8000)
+    parser.add_argument("--orbit-m", default="8000", help="comma-separated training-point counts")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}; {load()}")
@@ -147,7 +152,7 @@ def main() -> None:
     if args.n:
         gram_table(dm, args.n, args.rounds, not args.no_nt)
     if args.exact:
-        exact(args.direct_m, args.orbit_m, args.source)
+        exact(args.direct_m, [int(m) for m in args.orbit_m.split(",")], args.source)
     if args.whole:
         whole(dm, args.m)
 

@@ -7,8 +7,9 @@ kernel over M whole orbits, pose-major (row p*M + i is pose p of digit i), is bl
 (`C_{n-d} = C_d^T`), and the DFT over poses splits `K + r I` into n/2 + 1 independent systems
 `Lambda_k = sum_d C_d exp(2 pi i d k / n) + r I` (Hermitian; real at k = 0 and n/2).
 
-The orbits hold poses the network never trained on (in-test pairs, the held-out poses of the
-leave-out class): they are removed exactly with the block leave-out formula. With `A = K + r I`
+The sample is drawn among digits without an in-test pair, so the orbits hold only one kind of pose
+the network never trained on, the held-out poses of the leave-out class (none of whose orbits is
+whole): they are removed exactly with the block leave-out formula. With `A = K + r I`
 over all orbit points and S the removed points, `w = A^-1 y - A^-1 E_S [(A^-1)_SS]^-1 (A^-1 y)_S`
 vanishes on S and solves `A_OO w_O = y_O` on the training points O, so `K(x*, all) w` is the
 regression on O alone, whatever y_S is.
@@ -25,7 +26,7 @@ from torch import Tensor
 from orbitbench.errors import OrbitbenchError
 from orbitbench.splits import PartialOrbits
 
-__all__ = ["invariance_defect", "orbit_digits", "orbit_regression"]
+__all__ = ["invariance_defect", "orbit_digits", "orbit_regression", "training_poses_per_digit"]
 
 # (images [A, ...], images [B, ...] or None) -> float64 [A, B] (None: the symmetric Gram matrix)
 Gram = Callable[[Tensor, Tensor | None], Tensor]
@@ -61,11 +62,22 @@ def check_exact(gram: Gram, dm: PartialOrbits, digits: Tensor) -> str | None:
 
 
 def orbit_digits(dm: PartialOrbits, seed: int, draw: int = 0) -> Tensor:
-    """A seeded permutation of the digits with a training pose (nested: the first M of it)."""
+    """A seeded permutation of the digits whose orbits are whole training orbits but for the held-out
+    poses (no in-test pair): the sample is nested (the first M of it), and the leave-out formula has
+    only the held-out poses of the leave-out class to remove."""
+    with_test = torch.zeros(len(dm.digits.labels), dtype=torch.bool)
+    with_test[dm.splits["in_test"][:, 0]] = True
     digits = torch.unique(dm.splits["train"][:, 0])
+    digits = digits[~with_test[digits]]
     generator = torch.Generator().manual_seed(seed)
     orders = [torch.randperm(len(digits), generator=generator) for _ in range(draw + 1)]
     return digits[orders[draw]]
+
+
+def training_poses_per_digit(dm: PartialOrbits, digits: Tensor) -> float:
+    """Mean count of training pairs per digit of `digits` (orbits -> training points)."""
+    counts = torch.bincount(dm.splits["train"][:, 0], minlength=len(dm.digits.labels))
+    return float(counts[digits].double().mean())
 
 
 def _factor(blocks: list[Tensor], n: int, ridge: float) -> list[tuple[Tensor, bool]]:

@@ -53,28 +53,37 @@ def registered_kernels(gram_fn: Any) -> tuple[Kernels, Any]:
             (lambda a, b=None: gram_fn(a, "centred", b).double().cpu()))  # fmt: skip
 
 
-def affordable_points(kernels: Kernels, sample: ScaleSample, options: ScaleOptions, cap: int, probe: int = 250) -> int:
-    """The largest m (at most `cap`) whose estimated cost fits the time budget, the timing probe
-    included: kernel entries (m^2 / 2 + U m) at the rate timed on `probe` points, a Cholesky growing
-    as m^3, and the second draw at the spread size (`curve_and_spread`)."""
-    probe = min(probe, cap)
-    begin = time.perf_counter()
-    k, _ = kernels(sample.train_images(probe), sample.test_images)
+def affordable_points(kernels: Kernels, sample: ScaleSample, options: ScaleOptions, cap: int,
+                      probes: tuple[int, int] = (250, 500)) -> int:  # fmt: skip
+    """The largest m (at most `cap`) whose estimated cost fits the time budget, the timing probes
+    included. Two probe sizes separate a kernel call's fixed cost (the test points' own work, e.g.
+    their Jacobian factors) from its cost per entry (m^2 / 2 + U m); a Cholesky grows as m^3; the
+    second draw at the spread size is counted (`curve_and_spread`)."""
+    small, large = min(probes[0], cap), min(probes[1], cap)
     entries = lambda m: m * m / 2 + len(sample.test_images) * m  # noqa: E731
-    entry_rate = (time.perf_counter() - begin) / entries(probe)
+    begin = time.perf_counter()
+    seconds = []
+    for probe in (small, large):
+        start = time.perf_counter()
+        k, _ = kernels(sample.train_images(probe), sample.test_images)
+        seconds.append(time.perf_counter() - start)
     start = time.perf_counter()
-    ridge_solve_(k, sample.train_targets(probe), 1e-6)
-    cube_rate = (time.perf_counter() - start) / probe**3
+    ridge_solve_(k, sample.train_targets(large), 1e-6)
+    cube_rate = (time.perf_counter() - start) / large**3
+    entry_rate = max(seconds[1] - seconds[0], 0.0) / max(entries(large) - entries(small), 1.0)
+    fixed = max(seconds[1] - entry_rate * entries(large), 0.0)
+    if entry_rate == 0.0:  # too fast, or too noisy, to separate: all of it per entry
+        entry_rate, fixed = seconds[1] / entries(large), 0.0
     left = options.time_budget_s - (time.perf_counter() - begin)
-    one = lambda m: entry_rate * entries(m) + cube_rate * m**3  # noqa: E731
+    one = lambda m: fixed + entry_rate * entries(m) + cube_rate * m**3  # noqa: E731
 
     def cost(m: int) -> float:
         below = [c for c in options.sizes(m) if c < m]
         spread = min(options.spread_points or (below[-1] if below else m), m)
         return one(m) + 2 * one(spread) * (spread < m) + one(spread) * (spread == m)
 
-    steps = [m for m in range(probe, cap + 1, 250)] + [cap]
-    return max([m for m in steps if cost(m) <= left] or [probe])
+    steps = [m for m in range(small, cap + 1, 250)] + [cap]
+    return max([m for m in steps if cost(m) <= left] or [small])
 
 
 def _orbit_path(gram: Any, sample: ScaleSample, options: ScaleOptions) -> Any:

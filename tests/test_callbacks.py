@@ -307,3 +307,19 @@ def test_regression_at_scale_at_the_end_of_training(trained) -> None:
     assert len(events.Images("ntk/at_scale")) == 1
     columns = csv_columns()
     assert columns.index("pred_infinite_scale_out_test") > columns.index("pred_trained_out_test")
+
+
+def test_an_impossible_regression_at_scale_is_a_line_in_the_record_not_a_lost_fit(tmp_path: Path) -> None:
+    """regression_exact=require where poses are interpolated (n_angles 8): the fit ends normally and
+    the record says why there is no at-scale number."""
+    torch.manual_seed(0)
+    dm = RotatedMNIST(n_angles=8, leave_out_class=5, source="mnist5k", images_per_class=12, batch_size=64)
+    callback = EmpiricalNTKCallback(predictors=["infinite"], figures=False, regression_exact="require",
+                                    **{**OPTIONS, "regression_points": 100})  # fmt: skip
+    L.Trainer(max_epochs=1, logger=False, callbacks=[callback], enable_progress_bar=False, enable_checkpointing=False,
+              enable_model_summary=False, limit_val_batches=1, num_sanity_val_steps=0).fit(OrbitClassifier("paper_mlp"), dm)
+    why = callback.history[-1]["network"]["scale"]["undefined"]
+    assert "exact=require, but the kernel is not invariant" in why and "\n" not in why
+    assert "kernel regression at scale: not measured (" in callback.summary_line()
+    with pytest.raises(OrbitbenchError, match="regression exact='maybe'"):
+        EmpiricalNTKCallback(regression_exact="maybe")

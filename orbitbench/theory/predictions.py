@@ -337,6 +337,8 @@ def _scale_rows(network: dict[str, Any], predictors: dict[str, dict[str, Any]]) 
     net = network.get("scale")
     if not net:
         return []
+    if "undefined" in net:
+        return [f"  kernel regression at scale: not measured ({net['undefined']})"]
     rows = [f"  kernel regression at scale (end of training; {net['n_out_test_digits']} out-test digits, "
             f"{net['n_in_test_points']} in-test points, nested samples of the {net['n_train_split']}-pair training split)",
             f"  {'predictor':<18}{'out-test [95% CI]':<22}{'in-test':>8}  {'kappa [95% CI]':<20}{'m':>7}  "

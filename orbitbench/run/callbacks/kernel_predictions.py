@@ -232,10 +232,14 @@ class EmpiricalNTKCallback(L.Callback):
         """Every chosen predictor's regression at scale, merged into the last measurement."""
         network = network_of(pl_module)
         start = time.perf_counter()
-        found = measure_at_scale(trainer.datamodule, network, self._twin, self.chosen, self.scale_options,
-                                 initial_network(network, self.initial_state), self.dtype, self.chunk_size,
-                                 self._undefined)  # fmt: skip
         last = self.history[-1]
+        try:
+            found = measure_at_scale(trainer.datamodule, network, self._twin, self.chosen, self.scale_options,
+                                     initial_network(network, self.initial_state), self.dtype, self.chunk_size,
+                                     self._undefined)  # fmt: skip
+        except OrbitbenchError as error:  # the fit itself is done: keep it, say why there is no number
+            last["network"]["scale"] = {"undefined": str(error).removeprefix("orbitbench: ")}
+            return
         last["network"]["scale"] = {**found["network"], **found["sample"], "seconds": time.perf_counter() - start}
         for name, entry in found["predictors"].items():
             if "undefined" not in entry and "undefined" not in last["predictors"].get(name, {}):

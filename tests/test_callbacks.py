@@ -266,8 +266,8 @@ def test_the_plug_in_routes_train_with_the_ntk_callback(tmp_path: Path, backbone
 
 
 def test_regression_at_scale_at_the_end_of_training(trained) -> None:
-    """The whole training split (capped at 4000 points: all of it here) through the exact orbit path
-    equals a direct solve on every training pair, computed here with the probe's kernel."""
+    """The exact orbit path at its cap (every digit without an in-test pair, all of their training
+    pairs, fewer than 4000 here) equals a direct solve on those pairs with the probe's kernel."""
     from orbitbench.models import model_info
     from orbitbench.run.record import KernelPredictions
     from orbitbench.sweep.results import csv_columns
@@ -277,8 +277,10 @@ def test_regression_at_scale_at_the_end_of_training(trained) -> None:
     dm, model, callback, trainer, log_dir = trained
     last = callback.history[-1]
     infinite = last["predictors"]["infinite"]
-    train = dm.splits["train"]
-    assert infinite["regression_m"] == len(train) and infinite["scale_path"] == "orbit"
+    whole = torch.ones(len(dm.digits.labels), dtype=torch.bool)
+    whole[dm.splits["in_test"][:, 0]] = False  # digits whose orbits hold no in-test pair
+    train = dm.splits["train"][whole[dm.splits["train"][:, 0]]]
+    assert infinite["regression_m"] == len(train) < len(dm.splits["train"]) and infinite["scale_path"] == "orbit"
     sample = draw_scale(dm, ScaleOptions(points=4000, curve=(300, 4000)))
     twin = model_info("paper_mlp").kernel_twin()
     x = materialize(dm, train)
@@ -294,7 +296,7 @@ def test_regression_at_scale_at_the_end_of_training(trained) -> None:
     assert last["network"]["scale"]["out_test_acc"] == pytest.approx(float(net_right[:u].double().mean()))
     for name in ("init", "trained"):
         entry = last["predictors"][name]
-        assert entry["scale_path"] == "direct" and entry["regression_m"] == 400
+        assert entry["scale_path"] == "direct" and entry["regression_m"] == 400 < len(train)
         assert [c["m"] for c in entry["regression_curve"]] == [300, 400] and entry["scale_spread"]["m"] == 300
         low, high = entry["scale_kappa_ci"]
         assert low <= entry["scale_kappa"] <= high
@@ -316,8 +318,9 @@ def test_an_impossible_regression_at_scale_is_a_line_in_the_record_not_a_lost_fi
     dm = RotatedMNIST(n_angles=8, leave_out_class=5, source="mnist5k", images_per_class=12, batch_size=64)
     callback = EmpiricalNTKCallback(predictors=["infinite"], figures=False, regression_exact="require",
                                     **{**OPTIONS, "regression_points": 100})  # fmt: skip
-    L.Trainer(max_epochs=1, logger=False, callbacks=[callback], enable_progress_bar=False, enable_checkpointing=False,
-              enable_model_summary=False, limit_val_batches=1, num_sanity_val_steps=0).fit(OrbitClassifier("paper_mlp"), dm)
+    L.Trainer(max_epochs=1, limit_train_batches=1, logger=False, callbacks=[callback], enable_progress_bar=False,
+              enable_checkpointing=False, enable_model_summary=False, limit_val_batches=1,
+              num_sanity_val_steps=0).fit(OrbitClassifier("paper_mlp"), dm)  # fmt: skip
     why = callback.history[-1]["network"]["scale"]["undefined"]
     assert "exact=require, but the kernel is not invariant" in why and "\n" not in why
     assert "kernel regression at scale: not measured (" in callback.summary_line()

@@ -23,7 +23,8 @@ from orbitbench.errors import OrbitbenchError
 from orbitbench.run.module import OrbitClassifier
 from orbitbench.theory.ntk import empirical_ntk
 
-OPTIONS = dict(n_seeds=10, probe_digits_per_class=2, train_per_class=20, in_test_per_class=4)
+OPTIONS = dict(n_seeds=10, probe_digits_per_class=2, train_per_class=20, in_test_per_class=4, regression_points=0)
+AT_SCALE = dict(regression_points=4000, regression_curve=[300, 4000], empirical_points=400)
 FIELDS = {"spectral_out_test_acc", "spectral_out_test_ci", "regression_out_test_acc", "regression_in_test_acc",
           "kappa", "spearman", "agreement", "chance_agreement", "exact_out_test_acc", "regression_kappa"}  # fmt: skip
 
@@ -34,7 +35,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory):
     torch.manual_seed(0)
     dm = RotatedMNIST(n_angles=4, leave_out_class=5, source="mnist5k", images_per_class=40, batch_size=128)
     model = OrbitClassifier("paper_mlp")
-    callback = EmpiricalNTKCallback(every_n_epochs=2, **OPTIONS)
+    callback = EmpiricalNTKCallback(every_n_epochs=2, **{**OPTIONS, **AT_SCALE})
     logger = TensorBoardLogger(tmp_path_factory.mktemp("tb"), name="ntk", version=0)
     trainer = L.Trainer(
         max_epochs=3, logger=logger, callbacks=[callback], enable_progress_bar=False, enable_checkpointing=False,
@@ -188,7 +189,7 @@ def test_resume_from_checkpoint_keeps_the_initial_kernel(trained, tmp_path: Path
     steps = [h["step"] for h in resumed.history]
     assert steps == [h["step"] for h in callback.history] + [4 * trainer.num_training_batches]
     # the init predictor comes from the initial weights, not from the resumed ones
-    own = lambda entry: {k: v for k, v in entry.items() if k.endswith(("_acc", "_ci", "_mean"))}  # noqa: E731
+    own = lambda entry: {k: v for k, v in entry.items() if k.endswith(("_acc", "_ci", "_mean")) and not k.startswith("scale_")}  # noqa: E731  probe numbers
     before, after = callback.history[-1]["predictors"]["init"], resumed.history[-1]["predictors"]["init"]
     assert own(after) == own(before) and own(after["linearized"]) == own(before["linearized"])
     assert resumed.history[-1]["predictors"]["trained"]["kernel_drift"] > 0
@@ -262,3 +263,66 @@ def test_the_plug_in_routes_train_with_the_ntk_callback(tmp_path: Path, backbone
     assert set(predictors) == {"infinite", "init", "trained"}
     for name, entry in predictors.items():
         assert "undefined" not in entry and 0.0 <= entry["spectral_out_test_acc"] <= 1.0, (name, entry)
+
+
+def test_regression_at_scale_at_the_end_of_training(trained) -> None:
+    """The exact orbit path at its cap (every digit without an in-test pair, all of their training
+    pairs, fewer than 4000 here) equals a direct solve on those pairs with the probe's kernel."""
+    from orbitbench.models import model_info
+    from orbitbench.run.record import KernelPredictions
+    from orbitbench.sweep.results import csv_columns
+    from orbitbench.theory.regression import ScaleOptions, draw_scale, materialize
+    from orbitbench.theory.twins import twin_kernel
+
+    dm, model, callback, trainer, log_dir = trained
+    last = callback.history[-1]
+    infinite = last["predictors"]["infinite"]
+    whole = torch.ones(len(dm.digits.labels), dtype=torch.bool)
+    whole[dm.splits["in_test"][:, 0]] = False  # digits whose orbits hold no in-test pair
+    train = dm.splits["train"][whole[dm.splits["train"][:, 0]]]
+    assert infinite["regression_m"] == len(train) < len(dm.splits["train"]) and infinite["scale_path"] == "orbit"
+    sample = draw_scale(dm, ScaleOptions(points=4000, curve=(300, 4000)))
+    twin = model_info("paper_mlp").kernel_twin()
+    x = materialize(dm, train)
+    k = twin_kernel(twin, x)
+    y = torch.nn.functional.one_hot(dm.digits.labels[train[:, 0]], 10).double()
+    outputs = twin_kernel(twin, sample.test_images, x) @ torch.linalg.solve(k + 1e-10 * k.trace() * torch.eye(len(k)), y)
+    u = len(sample.out_pairs)
+    right = outputs.argmax(1) == sample.labels
+    assert infinite["scale_out_test_acc"] == pytest.approx(float(right[:u].double().mean()))
+    assert infinite["scale_in_test_acc"] == pytest.approx(float(right[u:].double().mean()))
+    with torch.no_grad():
+        net_right = model.net.eval()(sample.test_images).argmax(1) == sample.labels
+    assert last["network"]["scale"]["out_test_acc"] == pytest.approx(float(net_right[:u].double().mean()))
+    for name in ("init", "trained"):
+        entry = last["predictors"][name]
+        assert entry["scale_path"] == "direct" and entry["regression_m"] == 400 < len(train)
+        assert [c["m"] for c in entry["regression_curve"]] == [300, 400] and entry["scale_spread"]["m"] == 300
+        low, high = entry["scale_kappa_ci"]
+        assert low <= entry["scale_kappa"] <= high
+    typed = callback.kernel_predictions().predictors["infinite"]
+    assert typed.regression_curve[-1].m == typed.regression_m and typed.scale_spread.m == typed.regression_curve[0].m
+    assert "kernel regression at scale" in callback.summary_line()
+    events = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})
+    events.Reload()
+    assert events.Scalars("ntk/infinite/scale_out_test_acc")[-1].value == pytest.approx(infinite["scale_out_test_acc"])
+    assert len(events.Images("ntk/at_scale")) == 1
+    columns = csv_columns()
+    assert columns.index("pred_infinite_scale_out_test") > columns.index("pred_trained_out_test")
+
+
+def test_an_impossible_regression_at_scale_is_a_line_in_the_record_not_a_lost_fit(tmp_path: Path) -> None:
+    """regression_exact=require where poses are interpolated (n_angles 8): the fit ends normally and
+    the record says why there is no at-scale number."""
+    torch.manual_seed(0)
+    dm = RotatedMNIST(n_angles=8, leave_out_class=5, source="mnist5k", images_per_class=12, batch_size=64)
+    callback = EmpiricalNTKCallback(predictors=["infinite"], figures=False, regression_exact="require",
+                                    **{**OPTIONS, "regression_points": 100})  # fmt: skip
+    L.Trainer(max_epochs=1, limit_train_batches=1, logger=False, callbacks=[callback], enable_progress_bar=False,
+              enable_checkpointing=False, enable_model_summary=False, limit_val_batches=1,
+              num_sanity_val_steps=0).fit(OrbitClassifier("paper_mlp"), dm)  # fmt: skip
+    why = callback.history[-1]["network"]["scale"]["undefined"]
+    assert "exact=require, but the kernel is not invariant" in why and "\n" not in why
+    assert "kernel regression at scale: not measured (" in callback.summary_line()
+    with pytest.raises(OrbitbenchError, match="regression exact='maybe'"):
+        EmpiricalNTKCallback(regression_exact="maybe")

@@ -47,7 +47,8 @@ def test_a_fourth_predictor_goes_from_the_record_to_the_leaderboard_table(tmp_pa
     spec.write_text(ONE_CELL.read_text().replace("tiny-one", "tiny-fourth") + "\n".join([
         "  trainer.callbacks+: orbitbench.run.callbacks.EmpiricalNTKCallback", "  trainer.callbacks.n_seeds: 4",
         "  trainer.callbacks.probe_digits_per_class: 2", "  trainer.callbacks.train_per_class: 3",
-        "  trainer.callbacks.in_test_per_class: 2", "  trainer.callbacks.figures: false", ""]))  # fmt: skip
+        "  trainer.callbacks.in_test_per_class: 2", "  trainer.callbacks.figures: false",
+        "  trainer.callbacks.empirical_points: 100", ""]))  # fmt: skip
     sweep = tmp_path / "sweep"
     run_sweep(spec, out=sweep, in_process=True)
     (record_path,) = (sweep / "cells").glob("*/record.json")
@@ -56,6 +57,12 @@ def test_a_fourth_predictor_goes_from_the_record_to_the_leaderboard_table(tmp_pa
     (row,) = csv.DictReader((sweep / "results.csv").open())
     assert float(row["pred_pixels_out_test"]) == measured["spectral_out_test_acc"]
     assert list(row).index("pred_pixels_out_test") == list(row).index("pred_trained_out_test") + 1
+    # the regression at scale (every predictor with a Gram function, the registered one too)
+    recorded = json.loads(record_path.read_text())["predictions"]["predictors"]
+    assert int(row["pred_pixels_scale_m"]) == measured["regression_m"] == 100
+    assert float(row["pred_pixels_scale_out_test"]) == measured["scale_out_test_acc"]
+    assert float(row["pred_pixels_scale_kappa"]) == measured["scale_kappa"]
+    assert int(row["pred_infinite_scale_m"]) == recorded["infinite"]["regression_m"] > 100
 
     root = tmp_path / "board"
     (root / "entries").mkdir(parents=True)

@@ -73,6 +73,27 @@ class Metrics(_Strict):
     out_test_acc_per_pose: PerPose = []
 
 
+class CurvePoint(BaseModel):
+    """The at-scale regression at one nested sample size m."""
+
+    model_config = ConfigDict(extra="allow")
+
+    m: int = Field(ge=1)
+    out_test: float = Field(ge=0, le=1)
+    in_test: float = Field(ge=0, le=1)
+    kappa: float | None = Field(default=None, ge=-1, le=1)
+
+
+class ScaleSpread(BaseModel):
+    """Predicted out-test accuracy and kappa of two independent draws of m training points."""
+
+    model_config = ConfigDict(extra="allow")
+
+    m: int = Field(ge=1)
+    out_test: list[float]
+    kappa: list[float | None]
+
+
 class PredictorMeasurement(BaseModel):
     """One predictor's numbers from one measurement (docs/THEORY.md §5).
 
@@ -90,6 +111,15 @@ class PredictorMeasurement(BaseModel):
     regression_out_test_acc: float | None = Field(default=None, ge=0, le=1)  # kernel regression
     regression_in_test_acc: float | None = Field(default=None, ge=0, le=1)
     regression_kappa: float | None = Field(default=None, ge=-1, le=1)
+    # kernel regression at scale (docs/THEORY.md §10), measured at the end of training; absent in older records
+    scale_out_test_acc: float | None = Field(default=None, ge=0, le=1)
+    scale_out_test_ci: list[float] | None = None
+    scale_in_test_acc: float | None = Field(default=None, ge=0, le=1)
+    scale_kappa: float | None = Field(default=None, ge=-1, le=1)
+    scale_kappa_ci: list[float] | None = None  # seeded bootstrap over out-test digits
+    regression_m: int | None = Field(default=None, ge=1)  # training points of the largest regression
+    regression_curve: list[CurvePoint] | None = None  # nested sizes, ascending m
+    scale_spread: ScaleSpread | None = None  # two independent draws
 
     @model_serializer(mode="wrap")
     def _without_unset(self, handler: Any) -> dict[str, Any]:

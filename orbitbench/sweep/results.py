@@ -38,11 +38,23 @@ CSV_COLUMNS = (
 )
 
 
+SCALE_COLUMNS = {"scale_out_test": "scale_out_test_acc", "scale_kappa": "scale_kappa", "scale_m": "regression_m"}
+
+
 def csv_columns() -> tuple[str, ...]:
     """`results.csv`'s columns: each registered kernel predictor's spectral-rule prediction of
-    out-test accuracy (`orbitbench.theory.registry`) is a column `pred_<name>_out_test`."""
+    out-test accuracy (`orbitbench.theory.registry`) is a column `pred_<name>_out_test`; then its
+    regression at scale (docs/THEORY.md §10): `pred_<name>_scale_out_test`, `_scale_kappa`, `_scale_m`."""
     at = CSV_COLUMNS.index("in_test_acc_per_pose")
-    return (*CSV_COLUMNS[:at], *(f"pred_{name}_out_test" for name in predictor_names()), *CSV_COLUMNS[at:])
+    scale = (f"pred_{name}_{column}" for name in predictor_names() for column in SCALE_COLUMNS)
+    return (*CSV_COLUMNS[:at], *(f"pred_{name}_out_test" for name in predictor_names()), *scale, *CSV_COLUMNS[at:])
+
+
+def scale_predictions(record: RunRecord) -> dict[str, dict[str, float | int | None]]:
+    """predictor -> its at-scale numbers (`SCALE_COLUMNS`; None where not measured)."""
+    measured = record.predictions.predictors if record.predictions is not None else {}
+    return {name: {column: getattr(measured[name], field) if name in measured else None
+                   for column, field in SCALE_COLUMNS.items()} for name in predictor_names()}  # fmt: skip
 
 
 class CellResult(BaseModel):
@@ -63,6 +75,7 @@ class CellResult(BaseModel):
     in_test_acc: float = Field(ge=0, le=1)
     out_test_acc: float = Field(ge=0, le=1)
     predicted: dict[str, float | None] = {}  # predictor -> spectral-rule out-test prediction (None: undefined)
+    scale: dict[str, dict[str, float | int | None]] = {}  # predictor -> at-scale regression (SCALE_COLUMNS)
     in_test_acc_per_pose: list[float | None] = []
     out_test_acc_per_pose: list[float | None] = []
     wall_time_s: float = Field(ge=0)
@@ -101,7 +114,7 @@ def result_from_record(spec: SweepSpec, cell: Cell, record: RunRecord, source: s
         datamodule=spec.datamodule,
         n_poses=cell.n_poses, leave_out_class=cell.leave_out_class, seed=cell.seed,
         train_acc=metrics.train_acc, in_test_acc=metrics.in_test_acc, out_test_acc=metrics.out_test_acc,
-        predicted=predicted,
+        predicted=predicted, scale=scale_predictions(record),
         in_test_acc_per_pose=metrics.in_test_acc_per_pose, out_test_acc_per_pose=metrics.out_test_acc_per_pose,
         wall_time_s=record.wall_time_s, param_count=record.model.n_params,
         log_dir=str(Path("cells") / cell.cell_id), versions=record.versions, finished=record.finished,
@@ -154,6 +167,8 @@ def write_csv(state: SweepState) -> Path:
     for result in state.results.values():
         row = result.model_dump(include=set(columns))
         row.update({f"pred_{name}_out_test": value for name, value in result.predicted.items()})
+        row.update({f"pred_{name}_{column}": value for name, values in result.scale.items()
+                    for column, value in values.items()})  # fmt: skip
         for key in ("in_test_acc_per_pose", "out_test_acc_per_pose"):
             row[key] = ";".join("" if v is None else f"{v:.6g}" for v in row[key])
         writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from orbitbench.stats import wilson_interval
 
-__all__ = ["Agreement", "agreement", "wilson_interval"]
+__all__ = ["Agreement", "agreement", "kappa_interval", "wilson_interval"]
 
 @dataclass(frozen=True)
 class Agreement:
@@ -46,3 +46,21 @@ def agreement(predicted: Tensor, network: Tensor, predicted_margin: Tensor, netw
     constant = a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0
     spearman = math.nan if constant else float(stats.spearmanr(a, b).statistic)
     return Agreement(observed, chance, kappa, spearman)
+
+
+def kappa_interval(predicted: Tensor, network: Tensor, rounds: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of Cohen's kappa over samples (resampled with replacement, seeded)."""
+    p = predicted.double().flatten().numpy()
+    q = network.double().flatten().numpy()
+    if p.size == 0:
+        return math.nan, math.nan
+    idx = np.random.default_rng(seed).integers(0, p.size, size=(rounds, p.size))  # [rounds, n]
+    pp, qq = p[idx], q[idx]
+    observed = (pp == qq).mean(1)
+    pm, qm = pp.mean(1), qq.mean(1)
+    chance = pm * qm + (1 - pm) * (1 - qm)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappa = np.where(chance >= 1.0, 0.0, (observed - chance) / (1.0 - chance))
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(kappa, tail)), float(np.percentile(kappa, 100 - tail))

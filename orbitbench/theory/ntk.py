@@ -42,7 +42,8 @@ from orbitbench.errors import OrbitbenchError
 OutputSpec = Union[None, int, tuple[int, int], str, Callable[[Tensor], Tensor]]
 Method = Literal["structured", "jacobian"]
 
-__all__ = ["OutputSpec", "empirical_ntk", "evaluating", "output_selector", "structured_layers"]
+__all__ = ["NtkFactors", "OutputSpec", "empirical_ntk", "evaluating", "factor_kernel", "ntk_factors", "output_selector",
+           "structured_layers"]
 
 
 def output_selector(output: OutputSpec) -> Callable[[Tensor], Tensor]:
@@ -164,11 +165,14 @@ def _structured_factors(
         if isinstance(module, nn.Linear):
             a = torch.cat([a.reshape(batch, -1, a.shape[-1]) for a, _ in used], dim=1)  # [B, T, I]
             g = torch.cat([g.reshape(batch, -1, g.shape[-1]) for _, g in used], dim=1)  # [B, T, O]
+            t, i, o = a.shape[1], a.shape[2], g.shape[2]
+            if want_w and want_b and t == 1:  # the bias folded in: (a a'^T + 1) * (g g'^T)
+                out.outer.append((F.pad(a[:, 0], (0, 1), value=1.0), g[:, 0]))
+                continue
             if want_b:
                 out.gram.append(g.sum(1))
             if not want_w:
                 continue
-            t, i, o = a.shape[1], a.shape[2], g.shape[2]
             if t == 1:
                 out.outer.append((a[:, 0], g[:, 0]))
             elif t * t * (i + o) < i * o:  # pairwise token products cheaper than [O, I] gradients
@@ -316,12 +320,23 @@ def empirical_ntk(
     if dtype is None:
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x1.dtype)
 
+    factors = _all_factors(model, [x1] if x2 is None else [x1, x2], select, chunk_size, dtype, method)
+    if factors is None:
+        return torch.zeros(len(x1), len(x1 if x2 is None else x2), device=device, dtype=dtype)
+    return _kernel_from(factors[0], factors[-1]).detach()
+
+
+def _all_factors(model: nn.Module, xs: Sequence[Tensor], select: Callable[[Tensor], Tensor], chunk_size: int,
+                 dtype: torch.dtype, method: Method) -> list[_Factors] | None:
+    """The per-sample factors of each input set (None: the model has no trainable parameter)."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    device = tensors[0].device if tensors else xs[0].device
     # inference_mode(False): Lightning runs validation hooks under inference mode, where no graph is kept
     with evaluating(model), torch.inference_mode(False), torch.enable_grad():
         trainable = {n: _cast(p, dtype) for n, p in model.named_parameters() if p.requires_grad}
         fixed = {n: _cast(p, dtype) for n, p in model.named_parameters() if not p.requires_grad}
         fixed.update({n: _cast(b, dtype) for n, b in model.named_buffers()})
-        inputs = [_cast(x, dtype).to(device).clone() for x in ((x1,) if x2 is None else (x1, x2))]
+        inputs = [_cast(x, dtype).to(device).clone() for x in xs]
         layers = structured_layers(model) if method == "structured" else {}
         while True:
             owned = {f"{n}.{k}" if n else k for n, m in layers.items() for k, _ in m.named_parameters(recurse=False)}
@@ -336,5 +351,45 @@ def empirical_ntk(
             except _Demote as demoted:
                 layers = {n: m for n, m in layers.items() if n not in demoted.names}
         if not trainable:
-            return torch.zeros(len(inputs[0]), len(inputs[-1]), device=device, dtype=dtype)
-        return _kernel_from(factors[0], factors[-1]).detach()
+            return None
+        return [_Factors([t.detach() for t in f.gram], [(a.detach(), g.detach()) for a, g in f.outer],
+                         [(a.detach(), g.detach()) for a, g in f.tokens]) for f in factors]  # fmt: skip
+
+
+@dataclass
+class NtkFactors:
+    """The per-sample factors of one point set (`ntk_factors`): the kernel between two sets is
+    `factor_kernel(f1, f2)`, a few matrix products, without recomputing any Jacobian."""
+
+    parts: _Factors
+    size: int
+    outputs: int = 1  # how many scalar outputs the kernel sums over
+
+    def rows(self, rows: slice) -> NtkFactors:
+        """The factors of a slice of the points (views, no copy)."""
+        p = self.parts
+        part = _Factors([t[rows] for t in p.gram], [(a[rows], g[rows]) for a, g in p.outer],
+                        [(a[rows], g[rows]) for a, g in p.tokens])  # fmt: skip
+        return NtkFactors(part, len(range(*rows.indices(self.size))), self.outputs)
+
+
+def ntk_factors(model: nn.Module, x: Tensor, output: OutputSpec = None, *, chunk_size: int = 256,
+                dtype: torch.dtype | None = None) -> NtkFactors:
+    """The structured per-sample factors of `empirical_ntk(model, x, output=...)`, kept for reuse."""
+    if chunk_size < 1:
+        raise OrbitbenchError(f"ntk_factors: chunk_size={chunk_size}; accepted: a positive integer")
+    if dtype is None:
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
+    select = output_selector(output)
+    factors = _all_factors(model, [x], select, chunk_size, dtype, "structured")
+    if factors is None:
+        raise OrbitbenchError("ntk_factors: the model has no trainable parameter")
+    first = next(model.parameters())
+    with torch.no_grad(), evaluating(model):
+        outputs = select(model(x[:1].to(first.device, first.dtype))).reshape(1, -1).shape[1]
+    return NtkFactors(factors[0], len(x), outputs)
+
+
+def factor_kernel(f1: NtkFactors, f2: NtkFactors) -> Tensor:
+    """The empirical NTK [N1, N2] between two factor sets."""
+    return _kernel_from(f1.parts, f2.parts)

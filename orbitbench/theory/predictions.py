@@ -329,7 +329,30 @@ class PredictionReport:
             rows.append(f"  {name:<18}{spec} | {_regression(entry)}")
             if "linearized" in entry:
                 rows.append(f"  {'  linearised':<18}{'-':<22}{'':>16} | {_regression(entry['linearized'])}")
-        return "\n".join(rows)
+        return "\n".join(rows + _scale_rows(self.network, self.predictors))
+
+
+def _scale_rows(network: dict[str, Any], predictors: dict[str, dict[str, Any]]) -> list[str]:
+    """The at-scale block of the table (docs/THEORY.md §10): empty when it was not measured."""
+    net = network.get("scale")
+    if not net:
+        return []
+    if "undefined" in net:
+        return [f"  kernel regression at scale: not measured ({net['undefined']})"]
+    rows = [f"  kernel regression at scale (end of training; {net['n_out_test_digits']} out-test digits, "
+            f"{net['n_in_test_points']} in-test points, nested samples of the {net['n_train_split']}-pair training split)",
+            f"  {'predictor':<18}{'out-test [95% CI]':<22}{'in-test':>8}  {'kappa [95% CI]':<20}{'m':>7}  "
+            f"{'path':<7}{'spread (2 draws)':<20}{'s':>6}",
+            f"  {'network':<18}{_ci(net['out_test_acc'], net['out_test_ci']):<22}{net['in_test_acc']:>8.3f}"]  # fmt: skip
+    for name, entry in predictors.items():
+        if "scale_out_test_acc" not in entry:
+            continue
+        spread = entry["scale_spread"]
+        kappa = f"{_num(entry['scale_kappa'])} [{entry['scale_kappa_ci'][0]:.2f}, {entry['scale_kappa_ci'][1]:.2f}]"
+        rows.append(f"  {name:<18}{_ci(entry['scale_out_test_acc'], entry['scale_out_test_ci']):<22}"
+                    f"{entry['scale_in_test_acc']:>8.3f}  {kappa:<20}{entry['regression_m']:>7}  {entry['scale_path']:<7}"
+                    f"{'m=%d: %.3f/%.3f' % (spread['m'], *spread['out_test']):<20}{entry['scale_seconds']:>6.0f}")  # fmt: skip
+    return rows
 
 
 def _ci(value: float, ci: list[float]) -> str:

@@ -22,6 +22,8 @@ from orbitbench.theory.predictions import KernelPredictors, PredictionReport
 from orbitbench.run.record import KernelPredictions
 from orbitbench.splits import PartialOrbits
 from orbitbench.theory.probe import ProbeOptions, ProbeSet, draw_probe
+from orbitbench.theory.at_scale import initial_network, measure_at_scale
+from orbitbench.theory.regression import ScaleOptions
 
 __all__ = ["EmpiricalNTKCallback", "model_twin", "network_of"]
 
@@ -84,6 +86,13 @@ class EmpiricalNTKCallback(L.Callback):
             spectral_error_mean, exact_error_mean, seconds
             init.linearized: the regression_* numbers of f0 + K (K + r)^-1 (y - f0)
             trained.kernel_drift: |K - K0| / |K0| of the regression kernel
+            at the end of training only (docs/THEORY.md §10), kernel regression at scale:
+            scale_out_test_acc, scale_out_test_ci, scale_in_test_acc, scale_in_test_ci,
+            scale_kappa, scale_kappa_ci (bootstrap), scale_spearman, regression_m,
+            regression_curve [{m, out_test, in_test, kappa}], scale_spread {m, out_test [2],
+            kappa [2]}, scale_path (direct | orbit), scale_seconds
+        network.scale: the network's out_test_acc, out_test_ci, in_test_acc, in_test_ci on the
+            at-scale test points, and their counts
     Intervals are 95% Wilson intervals over seeds (in-test: over points); kappa is 0 for a
     predictor that agrees no more than chance, spearman null when either margin is constant.
 
@@ -107,6 +116,18 @@ class EmpiricalNTKCallback(L.Callback):
         regression: also the kernel regression on the training split. Its per-sample factors hold
             every parameter once per class: for large generic models (ViT, MobileNet) on a CPU,
             `false` keeps the spectral rule only.
+        regression_points: training points m of the at-scale regression of analytic twins at the
+            end of training (capped at the training split; 0: no at-scale regression). The default
+            keeps a short fit short; the protocol of docs/THEORY.md §10 uses 16000.
+        regression_curve: nested sizes also solved below m (the curve of predictions against m).
+        empirical_points: m of the empirical kernels (init, trained); null: the largest m whose
+            estimated cost fits `time_budget_s`.
+        time_budget_s: seconds one empirical kernel's at-scale regression may take (estimated);
+            0 (the default, a short fit stays short): the empirical kernels are measured at scale
+            only with `empirical_points`. The protocol of docs/THEORY.md §10 uses 60.
+        regression_test_points: in-test points scored at scale (out-test: every held-out pair).
+        regression_exact: "auto" (the exact orbit solve where every pose is a pixel permutation
+            and the kernel is invariant), "off", or "require" (an error where it does not apply).
     """
 
     def __init__(
@@ -124,6 +145,12 @@ class EmpiricalNTKCallback(L.Callback):
         seed: int = 124,
         predictors: list[str] | None = None,
         regression: bool = True,
+        regression_points: int = 2000,
+        regression_curve: list[int] | None = None,
+        empirical_points: int | None = None,
+        time_budget_s: float = 0.0,
+        regression_test_points: int = 2000,
+        regression_exact: str = "auto",
     ) -> None:
         counts = dict(every_n_epochs=every_n_epochs, n_seeds=n_seeds, probe_digits_per_class=probe_digits_per_class,
                       train_per_class=train_per_class, in_test_per_class=in_test_per_class, chunk_size=chunk_size)
@@ -144,6 +171,19 @@ class EmpiricalNTKCallback(L.Callback):
             raise OrbitbenchError(f"EmpiricalNTKCallback: predictors={predictors!r}; accepted: a non-empty "
                                   f"list of {', '.join(predictor_names())}")  # fmt: skip
         self.chosen, self.regression = chosen, regression
+        if isinstance(regression_points, bool) or not isinstance(regression_points, int) or regression_points < 0:
+            raise OrbitbenchError(f"EmpiricalNTKCallback: regression_points={regression_points!r}; accepted: an "
+                                  "integer >= 0 (0: no regression at scale)")  # fmt: skip
+        curve = [500, 2000] if regression_curve is None else list(regression_curve)
+        try:
+            self.scale_options = None if regression_points == 0 else ScaleOptions(
+                points=regression_points, curve=tuple(curve), empirical_points=empirical_points,
+                time_budget_s=time_budget_s, in_test_points=regression_test_points, reg=float(reg),
+                exact=regression_exact)  # fmt: skip
+        except OrbitbenchError as error:
+            raise OrbitbenchError(f"EmpiricalNTKCallback: {str(error).removeprefix('orbitbench: ')}") from None
+        self._undefined: dict[str, str] = {}
+        self._twin: KernelTwin | str = "not set up"
         self.probe: ProbeSet | None = None
         self.predictors: KernelPredictors | None = None
         self.history: list[dict[str, Any]] = []
@@ -164,8 +204,9 @@ class EmpiricalNTKCallback(L.Callback):
         twin = model_twin(pl_module) if self.infinite_width is not False else "switched off (infinite_width=false)"
         if self.infinite_width and isinstance(twin, str):
             raise OrbitbenchError(f"EmpiricalNTKCallback: infinite_width=true, but {twin}")
+        self._undefined, self._twin = undefined_predictors(pl_module), twin
         self.predictors = KernelPredictors(self.probe, twin, self.reg, self.dtype, self.chunk_size,
-                                           self.chosen, self.regression, undefined_predictors(pl_module))  # fmt: skip
+                                           self.chosen, self.regression, self._undefined)  # fmt: skip
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         network = network_of(pl_module)
@@ -184,6 +225,33 @@ class EmpiricalNTKCallback(L.Callback):
         # on_train_end, not on_fit_end: the model is still on its training device here.
         if self._last_step != trainer.global_step:
             self._measure(trainer, pl_module, "fit_end")
+        if self.scale_options is not None and trainer.is_global_zero and self.history:
+            self._measure_at_scale(trainer, pl_module)
+
+    def _measure_at_scale(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Every chosen predictor's regression at scale, merged into the last measurement."""
+        network = network_of(pl_module)
+        start = time.perf_counter()
+        last = self.history[-1]
+        try:
+            found = measure_at_scale(trainer.datamodule, network, self._twin, self.chosen, self.scale_options,
+                                     initial_network(network, self.initial_state), self.dtype, self.chunk_size,
+                                     self._undefined)  # fmt: skip
+        except OrbitbenchError as error:  # the fit itself is done: keep it, say why there is no number
+            last["network"]["scale"] = {"undefined": str(error).removeprefix("orbitbench: ")}
+            return
+        last["network"]["scale"] = {**found["network"], **found["sample"], "seconds": time.perf_counter() - start}
+        for name, entry in found["predictors"].items():
+            if "undefined" not in entry and "undefined" not in last["predictors"].get(name, {}):
+                last["predictors"].setdefault(name, {}).update(entry)
+        metrics = {f"ntk/{name}/{key}": float(value) for name, entry in found["predictors"].items()
+                   for key, value in entry.items() if key in SCALE_SCALARS and value is not None}  # fmt: skip
+        metrics.update({f"ntk/network/scale_{k}": v for k, v in found["network"].items() if isinstance(v, float)})
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+            add_figure = getattr(getattr(logger, "experiment", None), "add_figure", None)
+            if self.figures and add_figure is not None:
+                add_figure("ntk/at_scale", at_scale_figure(last), trainer.global_step)
 
     def _measure(self, trainer: L.Trainer, pl_module: L.LightningModule, when: str) -> None:
         if not trainer.is_global_zero:  # no collectives inside: other ranks simply skip it
@@ -265,6 +333,34 @@ TABLE_LEGEND = (
     "Spearman    rank correlation of the predictor's and the network's per-sample margins (- : a constant margin)",
     "linearised  the network linearised around its initial weights: f0 + K (K + r)^-1 (y - f0), K the initial NTK",
 )
+
+
+SCALE_SCALARS = ("scale_out_test_acc", "scale_in_test_acc", "scale_kappa", "scale_spearman", "regression_m",
+                 "scale_seconds")  # fmt: skip
+
+
+def at_scale_figure(measurement: dict[str, Any]):
+    """Predicted out-test accuracy (solid) and kappa (dashed) against the regression's m, per predictor,
+    with the network's out-test accuracy on the same points."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.5, 3.6), layout="constrained")
+    axes = figure.add_subplot()
+    network = measurement["network"].get("scale", {})
+    if "out_test_acc" in network:
+        axes.axhline(network["out_test_acc"], color="black", label="network out-test")
+    for name, entry in measurement["predictors"].items():
+        curve = entry.get("regression_curve")
+        if not curve:
+            continue
+        m = [c["m"] for c in curve]
+        color = predictor(name).color if name in predictor_names() else None
+        axes.plot(m, [c["out_test"] for c in curve], "o-", color=color, ms=3, label=f"{name} out-test")
+        axes.plot(m, [c["kappa"] for c in curve], "s--", color=color, ms=3, label=f"{name} kappa")
+    axes.set(xscale="log", xlabel="regression training points m", ylabel="out-test accuracy / kappa",
+             ylim=(-0.2, 1.02), title="kernel regression at scale")  # fmt: skip
+    axes.legend(fontsize=6, ncol=2)
+    return figure
 
 
 def predicted_vs_actual_figure(history: list[dict[str, Any]]):

@@ -77,6 +77,32 @@ def test_a_fourth_predictor_goes_from_the_record_to_the_leaderboard_table(tmp_pa
     header = next(line for line in readme.splitlines() if line.startswith("| Rank"))
     assert "pred. pixel kernel (κ)" in header and "pred. infinite (κ)" in header
     assert f"{measured['spectral_out_test_acc']:.3f}" in readme
+    # the regression at scale in the entry: copied from the record, aggregated, shown, checked
+    cell_scale = entry["cells"][0]["at_scale"]
+    assert set(cell_scale) == {"infinite", "init", "trained", "pixels"}
+    assert cell_scale["pixels"]["out_test"] == measured["scale_out_test_acc"]
+    assert cell_scale["pixels"]["kappa"] == measured["scale_kappa"] and cell_scale["pixels"]["m"] == 100
+    assert entry["results"][0]["at_scale"]["infinite"]["m"] == recorded["infinite"]["regression_m"]
+    assert entry["results"][0]["at_scale"]["pixels"]["out_test"]["mean"] == measured["scale_out_test_acc"]
+    assert "pixel kernel at scale (κ, m)" in header
+    assert f"{measured['scale_out_test_acc']:.3f} (κ {measured['scale_kappa']:+.2f}, m 100)" in readme
+    assert "pixel kernel at scale (κ, m)" in (root / "index.html").read_text()
+    assert cli_main(["leaderboard", "verify", "--sweeps", str(sweeps), str(entry_path), "--cells", "1"]) == 0, capsys.readouterr().err
+    assert json.loads(entry_path.read_text())["verified"]["max_abs_diff"] == 0.0
+    capsys.readouterr()
+    # a hand edit of either the cell's number or the aggregate is refused
+    good = entry_path.read_text()
+    for path, value in ((["cells", 0, "at_scale", "pixels", "out_test"], 0.999),
+                        (["results", 0, "at_scale", "pixels", "m"], 16000)):  # fmt: skip
+        edited = json.loads(good)
+        target = edited
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+        entry_path.write_text(json.dumps(edited, indent=1) + "\n")
+        assert cli_main(["leaderboard", "check", *where]) != 0
+        assert "orbitbench: " in capsys.readouterr().err
+    entry_path.write_text(good)
 
 
 def test_the_callback_figure_draws_every_registered_predictor(pixels_predictor) -> None:

@@ -22,6 +22,7 @@ import yaml
 from orbitbench.errors import OrbitbenchError
 from orbitbench.io import as_json_value
 from orbitbench.leaderboard.intervals import clip, t_interval, unit_scores
+from orbitbench.leaderboard.scale import cell_at_scale, order_at_scale, value_pairs
 from orbitbench.theory.registry import predictor_names, recorded_predictions
 from orbitbench.leaderboard.schema import Entry, EntryCell, Interval, KappaStat, PoseResult, Protocol, Stat
 from orbitbench.run.record import RunRecord
@@ -126,6 +127,7 @@ def cell_from_record(cell_id: str, record: RunRecord) -> EntryCell:
     kappa = {name: values["kappa"] for name, values in found.items() if values["kappa"] is not None}
     return EntryCell(cell=cell_id, seed=record.seeds.seed_everything if record.seeds.seed_everything is not None else -1,
                 model=record.model, data=record.data, metrics=record.metrics, predicted=predicted, kappa=kappa,
+                at_scale=cell_at_scale(record, defined),
                 epochs=record.epochs, global_step=record.global_step, wall_time_s=record.wall_time_s,
                 git_commit=record.git_commit, versions=record.versions, finished=record.finished)
 
@@ -183,6 +185,7 @@ def recompute(cells: Sequence[EntryCell]) -> tuple[list[PoseResult], Interval]:
             n_poses=n, train=_stat(train) if len(train) == len(group) else None,
             in_test=_stat([c.metrics.in_test_acc for c in group]),
             out_test=_stat([c.metrics.out_test_acc for c in group]), predicted=predicted, kappa=kappa,
+            at_scale=order_at_scale(group, names),
         ))
     units = unit_scores(cell_units(cells))
     mean, low, high = t_interval(list(units.values()))
@@ -264,7 +267,7 @@ def check_entry(entry: Entry, source: str, track: Protocol | None, sweeps: dict[
     except OrbitbenchError as error:
         raise OrbitbenchError(f"{source}: method: {error}") from None
     for cell in entry.cells:
-        extra = sorted((set(cell.predicted) | set(cell.kappa)) - set(defined))
+        extra = sorted((set(cell.predicted) | set(cell.kappa) | set(cell.at_scale)) - set(defined))
         if extra:
             raise OrbitbenchError(f"{source}: cell {cell.cell} has a {extra[0]!r} kernel prediction, which method "
                                   f"{entry.method!r} does not define (it defines {', '.join(defined)})")
@@ -378,11 +381,12 @@ def recorded_threads(cell: EntryCell):
 
 
 def max_metric_difference(a: EntryCell, b: EntryCell) -> float:
-    """Largest |a - b| over train, in-test, out-test and predicted accuracies (inf if one lacks it)."""
+    """Largest |a - b| over train, in-test, out-test, predicted accuracies and kappas, and the
+    regression at scale (its m too: inf if one lacks a number the other has)."""
     pairs = [(a.metrics.train_acc, b.metrics.train_acc), (a.metrics.in_test_acc, b.metrics.in_test_acc),
              (a.metrics.out_test_acc, b.metrics.out_test_acc)]
     pairs += [(a.predicted.get(p), b.predicted.get(p)) for p in set(a.predicted) | set(b.predicted)]
-    pairs += [(a.kappa.get(p), b.kappa.get(p)) for p in set(a.kappa) | set(b.kappa)]
+    pairs += [(a.kappa.get(p), b.kappa.get(p)) for p in set(a.kappa) | set(b.kappa)] + value_pairs(a, b)
     worst = 0.0
     for x, y in pairs:
         if (x is None) != (y is None):

@@ -39,6 +39,14 @@ def _prediction(result: PoseResult, predictor: str) -> str:
     return f"{result.predicted[predictor].mean:.3f}" + (f" ({kappa.mean:+.2f})" if kappa is not None else "")
 
 
+def _scale(result: PoseResult, predictor: str) -> str:
+    found = result.at_scale.get(predictor)
+    if found is None:
+        return "-"
+    kappa = "" if found.kappa is None else f"{found.kappa.mean:+.2f}, "
+    return f"{found.out_test.mean:.3f} ({kappa}m {found.m:,})"
+
+
 def kernel_table(entries: Iterable[Entry], track: str) -> str:
     """Markdown: per supervised entry of `track` and group order, the network's accuracies and what
     each kernel predicted for out-test (kappa against the network per cell, averaged)."""
@@ -47,10 +55,12 @@ def kernel_table(entries: Iterable[Entry], track: str) -> str:
         raise OrbitbenchError(f"README.md: the leaderboard table names track {track!r}, which has no supervised entry")
     order = rows[0].cells[0].data.order_argument or "group order"
     shown = [p for p in predictor_names() if predictor(p).shown and any(p in r.predicted for e in rows for r in e.results)]
+    scaled = [p for p in predictor_names() if predictor(p).shown and any(p in r.at_scale for e in rows for r in e.results)]
     lines = [
         f"| model | {order} | train | in-test | network out-test [95% CI] |"
-        + "".join(f" `{p}` predicted (kappa) |" for p in shown),
-        "|---|---:|---:|---:|---:|" + "---:|" * len(shown),
+        + "".join(f" `{p}` predicted (kappa) |" for p in shown)
+        + "".join(f" `{p}` at scale (kappa, m) |" for p in scaled),
+        "|---|---:|---:|---:|---:|" + "---:|" * (len(shown) + len(scaled)),
     ]
     for entry in rows:
         for result in sorted(entry.results, key=lambda r: r.n_poses):
@@ -58,7 +68,8 @@ def kernel_table(entries: Iterable[Entry], track: str) -> str:
             out_test = [c.metrics.out_test_acc for c in entry.cells if c.n_poses == result.n_poses]
             _, low, high = t_interval(out_test)
             cells = [f"`{entry.model}`", str(result.n_poses), train, f"{result.in_test.mean:.3f}",
-                     f"{result.out_test.mean:.3f} [{max(low, 0.0):.2f}, {min(high, 1.0):.2f}]", *(_prediction(result, p) for p in shown)]
+                     f"{result.out_test.mean:.3f} [{max(low, 0.0):.2f}, {min(high, 1.0):.2f}]", *(_prediction(result, p) for p in shown),
+                     *(_scale(result, p) for p in scaled)]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

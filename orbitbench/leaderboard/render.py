@@ -82,6 +82,15 @@ def _predicted(entry: Entry, predictor: str) -> str:
     return _maybe(value) + ("" if value is None or kappa is None else f" (κ {kappa:+.2f})")
 
 
+def _at_scale(entry: Entry, predictor: str) -> str:
+    """`0.294 (κ +0.30, m 16,000)`: the regression at the network's scale, averaged over orders."""
+    found = entry.mean_at_scale(predictor)
+    if found is None:
+        return ""
+    value, kappa, m = found
+    return f"{value:.3f} (" + ("" if kappa is None else f"κ {kappa:+.2f}, ") + f"m {m:,})"
+
+
 def _train(entry: Entry) -> str:
     values = [r.train.mean for r in entry.results if r.train is not None]
     return f"{sum(values) / len(values):.3f}" if len(values) == len(entry.results) else ""
@@ -117,6 +126,8 @@ def columns(rows: list[Row], ranked: bool = True) -> list[tuple[str, str, list[s
         *((f"n{n}", f"out-test n={n}", [f"{x.results[i].out_test.mean:.3f} ± {x.results[i].out_test.std:.3f}" for x in e])
           for i, n in enumerate(orders)),
         *((f"pred_{p}", f"pred. {predictor(p).label} (κ)", [_predicted(x, p) for x in e]) for p in shown_predictors()),
+        *((f"scale_{p}", f"{predictor(p).label} at scale (κ, m)", [_at_scale(x, p) for x in e])
+          for p in shown_predictors() if any(x.mean_at_scale(p) is not None for x in e)),
         ("cells", "Cells", [str(len(x.cells)) for x in e]),
         ("verified", "Verified", [verified_text(x) for x in e]),
         ("date", "Date", [x.date.isoformat() for x in e]),
@@ -141,6 +152,9 @@ COLUMN_HELP = {
     "train": "Accuracy on the training split in eval mode, averaged over orders",
     "pred": "Out-test accuracy predicted by this kernel's spectral rule (Eq. 7), averaged like out-test; "
             "κ: Cohen's kappa against the network on the same digits (0: no more than chance)",
+    "scale": "Out-test accuracy predicted by kernel regression on m points of the network's own training "
+             "split (m: the smallest over the cells), scored on every out-test digit, averaged like out-test; "
+             "κ against the network on the same digits (docs/THEORY.md §10)",
     "order": "Out-test at this group order: mean ± standard deviation over leave-out classes",
     "cells": "Finished cells (group order x leave-out class x seed) whose run records the entry holds",
     "verified": "verified: cells re-run by orbitbench leaderboard verify matched (hover for how many, the "
@@ -151,8 +165,8 @@ COLUMN_HELP = {
 
 def column_help(key: str) -> str:
     """The explanation of a column key (`n4`, `pred_init` share one per kind)."""
-    if key.startswith("pred_"):
-        return COLUMN_HELP["pred"]
+    if key.startswith(("pred_", "scale_")):
+        return COLUMN_HELP[key.split("_", 1)[0]]
     if re.fullmatch(r"n\d+", key):
         return COLUMN_HELP["order"]
     return COLUMN_HELP[key]

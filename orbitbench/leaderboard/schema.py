@@ -16,7 +16,7 @@ import re
 import unicodedata
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
 
 from orbitbench.run.record import DataSettings, Metrics, ModelSettings
 from orbitbench.sweep.spec import MAX_NAME_LENGTH, NAME_PATTERN, TRACK_PATTERN
@@ -78,6 +78,23 @@ class Interval(_Strict):
     n: int = Field(ge=1)
 
 
+def _without_empty_at_scale(data: dict[str, Any]) -> dict[str, Any]:
+    """Entries written before the at-scale regression keep their bytes, so their digests hold."""
+    if not data.get("at_scale"):
+        data.pop("at_scale", None)
+    return data
+
+
+class ScaleStat(_Strict):
+    """One predictor's kernel regression at the network's scale over the cells of one group order
+    (docs/THEORY.md §10): predicted out-test and kappa against the network, and the smallest m."""
+
+    out_test: Stat
+    in_test: Stat
+    kappa: KappaStat | None = None
+    m: int = Field(ge=1)  # the smallest regression sample among the cells
+
+
 class PoseResult(_Strict):
     """The results at one group order (one x value of Fig. 1C)."""
 
@@ -87,6 +104,11 @@ class PoseResult(_Strict):
     out_test: Stat
     predicted: dict[str, Stat] = {}  # predictor name -> spectral-predicted out-test accuracy
     kappa: dict[str, KappaStat] = {}  # predictor name -> Cohen's kappa of that prediction vs the network, per cell
+    at_scale: dict[str, ScaleStat] = {}  # predictor name -> regression at scale, when every cell has it
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: Any) -> dict[str, Any]:
+        return _without_empty_at_scale(handler(self))
 
 
 class Protocol(_Strict):
@@ -98,6 +120,17 @@ class Protocol(_Strict):
     leave_out_classes: list[int] = Field(min_length=1)
     seeds: list[int] = Field(min_length=1)
     data: dict[str, Any] = {}
+
+
+class ScalePrediction(_Strict):
+    """One predictor's kernel regression at the network's scale in one cell (docs/THEORY.md §10),
+    as the run record wrote it: regression on m points of the network's own training split."""
+
+    out_test: float = Field(ge=0.0, le=1.0)
+    in_test: float = Field(ge=0.0, le=1.0)
+    kappa: float | None = Field(default=None, ge=-1.0, le=1.0)  # per out-test digit, vs the network
+    kappa_ci: list[float] | None = Field(default=None, min_length=2, max_length=2)  # bootstrap 95%
+    m: int = Field(ge=1)
 
 
 class EntryCell(BaseModel):
@@ -112,12 +145,17 @@ class EntryCell(BaseModel):
     metrics: Metrics
     predicted: dict[str, float] = {}  # predictor -> spectral-predicted out-test accuracy
     kappa: dict[str, float] = {}  # predictor -> Cohen's kappa, spectral rule vs network, on the out-test digits
+    at_scale: dict[str, ScalePrediction] = {}  # predictor -> regression at scale (absent before it existed)
     epochs: int = Field(ge=0)
     global_step: int = Field(ge=0)
     wall_time_s: float = Field(ge=0)
     git_commit: str | None = Field(pattern=COMMIT_PATTERN)
     versions: dict[str, str]
     finished: dt.datetime
+
+    @model_serializer(mode="wrap")
+    def _serialize(self, handler: Any) -> dict[str, Any]:
+        return _without_empty_at_scale(handler(self))
 
     @property
     def leave_out_class(self) -> int:
@@ -202,6 +240,16 @@ class Entry(_Strict):
         """Predicted out-test averaged over group orders; None unless every order has it."""
         values = [r.predicted[predictor].mean for r in self.results if predictor in r.predicted]
         return sum(values) / len(values) if len(values) == len(self.results) else None
+
+    def mean_at_scale(self, predictor: str) -> tuple[float, float | None, int] | None:
+        """(predicted out-test, kappa, smallest m) of the regression at scale, averaged over group
+        orders; None unless every order has it (kappa None unless every order has one)."""
+        found = [r.at_scale[predictor] for r in self.results if predictor in r.at_scale]
+        if len(found) != len(self.results):
+            return None
+        kappas = [s.kappa.mean for s in found if s.kappa is not None]
+        kappa = sum(kappas) / len(kappas) if len(kappas) == len(found) else None
+        return sum(s.out_test.mean for s in found) / len(found), kappa, min(s.m for s in found)
 
     def mean_kappa(self, predictor: str) -> float | None:
         """The prediction's per-cell Cohen's kappa vs the network, averaged; None unless every order has it."""

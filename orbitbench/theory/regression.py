@@ -6,7 +6,7 @@ predictor with a Gram function regresses one-hot targets on a *nested* uniform s
 network's own training split (the first m of one seeded permutation, so 1k ⊂ 4k ⊂ 16k), with
 the protocol's ridge `reg * trace(K)`, and is scored on every out-test pair (or `out_test_points`
 of them) and on `in_test_points` in-test pairs. The Gram matrix is factorised in place
-(`torch.linalg.cholesky_ex(K, out=K)`): no second copy of K. When every pose is an exact pixel
+(LAPACK potrf on K's own memory): no second copy of K. When every pose is an exact pixel
 permutation and the kernel is invariant, `orbitbench.theory.orbit_solve` solves over whole orbits.
 """
 
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy.linalg import lapack
+from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
 from orbitbench.data import pick
@@ -165,11 +166,14 @@ def ridge_solve_(k: Tensor, rhs: Tensor, reg: float) -> Tensor:
     ridge = reg * float(torch.diagonal(k).sum())
     k.diagonal().add_(ridge)
     column_major = k.numpy().T  # the same memory, Fortran order: K^T = K
-    factor, info = lapack.dpotrf(column_major, lower=1, overwrite_a=1, clean=0)
-    if info != 0 or not np.shares_memory(factor, column_major):
-        raise OrbitbenchError(f"regression at scale: the kernel plus ridge {reg:g} x trace is not positive "
-                              f"definite (leading minor {info}); raise reg")  # fmt: skip
-    solved, info = lapack.dpotrs(factor, rhs.detach().to(torch.float64).numpy(), lower=1)
+    # SciPy's OpenBLAS on one thread: with its own threads, after torch's OpenMP pool has run in the
+    # same process, its potrf crashed the process (SIGSEGV) at m = 16,000 (benchmarks/RESULTS.md).
+    with threadpool_limits(limits=1, user_api="blas"):
+        factor, info = lapack.dpotrf(column_major, lower=1, overwrite_a=1, clean=0)
+        if info != 0 or not np.shares_memory(factor, column_major):
+            raise OrbitbenchError(f"regression at scale: the kernel plus ridge {reg:g} x trace is not positive "
+                                  f"definite (leading minor {info}); raise reg")  # fmt: skip
+        solved, info = lapack.dpotrs(factor, rhs.detach().to(torch.float64).numpy(), lower=1)
     return torch.from_numpy(solved)
 
 

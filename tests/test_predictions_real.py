@@ -109,5 +109,19 @@ def test_predict_kernel_prints_the_fits_table(tmp_path: Path, capsys: pytest.Cap
     assert main(["predict-kernel", "--ckpt_path", str(checkpoint), *[f"--probe.{o}" for o in options]]) == 0
     table = capsys.readouterr().out.strip("\n")
     assert "network" in table and "infinite" in table and table in fit_out
+    # the regression at scale from the checkpoint: the fit's own block (the callback's default sizes),
+    # but for the seconds each row took
+    scale = ["--at_scale", "true", "--scale.points", "2000", "--scale.curve", "[500, 2000]", "--scale.time_budget_s", "0"]
+    assert main(["predict-kernel", "--ckpt_path", str(checkpoint), *[f"--probe.{o}" for o in options], *scale]) == 0
+    def rows(text: str) -> list[str]:
+        """The at-scale block's predictor rows without their last column (seconds)."""
+        lines = text.splitlines()
+        start = next(i for i, line in enumerate(lines) if "kernel regression at scale" in line)
+        found = [line for line in lines[start + 2 : start + 6] if line.split()[0] in ("network", "infinite", "init")]
+        return [line.rsplit(None, 1)[0] if not line.split()[0] == "network" else line for line in found]
+
+    again = capsys.readouterr().out
+    assert len(rows(again)) >= 2 and rows(again) == rows(fit_out)
+    assert "kernel regression at scale" in again and table in again
     assert main(["predict-kernel", "--ckpt_path", str(tmp_path / "missing.ckpt")]) == 2
     assert capsys.readouterr().err.startswith("orbitbench: --ckpt_path")

@@ -2,12 +2,14 @@
 
 The checkpoint carries what the measurement needs: the model's and the DataModule's
 hyperparameters (class path included, as LightningCLI saves them) and, when the fit ran
-EmpiricalNTKCallback, the initial weights for the `init` predictor.
+EmpiricalNTKCallback, the initial weights for the `init` predictor. `--at_scale true` adds the
+kernel regression at the network's scale (docs/THEORY.md §10) to a checkpoint a fit made without it.
 """
 
 from __future__ import annotations
 
 import importlib
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,9 @@ import torch
 
 from orbitbench import trust
 from orbitbench.errors import OrbitbenchError
+from orbitbench.theory.at_scale import initial_network, measure_at_scale, merge_at_scale
 from orbitbench.theory.predictions import KernelPredictors, PredictionReport
+from orbitbench.theory.regression import ScaleOptions
 from orbitbench.theory.probe import ProbeOptions, draw_probe
 
 __all__ = ["load_checkpoint", "measure_checkpoint", "predict_kernel", "main"]
@@ -63,8 +67,10 @@ def measure_checkpoint(
     reg: float = 1e-10,
     dtype: str = "float64",
     data_overrides: dict[str, Any] | None = None,
+    scale: ScaleOptions | None = None,
 ) -> PredictionReport:
-    """Every kernel predictor against the checkpoint's network on its own data (no Trainer)."""
+    """Every kernel predictor against the checkpoint's network on its own data (no Trainer); with
+    `scale`, each one's regression at scale too."""
     from orbitbench.run.callbacks.kernel_predictions import model_twin, network_of, undefined_predictors
 
     if dtype not in _DTYPES:
@@ -74,7 +80,16 @@ def measure_checkpoint(
     predictors = KernelPredictors(draw_probe(dm, probe), model_twin(model), reg, _DTYPES[dtype],
                                   undefined=undefined_predictors(model))
     predictors.set_initial_state(network, initial)
-    return predictors.report(network, step=step)
+    report = predictors.report(network, step=step)
+    if scale is not None:
+        start = time.perf_counter()
+        try:
+            found = measure_at_scale(dm, network, model_twin(model), list(report.predictors), scale,
+                                     initial_network(network, initial), _DTYPES[dtype], undefined=undefined_predictors(model))  # fmt: skip
+        except OrbitbenchError as error:
+            found = str(error).removeprefix("orbitbench: ")
+        merge_at_scale(report.network, report.predictors, found, time.perf_counter() - start)
+    return report
 
 
 def predict_kernel(
@@ -84,6 +99,8 @@ def predict_kernel(
     dtype: str = "float64",
     source: str | None = None,
     data_dir: str | None = None,
+    at_scale: bool = False,
+    scale: ScaleOptions = ScaleOptions(),
 ) -> str:
     """How the kernel predictors (infinite, init, trained) predict a trained network's out-test accuracy: the table.
 
@@ -95,8 +112,12 @@ def predict_kernel(
         dtype: float64 or float32 kernels.
         source: override the checkpoint's data source (e.g. mnist5k).
         data_dir: override the checkpoint's data directory.
+        at_scale: also regress every kernel on up to `--scale.points` points of the network's own
+            training split and score it on every out-test digit (docs/THEORY.md §10).
+        scale: the regression at scale (`--scale.points 16000 --scale.curve [1000,4000,16000]
+            --scale.time_budget_s 60 ...`: the protocol's sizes).
     """
     if ckpt_path is None:  # an option, not a positional: spelled like `orbitbench validate --ckpt_path`
         raise OrbitbenchError("--ckpt_path is required: a checkpoint written by `orbitbench fit`")
     overrides = {k: v for k, v in (("source", source), ("data_dir", data_dir)) if v is not None}
-    return measure_checkpoint(ckpt_path, probe, reg, dtype, overrides).table()
+    return measure_checkpoint(ckpt_path, probe, reg, dtype, overrides, scale if at_scale else None).table()

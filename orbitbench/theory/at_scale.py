@@ -179,3 +179,16 @@ def initial_network(network: nn.Module, state: Mapping[str, Tensor] | None) -> n
     initial = copy.deepcopy(network)
     initial.load_state_dict(dict(state))
     return initial
+
+
+def merge_at_scale(network: dict[str, Any], predictors: dict[str, dict[str, Any]], found: dict[str, Any] | str,
+                   seconds: float) -> None:
+    """Put `measure_at_scale`'s result (or why it failed: a string) into one measurement's `network` and
+    `predictors` dicts, in place; a predictor undefined in the measurement stays undefined."""
+    if isinstance(found, str):
+        network["scale"] = {"undefined": found}
+        return
+    network["scale"] = {**found["network"], **found["sample"], "seconds": seconds}
+    for name, entry in found["predictors"].items():
+        if "undefined" not in entry and "undefined" not in predictors.get(name, {}):
+            predictors.setdefault(name, {}).update(entry)

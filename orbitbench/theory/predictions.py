@@ -339,7 +339,7 @@ def _scale_rows(network: dict[str, Any], predictors: dict[str, dict[str, Any]]) 
         return []
     if "undefined" in net:
         return [f"  kernel regression at scale: not measured ({net['undefined']})"]
-    rows = [f"  kernel regression at scale (end of training; {net['n_out_test_digits']} out-test digits, "
+    rows = [f"  kernel regression at scale (the network's last weights; {net['n_out_test_digits']} out-test digits, "
             f"{net['n_in_test_points']} in-test points, nested samples of the {net['n_train_split']}-pair training split)",
             f"  {'predictor':<18}{'out-test [95% CI]':<22}{'in-test':>8}  {'kappa [95% CI]':<20}{'m':>7}  "
             f"{'path':<7}{'spread (2 draws)':<20}{'s':>6}",

@@ -22,7 +22,7 @@ from orbitbench.theory.predictions import KernelPredictors, PredictionReport
 from orbitbench.run.record import KernelPredictions
 from orbitbench.splits import PartialOrbits
 from orbitbench.theory.probe import ProbeOptions, ProbeSet, draw_probe
-from orbitbench.theory.at_scale import initial_network, measure_at_scale
+from orbitbench.theory.at_scale import initial_network, measure_at_scale, merge_at_scale
 from orbitbench.theory.regression import ScaleOptions
 
 __all__ = ["EmpiricalNTKCallback", "model_twin", "network_of"]
@@ -238,12 +238,9 @@ class EmpiricalNTKCallback(L.Callback):
                                      initial_network(network, self.initial_state), self.dtype, self.chunk_size,
                                      self._undefined)  # fmt: skip
         except OrbitbenchError as error:  # the fit itself is done: keep it, say why there is no number
-            last["network"]["scale"] = {"undefined": str(error).removeprefix("orbitbench: ")}
+            merge_at_scale(last["network"], last["predictors"], str(error).removeprefix("orbitbench: "), 0.0)
             return
-        last["network"]["scale"] = {**found["network"], **found["sample"], "seconds": time.perf_counter() - start}
-        for name, entry in found["predictors"].items():
-            if "undefined" not in entry and "undefined" not in last["predictors"].get(name, {}):
-                last["predictors"].setdefault(name, {}).update(entry)
+        merge_at_scale(last["network"], last["predictors"], found, time.perf_counter() - start)
         metrics = {f"ntk/{name}/{key}": float(value) for name, entry in found["predictors"].items()
                    for key, value in entry.items() if key in SCALE_SCALARS and value is not None}  # fmt: skip
         metrics.update({f"ntk/network/scale_{k}": v for k, v in found["network"].items() if isinstance(v, float)})

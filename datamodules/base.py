@@ -322,9 +322,16 @@ class OrbitDataModule(L.LightningDataModule):
         return torch.where(allowed.any(dim=1), scores.argmax(dim=1), pose)
 
     def on_after_batch_transfer(self, batch: IndexBatch, dataloader_idx: int) -> OrbitBatch:
+        """Poses the batch on its device. The images are made here, after the precision plugin
+        converted the (index) batch, so they are converted now: float64 under `64-true`, bf16 under
+        `bf16-true`, unchanged under mixed precision and `32-true`."""
         if isinstance(batch, OrbitBatch):
             return batch
-        return OrbitBatch(self.materialize(batch.image_index, batch.pose), batch.label, batch.image_index, batch.pose)
+        images = self.materialize(batch.image_index, batch.pose)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            images = trainer.precision_plugin.convert_input(images)
+        return OrbitBatch(images, batch.label, batch.image_index, batch.pose)
 
     def split_dataset(self, name: str) -> PoseIndexDataset:
         return PoseIndexDataset(self.splits[name], self.digits.labels)

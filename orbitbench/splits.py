@@ -64,10 +64,13 @@ def split_accuracy(net: nn.Module, data: PartialOrbits, split: str, device: torc
     was_training = net.training
     net.eval()
     correct = total = 0
+    # the network's own floating dtype (float64 under `64-true`; float32 weights under mixed precision)
+    dtype = next((p.dtype for p in net.parameters() if p.is_floating_point()), torch.float32)
     try:
         for image_index, pose, label in data.split_dataloader(split):
             image_index, pose, label = image_index.to(device), pose.to(device), label.to(device)
-            correct += int((net(data.materialize(image_index, pose)).argmax(dim=1) == label).sum())
+            images = data.materialize(image_index, pose).to(dtype)
+            correct += int((net(images).argmax(dim=1) == label).sum())
             total += label.numel()
     finally:
         net.train(was_training)

@@ -356,3 +356,20 @@ def test_plain_progress_prints_lines_within_an_epoch(tmp_path, capsys) -> None:
     total = int(within[0].split()[3].split("/")[1])
     assert batches == list(range(1, total + 1)) and all("train/loss" in line and "s left in the epoch" in line for line in within[1:])
     assert [line for line in stdout.splitlines() if line.startswith("epoch 1/1  step ")]
+
+
+@pytest.mark.timeout(300)
+def test_true_precision_fits_pose_the_images_in_the_networks_dtype(tmp_path) -> None:
+    """`64-true` / `bf16-true` convert the weights; images posed after the batch transfer, the
+    record's split accuracies and the kernel probe follow the weights' dtype (was a traceback)."""
+    for precision in ("64-true", "bf16-true"):
+        status, _ = fit(tmp_path / precision, "--trainer.max_epochs", "1", "--trainer.precision", precision,
+                        "--trainer.callbacks+=orbitbench.run.callbacks.EmpiricalNTKCallback",
+                        "--trainer.callbacks.n_seeds=4", "--trainer.callbacks.probe_digits_per_class=2",
+                        "--trainer.callbacks.figures=false")  # fmt: skip
+        assert status == 0
+        metrics = results(tmp_path / precision)
+        assert metrics["train_acc"] is not None and metrics["in_test_acc"] is not None
+        weights = torch.load(next(run_dir(tmp_path / precision).glob("checkpoints/last.ckpt")), weights_only=True)["state_dict"]
+        expected = torch.float64 if precision == "64-true" else torch.bfloat16
+        assert {t.dtype for t in weights.values() if t.is_floating_point()} == {expected}

@@ -218,7 +218,7 @@ def empirical_gram(network: nn.Module, dtype: torch.dtype = torch.float64, chunk
 
 def network_outputs(network: nn.Module, probe: ProbeSet) -> Tensor:
     """Centred logits [R+U, C] of the network at every regression point (eval mode), float64 CPU."""
-    device = next(network.parameters()).device
+    first = next(network.parameters())  # its device and dtype (float64 under `64-true`)
     with torch.no_grad(), evaluating(network):
-        out = torch.cat([network(x.to(device)) for x in probe.regression_images.split(1024)]).double().cpu()
+        out = torch.cat([network(x.to(first.device, first.dtype)) for x in probe.regression_images.split(1024)]).double().cpu()
     return out - out.mean(1, keepdim=True)

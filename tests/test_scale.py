@@ -14,7 +14,7 @@ from orbitbench.datamodules import RotatedMNIST
 from orbitbench.errors import OrbitbenchError
 from orbitbench.models import KernelTwin, create_model, model_info
 from orbitbench.theory.agreement import agreement, kappa_interval
-from orbitbench.theory.at_scale import measure_at_scale, twin_kernels
+from orbitbench.theory.at_scale import empirical_kernels, measure_at_scale, twin_kernels
 from orbitbench.theory.ntk import empirical_ntk
 from orbitbench.theory.orbit_solve import check_exact, orbit_digits, orbit_regression
 from orbitbench.theory.regression import ScaleOptions, draw_scale, materialize, regress, ridge_solve_
@@ -88,6 +88,20 @@ def test_the_empirical_factors_give_the_class_averaged_centred_ntk(digits: torch
     assert torch.allclose(left.gram(right, elements=40), expected, rtol=1e-10, atol=1e-12)
     full = empirical_ntk(net, digits[:12], output="centred", dtype=torch.float64) / 10
     assert torch.allclose(left.gram(elements=40), full, rtol=1e-10, atol=1e-12)
+
+
+def test_the_empirical_kernels_make_the_scored_points_factors_once_and_only_for_them(digits: torch.Tensor) -> None:
+    """The scored points' factors are reused across calls (timing probes, curve, second draw), and
+    a different set of scored points gets its own: each call equals the explicit empirical NTK."""
+    torch.manual_seed(0)
+    net = create_model("paper_mlp")
+    kernels, _ = empirical_kernels(net)
+    ntk = lambda a, b=None: empirical_ntk(net, a, b, output="centred", dtype=torch.float64) / 10  # noqa: E731
+    scored = digits[10:]
+    for train, test in ((digits[:8], scored), (digits[:12], scored), (digits[:8], digits[3:9])):
+        k, k_test = kernels(train, test)
+        assert torch.allclose(k, ntk(train), rtol=1e-10, atol=1e-12)
+        assert torch.allclose(k_test, ntk(test, train), rtol=1e-10, atol=1e-12)
 
 
 def test_a_sample_of_the_whole_training_split_is_the_full_regression() -> None:

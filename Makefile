@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
 .PHONY: install mnist run test bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP):  # named by the hash of pyproject.toml: a fresh clone (newer mtime) reuses it
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -e ".[dev]"

@@ -63,3 +63,18 @@ def test_another_checkout_or_missing_data_reinstall_only_what_is_stale(up_to_dat
     assert "pip install -q --upgrade pip" not in text  # the venv itself is kept
     (data / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
     assert "orbitbench data --fetch true" in dry_run("run", venv, data)
+
+
+def test_a_fresh_clone_with_the_same_pyproject_keeps_the_cached_venv(up_to_date) -> None:
+    """A clone's pyproject.toml is newer than a cached venv's stamp; the stamp is named by the file's
+    hash, so the venv is kept (only the checkout's editable install is redone)."""
+    venv, data = up_to_date
+    (stamp,) = venv.glob(".installed-*")
+    os.utime(stamp, (1_000_000_000, 1_000_000_000))  # 2001: older than any checkout
+    for editable in venv.glob(".editable-*"):
+        os.utime(editable, (1_000_000_000, 1_000_000_000))
+    text = dry_run("test", venv, data)
+    assert "pip install -q --upgrade pip" not in text and "-m venv" not in text
+    assert "pip install -q --no-deps --no-build-isolation -e ." in text
+    stamp.rename(venv / ".installed-0000000000000000")  # another pyproject.toml: a new venv
+    assert "pip install -q --upgrade pip" in dry_run("test", venv, data)

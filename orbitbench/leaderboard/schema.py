@@ -16,7 +16,7 @@ import re
 import unicodedata
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from orbitbench.run.record import DataSettings, Metrics, ModelSettings
 from orbitbench.sweep.spec import MAX_NAME_LENGTH, NAME_PATTERN, TRACK_PATTERN
@@ -131,6 +131,15 @@ class ScalePrediction(_Strict):
     kappa: float | None = Field(default=None, ge=-1.0, le=1.0)  # per out-test digit, vs the network
     kappa_ci: list[float] | None = Field(default=None, min_length=2, max_length=2)  # bootstrap 95%
     m: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _an_interval(self) -> "ScalePrediction":
+        # a percentile bootstrap need not hold the point estimate; it is ordered, within [-1, 1]
+        # (bootstrap noise around a constant prediction's 0 aside), and comes with a kappa
+        if self.kappa_ci is not None and not (self.kappa is not None and -1.0 - 1e-9 <= self.kappa_ci[0]
+                                              <= self.kappa_ci[1] <= 1.0 + 1e-9):  # fmt: skip
+            raise ValueError(f"kappa_ci {self.kappa_ci} is not an interval in [-1, 1] beside a kappa")
+        return self
 
 
 class EntryCell(BaseModel):

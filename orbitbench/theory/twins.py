@@ -27,7 +27,7 @@ import math
 import torch
 from torch import Tensor
 
-from orbitbench.theory.closed_form import MlpLayers, mlp_kernel
+from orbitbench.theory.closed_form import MlpLayers, cnn_kernels, mlp_kernel
 from orbitbench.errors import OrbitbenchError
 from orbitbench.models import KernelTwin
 
@@ -56,6 +56,27 @@ def _mlp_ntk(twin: KernelTwin, x1: Tensor, x2: Tensor) -> Tensor:
     return mlp_kernel(x1, x2, kind="ntk", depth=twin.depth, w_std=twin.W_std, b_std=None, layers=layers)
 
 
+CNN_BLOCK_ELEMENTS = 1 << 20  # one temporary block of the CNN-GAP position pairs (float64)
+
+
+def _cnn_ntk(twin: KernelTwin, x1: Tensor, x2: Tensor | None) -> Tensor:
+    """Closed-form NTK of one output of a circular CNN twin on float64 images [B, H, W] (x2 None: Gram).
+
+    The forward pass (so the NNGP) is the same in both parameterisations at equal init variances.
+    NTK parameterisation: the stax kernel. Standard (the trained parameters are the weights
+    themselves, of variance w / fan_in): d f / d V over the read-out gives `fan_in_readout / w` times
+    the NNGP, and d f / d W over the conv gives `k^2 / w` times the NTK-parameterised conv term
+    `ntk - nngp` (each layer's own-parameter term loses the 1 / fan_in the NTK parameterisation puts
+    in the forward pass), as for the MLP's `n_l E` (docs/THEORY.md §4).
+    """
+    nngp, ntk = cnn_kernels(x1, x2, gap=twin.arch == "cnn_gap", w_std=twin.W_std, b_std=None,
+                            block_elements=CNN_BLOCK_ELEMENTS, size=twin.kernel_size)  # fmt: skip
+    if twin.parameterization == "ntk":
+        return ntk
+    w = float(twin.W_std) ** 2
+    return nngp * (twin.readout_fan_in / w) + (ntk - nngp) * (twin.kernel_size**2 / w)
+
+
 def twin_kernel(twin: KernelTwin, x: Tensor, x2: Tensor | None = None) -> Tensor:
     """The twin's analytic NTK of one output between images x [B, ...] and x2 [B2, ...] -> float64 [B, B2], CPU.
 
@@ -65,8 +86,8 @@ def twin_kernel(twin: KernelTwin, x: Tensor, x2: Tensor | None = None) -> Tensor
     pixels, which leaves dot products and norms (all an MLP kernel depends on) unchanged, so
     `mean_{k,l} K(r^k x, r^l x') = mean_d K(x, r^d x')`.
     """
-    if twin.arch != "mlp":
-        raise OrbitbenchError(f"kernel twin arch={twin.arch!r}; accepted: 'mlp'")
+    if twin.arch not in ("mlp", "cnn_fc", "cnn_gap"):
+        raise OrbitbenchError(f"kernel twin arch={twin.arch!r}; accepted: 'mlp', 'cnn_fc', 'cnn_gap'")
     if twin.parameterization not in ("standard", "ntk"):
         raise OrbitbenchError(f"kernel twin parameterization={twin.parameterization!r}; accepted: standard, ntk")
     if twin.raw_std is not None and (twin.parameterization != "ntk" or len(twin.raw_std) != twin.depth + 1):
@@ -77,6 +98,12 @@ def twin_kernel(twin: KernelTwin, x: Tensor, x2: Tensor | None = None) -> Tensor
     for t in (x, other):
         if flat(t).shape[1] != twin.in_features:
             raise OrbitbenchError(f"kernel twin takes {twin.in_features} input features, got shape {tuple(t.shape)}")
+    if twin.arch != "mlp":
+        if twin.pool is not None or twin.raw_std is not None or twin.b_std is not None:
+            raise OrbitbenchError("a CNN kernel twin is bias-free, unpooled and of unit raw_std")
+        side = math.isqrt(twin.in_features)
+        image = lambda t: flat(t).view(-1, side, side) * twin.input_scale  # noqa: E731
+        return _cnn_ntk(twin, image(x), None if x2 is None else image(x2))
     if twin.pool is None:
         out = _mlp_ntk(twin, flat(x), flat(other))
     elif twin.pool == "rot90":

@@ -143,3 +143,18 @@ def test_the_twins_are_invariant_so_the_exact_orbit_path_applies(name: str) -> N
     across = twin_kernel(twin, posed[0, :4], posed[:, 4])  # digits 0-3 against every pose of digit 4
     spread = float((across - across[:, :1]).abs().max() / across.abs().max())
     assert spread < 1e-12 if name == "circ_cnn_gap" else spread > 1e-2
+
+
+def test_the_gap_twin_evaluates_each_shift_class_once_and_equals_the_direct_closed_form(digits: torch.Tensor) -> None:
+    """CNN-GAP's kernel takes one value per pair of shift classes: the twin computes it on one
+    representative per class and spreads it; that equals the closed form on the images as given."""
+    from orbitbench.theory.twins import _cnn_ntk_once, shift_orbits
+
+    posed = torch.cat([digits, torch.roll(digits, (3, -5), dims=(-2, -1)), torch.roll(digits[:2], 7, dims=-1)])[:, 0]
+    unique, index = shift_orbits(posed * 28.0)
+    assert len(unique) == len(digits) and torch.equal(index[:6], index[6:12]) and torch.equal(index[:2], index[12:])
+    twin = model_info("circ_cnn_gap").kernel_twin(channels=8)
+    direct = _cnn_ntk_once(twin, posed * 28.0, None)
+    assert torch.allclose(twin_kernel(twin, posed.unsqueeze(1)), direct, rtol=1e-12, atol=0)
+    cross = twin_kernel(twin, posed[:4].unsqueeze(1), posed[5:].unsqueeze(1))
+    assert torch.allclose(cross, _cnn_ntk_once(twin, posed[:4] * 28.0, posed[5:] * 28.0), rtol=1e-12, atol=0)

@@ -59,6 +59,36 @@ def _mlp_ntk(twin: KernelTwin, x1: Tensor, x2: Tensor) -> Tensor:
 CNN_BLOCK_ELEMENTS = 1 << 20  # one temporary block of the CNN-GAP position pairs (float64)
 
 
+def _roll_table(height: int, width: int) -> Tensor:
+    """[HW, HW] long: row r lists the pixels of the image rolled by r = (dy, dx), so `flat[table]` gives every roll."""
+    y, x = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    dy, dx = y.reshape(-1, 1), x.reshape(-1, 1)
+    return (((y.reshape(1, -1) + dy) % height) * width + (x.reshape(1, -1) + dx) % width).long()
+
+
+def shift_orbits(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Images [B, H, W] -> (one representative per class of 2-D circular shifts [U, H, W], index [B]).
+
+    The representative is the lexicographically largest of an image's H*W rolls, so bitwise-equal
+    representatives mark exactly the images that are whole-pixel circular shifts of one another.
+    """
+    height, width = images.shape[-2:]
+    table = _roll_table(height, width)
+    canonical = []
+    for image in images.reshape(len(images), -1):
+        rolls = image[table]  # [HW, HW]
+        candidates = torch.arange(len(rolls))
+        for column in range(rolls.shape[1]):
+            values = rolls[candidates, column]
+            candidates = candidates[values == values.max()]
+            if len(candidates) == 1:
+                break
+        canonical.append(rolls[candidates[0]])
+    flat = torch.stack(canonical) if canonical else images.reshape(0, height * width)
+    unique, index = torch.unique(flat, dim=0, return_inverse=True)
+    return unique.view(-1, height, width), index
+
+
 def _cnn_ntk(twin: KernelTwin, x1: Tensor, x2: Tensor | None) -> Tensor:
     """Closed-form NTK of one output of a circular CNN twin on float64 images [B, H, W] (x2 None: Gram).
 
@@ -69,6 +99,16 @@ def _cnn_ntk(twin: KernelTwin, x1: Tensor, x2: Tensor | None) -> Tensor:
     `ntk - nngp` (each layer's own-parameter term loses the 1 / fan_in the NTK parameterisation puts
     in the forward pass), as for the MLP's `n_l E` (docs/THEORY.md §4).
     """
+    if twin.arch == "cnn_gap":  # invariant to circular shifts of either input: one evaluation per shift class
+        left, index_left = shift_orbits(x1)
+        right, index_right = (left, index_left) if x2 is None else shift_orbits(x2)
+        out = _cnn_ntk_once(twin, left, None if x2 is None else right)
+        return out[index_left][:, index_right]
+    return _cnn_ntk_once(twin, x1, x2)
+
+
+def _cnn_ntk_once(twin: KernelTwin, x1: Tensor, x2: Tensor | None) -> Tensor:
+    """`_cnn_ntk` on the images as given."""
     nngp, ntk = cnn_kernels(x1, x2, gap=twin.arch == "cnn_gap", w_std=twin.W_std, b_std=None,
                             block_elements=CNN_BLOCK_ELEMENTS, size=twin.kernel_size)  # fmt: skip
     if twin.parameterization == "ntk":

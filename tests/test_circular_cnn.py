@@ -79,7 +79,6 @@ def test_a_twin_that_disagrees_with_the_conv_is_refused() -> None:
     assert "scales the input by 28.0" in check_twin(twin, create_model("circ_cnn_gap", channels=8, input_scale=1), "x")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", ["circ_cnn_fc", "circ_cnn_gap"])
 def test_the_empirical_ntk_of_wide_models_approaches_the_twin(digits: torch.Tensor, name: str) -> None:
     """PyTorch's own init and layers, 1024 channels, mean over 4 draws: the empirical NTK of logit 0 minus

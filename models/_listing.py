@@ -22,7 +22,12 @@ def models(pattern: str = "*") -> str:
     for name in names:
         info = model_info(name)
         twin = info.kernel_twin()
-        shown = "none" if isinstance(twin, str) else f"ReLU MLP {'-'.join(map(str, (twin.in_features, *twin.widths)))}"
+        if isinstance(twin, str):
+            shown = "none"
+        elif twin.arch != "mlp":
+            shown = f"{twin.arch.upper().replace('_', '-')} {twin.kernel_size}x{twin.kernel_size}x{twin.channels}"
+        else:
+            shown = f"ReLU MLP {'-'.join(map(str, (twin.in_features, *twin.widths)))}"
         rows.append((name, shown, info.invariance, info.classifier or "undeclared", info.source))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]

@@ -34,6 +34,11 @@ class KernelTwin:
     `pool="rot90"`: the network's outputs are averaged over the four rot90 poses (c4_pooled).
     `raw_std` (NTK parameterisation only): per layer, read-out last, the standard deviation of the
     trained weights and biases when it is not neural-tangents' 1 (paper_mlp(parameterization="ntk")).
+
+    `arch="cnn_fc"` / `"cnn_gap"`: one bias-free circular `kernel_size` x `kernel_size` convolution of
+    `channels` channels on the square image of `in_features` pixels, ReLU, then a bias-free dense
+    read-out of every position (fc) or of the global average over positions (gap); `widths` is empty.
+    The standard parameterisation's NTK grows with the read-out's fan-in, so the twin keeps `channels`.
     """
 
     widths: tuple[int, ...]  # hidden-layer widths; depth = len(widths)
@@ -44,8 +49,16 @@ class KernelTwin:
     readout_bias: bool = True
     parameterization: Literal["standard", "ntk"] = "standard"
     pool: Literal["rot90"] | None = None
-    arch: Literal["mlp"] = "mlp"
+    arch: Literal["mlp", "cnn_fc", "cnn_gap"] = "mlp"
     raw_std: tuple[float, ...] | None = None  # None: unit (neural-tangents' stax init)
+    channels: int = 0  # CNN twins: conv channels
+    kernel_size: int = 3  # CNN twins: odd conv kernel size
+    input_scale: float = 1.0  # CNN twins: a fixed factor on the input (the model's first layer)
+
+    @property
+    def readout_fan_in(self) -> int:
+        """CNN twins: the dense read-out's fan-in (channels x positions for fc, channels for gap)."""
+        return self.channels * (self.in_features if self.arch == "cnn_fc" else 1)
 
     @property
     def depth(self) -> int:
@@ -102,8 +115,32 @@ def twin_from_layers(net: nn.Module) -> KernelTwin | str:
                       readout_bias=biases[-1])  # fmt: skip
 
 
+def _check_cnn_twin(twin: KernelTwin, net: nn.Module, name: str) -> str | None:
+    """Why a CNN twin disagrees with the network's one conv and one dense layer, or None."""
+    convs = [m for m in _leaves(net) if isinstance(m, nn.Conv2d)]
+    dense = _dense_layers(net)
+    if len(convs) != 1 or len(dense) != 1:
+        return f"model {name!r}: its {twin.arch} twin needs one Conv2d and one dense layer"
+    conv = convs[0]
+    size = twin.kernel_size
+    expected = (twin.channels, 1, size, size)
+    if (tuple(conv.weight.shape) != expected or conv.padding_mode != "circular" or conv.stride != (1, 1)
+            or conv.padding != (size // 2, size // 2) or conv.bias is not None or conv.dilation != (1, 1)):
+        return (f"model {name!r}: its declared {twin.arch} twin is a bias-free stride-1 circular conv of weight "
+                f"{expected}, its conv is {tuple(conv.weight.shape)} ({conv.padding_mode} padding {conv.padding}, "
+                f"stride {conv.stride}, bias {conv.bias is not None})")  # fmt: skip
+    scales = [float(m.factor) for m in _leaves(net) if type(m).__name__ == "InputScale"]
+    if (scales or [1.0]) != [twin.input_scale]:
+        return f"model {name!r}: its declared {twin.arch} twin scales the input by {twin.input_scale}, the model by {scales}"
+    if dense[0].weight.shape[1] != twin.readout_fan_in or getattr(dense[0], "bias", None) is not None:
+        return f"model {name!r}: its declared {twin.arch} twin's bias-free read-out takes {twin.readout_fan_in} features"
+    return None
+
+
 def check_twin(twin: KernelTwin, net: nn.Module, name: str) -> str | None:
     """Why a declared twin disagrees with the network's own dense layers (widths, biases), or None."""
+    if twin.arch != "mlp":
+        return _check_cnn_twin(twin, net, name)
     dense = _dense_layers(net)
     found = tuple(int(m.weight.shape[1]) for m in dense[:1]) + tuple(int(m.weight.shape[0]) for m in dense)
     expected = (twin.in_features, *twin.widths)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from orbitbench.errors import OrbitbenchError
+
 HALF_PI = math.pi / 2
 
 
@@ -156,24 +158,25 @@ def _mlp_block_raw_gains(left: Tensor, right: Tensor, same: Tensor, *, kind: str
     return sigma if ntk is None else ntk
 
 
-def patches(images: Tensor) -> Tensor:
-    """Circular 3x3 neighbourhoods: [B, H, W] -> [B, H*W, 9] (`x(p + delta)`, delta in {-1,0,1}^2)."""
-    shifted = [torch.roll(images, shifts=(-dy, -dx), dims=(-2, -1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+def patches(images: Tensor, size: int = 3) -> Tensor:
+    """Circular size x size neighbourhoods: [B, H, W] -> [B, H*W, size^2] (`x(p + delta)`, |delta| <= size // 2)."""
+    reach = range(-(size // 2), size // 2 + 1)
+    shifted = [torch.roll(images, shifts=(-dy, -dx), dims=(-2, -1)) for dy in reach for dx in reach]
     return torch.stack(shifted, dim=-1).flatten(1, 2)
 
 
-def patch_features(images: Tensor, gain: float, bias: float) -> tuple[Tensor, Tensor, Tensor]:
+def patch_features(images: Tensor, gain: float, bias: float, size: int = 3) -> tuple[Tensor, Tensor, Tensor]:
     """First-layer features: [B, H, W] -> sign-canonical unit vectors u [B, HW, K], scales s [B, HW]
     and the scaled patches themselves [B, HW, K] (s[p] times the true unit vector).
 
-    Sigma(x, x')[p, p'] = gain / 9 <patch_x(p), patch_x'(p')> + bias = s[p] s'[p'] <u[p], u'[p']> up
+    Sigma(x, x')[p, p'] = gain / size^2 <patch_x(p), patch_x'(p')> + bias = s[p] s'[p'] <u[p], u'[p']> up
     to the signs of u, which `cnn_kernel` accounts for. Norms sum sorted squares, so a quarter turn
     (which permutes a patch's entries) keeps them bitwise equal: block-circulant kernels then agree
     with directly computed ones.
     """
-    raw = patches(images) * math.sqrt(gain / 9)  # [B, HW, 9]
+    raw = patches(images, size) * math.sqrt(gain / size**2)  # [B, HW, size^2]
     if bias > 0:
-        raw = torch.cat([raw, torch.full_like(raw[..., :1], math.sqrt(bias))], dim=-1)  # [B, HW, 10]
+        raw = torch.cat([raw, torch.full_like(raw[..., :1], math.sqrt(bias))], dim=-1)  # [B, HW, size^2 + 1]
     scale = raw.square().sort(dim=-1).values.sum(-1).sqrt()  # [B, HW]
     unit = raw / scale.clamp_min(torch.finfo(raw.dtype).tiny)[..., None]  # a zero patch stays zero
     largest = torch.gather(unit, -1, unit.abs().argmax(-1, keepdim=True))  # [B, HW, 1]
@@ -190,8 +193,20 @@ def _direction_ids(unit: Tensor, other: Tensor | None) -> tuple[Tensor, Tensor]:
 
 
 def cnn_kernel(left: Tensor, right: Tensor | None, *, gap: bool, kind: str, w_std: float, b_std: float | None,
-               block_elements: int, progress: bool = False) -> Tensor:
-    """Conv(3x3, circular) -> Relu -> [GlobalAvgPool] -> Flatten -> Dense(1): [B, H, W] -> [B, B2].
+               block_elements: int, progress: bool = False, size: int = 3) -> Tensor:
+    """Conv(size x size, circular) -> Relu -> [GlobalAvgPool] -> Flatten -> Dense(1): [B, H, W] -> [B, B2].
+
+    `kind`: "ntk" or "nngp" (`cnn_kernels` gives both from one pass).
+    """
+    nngp, ntk = cnn_kernels(left, right, gap=gap, w_std=w_std, b_std=b_std, block_elements=block_elements,
+                            progress=progress, size=size)
+    return nngp if kind == "nngp" else ntk
+
+
+def cnn_kernels(left: Tensor, right: Tensor | None, *, gap: bool, w_std: float, b_std: float | None,
+                block_elements: int, progress: bool = False, size: int = 3) -> tuple[Tensor, Tensor]:
+    """(NNGP, NTK) of Conv(size x size, circular) -> Relu -> [GlobalAvgPool] -> Flatten -> Dense(1), NTK
+    parameterisation: [B, H, W] (x) [B2, H, W] -> two [B, B2].
 
     After the ReLU, CNN-FC keeps the positions p = p' (Flatten + Dense averages them); CNN-GAP
     averages over all (p, p'). With F = mean s s' cos (pi/2 + asin cos) and G = mean s s' sqrt(1 -
@@ -200,9 +215,11 @@ def cnn_kernel(left: Tensor, right: Tensor | None, *, gap: bool, kind: str, w_st
     asin cos, which like G is even in cos and so is computed on sign-canonical patches: parallel
     and opposite patches then share one id and get |cos| = 1 exactly.
     """
+    if size < 1 or size % 2 == 0:
+        raise OrbitbenchError(f"cnn kernel: kernel size {size}; expected an odd size >= 1")
     gain, bias = float(w_std) ** 2, 0.0 if b_std is None else float(b_std) ** 2
-    u_left, s_left, raw_left = patch_features(left, gain, bias)
-    u_right, s_right, raw_right = (u_left, s_left, raw_left) if right is None else patch_features(right, gain, bias)
+    u_left, s_left, raw_left = patch_features(left, gain, bias, size)
+    u_right, s_right, raw_right = (u_left, s_left, raw_left) if right is None else patch_features(right, gain, bias, size)
     ids_left, ids_right = _direction_ids(u_left, None if right is None else u_right)
     hw = u_left.shape[1]
     if gap:
@@ -214,8 +231,10 @@ def cnn_kernel(left: Tensor, right: Tensor | None, *, gap: bool, kind: str, w_st
         h_mean, g_mean = _fc_means(u_left, s_left, ids_left, u_right, s_right, ids_right, block_elements)
     f_mean = HALF_PI * linear + h_mean
     nngp = gain / (2 * math.pi) * (f_mean + g_mean) + bias
-    out = nngp if kind == "nngp" else gain / (2 * math.pi) * f_mean + nngp
-    return 0.5 * (out + out.T) if right is None else out
+    ntk = gain / (2 * math.pi) * f_mean + nngp
+    if right is None:
+        nngp, ntk = 0.5 * (nngp + nngp.T), 0.5 * (ntk + ntk.T)
+    return nngp, ntk
 
 
 def _even_terms(cos: Tensor, same: Tensor, h: Tensor, g: Tensor) -> None:
@@ -226,32 +245,36 @@ def _even_terms(cos: Tensor, same: Tensor, h: Tensor, g: Tensor) -> None:
 
 
 def _gap_means(u1, s1, ids1, u2, s2, ids2, gram: bool, block_elements: int, progress: bool) -> tuple[Tensor, Tensor]:
-    """Means over all position pairs of s s' h(cos) and s s' g(cos): [B, B2] each, blocks of the cap."""
+    """Means over all position pairs of s s' h(cos) and s s' g(cos): [B, B2] each, blocks of the cap.
+
+    A patch of scale 0 (an all-zero neighbourhood without a bias: MNIST's background) adds nothing,
+    so only the other patches enter: the right set's are packed into one list, each left image's
+    nonzero patches meet every packed column block at once, and the column sums are added to
+    their images (`index_add_`).
+    """
     from tqdm.auto import tqdm
 
     n_left, hw, width = u1.shape
     n_right = u2.shape[0]
-    images_per_block = max(1, block_elements // (hw * hw))
-    rows = hw if images_per_block > 1 else min(hw, max(1, block_elements // hw))
-    buffers = [torch.empty(rows * min(images_per_block, n_right) * hw, dtype=u1.dtype, device=u1.device) for _ in range(3)]
-    same = torch.empty(buffers[0].shape, dtype=torch.bool, device=u1.device)
+    keep = s2 > 0  # [B2, HW]
+    owner = torch.arange(n_right, device=u2.device)[:, None].expand(-1, hw)[keep]  # [N] image of each packed patch
+    packed_u, packed_s, packed_ids = u2[keep], s2[keep], ids2[keep]  # [N, K], [N], [N]
+    offsets = torch.cat([keep.new_zeros(1, dtype=torch.long), keep.sum(1).cumsum(0)]).tolist()  # image -> first patch
     h_sum = torch.zeros(n_left, n_right, dtype=u1.dtype, device=u1.device)
     g_sum = torch.zeros_like(h_sum)
     for i in tqdm(range(n_left), desc="cnn_gap kernel rows", disable=not progress, leave=False):
-        for start in range(i if gram else 0, n_right, images_per_block):
-            cols = slice(start, min(start + images_per_block, n_right))
-            n_cols = cols.stop - cols.start
-            right_u, right_ids = u2[cols].reshape(-1, width).T, ids2[cols].reshape(-1)  # [K, n_cols*HW], [n_cols*HW]
-            for row in range(0, hw, rows):
-                part = slice(row, row + rows)
-                shape = (min(row + rows, hw) - row, n_cols * hw)
-                cos, h, g = (b[: shape[0] * shape[1]].view(shape) for b in buffers)
-                torch.mm(u1[i, part], right_u, out=cos)
-                torch.eq(ids1[i, part, None], right_ids, out=same[: cos.numel()].view(shape))
-                _even_terms(cos, same[: cos.numel()].view(shape), h, g)
-                weights = s1[i, part]  # [r]
-                h_sum[i, cols] += ((weights @ h).view(n_cols, hw) * s2[cols]).sum(-1)
-                g_sum[i, cols] += ((weights @ g).view(n_cols, hw) * s2[cols]).sum(-1)
+        mine = s1[i] > 0
+        left_u, left_s, left_ids = u1[i, mine], s1[i, mine], ids1[i, mine]  # [r, K], [r], [r]
+        if len(left_s) == 0:
+            continue
+        step = max(1, block_elements // len(left_s))
+        for start in range(offsets[i] if gram else 0, len(packed_s), step):
+            cols = slice(start, min(start + step, len(packed_s)))
+            cos = left_u @ packed_u[cols].T  # [r, c]
+            h, g = torch.empty_like(cos), torch.empty_like(cos)
+            _even_terms(cos, left_ids[:, None] == packed_ids[None, cols], h, g)
+            h_sum[i].index_add_(0, owner[cols], (left_s @ h) * packed_s[cols])
+            g_sum[i].index_add_(0, owner[cols], (left_s @ g) * packed_s[cols])
     if gram:
         lower = torch.ones_like(h_sum, dtype=torch.bool).tril(-1)
         h_sum, g_sum = torch.where(lower, h_sum.T, h_sum), torch.where(lower, g_sum.T, g_sum)

@@ -22,12 +22,13 @@ parameter's scale) and the back-propagated factor becomes `w g_l E'`.
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
 from torch import Tensor
 
-from orbitbench.theory.closed_form import MlpLayers, mlp_kernel
+from orbitbench.theory.closed_form import MlpLayers, cnn_kernels, mlp_kernel
 from orbitbench.errors import OrbitbenchError
 from orbitbench.models import KernelTwin
 
@@ -56,6 +57,77 @@ def _mlp_ntk(twin: KernelTwin, x1: Tensor, x2: Tensor) -> Tensor:
     return mlp_kernel(x1, x2, kind="ntk", depth=twin.depth, w_std=twin.W_std, b_std=None, layers=layers)
 
 
+CNN_BLOCK_ELEMENTS = 1 << 20  # one temporary block of the CNN-GAP position pairs (float64)
+
+
+def _roll_table(height: int, width: int) -> Tensor:
+    """[HW, HW] long: row r lists the pixels of the image rolled by r = (dy, dx), so `flat[table]` gives every roll."""
+    y, x = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    dy, dx = y.reshape(-1, 1), x.reshape(-1, 1)
+    return (((y.reshape(1, -1) + dy) % height) * width + (x.reshape(1, -1) + dx) % width).long()
+
+
+def shift_orbits(images: Tensor) -> tuple[Tensor, Tensor]:
+    """Images [B, H, W] -> (one representative per class of 2-D circular shifts [U, H, W], index [B]).
+
+    The representative is the lexicographically largest of an image's H*W rolls, so bitwise-equal
+    representatives mark exactly the images that are whole-pixel circular shifts of one another.
+    """
+    height, width = images.shape[-2:]
+    table = _roll_table(height, width)
+    canonical = []
+    for image in images.reshape(len(images), -1):
+        rolls = image[table]  # [HW, HW]
+        candidates = torch.arange(len(rolls))
+        for column in range(rolls.shape[1]):
+            values = rolls[candidates, column]
+            candidates = candidates[values == values.max()]
+            if len(candidates) == 1:
+                break
+        canonical.append(rolls[candidates[0]])
+    flat = torch.stack(canonical) if canonical else images.reshape(0, height * width)
+    unique, index = torch.unique(flat, dim=0, return_inverse=True)
+    return unique.view(-1, height, width), index
+
+
+_LAST_GAP: list = [None, None]  # (key, kernel) of the last CNN-GAP evaluation
+
+
+def _digest(images: Tensor) -> str:
+    """A content digest of float64 images: equal digests, bitwise-equal image sets."""
+    return f"{tuple(images.shape)}:" + hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
+
+
+def _cnn_ntk(twin: KernelTwin, x1: Tensor, x2: Tensor | None) -> Tensor:
+    """Closed-form NTK of one output of a circular CNN twin on float64 images [B, H, W] (x2 None: Gram).
+
+    The forward pass (so the NNGP) is the same in both parameterisations at equal init variances.
+    NTK parameterisation: the stax kernel. Standard (the trained parameters are the weights
+    themselves, of variance w / fan_in): d f / d V over the read-out gives `fan_in_readout / w` times
+    the NNGP, and d f / d W over the conv gives `k^2 / w` times the NTK-parameterised conv term
+    `ntk - nngp` (each layer's own-parameter term loses the 1 / fan_in the NTK parameterisation puts
+    in the forward pass), as for the MLP's `n_l E` (docs/THEORY.md §4).
+    """
+    if twin.arch == "cnn_gap":  # invariant to circular shifts of either input: one evaluation per shift class
+        left, index_left = shift_orbits(x1)
+        right, index_right = (left, index_left) if x2 is None else shift_orbits(x2)
+        key = (twin, x2 is None, _digest(left), _digest(right))
+        if _LAST_GAP[0] != key:  # the orbit solve asks for one set against each pose of another: one evaluation
+            _LAST_GAP[:] = [key, _cnn_ntk_once(twin, left, None if x2 is None else right)]
+        return _LAST_GAP[1][index_left][:, index_right]
+    return _cnn_ntk_once(twin, x1, x2)
+
+
+def _cnn_ntk_once(twin: KernelTwin, x1: Tensor, x2: Tensor | None) -> Tensor:
+    """`_cnn_ntk` on the images as given."""
+    nngp, ntk = cnn_kernels(x1, x2, gap=twin.arch == "cnn_gap", w_std=twin.W_std, b_std=None,
+                            block_elements=CNN_BLOCK_ELEMENTS, size=twin.kernel_size)  # fmt: skip
+    if twin.parameterization == "ntk":
+        return ntk
+    w = float(twin.W_std) ** 2
+    return nngp * (twin.readout_fan_in / w) + (ntk - nngp) * (twin.kernel_size**2 / w)
+
+
 def twin_kernel(twin: KernelTwin, x: Tensor, x2: Tensor | None = None) -> Tensor:
     """The twin's analytic NTK of one output between images x [B, ...] and x2 [B2, ...] -> float64 [B, B2], CPU.
 
@@ -65,8 +137,8 @@ def twin_kernel(twin: KernelTwin, x: Tensor, x2: Tensor | None = None) -> Tensor
     pixels, which leaves dot products and norms (all an MLP kernel depends on) unchanged, so
     `mean_{k,l} K(r^k x, r^l x') = mean_d K(x, r^d x')`.
     """
-    if twin.arch != "mlp":
-        raise OrbitbenchError(f"kernel twin arch={twin.arch!r}; accepted: 'mlp'")
+    if twin.arch not in ("mlp", "cnn_fc", "cnn_gap"):
+        raise OrbitbenchError(f"kernel twin arch={twin.arch!r}; accepted: 'mlp', 'cnn_fc', 'cnn_gap'")
     if twin.parameterization not in ("standard", "ntk"):
         raise OrbitbenchError(f"kernel twin parameterization={twin.parameterization!r}; accepted: standard, ntk")
     if twin.raw_std is not None and (twin.parameterization != "ntk" or len(twin.raw_std) != twin.depth + 1):
@@ -77,6 +149,12 @@ def twin_kernel(twin: KernelTwin, x: Tensor, x2: Tensor | None = None) -> Tensor
     for t in (x, other):
         if flat(t).shape[1] != twin.in_features:
             raise OrbitbenchError(f"kernel twin takes {twin.in_features} input features, got shape {tuple(t.shape)}")
+    if twin.arch != "mlp":
+        if twin.pool is not None or twin.raw_std is not None or twin.b_std is not None:
+            raise OrbitbenchError("a CNN kernel twin is bias-free, unpooled and of unit raw_std")
+        side = math.isqrt(twin.in_features)
+        image = lambda t: flat(t).view(-1, side, side) * twin.input_scale  # noqa: E731
+        return _cnn_ntk(twin, image(x), None if x2 is None else image(x2))
     if twin.pool is None:
         out = _mlp_ntk(twin, flat(x), flat(other))
     elif twin.pool == "rot90":

@@ -125,7 +125,9 @@ class EmpiricalNTKCallback(L.Callback):
         time_budget_s: seconds one empirical kernel's at-scale regression may take (estimated);
             0 (the default, a short fit stays short): the empirical kernels are measured at scale
             only with `empirical_points`. The protocol of docs/THEORY.md §10 uses 60.
-        regression_test_points: in-test points scored at scale (out-test: every held-out pair).
+        regression_test_points: in-test points scored at scale.
+        regression_out_test_points: out-test points scored at scale (null, the default: every held-out
+            pair; a number: a seeded sample of them, for twins whose kernel entries are costly).
         regression_exact: "auto" (the exact orbit solve where every pose is a pixel permutation
             and the kernel is invariant), "off", or "require" (an error where it does not apply).
     """
@@ -151,6 +153,7 @@ class EmpiricalNTKCallback(L.Callback):
         time_budget_s: float = 0.0,
         regression_test_points: int = 2000,
         regression_exact: str = "auto",
+        regression_out_test_points: int | None = None,
     ) -> None:
         counts = dict(every_n_epochs=every_n_epochs, n_seeds=n_seeds, probe_digits_per_class=probe_digits_per_class,
                       train_per_class=train_per_class, in_test_per_class=in_test_per_class, chunk_size=chunk_size)
@@ -179,7 +182,7 @@ class EmpiricalNTKCallback(L.Callback):
             self.scale_options = None if regression_points == 0 else ScaleOptions(
                 points=regression_points, curve=tuple(curve), empirical_points=empirical_points,
                 time_budget_s=time_budget_s, in_test_points=regression_test_points, reg=float(reg),
-                exact=regression_exact)  # fmt: skip
+                exact=regression_exact, out_test_points=regression_out_test_points)  # fmt: skip
         except OrbitbenchError as error:
             raise OrbitbenchError(f"EmpiricalNTKCallback: {str(error).removeprefix('orbitbench: ')}") from None
         self._undefined: dict[str, str] = {}

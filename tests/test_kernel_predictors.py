@@ -89,6 +89,21 @@ def test_a_fourth_predictor_goes_from_the_record_to_the_leaderboard_table(tmp_pa
     assert "pixel kernel at scale (κ, m)" in (root / "index.html").read_text()
     assert cli_main(["leaderboard", "verify", "--sweeps", str(sweeps), str(entry_path), "--cells", "1"]) == 0, capsys.readouterr().err
     assert json.loads(entry_path.read_text())["verified"]["max_abs_diff"] == 0.0
+    # what `verify` compares: a re-run's cell differing in an at-scale number, or in m, is that far off
+    from orbitbench.leaderboard.integrity import max_metric_difference
+    from orbitbench.leaderboard.schema import EntryCell
+
+    cell = EntryCell.model_validate(entry["cells"][0])
+    assert max_metric_difference(cell, cell) == 0.0
+    moved = cell.model_copy(deep=True)
+    moved.at_scale["pixels"].out_test = cell.at_scale["pixels"].out_test + 0.25
+    assert max_metric_difference(cell, moved) == pytest.approx(0.25)
+    moved = cell.model_copy(deep=True)
+    moved.at_scale["infinite"].m = cell.at_scale["infinite"].m - 1
+    assert max_metric_difference(cell, moved) == 1.0
+    moved = cell.model_copy(deep=True)
+    del moved.at_scale["init"]
+    assert max_metric_difference(cell, moved) == float("inf")
     capsys.readouterr()
     # a hand edit of either the cell's number or the aggregate is refused
     good = entry_path.read_text()

@@ -24,9 +24,8 @@ from orbitbench.io import as_json_value
 from orbitbench.leaderboard.intervals import clip, t_interval, unit_scores
 from orbitbench.leaderboard.scale import cell_at_scale, order_at_scale, value_pairs
 from orbitbench.theory.registry import predictor_names, recorded_predictions
-from orbitbench.leaderboard.schema import Entry, EntryCell, Interval, KappaStat, PoseResult, Protocol, Stat
+from orbitbench.leaderboard.schema import Entry, EntryCell, Interval, KappaStat, PoseResult, Protocol, summarize
 from orbitbench.run.record import RunRecord
-from orbitbench.stats import mean_std
 from orbitbench.sweep.spec import PROTOCOL_DATA_KEYS_EXCLUDED, SweepSpec, load_sweep_file
 
 # DataModule settings that are not the protocol: the grid's own axes and how data is loaded.
@@ -166,11 +165,6 @@ def check_grid(cells: Sequence[EntryCell], protocol: Protocol, source: str) -> N
 # ---- aggregates ----------------------------------------------------------------------------------
 
 
-def _stat(values: list[float], kind: type[Stat] | type[KappaStat] = Stat) -> Stat | KappaStat:
-    mean, std, n = mean_std(values)
-    return kind(mean=round(mean, 6), std=round(std, 6), n=n)
-
-
 def recompute(cells: Sequence[EntryCell]) -> tuple[list[PoseResult], Interval]:
     """Per-order statistics and the score (out-test averaged over orders per unit, 95% t-interval)."""
     results = []
@@ -178,13 +172,13 @@ def recompute(cells: Sequence[EntryCell]) -> tuple[list[PoseResult], Interval]:
         group = [c for c in cells if c.n_poses == n]
         train = [c.metrics.train_acc for c in group if c.metrics.train_acc is not None]
         names = predictor_names()
-        predicted = {p: _stat([c.predicted[p] for c in group]) for p in names if all(p in c.predicted for c in group)}
-        kappa = {p: _stat([c.kappa[p] for c in group], KappaStat) for p in names
+        predicted = {p: summarize([c.predicted[p] for c in group]) for p in names if all(p in c.predicted for c in group)}
+        kappa = {p: summarize([c.kappa[p] for c in group], KappaStat) for p in names
                  if all(p in c.kappa for c in group)}  # fmt: skip
         results.append(PoseResult(
-            n_poses=n, train=_stat(train) if len(train) == len(group) else None,
-            in_test=_stat([c.metrics.in_test_acc for c in group]),
-            out_test=_stat([c.metrics.out_test_acc for c in group]), predicted=predicted, kappa=kappa,
+            n_poses=n, train=summarize(train) if len(train) == len(group) else None,
+            in_test=summarize([c.metrics.in_test_acc for c in group]),
+            out_test=summarize([c.metrics.out_test_acc for c in group]), predicted=predicted, kappa=kappa,
             at_scale=order_at_scale(group, names),
         ))
     units = unit_scores(cell_units(cells))

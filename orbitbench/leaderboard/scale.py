@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from orbitbench.leaderboard.schema import EntryCell, KappaStat, ScalePrediction, ScaleStat, Stat
+from orbitbench.leaderboard.schema import EntryCell, KappaStat, ScalePrediction, ScaleStat, summarize
 from orbitbench.run.record import RunRecord
-from orbitbench.stats import mean_std
 
 
 def cell_at_scale(record: RunRecord, defined: Iterable[str]) -> dict[str, ScalePrediction]:
@@ -26,11 +25,6 @@ def cell_at_scale(record: RunRecord, defined: Iterable[str]) -> dict[str, ScaleP
     return out
 
 
-def _stat(values: list[float], kind: type[Stat] | type[KappaStat] = Stat) -> Stat | KappaStat:
-    mean, std, n = mean_std(values)
-    return kind(mean=round(mean, 6), std=round(std, 6), n=n)
-
-
 def order_at_scale(group: Sequence[EntryCell], names: Iterable[str]) -> dict[str, ScaleStat]:
     """predictor -> statistics over the cells of one group order; only where every cell has it."""
     out = {}
@@ -40,8 +34,8 @@ def order_at_scale(group: Sequence[EntryCell], names: Iterable[str]) -> dict[str
             continue
         kappas = [s.kappa for s in found if s.kappa is not None]
         out[name] = ScaleStat(
-            out_test=_stat([s.out_test for s in found]), in_test=_stat([s.in_test for s in found]),
-            kappa=_stat(kappas, KappaStat) if len(kappas) == len(found) else None, m=min(s.m for s in found))  # fmt: skip
+            out_test=summarize([s.out_test for s in found]), in_test=summarize([s.in_test for s in found]),
+            kappa=summarize(kappas, KappaStat) if len(kappas) == len(found) else None, m=min(s.m for s in found))  # fmt: skip
     return out
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
 
 from orbitbench.run.record import DataSettings, Metrics, ModelSettings
+from orbitbench.stats import mean_std
 from orbitbench.sweep.spec import MAX_NAME_LENGTH, NAME_PATTERN, TRACK_PATTERN
 
 # Refused in free text: line breaks and control characters (a new Markdown line: a heading, a
@@ -67,6 +68,12 @@ class KappaStat(_Strict):
     mean: float = Field(ge=-1.0, le=1.0)
     std: float = Field(ge=0.0, le=1.0)
     n: int = Field(ge=1)
+
+
+def summarize(values: list[float], kind: type[Stat] | type[KappaStat] = Stat) -> Stat | KappaStat:
+    """The statistic an entry stores for some cells' values (mean and population std, rounded)."""
+    mean, std, n = mean_std(values)
+    return kind(mean=round(mean, 6), std=round(std, 6), n=n)
 
 
 class Interval(_Strict):

@@ -376,7 +376,7 @@ def recorded_threads(cell: EntryCell):
 
 def max_metric_difference(a: EntryCell, b: EntryCell) -> float:
     """Largest |a - b| over train, in-test, out-test, predicted accuracies and kappas, and the
-    regression at scale (its m too: inf if one lacks a number the other has)."""
+    regression at scale (the numbers the first cell, the entry's, holds; m too: inf if the second lacks one)."""
     pairs = [(a.metrics.train_acc, b.metrics.train_acc), (a.metrics.in_test_acc, b.metrics.in_test_acc),
              (a.metrics.out_test_acc, b.metrics.out_test_acc)]
     pairs += [(a.predicted.get(p), b.predicted.get(p)) for p in set(a.predicted) | set(b.predicted)]

@@ -39,10 +39,13 @@ def order_at_scale(group: Sequence[EntryCell], names: Iterable[str]) -> dict[str
     return out
 
 
-def value_pairs(a: EntryCell, b: EntryCell) -> list[tuple[float | None, float | None]]:
-    """The at-scale numbers of two runs of one cell, paired (a verification compares them)."""
+def value_pairs(entry: EntryCell, again: EntryCell) -> list[tuple[float | None, float | None]]:
+    """The at-scale numbers an entry's cell holds, paired with a re-run's (a verification compares
+    them; a re-run that lacks one is off by inf). A cell seeded before the at-scale regression existed
+    vouches for none, so the numbers a re-run adds are not compared."""
     pairs: list[tuple[float | None, float | None]] = []
-    for name in set(a.at_scale) | set(b.at_scale):
+    a, b = entry, again
+    for name in a.at_scale:
         x, y = a.at_scale.get(name), b.at_scale.get(name)
         for field in ("out_test", "in_test", "kappa"):
             pairs.append((None if x is None else getattr(x, field), None if y is None else getattr(y, field)))

@@ -49,8 +49,11 @@ RUN_SOURCE ?= auto
 run: install
 	@$(VENV)/bin/orbitbench fit $(addprefix --config ,$(RUN_CONFIGS)) --data.source $(RUN_SOURCE)
 
+# One pytest worker per core (pytest-xdist), one torch thread each: two-thread torch beside a second
+# process thrashes, and the suite is mostly single-core work (benchmarks/RESULTS.md, "The test suite").
+# `$(PY) -m pytest` alone runs it in one process.
 test: install
-	ORBITBENCH_REQUIRE_REFERENCE=1 $(PY) -m pytest
+	OMP_NUM_THREADS=1 ORBITBENCH_REQUIRE_REFERENCE=1 $(PY) -m pytest -n auto --dist worksteal
 
 bench: install
 	$(PY) benchmarks/bench_orbits.py

@@ -50,6 +50,11 @@ def condense_parser_error(message: str) -> str:
         return lines[0][:300]
     key = ".".join(keys)
     detail = text.rsplit(f'Parser key "{keys[-1]}":', 1)[1]
+    # where this key's own value was refused, a Union's other alternatives (another class_path that
+    # lacks the option) are not the reason
+    head = detail.split(" - Problem with given class_path")[0]
+    if "Expected a <class" in head:
+        detail = head
     refused = re.search(r"Option '([\w.]+)' is not accepted", detail)
     if refused:
         option = refused.group(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from orbitbench.errors import condense_parser_error
 
 
@@ -25,3 +27,18 @@ def test_without_any_key_the_first_line_and_never_several() -> None:
     assert condense_parser_error("\n\n") == "invalid command line"
     long = condense_parser_error("x" * 1000)
     assert len(long) == 300 and "\n" not in long
+
+
+@pytest.mark.parametrize("option, said", [
+    (["--trainer.callbacks.n_seeds", "abc"], "--trainer.callbacks.n_seeds: expected int, got 'abc'"),
+    (["--trainer.callbacks.empirical_points", "[3]"], "--trainer.callbacks.empirical_points: expected int or dict, got '[3]'"),
+    (["--trainer.callbacks.bogus", "3"], "--trainer.callbacks.bogus: not an option of orbitbench.run.callbacks.EmpiricalNTKCallback"),
+])  # fmt: skip
+def test_a_callback_options_bad_value_is_named_as_a_bad_value(option, said, capsys) -> None:
+    """The real parser: a callback option's refused value once read "not an option of lightning.Callback"
+    (the Union's other alternative, a bare Callback, has no such option)."""
+    from orbitbench.cli import main
+
+    argv = ["fit", "--trainer.callbacks+", "orbitbench.run.callbacks.EmpiricalNTKCallback", *option]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"orbitbench: {said}"

@@ -174,10 +174,27 @@ def test_kappa_interval_is_seeded_and_holds_the_kappa() -> None:
 @pytest.mark.parametrize("bad, message", [
     (dict(points=0), "points=0"), (dict(curve=(0,)), "curve"), (dict(time_budget_s=-1), "time_budget_s"),
     (dict(exact="yes"), "exact='yes'"), (dict(empirical_points=True), "empirical_points"),
+    (dict(empirical_points={"init": 0}), "empirical_points"), (dict(empirical_points={"init": "many"}), "empirical_points"),
 ])  # fmt: skip
 def test_bad_options_are_one_line(bad: dict, message: str) -> None:
     with pytest.raises(OrbitbenchError, match=message):
         ScaleOptions(**bad)
+
+
+def test_a_pinned_m_per_predictor_and_the_budget_for_the_others() -> None:
+    """{predictor: m} fixes that predictor's m (what a verification re-runs with); the others are
+    still sized by the time budget, which a budget too small for anything sets to its first probe."""
+    dm = _datamodule(4, images_per_class=30)
+    torch.manual_seed(0)
+    net = create_model("paper_mlp")
+    options = ScaleOptions(points=300, curve=(100,), empirical_points={"trained": 120}, time_budget_s=1e-6, exact="off",
+                           in_test_points=40, out_test_points=40, bootstrap=50)  # fmt: skip
+    found = measure_at_scale(dm, net, PAPER_TWIN, ["infinite", "init", "trained"], options, initial=net)["predictors"]
+    assert found["trained"]["regression_m"] == 120 and found["init"]["regression_m"] == 250
+    assert found["infinite"]["regression_m"] == 300  # a twin: `points`, whatever is pinned
+    same = ScaleOptions(**{**options.__dict__, "empirical_points": 120})
+    again = measure_at_scale(dm, net, PAPER_TWIN, ["trained"], same)["predictors"]["trained"]
+    assert again["scale_out_test_acc"] == found["trained"]["scale_out_test_acc"] and again["regression_m"] == 120
 
 
 def test_model_twin_of_paper_mlp_is_the_tested_one() -> None:

@@ -22,7 +22,7 @@ import yaml
 from orbitbench.errors import OrbitbenchError
 from orbitbench.io import as_json_value
 from orbitbench.leaderboard.intervals import clip, t_interval, unit_scores
-from orbitbench.leaderboard.scale import cell_at_scale, order_at_scale, value_pairs
+from orbitbench.leaderboard.scale import cell_at_scale, order_at_scale, rerun_settings, value_pairs
 from orbitbench.theory.registry import predictor_names, recorded_predictions
 from orbitbench.leaderboard.schema import Entry, EntryCell, Interval, KappaStat, PoseResult, Protocol, summarize
 from orbitbench.run.record import RunRecord
@@ -350,7 +350,8 @@ def verify_cells(entry: Entry, k: int, workdir: Path | None = None, rng: random.
         for cell in chosen:
             grid_cell = next(c for c in spec.cells() if (c.n_poses, c.leave_out_class, c.seed) == (cell.n_poses, cell.leave_out_class, cell.seed))
             with recorded_threads(cell):
-                outcome = execute_cell(spec, root, grid_cell, in_process=True)
+                pinned = spec.model_copy(update={"fit": {**spec.fit, **rerun_settings(cell)}})
+                outcome = execute_cell(pinned, root, grid_cell, in_process=True)
             if outcome.status != "ran":
                 raise OrbitbenchError(f"re-running {cell.cell} failed: {outcome.message}")
             again = cell_from_record(cell.cell, load_record(cell_dir(root, grid_cell)))

@@ -4,6 +4,7 @@ of its run record, and what a group order's statistics derive from its cells."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from orbitbench.leaderboard.schema import EntryCell, KappaStat, ScalePrediction, ScaleStat, summarize
 from orbitbench.run.record import RunRecord
@@ -51,3 +52,11 @@ def value_pairs(entry: EntryCell, again: EntryCell) -> list[tuple[float | None, 
             pairs.append((None if x is None else getattr(x, field), None if y is None else getattr(y, field)))
         pairs.append((None if x is None else float(x.m), None if y is None else float(y.m)))
     return pairs
+
+
+def rerun_settings(cell: EntryCell) -> dict[str, Any]:
+    """Fit settings that make a re-run regress each empirical kernel on the m the cell holds: that m
+    came from a time budget (`time_budget_s`), which another machine, or another load, spends on a
+    different m. Analytic twins regress on a fixed number of points and need none."""
+    pinned = {name: found.m for name, found in cell.at_scale.items() if name != "infinite"}
+    return {"trainer.callbacks.empirical_points": pinned} if pinned else {}

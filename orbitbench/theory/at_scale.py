@@ -171,11 +171,11 @@ def measure_at_scale(dm: PartialOrbits, network: nn.Module, twin: KernelTwin | s
                     out[name] = {"undefined": found}
                     continue
                 kernels, gram = registered_kernels(found)
-            if options.empirical_points is None and options.time_budget_s == 0:
+            pinned = options.pinned_points(name)
+            if pinned is None and options.time_budget_s == 0:
                 skipped.append(name)  # no budget: not measured at scale
                 continue
-            limit = min(options.empirical_points or cap, sample.n_train)
-            m = limit if options.empirical_points else affordable_points(kernels, sample, options, limit)
+            m = min(pinned, sample.n_train) if pinned else affordable_points(kernels, sample, options, cap)
         with torch.no_grad():
             out[name] = _one(name, kernels, gram, sample, m, options, exact_allowed=name == "infinite")
         out[name]["scale_seconds"] = time.perf_counter() - start

@@ -42,7 +42,9 @@ class ScaleOptions:
 
     points: training points m for fixed kernels (analytic twins); capped at the training split.
     curve: nested sizes also solved (those below m), plus m itself.
-    empirical_points: m for the empirical kernels; None: the largest that `time_budget_s` affords.
+    empirical_points: m for the empirical kernels: one number for all, or {predictor: m} (the others
+        by the budget); None: the largest that `time_budget_s` affords. The budget's m depends on the
+        machine's speed, so `leaderboard verify` re-runs a cell with the m its record holds.
     time_budget_s: the budget of one empirical-kernel measurement (kernels and solves); 0: the
         empirical kernels are measured at scale only when `empirical_points` is set.
     out_test_points: out-test pairs scored (None: every one); in_test_points: in-test pairs scored.
@@ -52,7 +54,7 @@ class ScaleOptions:
 
     points: int = 16000
     curve: tuple[int, ...] = (1000, 4000, 16000)
-    empirical_points: int | None = None
+    empirical_points: int | dict[str, int] | None = None
     time_budget_s: float = 60.0
     out_test_points: int | None = None
     in_test_points: int = 2000
@@ -67,8 +69,15 @@ class ScaleOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise OrbitbenchError(f"regression {name}={value!r}: expected an integer >= 1")
+        pinned = self.empirical_points
+        if isinstance(pinned, dict) and not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+                                                and v >= 1 for k, v in pinned.items()):  # fmt: skip
+            raise OrbitbenchError(f"regression empirical_points={pinned!r}: expected an integer >= 1, "
+                                  "a mapping {predictor: integer >= 1}, or null")  # fmt: skip
         for name in ("empirical_points", "out_test_points", "spread_points"):
             value = getattr(self, name)
+            if name == "empirical_points" and isinstance(value, dict):
+                continue
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise OrbitbenchError(f"regression {name}={value!r}: expected an integer >= 1 or null")
         if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in self.curve):
@@ -80,6 +89,12 @@ class ScaleOptions:
             raise OrbitbenchError(f"regression reg={self.reg!r}: expected a number >= 0")
         if self.exact not in ("auto", "off", "require"):
             raise OrbitbenchError(f"regression exact={self.exact!r}; accepted: auto, off, require")
+
+    def pinned_points(self, predictor: str) -> int | None:
+        """The fixed m of an empirical predictor, or None where the time budget decides it."""
+        if isinstance(self.empirical_points, dict):
+            return self.empirical_points.get(predictor)
+        return self.empirical_points
 
     def sizes(self, m: int) -> list[int]:
         """The curve's sizes below m, then m (ascending, distinct)."""

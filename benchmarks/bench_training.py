@@ -14,6 +14,10 @@ of the paired blocks.
   the fly (no posing ahead), `torch.autocast` bf16, the same Adam (`--plain-fused` for the fused
   one), deterministic algorithms with the NaN fill of fresh memory off.
 
+`--fused` gives orbitbench fused Adam and `--dropout-mask uniform` builds the MLP with the cheaper
+dropout mask on both sides (the track's re-seed settings, benchmarks/RESULTS.md): with
+`--plain-fused` too, both loops train the same model with the same optimizer.
+
 It also prints the fraction of the measured bf16 matmul peak (one thread, a 2048^3 product) that the
 MLP's step reaches: 6 x batch x the Linear layers' weights (forward 2, backward 4) per step.
 
@@ -24,6 +28,7 @@ MLP's step reaches: 6 x batch x the Linear layers' weights (forward 2, backward 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import time
@@ -49,9 +54,9 @@ FIG1_TRAIN_FRACTION = 0.9  # in-test takes 10% (out-test, 1/10 of one pose, is n
 class PlainLoop:
     """The baseline: same model init, same index batches, poses made per batch, autocast bf16."""
 
-    def __init__(self, model_name: str, dm: RotatedMNIST, fused: bool) -> None:
+    def __init__(self, model_name: str, dm: RotatedMNIST, fused: bool, kwargs: dict) -> None:
         L.seed_everything(125, verbose=False)
-        self.net = OrbitClassifier(model_name).net
+        self.net = OrbitClassifier(model_name, backbone_kwargs=kwargs).net
         self.optimizer = paper_adam(self.net.parameters(), fused=fused)
         self.dm, self.loader = dm, dm.train_dataloader()
         self.images = dm.base_images
@@ -88,9 +93,10 @@ class Alternate(L.Callback):
         self.plain_times.append(self.plain.block(trainer.current_epoch, self.steps))
 
 
-def measure(model_name: str, dm: RotatedMNIST, blocks: int, steps: int, fused: bool) -> tuple[list[float], list[float]]:
+def measure(model_name: str, dm: RotatedMNIST, blocks: int, steps: int, plain_fused: bool, fused: bool,
+            kwargs: dict) -> tuple[list[float], list[float]]:  # fmt: skip
     """(orbitbench, plain) seconds per block of `steps` steps, first pair dropped."""
-    timer = Alternate(PlainLoop(model_name, dm, fused), steps)
+    timer = Alternate(PlainLoop(model_name, dm, plain_fused, kwargs), steps)
     L.seed_everything(125, verbose=False)
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=blocks, limit_train_batches=steps, precision="bf16-mixed",
@@ -98,7 +104,9 @@ def measure(model_name: str, dm: RotatedMNIST, blocks: int, steps: int, fused: b
         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
         callbacks=[ReseedEachStep(), timer],
     )
-    trainer.fit(OrbitClassifier(model_name, channels_last=model_name != "paper_mlp"), datamodule=dm)
+    module = OrbitClassifier(model_name, backbone_kwargs=kwargs, optimizer=functools.partial(paper_adam, fused=fused),
+                             channels_last=model_name != "paper_mlp")  # fmt: skip
+    trainer.fit(module, datamodule=dm)
     return timer.orbitbench[1:], timer.plain_times[1:]
 
 
@@ -140,6 +148,9 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=60, help="steps per block")
     parser.add_argument("--blocks", type=int, default=7, help="blocks of each loop, alternating; the first is warm-up")
     parser.add_argument("--plain-fused", action="store_true", help="fused Adam in the plain loop")
+    parser.add_argument("--fused", action="store_true", help="fused Adam in orbitbench's loop")
+    parser.add_argument("--dropout-mask", choices=["bernoulli", "uniform"], default=None,
+                        help="paper_mlp's dropout mask, on both sides")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -147,11 +158,13 @@ def main() -> None:
     dm.setup("fit")
     print(f"CPU, 1 torch thread, torch {torch.__version__}, lightning {L.__version__}; load average {os.getloadavg()}")
     print(f"data: RotatedMNIST({dm.digits.source}, n_angles={args.n_angles}, bilinear), batch {args.batch_size}, "
-          f"bf16; {args.blocks} blocks of {args.block} steps of each loop, alternating (first pair dropped)")
+          f"bf16; {args.blocks} blocks of {args.block} steps of each loop, alternating (first pair dropped); "
+          f"orbitbench fused Adam {args.fused}, plain fused Adam {args.plain_fused}, dropout mask {args.dropout_mask or 'default'}")
     peak = matmul_peak()
     print(f"measured bf16 matmul peak: {peak / 1e9:.0f} GFLOP/s (2048^3, one thread)")
     for name in args.models:
-        ours, plain = measure(name, dm, args.blocks, args.block, args.plain_fused)
+        kwargs = {"dropout_mask": args.dropout_mask} if args.dropout_mask else {}
+        ours, plain = measure(name, dm, args.blocks, args.block, args.plain_fused, args.fused, kwargs)
         o, p = statistics.median(ours) / args.block, statistics.median(plain) / args.block
         paired = statistics.median(x / y for x, y in zip(ours, plain))
         line = (f"{name}: orbitbench {1000 * o:.1f} ms/step, plain {1000 * p:.1f} ms/step, "

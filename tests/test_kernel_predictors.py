@@ -13,6 +13,7 @@ import torch
 from orbitbench.cli import main as cli_main
 from orbitbench.theory.registry import Predictor, predictor_names, register_predictor, unregister_predictor
 from orbitbench.sweep import run as run_sweep
+from orbitbench.theory.regression_cache import CACHE_ENV
 
 ONE_CELL = Path(__file__).parent / "fixtures" / "leaderboard" / "sweeps" / "one_cell.yaml"
 
@@ -39,7 +40,7 @@ def test_names_are_registered_once_in_display_order() -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_a_fourth_predictor_goes_from_the_record_to_the_leaderboard_table(tmp_path, pixels_predictor, capsys) -> None:
+def test_a_fourth_predictor_goes_from_the_record_to_the_leaderboard_table(tmp_path, pixels_predictor, capsys, monkeypatch) -> None:
     assert predictor_names() == ("infinite", "init", "trained", "pixels")
     sweeps = tmp_path / "sweeps"
     sweeps.mkdir()
@@ -50,7 +51,10 @@ def test_a_fourth_predictor_goes_from_the_record_to_the_leaderboard_table(tmp_pa
         "  trainer.callbacks.in_test_per_class: 2", "  trainer.callbacks.figures: false",
         "  trainer.callbacks.empirical_points: 100", ""]))  # fmt: skip
     sweep = tmp_path / "sweep"
+    cache = tmp_path / "regression-cache"  # the seeding shares its solves through it (regression_cache)
+    monkeypatch.setenv(CACHE_ENV, str(cache))
     run_sweep(spec, out=sweep, in_process=True)
+    assert any(cache.iterdir())
     (record_path,) = (sweep / "cells").glob("*/record.json")
     measured = json.loads(record_path.read_text())["predictions"]["predictors"]["pixels"]
     assert 0.0 <= measured["spectral_out_test_acc"] <= 1.0 and "regression_out_test_acc" in measured
@@ -96,6 +100,8 @@ def test_a_fourth_predictor_goes_from_the_record_to_the_leaderboard_table(tmp_pa
     # an entry whose empirical kernels were sized by a time budget: the re-run takes the m the cell
     # holds (100 here), not what the budget buys on this machine (its first probe, 250, for a budget
     # too small for anything), so it re-runs bit for bit
+    for path in cache.iterdir():  # and the cache is edited: a verification never reads it
+        torch.save({m: torch.zeros_like(t) for m, t in torch.load(path, weights_only=True).items()}, path)
     budgeted = Entry.model_validate_json(entry_path.read_text())
     budgeted.config.update({"trainer.callbacks.empirical_points": None, "trainer.callbacks.time_budget_s": 1e-6})
     assert verify_cells(budgeted, 1) == ([entry["cells"][0]["cell"]], 0.0)

@@ -5,6 +5,7 @@ every number is checked against an independent computation (the probe's `twin_ke
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -199,3 +200,56 @@ def test_a_pinned_m_per_predictor_and_the_budget_for_the_others() -> None:
 
 def test_model_twin_of_paper_mlp_is_the_tested_one() -> None:
     assert model_info("paper_mlp").kernel_twin() == PAPER_TWIN
+
+
+def _numbers(found: dict) -> dict:
+    """A measurement's numbers, without its timings."""
+    return {name: {k: v for k, v in entry.items() if "seconds" not in k} for name, entry in found["predictors"].items()}
+
+
+def test_the_regression_cache_shares_a_kernels_solves_and_is_read_only_where_set(tmp_path, monkeypatch, caplog) -> None:
+    """The twin's solves do not depend on the network judged: a second network's measurement reads
+    them; another twin, or no cache folder, solves again; an edited file is read (hence verify runs
+    without the cache), a truncated one is solved again; an unwritable folder costs only time."""
+    from orbitbench.theory.regression_cache import CACHE_ENV, network_identity, without_cache
+
+    dm = _datamodule(8, images_per_class=20)
+    options = ScaleOptions(points=200, curve=(100,), in_test_points=40, out_test_points=40, bootstrap=50,
+                           exact="off", time_budget_s=0)  # fmt: skip
+    torch.manual_seed(0)
+    first, second = create_model("paper_mlp"), create_model("paper_mlp")
+    fresh = {net: _numbers(measure_at_scale(dm, net, PAPER_TWIN, ["infinite"], options)) for net in (first, second)}
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(CACHE_ENV, str(cache))
+    assert _numbers(measure_at_scale(dm, first, PAPER_TWIN, ["infinite"], options)) == fresh[first]
+    files = sorted(cache.iterdir())
+    assert len(files) == 2  # draw 0 at [100, 200]; draw 1 at 100 (the spread)
+    stamps = [f.stat().st_mtime_ns for f in files]
+    assert _numbers(measure_at_scale(dm, second, PAPER_TWIN, ["infinite"], options)) == fresh[second]
+    assert sorted(cache.iterdir()) == files and [f.stat().st_mtime_ns for f in files] == stamps  # read, not solved
+    measure_at_scale(dm, first, KernelTwin(widths=(64,)), ["infinite"], options)
+    assert len(list(cache.iterdir())) == 4  # another kernel, other solves
+
+    for path in files:  # an edit is read: only a run without the cache can check a number
+        outputs = torch.load(path, weights_only=True)
+        torch.save({m: torch.zeros_like(t) for m, t in outputs.items()}, path)
+    edited = _numbers(measure_at_scale(dm, first, PAPER_TWIN, ["infinite"], options))
+    assert edited["infinite"]["scale_in_test_acc"] == 0.0 < fresh[first]["infinite"]["scale_in_test_acc"]
+    with without_cache():
+        assert _numbers(measure_at_scale(dm, first, PAPER_TWIN, ["infinite"], options)) == fresh[first]
+    assert os.environ[CACHE_ENV] == str(cache)
+    for path in files:
+        path.write_bytes(path.read_bytes()[:100])  # truncated: solved again and replaced
+    assert _numbers(measure_at_scale(dm, first, PAPER_TWIN, ["infinite"], options)) == fresh[first]
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv(CACHE_ENV, str(blocked / "cache"))
+    assert _numbers(measure_at_scale(dm, first, PAPER_TWIN, ["infinite"], options)) == fresh[first]
+    assert "the regression is not cached" in caplog.text
+
+    # an empirical kernel is named by the network's weights: equal weights share, others do not
+    twin_of_first = create_model("paper_mlp")
+    twin_of_first.load_state_dict(first.state_dict())
+    assert network_identity(twin_of_first, torch.float64) == network_identity(first, torch.float64)
+    assert network_identity(second, torch.float64) != network_identity(first, torch.float64)
+    assert network_identity(first, torch.float32) != network_identity(first, torch.float64)

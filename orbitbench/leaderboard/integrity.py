@@ -335,6 +335,7 @@ def verify_cells(entry: Entry, k: int, workdir: Path | None = None, rng: random.
     from orbitbench.run.record import load_record
     from orbitbench.sweep.cell import execute_cell
     from orbitbench.sweep.results import cell_dir
+    from orbitbench.theory.regression_cache import without_cache
 
     if not 1 <= k <= len(entry.cells):
         raise OrbitbenchError(f"--cells must be between 1 and {len(entry.cells)} (the entry's cells), got {k}")
@@ -349,7 +350,7 @@ def verify_cells(entry: Entry, k: int, workdir: Path | None = None, rng: random.
         worst = 0.0
         for cell in chosen:
             grid_cell = next(c for c in spec.cells() if (c.n_poses, c.leave_out_class, c.seed) == (cell.n_poses, cell.leave_out_class, cell.seed))
-            with recorded_threads(cell):
+            with recorded_threads(cell), without_cache():  # a shared regression is read, never checked
                 pinned = spec.model_copy(update={"fit": {**spec.fit, **rerun_settings(cell)}})
                 outcome = execute_cell(pinned, root, grid_cell, in_process=True)
             if outcome.status != "ran":

@@ -23,6 +23,7 @@ from orbitbench.theory.orbit_solve import check_exact, orbit_digits, orbit_regre
 from orbitbench.theory.regression import (Kernels, ScaleOptions, ScaleSample, curve_and_spread, draw_scale,
                                           network_scores, ridge_solve_, set_network)  # fmt: skip
 from orbitbench.theory.registry import KernelContext, predictor
+from orbitbench.theory.regression_cache import network_identity
 from orbitbench.theory.scale_kernels import EmpiricalFactors, twin_gram
 
 __all__ = ["affordable_points", "measure_at_scale"]
@@ -114,7 +115,7 @@ def _orbit_path(gram: Any, sample: ScaleSample, options: ScaleOptions) -> Any:
 
 
 def _one(name: str, kernels: Kernels, gram: Any, sample: ScaleSample, m: int, options: ScaleOptions,
-         exact_allowed: bool) -> dict[str, Any]:  # fmt: skip
+         exact_allowed: bool, identity: str | None = None) -> dict[str, Any]:  # fmt: skip
     orbit, note = None, None
     if options.exact != "off" and exact_allowed:
         found = _orbit_path(gram, sample, options)
@@ -124,7 +125,7 @@ def _one(name: str, kernels: Kernels, gram: Any, sample: ScaleSample, m: int, op
             note = found
         else:
             orbit = found
-    entry = curve_and_spread(kernels, sample, m, options, orbit)
+    entry = curve_and_spread(kernels, sample, m, options, orbit, identity)
     entry["scale_path"] = "orbit" if orbit is not None else "direct"
     if note is not None and options.exact == "auto" and int(sample.dm.n_poses) in (2, 4):
         entry["scale_path_note"] = note
@@ -155,6 +156,7 @@ def measure_at_scale(dm: PartialOrbits, network: nn.Module, twin: KernelTwin | s
                 out[name] = {"undefined": twin}
                 continue
             kernels, gram = twin_kernels(twin)
+            identity = f"twin|{twin!r}"
             m = cap
         else:
             if name == "init":
@@ -162,9 +164,12 @@ def measure_at_scale(dm: PartialOrbits, network: nn.Module, twin: KernelTwin | s
                     out[name] = {"undefined": "no initial weights"}
                     continue
                 kernels, gram = empirical_kernels(initial, dtype, chunk_size)
+                identity = f"empirical|{chunk_size}|{network_identity(initial, dtype)}"
             elif name == "trained":
                 kernels, gram = empirical_kernels(network, dtype, chunk_size)
+                identity = f"empirical|{chunk_size}|{network_identity(network, dtype)}"
             else:
+                identity = None  # a registered Gram function: nothing names it for certain
                 spec = predictor(name)
                 found = spec.kernel(KernelContext(network, twin)) if spec.kernel is not None else "no Gram function"
                 if isinstance(found, str):
@@ -177,7 +182,7 @@ def measure_at_scale(dm: PartialOrbits, network: nn.Module, twin: KernelTwin | s
                 continue
             m = min(pinned, sample.n_train) if pinned else affordable_points(kernels, sample, options, cap)
         with torch.no_grad():
-            out[name] = _one(name, kernels, gram, sample, m, options, exact_allowed=name == "infinite")
+            out[name] = _one(name, kernels, gram, sample, m, options, exact_allowed=name == "infinite", identity=identity)
         out[name]["scale_seconds"] = time.perf_counter() - start
     described = {**sample.describe(), **({"not_measured": skipped} if skipped else {})}
     return {"sample": described, "network": network_scores(sample), "predictors": out}

@@ -29,6 +29,7 @@ from orbitbench.errors import OrbitbenchError
 from orbitbench.splits import PartialOrbits
 from orbitbench.theory.agreement import agreement, kappa_interval, wilson_interval
 from orbitbench.theory.ntk import evaluating
+from orbitbench.theory.regression_cache import cached_solve
 
 __all__ = ["ScaleOptions", "ScaleSample", "draw_scale", "ridge_solve_", "regress", "score", "Kernels"]
 
@@ -234,12 +235,18 @@ def network_scores(sample: ScaleSample) -> dict[str, Any]:
 
 
 def curve_and_spread(kernels: Kernels, sample: ScaleSample, m: int, options: ScaleOptions,
-                     orbit: Callable[[int, int], dict[int, Tensor]] | None = None) -> dict[str, Any]:  # fmt: skip
+                     orbit: Callable[[int, int], dict[int, Tensor]] | None = None,
+                     identity: str | None = None) -> dict[str, Any]:  # fmt: skip
     """One predictor at scale: the curve at the nested sizes up to m, the headline numbers at m and
-    the spread over two independent draws (at `spread_points`). `orbit(m, draw)`: the exact path."""
+    the spread over two independent draws (at `spread_points`). `orbit(m, draw)`: the exact path.
+    `identity`: what the kernel is (regression_cache); the direct solves are then shared through the
+    cache folder, where one is set."""
     start = time.perf_counter()
     sizes = options.sizes(m)
     solve = (lambda ms, draw: regress(kernels, sample, ms, options.reg, draw)) if orbit is None else orbit
+    if orbit is None and identity is not None:
+        inputs = lambda n, draw: (sample.train_images(n, draw), sample.train_targets(n, draw), sample.test_images)  # noqa: E731
+        solve = cached_solve(solve, identity, inputs, options.reg)
     outputs = solve(sizes, 0)
     m = max(outputs)  # the orbit path reports the training points it used
     curve = []

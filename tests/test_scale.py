@@ -91,6 +91,29 @@ def test_the_empirical_factors_give_the_class_averaged_centred_ntk(digits: torch
     assert torch.allclose(left.gram(elements=40), full, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["linearized(paper_mlp)", "c4_pooled(paper_mlp)"])
+def test_wrapped_networks_are_factored_through_their_kernel_view(digits: torch.Tensor, name: str) -> None:
+    """A linearised network (its backbone at w0, after its weights moved) and a C4-pooled one (16
+    pairs of turns of its backbone) give the empirical NTK of the network itself, computed directly
+    (`empirical_ntk` on the wrapper: the generic per-parameter path, affordable on a few digits)."""
+    torch.manual_seed(0)
+    net = create_model(name).double()
+    with torch.no_grad():  # trained weights: the linearisation's kernel must not move with them
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    a, b = digits[:6], digits[4:9]
+    expected = empirical_ntk(net, a, b, output="centred", dtype=torch.float64) / 10
+    factors = EmpiricalFactors(net, a)
+    # every layer on the per-layer path (outer-product factors), none as per-sample Jacobians: at
+    # scale those would hold every parameter once per class and point
+    assert all(f.parts.outer and not f.parts.gram for f in factors.turns)
+    assert len(factors.turns) == (4 if name.startswith("c4_pooled") else 1)
+    got = factors.gram(EmpiricalFactors(net, b), elements=12)
+    assert torch.allclose(got, expected, rtol=1e-9, atol=1e-12)
+    assert torch.allclose(EmpiricalFactors(net, a).gram(elements=12),
+                          empirical_ntk(net, a, output="centred", dtype=torch.float64) / 10, rtol=1e-9, atol=1e-12)
+
+
 def test_the_empirical_kernels_make_the_scored_points_factors_once_and_only_for_them(digits: torch.Tensor) -> None:
     """The scored points' factors are reused across calls (timing probes, curve, second draw), and
     a different set of scored points gets its own: each call equals the explicit empirical NTK."""

@@ -194,14 +194,11 @@ def empirical_gram(network: nn.Module, dtype: torch.dtype = torch.float64, chunk
     pooled forward pass mixes four poses in one batch, which would send them to the generic one).
     A `Linearized` network's kernel is its backbone's at the initial weights, at any trained weights.
     """
-    from orbitbench.models.c4_pooled import C4Pooled
-    from orbitbench.models.linearized import Linearized
+    from orbitbench.theory.scale_kernels import kernel_view
 
-    unwrap = lambda net: net.tangent_network() if isinstance(net, Linearized) else net  # noqa: E731
-    network = unwrap(network)
-    device = next(network.parameters()).device
-    pooled = isinstance(network, C4Pooled)
-    inner = unwrap(network.backbone) if pooled else network
+    inner, turns = kernel_view(network)
+    device = next(inner.parameters()).device
+    pooled = turns == 4
 
     def gram(images: Tensor, output: Any, images2: Tensor | None = None) -> Tensor:
         pair = [images] if images2 is None else [images, images2]

@@ -8,7 +8,8 @@ lower block triangle and mirrored, halving the elementwise work.
 
 `EmpiricalFactors` holds the network's per-sample structured factors (`orbitbench.theory.ntk`) of the
 centred logits once, so the empirical NTK between any rows is a few matrix products; its Gram is
-filled block by block the same way.
+filled block by block the same way. Linearised and C4-pooled networks are factored through their
+kernel view (`kernel_view`), as the probe computes their kernels.
 """
 
 from __future__ import annotations
@@ -138,26 +139,48 @@ def _mirror_(out: Tensor, rows: int) -> None:
         diagonal.copy_(torch.tril(diagonal) + torch.tril(diagonal, -1).T)
 
 
+def kernel_view(network: nn.Module) -> tuple[nn.Module, int]:
+    """The module whose per-sample empirical NTK gives `network`'s, and the quarter turns it is
+    averaged over. A `Linearized` network's kernel is its backbone's at the initial weights, whatever
+    its trained weights; a `C4Pooled` one's is `mean_{k,l} K_f(rot90^k x, rot90^l x')` of its backbone
+    f. Their own forward passes (a jvp; four poses in one batch) would send every layer to the generic
+    per-parameter path, whose per-sample Jacobians do not fit in memory at scale."""
+    from orbitbench.models.c4_pooled import C4Pooled
+    from orbitbench.models.linearized import Linearized
+
+    unwrap = lambda net: net.tangent_network() if isinstance(net, Linearized) else net  # noqa: E731
+    network = unwrap(network)
+    if isinstance(network, C4Pooled):
+        return unwrap(network.backbone), 4
+    return network, 1
+
+
 class EmpiricalFactors:
     """The network's empirical NTK of its centred logits, class-averaged: `(1/C) sum_k Theta_kk`.
 
     The per-sample structured factors of a point set are computed once (one forward and C backward
-    passes per chunk); the kernel between any two factor sets is a few matrix products.
+    passes per chunk) on the network's kernel view (`kernel_view`: one set per quarter turn for a
+    C4-pooled network); the kernel between any two factor sets is a few matrix products per pair of turns.
     """
 
     def __init__(self, network: nn.Module, images: Tensor, dtype: torch.dtype = torch.float64,
                  chunk_size: int = 256) -> None:  # fmt: skip
-        device = next(network.parameters()).device
-        self.factors: NtkFactors = ntk_factors(network, images.to(device), "centred", chunk_size=chunk_size, dtype=dtype)
-        self.num_classes = int(self.factors.outputs)
+        inner, turns = kernel_view(network)
+        device = next(inner.parameters()).device
+        self.turns: list[NtkFactors] = [
+            ntk_factors(inner, torch.rot90(images, k, dims=(-2, -1)).to(device), "centred", chunk_size=chunk_size, dtype=dtype)
+            for k in range(turns)]  # fmt: skip
+        self.num_classes = int(self.turns[0].outputs)
 
     def __len__(self) -> int:
-        return self.factors.size
+        return self.turns[0].size
 
     def kernel(self, other: EmpiricalFactors, rows: slice | None = None) -> Tensor:
-        """[len(rows), len(other)] float64 CPU: the class-averaged kernel of these rows with `other`."""
-        left = self.factors if rows is None else self.factors.rows(rows)
-        return (factor_kernel(left, other.factors) / self.num_classes).double().cpu()
+        """[len(rows), len(other)] float64 CPU: the class-averaged kernel of these rows with `other`
+        (for a pooled network the mean over every pair of turns)."""
+        lefts = self.turns if rows is None else [f.rows(rows) for f in self.turns]
+        total = sum(factor_kernel(left, right) for left in lefts for right in other.turns)
+        return (total / (self.num_classes * len(lefts) * len(other.turns))).double().cpu()
 
     def gram(self, other: EmpiricalFactors | None = None, elements: int = 1 << 20) -> Tensor:
         """The full kernel [len(self), len(other)] (other None: the symmetric Gram), row block by row block."""
@@ -177,5 +200,5 @@ class EmpiricalFactors:
     @staticmethod
     def _view(source: EmpiricalFactors, rows: slice) -> EmpiricalFactors:
         view = object.__new__(EmpiricalFactors)
-        view.factors, view.num_classes = source.factors.rows(rows), source.num_classes
+        view.turns, view.num_classes = [f.rows(rows) for f in source.turns], source.num_classes
         return view

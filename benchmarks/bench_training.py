@@ -16,7 +16,8 @@ of the paired blocks.
 
 `--fused` gives orbitbench fused Adam and `--dropout-mask uniform` builds the MLP with the cheaper
 dropout mask on both sides (the track's re-seed settings, benchmarks/RESULTS.md): with
-`--plain-fused` too, both loops train the same model with the same optimizer.
+`--plain-fused` too, both loops train the same model with the same optimizer; `--plain-track-model`
+keeps the plain loop on the track's model (the issue's baseline: the track's settings, posed on the fly).
 
 It also prints the fraction of the measured bf16 matmul peak (one thread, a 2048^3 product) that the
 MLP's step reaches: 6 x batch x the Linear layers' weights (forward 2, backward 4) per step.
@@ -94,9 +95,9 @@ class Alternate(L.Callback):
 
 
 def measure(model_name: str, dm: RotatedMNIST, blocks: int, steps: int, plain_fused: bool, fused: bool,
-            kwargs: dict) -> tuple[list[float], list[float]]:  # fmt: skip
+            kwargs: dict, plain_kwargs: dict) -> tuple[list[float], list[float]]:  # fmt: skip
     """(orbitbench, plain) seconds per block of `steps` steps, first pair dropped."""
-    timer = Alternate(PlainLoop(model_name, dm, plain_fused, kwargs), steps)
+    timer = Alternate(PlainLoop(model_name, dm, plain_fused, plain_kwargs), steps)
     L.seed_everything(125, verbose=False)
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=blocks, limit_train_batches=steps, precision="bf16-mixed",
@@ -151,6 +152,8 @@ def main() -> None:
     parser.add_argument("--fused", action="store_true", help="fused Adam in orbitbench's loop")
     parser.add_argument("--dropout-mask", choices=["bernoulli", "uniform"], default=None,
                         help="paper_mlp's dropout mask, on both sides")
+    parser.add_argument("--plain-track-model", action="store_true",
+                        help="the plain loop keeps the track's model (nn.Dropout) whatever --dropout-mask says")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -164,7 +167,8 @@ def main() -> None:
     print(f"measured bf16 matmul peak: {peak / 1e9:.0f} GFLOP/s (2048^3, one thread)")
     for name in args.models:
         kwargs = {"dropout_mask": args.dropout_mask} if args.dropout_mask else {}
-        ours, plain = measure(name, dm, args.blocks, args.block, args.plain_fused, args.fused, kwargs)
+        plain_kwargs = {} if args.plain_track_model else kwargs
+        ours, plain = measure(name, dm, args.blocks, args.block, args.plain_fused, args.fused, kwargs, plain_kwargs)
         o, p = statistics.median(ours) / args.block, statistics.median(plain) / args.block
         paired = statistics.median(x / y for x, y in zip(ours, plain))
         line = (f"{name}: orbitbench {1000 * o:.1f} ms/step, plain {1000 * p:.1f} ms/step, "

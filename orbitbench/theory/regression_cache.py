@@ -83,11 +83,12 @@ def cached_solve(solve: Solve, identity: str, inputs: Callable[[int, int], Seque
 
     def cached(sizes: Sequence[int], draw: int) -> dict[int, Tensor]:
         digest = hashlib.sha256(f"{code}|{identity}|{sorted(sizes)}|{draw}|{reg!r}".encode())
-        for tensor in inputs(max(sizes), draw):
+        train, targets, scored = inputs(max(sizes), draw)
+        for tensor in (train, targets, scored):
             digest.update(f"{tuple(tensor.shape)}|{tensor.dtype}".encode())
             digest.update(_tensor_bytes(tensor))
         path = folder / f"{digest.hexdigest()}.pt"
-        found = _read(path, sizes)
+        found = _read(path, sizes, (len(scored), targets.shape[1]))
         if found is not None:
             return found
         outputs = solve(sizes, draw)
@@ -102,12 +103,14 @@ def cached_solve(solve: Solve, identity: str, inputs: Callable[[int, int], Seque
     return cached
 
 
-def _read(path: Path, sizes: Sequence[int]) -> dict[int, Tensor] | None:
-    """The stored outputs, or None where there are none or they are not outputs of these sizes."""
+def _read(path: Path, sizes: Sequence[int], shape: tuple[int, int]) -> dict[int, Tensor] | None:
+    """The stored outputs, or None where there are none or they are not float64 [U, C] outputs of
+    these sizes (a file written by anything else is solved again and replaced)."""
     try:
         found = torch.load(path, weights_only=True)
-    except Exception:  # noqa: BLE001  none yet, truncated or foreign: solve again (and replace it)
+    except Exception:  # noqa: BLE001  none yet, truncated or foreign
         return None
-    if not (isinstance(found, dict) and all(isinstance(t, Tensor) and t.dim() == 2 for t in found.values())):
+    if not (isinstance(found, dict) and set(found) == set(sizes)
+            and all(isinstance(t, Tensor) and t.dtype == torch.float64 and tuple(t.shape) == shape for t in found.values())):  # fmt: skip
         return None
-    return found if set(found) == set(sizes) else None
+    return found

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from orbitbench.theory import spectral
 from orbitbench.errors import OrbitbenchError
 from orbitbench.theory.ntk import empirical_ntk, evaluating
+from orbitbench.theory.scale_kernels import kernel_view
 from orbitbench.data import pick, sample_per_class
 from orbitbench.splits import PartialOrbits
 
@@ -194,8 +195,6 @@ def empirical_gram(network: nn.Module, dtype: torch.dtype = torch.float64, chunk
     pooled forward pass mixes four poses in one batch, which would send them to the generic one).
     A `Linearized` network's kernel is its backbone's at the initial weights, at any trained weights.
     """
-    from orbitbench.theory.scale_kernels import kernel_view
-
     inner, turns = kernel_view(network)
     device = next(inner.parameters()).device
     pooled = turns == 4

@@ -71,14 +71,13 @@ class ScaleOptions:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise OrbitbenchError(f"regression {name}={value!r}: expected an integer >= 1")
         pinned = self.empirical_points
-        if isinstance(pinned, dict) and not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
-                                                and v >= 1 for k, v in pinned.items()):  # fmt: skip
+        counts = dict(pinned) if isinstance(pinned, dict) else {"": pinned} if pinned is not None else {}
+        if not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                   for k, v in counts.items()):  # fmt: skip
             raise OrbitbenchError(f"regression empirical_points={pinned!r}: expected an integer >= 1, "
                                   "a mapping {predictor: integer >= 1}, or null")  # fmt: skip
-        for name in ("empirical_points", "out_test_points", "spread_points"):
+        for name in ("out_test_points", "spread_points"):
             value = getattr(self, name)
-            if name == "empirical_points" and isinstance(value, dict):
-                continue
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise OrbitbenchError(f"regression {name}={value!r}: expected an integer >= 1 or null")
         if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in self.curve):

@@ -13,11 +13,12 @@ file can move a seeded number, never a verified one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -40,15 +41,15 @@ def cache_folder() -> Path | None:
     return Path(found).expanduser() if found else None
 
 
-class without_cache:  # noqa: N801 (a context manager, used like a function)
+@contextlib.contextmanager
+def without_cache() -> Iterator[None]:
     """Runs inside it never read or write the cache (a verification's re-run)."""
-
-    def __enter__(self) -> None:
-        self.before = os.environ.pop(CACHE_ENV, None)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.before is not None:
-            os.environ[CACHE_ENV] = self.before
+    before = os.environ.pop(CACHE_ENV, None)
+    try:
+        yield
+    finally:
+        if before is not None:
+            os.environ[CACHE_ENV] = before
 
 
 def _code_digest() -> str:

@@ -31,7 +31,7 @@ import orbitbench  # noqa: F401  (JAX x64 before neural-tangents)
 from orbitbench.datamodules import RotatedMNIST
 from orbitbench.models import model_info
 from orbitbench.theory.at_scale import twin_kernels
-from orbitbench.theory.orbit_solve import orbit_digits, orbit_regression, training_poses_per_digit
+from orbitbench.theory.orbit_solve import orbit_digits, orbit_regression, orbits_for_points
 from orbitbench.theory.regression import ScaleOptions, draw_scale, regress, ridge_solve_
 from orbitbench.theory.scale_kernels import twin_gram
 from orbitbench.theory.twins import twin_kernel
@@ -119,10 +119,9 @@ def exact(direct_m: int, orbit_ms: list[int], source: str) -> None:
     sample = draw_scale(dm, options)
     kernels, gram = twin_kernels(twin)
     digits = orbit_digits(dm, 0)
-    per_digit = training_poses_per_digit(dm, digits)
     methods = {f"direct {direct_m}": lambda: regress(kernels, sample, [direct_m], options.reg)}
     for m in orbit_ms:
-        orbits = round(m / per_digit)
+        orbits = orbits_for_points(dm, digits, m)
         methods[f"orbit {m} ({orbits} orbits)"] = (
             lambda orbits=orbits: orbit_regression(gram, dm, digits, [orbits], sample.test_images, options.reg))
     before = load()

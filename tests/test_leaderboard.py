@@ -410,3 +410,27 @@ def test_the_baseline_difference_is_to_the_supervised_paper_mlp(board):
     mlp_scores = [c.metrics.out_test_acc for c in mlp.cells]
     gap_scores = [c.metrics.out_test_acc for c in gap.cells]
     assert rows["cnn_gap"].diff[0] == pytest.approx(np.mean(gap_scores) - np.mean(mlp_scores), abs=1e-9)
+
+
+def test_a_re_seed_replaces_an_entry_whose_track_file_has_moved_on(board, tmp_path, capsys):
+    """A re-seed changes the track's sweep file first; the entry it replaces then no longer matches
+    the file. `add --replace` checks the new entry and every other one, not the one it replaces."""
+    sweeps, sweep = tmp_path / "sweeps", _copy_sweep(tmp_path)
+    shutil.copytree(SWEEPS, sweeps)
+    setting = "model_fit:\n  paper_mlp:\n    trainer.log_every_n_steps: 7\n"
+    for spec in (sweeps / "tiny.yaml", sweep / "sweep.yaml"):
+        spec.write_text(spec.read_text().replace("model_fit: {}\n", "") + setting)
+    code, _, err = _cli(capsys, board, "check", sweeps=sweeps)
+    assert code == 2 and MLP in err and "log_every_n_steps" in err and err.count("\n") == 1
+    before = {p.name: p.read_bytes() for p in (board / "entries").iterdir()}
+    code, _, err = _cli(capsys, board, "add", str(sweep), "--models", "[paper_mlp]", sweeps=sweeps)
+    assert code == 2 and "already exists; pass --replace" in err  # still refused without --replace
+    assert _cli(capsys, board, "add", str(sweep), "--models", "[paper_mlp]", "--replace", "true", sweeps=sweeps)[0] == 0
+    after = {p.name: p.read_bytes() for p in (board / "entries").iterdir()}
+    assert after.keys() == before.keys() and after[MLP] != before[MLP]
+    assert json.loads(after[MLP])["config"]["trainer.log_every_n_steps"] == 7
+    assert {n: b for n, b in after.items() if n != MLP} == {n: b for n, b in before.items() if n != MLP}
+    # the other entries are still checked: one that no longer matches the file refuses the add
+    (sweeps / "tiny.yaml").write_text((sweeps / "tiny.yaml").read_text() + "  cnn_gap:\n    trainer.log_every_n_steps: 9\n")
+    code, _, err = _cli(capsys, board, "add", str(sweep), "--models", "[paper_mlp]", "--replace", "true", sweeps=sweeps)
+    assert code == 2 and GAP in err and err.count("\n") == 1

@@ -75,3 +75,46 @@ def test_a_table_naming_a_track_without_entries_is_one_line(project, capsys):
     (project / "README.md").write_text(BLOCK.replace("mnist5k-cpu", "no-such-track").format(body=""))
     code, err = _cli(capsys, project, "build")
     assert code == 2 and "names track 'no-such-track', which has no supervised entry" in err and err.count("\n") == 1
+
+
+PAIRS = "<!-- leaderboard pairs: track=mnist-cpu -->\n{body}<!-- end leaderboard pairs -->\n"
+
+
+def test_the_pairs_block_puts_a_model_beside_its_linearisation_cell_by_cell(project, capsys):
+    """The committed `mnist-cpu` entries of paper_mlp and linearized(paper_mlp): the difference is
+    paired by leave-out class and seed, its interval a t-interval over the pairs (scipy here)."""
+    (project / "README.md").write_text(PAIRS.format(body="| stale |\n"))
+    code, err = _cli(capsys, project, "check")
+    assert code == 2 and "out of date" in err and err.count("\n") == 1
+    assert _cli(capsys, project, "build")[0] == 0
+    rows = {}
+    for line in (project / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0].startswith("`"):
+            rows[(cells[0].strip("`"), int(cells[1]))] = cells[2:]
+    entries = project / "leaderboard/entries"
+    net = json.loads((entries / "mnist-cpu__paper_mlp.json").read_text())
+    lin = json.loads((entries / "mnist-cpu__linearized_paper_mlp.json").read_text())
+    for n in (4, 8):
+        by_class = [{c["data"]["hparams"]["leave_out_class"]: c["metrics"] for c in e["cells"] if c["data"]["n_poses"] == n}
+                    for e in (net, lin)]  # fmt: skip
+        classes = sorted(by_class[0])
+        assert classes == sorted(by_class[1]) and len(classes) == 10
+        diff = np.array([by_class[1][k]["out_test_acc"] - by_class[0][k]["out_test_acc"] for k in classes])
+        in_test, out_test, difference, count, _ = rows[("paper_mlp", n)]
+        assert int(count) == 10
+        assert [float(v) for v in out_test.split(" / ")] == pytest.approx(
+            [np.mean([m[k]["out_test_acc"] for k in classes]) for m in by_class], abs=5e-4)
+        assert [float(v) for v in in_test.split(" / ")] == pytest.approx(
+            [np.mean([m[k]["in_test_acc"] for k in classes]) for m in by_class], abs=5e-4)
+        mean, interval = difference.split(" ", 1)
+        half = scipy_stats.t.ppf(0.975, 9) * diff.std(ddof=1) / np.sqrt(10)
+        assert float(mean) == pytest.approx(diff.mean(), abs=5e-4)
+        assert [float(v) for v in interval.strip("[]").split(",")] == pytest.approx([diff.mean() - half, diff.mean() + half], abs=5e-3)
+    assert _cli(capsys, project, "check")[0] == 0
+
+
+def test_a_pairs_block_without_a_linearisation_is_one_line(project, capsys):
+    (project / "README.md").write_text(PAIRS.replace("mnist-cpu", "mnist5k-cpu").format(body=""))
+    code, err = _cli(capsys, project, "build")
+    assert code == 2 and "has no model with a linearized(<model>) entry" in err and err.count("\n") == 1

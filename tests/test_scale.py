@@ -17,7 +17,7 @@ from orbitbench.models import KernelTwin, create_model, model_info
 from orbitbench.theory.agreement import agreement, kappa_interval
 from orbitbench.theory.at_scale import empirical_kernels, measure_at_scale, twin_kernels
 from orbitbench.theory.ntk import empirical_ntk
-from orbitbench.theory.orbit_solve import check_exact, orbit_digits, orbit_regression
+from orbitbench.theory.orbit_solve import check_exact, orbit_digits, orbit_regression, orbits_for_points
 from orbitbench.theory.regression import ScaleOptions, draw_scale, materialize, regress, ridge_solve_
 from orbitbench.theory.scale_kernels import EmpiricalFactors, twin_gram
 from orbitbench.theory.twins import twin_kernel
@@ -175,6 +175,21 @@ def test_the_orbit_solve_equals_a_direct_solve_on_the_same_training_pairs() -> N
         got = found[len(pairs)]
         assert float((got - expected).abs().max() / expected.abs().max()) <= 1e-10
         assert torch.equal(got.argmax(1), expected.argmax(1))
+
+
+def test_the_orbit_sample_never_falls_short_of_the_size_asked_for() -> None:
+    """m on the orbit path is the training pairs of whole orbits: the fewest leading digits that hold
+    at least the size asked for (counted here digit by digit), all of them where they hold fewer."""
+    dm = _datamodule(4)
+    chosen = orbit_digits(dm, seed=3)
+    per_digit = [int((dm.splits["train"][:, 0] == d).sum()) for d in chosen.tolist()]
+    assert min(per_digit) >= 3 and max(per_digit) == 4  # upright poses of the leave-out class are held out
+    for points in (1, 4, 5, 37, 90, 91, sum(per_digit), sum(per_digit) + 1):
+        count = orbits_for_points(dm, chosen, points)
+        if points <= sum(per_digit):
+            assert sum(per_digit[:count]) >= points > sum(per_digit[: count - 1])
+        else:
+            assert count == len(chosen)
 
 
 def test_the_orbit_solve_is_refused_where_poses_are_interpolated() -> None:

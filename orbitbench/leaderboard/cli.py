@@ -168,19 +168,33 @@ def add(sweep_dir: Path, models: Sequence[str] | None = None, methods: Sequence[
                               "(choose with --models and --methods)")  # fmt: skip
     new = [entry_from_sweep(Path(sweep_dir), m, tracks, name, method=t, notes=notes, authors=list(authors),
                             paper=paper, code=code, invariance=invariance) for m, t in pairs]  # fmt: skip
-    existing = load_entries(root, sweeps)
     folder = Path(root) / "entries"
+    if not folder.is_dir():
+        raise OrbitbenchError(f"{folder} does not exist: expected the leaderboard folder with entries/*.json")
     targets = {str(folder / entry.file_name): entry for entry in new}
     if len(targets) != len(new):
         raise OrbitbenchError("two models of this sweep map to the same entry name; add them one by one with --name")
+    present = {str(path) for path in folder.glob("*.json")}
     for path in targets:
-        if path in existing and not replace:
+        if path in present and not replace:
             raise OrbitbenchError(f"{path} already exists; pass --replace to overwrite it or --name for another entry")
-    targets = {path: keep_verification(existing.get(path), entry) for path, entry in targets.items()}
-    check_collection({**existing, **targets}, sweeps)
+    # An entry being replaced is not checked against the track's file: a re-seed changes the file
+    # first, and the old entry it replaces no longer matches it. Every other entry still must.
+    others = {path: read_entry(Path(path)) for path in sorted(present - set(targets))}
+    targets = {path: keep_verification(_replaced(Path(path)) if path in present else None, entry)
+               for path, entry in targets.items()}  # fmt: skip
+    check_collection({**others, **targets}, sweeps)
     for path, entry in targets.items():
         write_entry(Path(path), entry)
     return [Path(path) for path in targets]
+
+
+def _replaced(path: Path) -> Entry | None:
+    """The entry a `--replace` overwrites, for its verification; None where it cannot be read."""
+    try:
+        return read_entry(path)
+    except OrbitbenchError:
+        return None
 
 
 # Free text a submitter may change without touching what a verification re-ran.

@@ -12,6 +12,10 @@ recomputes each entry from its cells). The rows are the track's supervised entri
 theory describes networks trained on the labels alone (a method's own loss is outside it). Out-test
 carries the 95% t-interval over the order's cells (leave-out classes x seeds), as the leaderboard
 does; a predictor column appears only where some entry of the track carries that prediction.
+
+A second kind of block, `<!-- leaderboard pairs: track=... -->` ... `<!-- end leaderboard pairs -->`,
+puts each supervised model beside its `linearized(<model>)` entry (docs/THEORY.md §9): what training
+the network's own linearisation the same way does to in-test and out-test, paired cell by cell.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ from orbitbench.leaderboard.schema import Entry, PoseResult
 from orbitbench.theory.registry import predictor, predictor_names
 
 BLOCK = re.compile(
-    r"(?P<begin><!-- leaderboard table: track=(?P<track>[a-z0-9][a-z0-9.-]*) -->\n)(?P<body>.*?)(?P<end><!-- end leaderboard table -->)",
+    r"(?P<begin><!-- leaderboard (?P<kind>table|pairs): track=(?P<track>[a-z0-9][a-z0-9.-]*) -->\n)(?P<body>.*?)"
+    r"(?P<end><!-- end leaderboard (?P=kind) -->)",
     re.S,
 )
+LINEARIZED = re.compile(r"linearized\((?P<inner>.+)\)")
 
 
 
@@ -74,10 +80,43 @@ def kernel_table(entries: Iterable[Entry], track: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def linearization_table(entries: Iterable[Entry], track: str) -> str:
+    """Markdown: per supervised model of `track` that has a `linearized(<model>)` entry, and group
+    order, both networks' in-test and out-test, the out-test difference paired by (leave-out class,
+    seed) with its 95% t-interval, and the analytic twin's regression at scale where both carry it."""
+    supervised = {e.model: e for e in entries if e.track == track and e.method == "supervised"}
+    pairs = [(supervised[found["inner"]], lin) for name, lin in sorted(supervised.items())
+             if (found := LINEARIZED.fullmatch(name)) and found["inner"] in supervised]  # fmt: skip
+    if not pairs:
+        raise OrbitbenchError(f"README.md: the leaderboard pairs block names track {track!r}, which has no model "
+                              "with a linearized(<model>) entry")  # fmt: skip
+    order = pairs[0][0].cells[0].data.order_argument or "group order"
+    lines = [f"| model | {order} | in-test: network / linearised | out-test: network / linearised | "
+             "linearised - network out-test [95% CI] | cells | `infinite` at scale (m) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for network, linear in pairs:
+        for n in sorted({c.n_poses for c in linear.cells}):
+            a = {(c.leave_out_class, c.seed): c.metrics for c in network.cells if c.n_poses == n}
+            b = {(c.leave_out_class, c.seed): c.metrics for c in linear.cells if c.n_poses == n}
+            units = sorted(a.keys() & b.keys())
+            if not units:
+                continue
+            mean, low, high = t_interval([b[u].out_test_acc - a[u].out_test_acc for u in units])
+            means = [sum(getattr(m[u], key) for u in units) / len(units) for key in ("in_test_acc", "out_test_acc") for m in (a, b)]
+            twin = next((r.at_scale["infinite"] for r in network.results if r.n_poses == n and "infinite" in r.at_scale), None)
+            lines.append(f"| `{network.model}` | {n} | {means[0]:.3f} / {means[1]:.3f} | {means[2]:.3f} / {means[3]:.3f} | "
+                         f"{mean:+.3f} [{low:+.2f}, {high:+.2f}] | {len(units)} | "
+                         + (f"{twin.out_test.mean:.3f} ({twin.m:,})" if twin is not None else "-") + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+TABLES = {"table": kernel_table, "pairs": linearization_table}
+
+
 def refreshed(text: str, entries: Iterable[Entry]) -> str:
-    """`text` with every leaderboard-table block regenerated from `entries`."""
+    """`text` with every leaderboard block (kernel table, linearisation pairs) regenerated from `entries`."""
     entries = list(entries)
-    return BLOCK.sub(lambda m: m["begin"] + kernel_table(entries, m["track"]) + m["end"], text)
+    return BLOCK.sub(lambda m: m["begin"] + TABLES[m["kind"]](entries, m["track"]) + m["end"], text)
 
 
 def project_readme(root: Path) -> Path | None:

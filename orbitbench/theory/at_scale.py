@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from orbitbench.models import KernelTwin
 from orbitbench.errors import OrbitbenchError
 from orbitbench.splits import PartialOrbits
-from orbitbench.theory.orbit_solve import check_exact, orbit_digits, orbit_regression, training_poses_per_digit
+from orbitbench.theory.orbit_solve import check_exact, orbit_digits, orbit_regression, orbits_for_points
 from orbitbench.theory.regression import (Kernels, ScaleOptions, ScaleSample, curve_and_spread, draw_scale,
                                           network_scores, ridge_solve_, set_network)  # fmt: skip
 from orbitbench.theory.registry import KernelContext, predictor
@@ -105,10 +105,9 @@ def _orbit_path(gram: Any, sample: ScaleSample, options: ScaleOptions) -> Any:
     why = check_exact(gram, dm, digits[0])
     if why is not None:
         return why
-    per_digit = training_poses_per_digit(dm, digits[0])
 
     def solve(sizes: Sequence[int], draw: int) -> dict[int, Tensor]:
-        orbits = sorted({min(len(digits[draw]), max(1, round(m / per_digit))) for m in sizes})
+        orbits = sorted({orbits_for_points(dm, digits[draw], max(1, m)) for m in sizes})
         return orbit_regression(gram, dm, digits[draw], orbits, sample.test_images, options.reg)
 
     return solve

@@ -26,7 +26,7 @@ from torch import Tensor
 from orbitbench.errors import OrbitbenchError
 from orbitbench.splits import PartialOrbits
 
-__all__ = ["invariance_defect", "orbit_digits", "orbit_regression", "training_poses_per_digit"]
+__all__ = ["invariance_defect", "orbit_digits", "orbit_regression", "orbits_for_points"]
 
 # (images [A, ...], images [B, ...] or None) -> float64 [A, B] (None: the symmetric Gram matrix)
 Gram = Callable[[Tensor, Tensor | None], Tensor]
@@ -74,10 +74,12 @@ def orbit_digits(dm: PartialOrbits, seed: int, draw: int = 0) -> Tensor:
     return digits[orders[draw]]
 
 
-def training_poses_per_digit(dm: PartialOrbits, digits: Tensor) -> float:
-    """Mean count of training pairs per digit of `digits` (orbits -> training points)."""
-    counts = torch.bincount(dm.splits["train"][:, 0], minlength=len(dm.digits.labels))
-    return float(counts[digits].double().mean())
+def orbits_for_points(dm: PartialOrbits, digits: Tensor, points: int) -> int:
+    """The fewest leading digits of `digits` whose orbits hold at least `points` training pairs (all of
+    them where they hold fewer): m is then never below the size asked for."""
+    counts = torch.bincount(dm.splits["train"][:, 0], minlength=len(dm.digits.labels))[digits]
+    held = torch.cumsum(counts, 0)  # held[i]: training pairs of the first i + 1 digits
+    return min(len(digits), int(torch.searchsorted(held, points)) + 1)
 
 
 def _factor(blocks: list[Tensor], n: int, ridge: float) -> list[tuple[Tensor, bool]]:

@@ -33,7 +33,7 @@ CACHE_ENV = "ORBITBENCH_REGRESSION_CACHE"
 log = logging.getLogger(__name__)
 Solve = Callable[[Sequence[int], int], dict[int, Tensor]]
 # the modules whose code decides the outputs: an edit to any of them gives new digests
-_CODE = ("regression.py", "scale_kernels.py", "twins.py", "ntk.py", "at_scale.py", "regression_cache.py")
+_CODE = ("regression.py", "scale_kernels.py", "orbit_solve.py", "twins.py", "ntk.py", "at_scale.py", "regression_cache.py")
 
 
 def cache_folder() -> Path | None:

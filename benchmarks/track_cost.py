@@ -1,6 +1,11 @@
 """What a track's sweep costs on this machine, measured on a sample of its cells.
 
     OMP_NUM_THREADS=1 python benchmarks/track_cost.py runs/sweeps/cpu_track --leave-out-class 5
+    python benchmarks/track_cost.py runs/sweeps/mnist_cpu --recorded    # nothing re-run
+
+`--recorded` reads what a finished sweep's records say instead: per (model, method, group order),
+the cells' summed time and the kernel predictions' share of it (the probe at fit start and end
+and the regression at scale, as the records time them), so a re-seed reports its own cost.
 
 Re-runs the cells of one leave-out class, one per (model, method, group order, seed), through the
 sweep's own cell runner (a subprocess fit each), `--runners` at a time (one torch thread each: the
@@ -40,13 +45,47 @@ def rerun(state, scratch: Path, cell) -> tuple[str, float, float, float, bool]:
     return cell.cell_id, old.wall_time_s, new.wall_time_s, seconds, old.metrics == new.metrics
 
 
+def prediction_seconds(record) -> float:
+    """The kernel predictions' time in one record: the probe of every predictor, twice (the record
+    keeps the last measurement; the one at fit start costs the same), plus the regression at scale,
+    which the network's `scale.seconds` times as a whole. 0 without predictions."""
+    if record.predictions is None:
+        return 0.0
+    found = record.predictions.model_dump()
+    probe = sum(float((p or {}).get("seconds") or 0.0) for p in (found.get("predictors") or {}).values())
+    return 2 * probe + float(((found.get("network") or {}).get("scale") or {}).get("seconds") or 0.0)
+
+
+def recorded(state) -> None:
+    """Per (model, method, group order): cells, summed cell time, predictions' time and share."""
+    rows: dict[tuple, list[float]] = {}
+    for cell in state.spec.cells():
+        if cell.cell_id not in state.results:
+            continue
+        record = load_record(cell_dir(state.root, cell) / RECORD_FILE)
+        row = rows.setdefault((cell.model, cell.method, cell.n_poses), [0, 0.0, 0.0])
+        row[0] += 1
+        row[1] += record.wall_time_s
+        row[2] += prediction_seconds(record)
+    print("| model | method | order | cells | cell time, core-min | predictions, core-min | predictions / training |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for (model, method, order), (count, wall, kernel) in sorted(rows.items()):
+        print(f"| `{model}` | {method} | {order} | {count} | {wall / 60:.1f} | {kernel / 60:.1f} | {kernel / (wall - kernel):.2f} |")
+    wall, kernel = sum(r[1] for r in rows.values()), sum(r[2] for r in rows.values())
+    print(f"\nall: {wall / 60:.1f} core-min, of which predictions {kernel / 60:.1f} ({kernel / (wall - kernel):.2f}x the rest)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--leave-out-class", type=int, default=5, help="which class's cells to re-run")
     parser.add_argument("--runners", type=int, default=2)
+    parser.add_argument("--recorded", action="store_true", help="summarise the records' own times; re-run nothing")
     args = parser.parse_args()
     state = read_sweep_dir(args.sweep_dir)
+    if args.recorded:
+        recorded(state)
+        return 0
     finished = [c for c in state.spec.cells() if c.cell_id in state.results]
     if not finished:
         raise OrbitbenchError(f"{args.sweep_dir} has no finished cells")

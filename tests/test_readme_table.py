@@ -118,3 +118,39 @@ def test_a_pairs_block_without_a_linearisation_is_one_line(project, capsys):
     (project / "README.md").write_text(PAIRS.replace("mnist-cpu", "mnist5k-cpu").format(body=""))
     code, err = _cli(capsys, project, "build")
     assert code == 2 and "has no model with a linearized(<model>) entry" in err and err.count("\n") == 1
+
+
+SCALE = "<!-- leaderboard scale: track=mnist-cpu -->\n{body}<!-- end leaderboard scale -->\n"
+
+
+def test_the_scale_block_pairs_the_network_with_each_kernel_at_scale(project, capsys):
+    """The committed `mnist-cpu` paper_mlp entry: network minus kernel out-test paired by cell, its
+    t-interval (scipy here), the kernel's in-test and kappa per cell, m the smallest of the order's."""
+    (project / "README.md").write_text(SCALE.format(body="| stale |\n"))
+    assert _cli(capsys, project, "check")[0] == 2
+    assert _cli(capsys, project, "build")[0] == 0
+    rows = {}
+    for line in (project / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0].startswith("`"):
+            rows[(cells[0].strip("`"), int(cells[1]), cells[3].strip("`"))] = cells
+    entry = json.loads((project / "leaderboard/entries/mnist-cpu__paper_mlp.json").read_text())
+    for n in (4, 8):
+        cells = [c for c in entry["cells"] if c["data"]["n_poses"] == n]
+        for name in ("infinite", "init"):
+            _, _, network, _, m, kernel, gap, in_test, kappa = rows[("paper_mlp", n, name)]
+            scale = [c["at_scale"][name] for c in cells]
+            diff = np.array([c["metrics"]["out_test_acc"] - s["out_test"] for c, s in zip(cells, scale)])
+            half = scipy_stats.t.ppf(0.975, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
+            assert float(network) == pytest.approx(np.mean([c["metrics"]["out_test_acc"] for c in cells]), abs=5e-4)
+            assert int(m.replace(",", "")) == min(s["m"] for s in scale) and (name != "infinite" or int(m.replace(",", "")) >= 16000)
+            assert float(kernel) == pytest.approx(np.mean([s["out_test"] for s in scale]), abs=5e-4)
+            mean, interval = gap.split(" ", 1)
+            assert float(mean) == pytest.approx(diff.mean(), abs=5e-4)
+            assert [float(v) for v in interval.strip("[]").split(",")] == pytest.approx([diff.mean() - half, diff.mean() + half], abs=5e-3)
+            assert float(in_test) == pytest.approx(np.mean([s["in_test"] for s in scale]), abs=5e-4)
+            kappas = [s["kappa"] for s in scale]
+            low, high = (float(v) for v in kappa.split(" ", 1)[1].strip("[]").split(","))
+            assert float(kappa.split(" ")[0]) == pytest.approx(np.mean(kappas), abs=5e-3)
+            assert (low, high) == pytest.approx((min(kappas), max(kappas)), abs=5e-3)
+    assert _cli(capsys, project, "check")[0] == 0

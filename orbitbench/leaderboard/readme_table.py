@@ -16,6 +16,9 @@ does; a predictor column appears only where some entry of the track carries that
 A second kind of block, `<!-- leaderboard pairs: track=... -->` ... `<!-- end leaderboard pairs -->`,
 puts each supervised model beside its `linearized(<model>)` entry (docs/THEORY.md §9): what training
 the network's own linearisation the same way does to in-test and out-test, paired cell by cell.
+A third, `<!-- leaderboard scale: track=... -->` ... `<!-- end leaderboard scale -->`, gives the
+kernel regression at the network's scale against the network (docs/THEORY.md §10): how far each
+kernel's level is from the network's, paired cell by cell, and how well it picks the failing digits.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from orbitbench.leaderboard.schema import Entry, PoseResult
 from orbitbench.theory.registry import predictor, predictor_names
 
 BLOCK = re.compile(
-    r"(?P<begin><!-- leaderboard (?P<kind>table|pairs): track=(?P<track>[a-z0-9][a-z0-9.-]*) -->\n)(?P<body>.*?)"
+    r"(?P<begin><!-- leaderboard (?P<kind>table|pairs|scale): track=(?P<track>[a-z0-9][a-z0-9.-]*) -->\n)(?P<body>.*?)"
     r"(?P<end><!-- end leaderboard (?P=kind) -->)",
     re.S,
 )
@@ -110,7 +113,35 @@ def linearization_table(entries: Iterable[Entry], track: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-TABLES = {"table": kernel_table, "pairs": linearization_table}
+def scale_table(entries: Iterable[Entry], track: str) -> str:
+    """Markdown: per supervised entry of `track`, group order and predictor measured at scale in
+    every cell of that order, the network's out-test, the kernel's (regression on m points), their
+    difference paired by cell with its 95% t-interval, the kernel's in-test, and kappa per cell."""
+    rows = sorted((e for e in entries if e.track == track and e.method == "supervised"), key=lambda e: e.model)
+    names = [p for p in predictor_names() if predictor(p).shown]
+    lines = []
+    for entry in rows:
+        for n in sorted({c.n_poses for c in entry.cells}):
+            cells = [c for c in entry.cells if c.n_poses == n]
+            for name in (p for p in names if all(p in c.at_scale for c in cells)):
+                found = [c.at_scale[name] for c in cells]
+                mean, low, high = t_interval([c.metrics.out_test_acc - f.out_test for c, f in zip(cells, found)])
+                kappas = [f.kappa for f in found if f.kappa is not None]
+                kappa = f"{sum(kappas) / len(kappas):+.2f} [{min(kappas):+.2f}, {max(kappas):+.2f}]" if kappas else "-"
+                network = sum(c.metrics.out_test_acc for c in cells) / len(cells)
+                lines.append(f"| `{entry.model}` | {n} | {network:.3f} | `{name}` | {min(f.m for f in found):,} | "
+                             f"{sum(f.out_test for f in found) / len(found):.3f} | {mean:+.3f} [{low:+.2f}, {high:+.2f}] | "
+                             f"{sum(f.in_test for f in found) / len(found):.3f} | {kappa} |")  # fmt: skip
+    if not lines:
+        raise OrbitbenchError(f"README.md: the leaderboard scale block names track {track!r}, none of whose supervised "
+                              "entries has a kernel regression at scale in every cell of an order")  # fmt: skip
+    order = rows[0].cells[0].data.order_argument or "group order"
+    head = (f"| model | {order} | network out-test | kernel | m | kernel out-test | network - kernel [95% CI] | "
+            "kernel in-test | kappa: mean [lowest, highest cell] |\n|---|---:|---:|---|---:|---:|---:|---:|---:|\n")
+    return head + "\n".join(lines) + "\n"
+
+
+TABLES = {"table": kernel_table, "pairs": linearization_table, "scale": scale_table}
 
 
 def refreshed(text: str, entries: Iterable[Entry]) -> str:

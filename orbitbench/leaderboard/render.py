@@ -77,7 +77,7 @@ def _maybe(value: float | None) -> str:
 def _predicted(entry: Entry, predictor: str) -> str:
     """`0.150 (κ 0.12)`: predicted out-test and the prediction's agreement with the network."""
     if predictor not in integrity.method_kernel_predictors(entry.method):
-        return f"undefined ({entry.method})"
+        return "undefined"  # the method (its own column) adds its own loss: outside the theory
     value, kappa = entry.mean_predicted(predictor), entry.mean_kappa(predictor)
     return _maybe(value) + ("" if value is None or kappa is None else f" (κ {kappa:+.2f})")
 
@@ -151,7 +151,8 @@ COLUMN_HELP = {
     "in_test": "Accuracy on held-out digits in the poses seen in training, averaged over orders: did it learn the task?",
     "train": "Accuracy on the training split in eval mode, averaged over orders",
     "pred": "Out-test accuracy predicted by this kernel's spectral rule (Eq. 7), averaged like out-test; "
-            "κ: Cohen's kappa against the network on the same digits (0: no more than chance)",
+            "κ: Cohen's kappa against the network on the same digits (0: no more than chance); undefined for a "
+            "method that adds its own loss (the theory describes networks trained on the labels alone)",
     "scale": "Out-test accuracy predicted by kernel regression on m points of the network's own training "
              "split (m: the smallest over the cells), scored on every out-test digit, averaged like out-test; "
              "κ against the network on the same digits (docs/THEORY.md §10)",

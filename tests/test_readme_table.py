@@ -34,13 +34,14 @@ def _cli(capsys, project: Path, command: str) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+def _model_rows(readme: str) -> list[list[str]]:
+    """The cells of every Markdown table row that names a model (its first cell in backticks)."""
+    split = ([c.strip() for c in line.strip("|").split("|")] for line in readme.splitlines())
+    return [cells for cells in split if cells[0].startswith("`")]
+
+
 def _rows(readme: str) -> dict[tuple[str, int], list[str]]:
-    rows = {}
-    for line in readme.splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 7 and cells[0].startswith("`"):
-            rows[(cells[0].strip("`"), int(cells[1]))] = cells[2:]
-    return rows
+    return {(cells[0].strip("`"), int(cells[1])): cells[2:] for cells in _model_rows(readme) if len(cells) == 7}
 
 
 def test_check_refuses_a_stale_table_and_build_writes_it_from_the_cells(project, capsys):
@@ -87,11 +88,7 @@ def test_the_pairs_block_puts_a_model_beside_its_linearisation_cell_by_cell(proj
     code, err = _cli(capsys, project, "check")
     assert code == 2 and "out of date" in err and err.count("\n") == 1
     assert _cli(capsys, project, "build")[0] == 0
-    rows = {}
-    for line in (project / "README.md").read_text().splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if cells[0].startswith("`"):
-            rows[(cells[0].strip("`"), int(cells[1]))] = cells[2:]
+    rows = {(cells[0].strip("`"), int(cells[1])): cells[2:] for cells in _model_rows((project / "README.md").read_text())}
     entries = project / "leaderboard/entries"
     net = json.loads((entries / "mnist-cpu__paper_mlp.json").read_text())
     lin = json.loads((entries / "mnist-cpu__linearized_paper_mlp.json").read_text())
@@ -129,11 +126,8 @@ def test_the_scale_block_pairs_the_network_with_each_kernel_at_scale(project, ca
     (project / "README.md").write_text(SCALE.format(body="| stale |\n"))
     assert _cli(capsys, project, "check")[0] == 2
     assert _cli(capsys, project, "build")[0] == 0
-    rows = {}
-    for line in (project / "README.md").read_text().splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if cells[0].startswith("`"):
-            rows[(cells[0].strip("`"), int(cells[1]), cells[3].strip("`"))] = cells
+    rows = {(cells[0].strip("`"), int(cells[1]), cells[3].strip("`")): cells
+            for cells in _model_rows((project / "README.md").read_text())}
     entry = json.loads((project / "leaderboard/entries/mnist-cpu__paper_mlp.json").read_text())
     for n in (4, 8):
         cells = [c for c in entry["cells"] if c["data"]["n_poses"] == n]

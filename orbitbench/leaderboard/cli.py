@@ -85,12 +85,17 @@ def check_collection(entries: dict[str, Entry], sweeps: Path) -> None:
             runs[run] = path
 
 
-def load_entries(root: Path, sweeps: Path = DEFAULT_SWEEPS) -> dict[str, Entry]:
-    """Every `root/entries/*.json`, validated alone, against its track and together; path -> entry."""
+def entries_folder(root: Path) -> Path:
+    """`root/entries`, which must exist."""
     folder = Path(root) / "entries"
     if not folder.is_dir():
         raise OrbitbenchError(f"{folder} does not exist: expected the leaderboard folder with entries/*.json")
-    entries = {str(path): read_entry(path) for path in sorted(folder.glob("*.json"))}
+    return folder
+
+
+def load_entries(root: Path, sweeps: Path = DEFAULT_SWEEPS) -> dict[str, Entry]:
+    """Every `root/entries/*.json`, validated alone, against its track and together; path -> entry."""
+    entries = {str(path): read_entry(path) for path in sorted(entries_folder(root).glob("*.json"))}
     check_collection(entries, sweeps)
     return entries
 
@@ -168,9 +173,7 @@ def add(sweep_dir: Path, models: Sequence[str] | None = None, methods: Sequence[
                               "(choose with --models and --methods)")  # fmt: skip
     new = [entry_from_sweep(Path(sweep_dir), m, tracks, name, method=t, notes=notes, authors=list(authors),
                             paper=paper, code=code, invariance=invariance) for m, t in pairs]  # fmt: skip
-    folder = Path(root) / "entries"
-    if not folder.is_dir():
-        raise OrbitbenchError(f"{folder} does not exist: expected the leaderboard folder with entries/*.json")
+    folder = entries_folder(root)
     targets = {str(folder / entry.file_name): entry for entry in new}
     if len(targets) != len(new):
         raise OrbitbenchError("two models of this sweep map to the same entry name; add them one by one with --name")

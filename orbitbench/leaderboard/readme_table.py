@@ -145,7 +145,8 @@ TABLES = {"table": kernel_table, "pairs": linearization_table, "scale": scale_ta
 
 
 def refreshed(text: str, entries: Iterable[Entry]) -> str:
-    """`text` with every leaderboard block (kernel table, linearisation pairs) regenerated from `entries`."""
+    """`text` with every leaderboard block (kernel table, linearisation pairs, kernel at scale)
+    regenerated from `entries`."""
     entries = list(entries)
     return BLOCK.sub(lambda m: m["begin"] + TABLES[m["kind"]](entries, m["track"]) + m["end"], text)
 

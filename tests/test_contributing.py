@@ -30,10 +30,15 @@ def route_commands() -> str:
 
 
 def documented_override(sweep_text: str) -> str:
-    """What CONTRIBUTING.md says its test changes in the copy: data source, classes, epochs, floor."""
+    """What CONTRIBUTING.md says its test changes in the copy: data source, classes, epochs, floor, kernel scale."""
     text = sweep_text.replace("data.source: mnist\n", "data.source: mnist5k\n")
     text = text.replace("leave_out_class: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", "leave_out_class: [3, 7]")
     text = text.replace("min_in_test_acc: 0.95", "min_in_test_acc: 0.0")
+    for at_scale, small in (("regression_points: 16000\n", "regression_points: 1000\n"),
+                            ("regression_curve: [1000, 4000, 16000]\n", "regression_curve: [500, 1000]\n"),
+                            ("  trainer.callbacks.time_budget_s: 60\n", "  trainer.callbacks.time_budget_s: 5\n")):
+        assert text.count(at_scale) == 1, f"sweeps/mnist_cpu.yaml changed shape: {at_scale!r}"
+        text = text.replace(at_scale, small)
     assert text.count("mnist5k") == 1 and "[3, 7]" in text and "min_in_test_acc: 0.0" in text, "sweeps/mnist_cpu.yaml changed shape"
     return text
 

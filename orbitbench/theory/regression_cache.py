@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from orbitbench.errors import OrbitbenchError
 from orbitbench.io import atomic_write_bytes
 
-__all__ = ["CACHE_ENV", "cache_folder", "cached_solve", "network_identity", "without_cache"]
+__all__ = ["CACHE_ENV", "cache_folder", "cached_solve", "network_identity", "tensor_digest", "without_cache"]
 
 CACHE_ENV = "ORBITBENCH_REGRESSION_CACHE"
 log = logging.getLogger(__name__)
@@ -64,13 +64,14 @@ def network_identity(network: nn.Module, dtype: torch.dtype) -> str:
     """The empirical kernel's identity: the module's structure and every parameter and buffer's bytes."""
     digest = hashlib.sha256(f"{network!r}|{dtype}".encode())
     for name, tensor in sorted(network.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(_tensor_bytes(tensor))
+        digest.update(f"{name}|{tensor_digest(tensor)}".encode())
     return digest.hexdigest()
 
 
-def _tensor_bytes(tensor: Tensor) -> bytes:
-    return tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+def tensor_digest(tensor: Tensor) -> str:
+    """A tensor's content digest (shape, dtype and bytes): equal digests, bitwise-equal tensors."""
+    data = tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+    return f"{tuple(tensor.shape)}|{tensor.dtype}|{hashlib.sha256(data).hexdigest()}"
 
 
 def cached_solve(solve: Solve, identity: str, inputs: Callable[[int, int], Sequence[Tensor]], reg: float) -> Solve:
@@ -86,8 +87,7 @@ def cached_solve(solve: Solve, identity: str, inputs: Callable[[int, int], Seque
         digest = hashlib.sha256(f"{code}|{identity}|{sorted(sizes)}|{draw}|{reg!r}".encode())
         train, targets, scored = inputs(max(sizes), draw)
         for tensor in (train, targets, scored):
-            digest.update(f"{tuple(tensor.shape)}|{tensor.dtype}".encode())
-            digest.update(_tensor_bytes(tensor))
+            digest.update(tensor_digest(tensor).encode())
         path = folder / f"{digest.hexdigest()}.pt"
         found = _read(path, sizes, (len(scored), targets.shape[1]))
         if found is not None:

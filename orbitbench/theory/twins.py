@@ -22,7 +22,6 @@ parameter's scale) and the back-propagated factor becomes `w g_l E'`.
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import torch
@@ -30,6 +29,7 @@ from torch import Tensor
 
 from orbitbench.theory.closed_form import MlpLayers, cnn_kernels, mlp_kernel
 from orbitbench.errors import OrbitbenchError
+from orbitbench.theory.regression_cache import tensor_digest
 from orbitbench.models import KernelTwin
 
 __all__ = ["relu_expectations", "twin_kernel"]
@@ -93,11 +93,6 @@ def shift_orbits(images: Tensor) -> tuple[Tensor, Tensor]:
 _LAST_GAP: list = [None, None]  # (key, kernel) of the last CNN-GAP evaluation
 
 
-def _digest(images: Tensor) -> str:
-    """A content digest of float64 images: equal digests, bitwise-equal image sets."""
-    return f"{tuple(images.shape)}:" + hashlib.sha256(images.contiguous().numpy().tobytes()).hexdigest()
-
-
 def _cnn_ntk(twin: KernelTwin, x1: Tensor, x2: Tensor | None) -> Tensor:
     """Closed-form NTK of one output of a circular CNN twin on float64 images [B, H, W] (x2 None: Gram).
 
@@ -111,7 +106,7 @@ def _cnn_ntk(twin: KernelTwin, x1: Tensor, x2: Tensor | None) -> Tensor:
     if twin.arch == "cnn_gap":  # invariant to circular shifts of either input: one evaluation per shift class
         left, index_left = shift_orbits(x1)
         right, index_right = (left, index_left) if x2 is None else shift_orbits(x2)
-        key = (twin, x2 is None, _digest(left), _digest(right))
+        key = (twin, x2 is None, tensor_digest(left), tensor_digest(right))
         if _LAST_GAP[0] != key:  # the orbit solve asks for one set against each pose of another: one evaluation
             _LAST_GAP[:] = [key, _cnn_ntk_once(twin, left, None if x2 is None else right)]
         return _LAST_GAP[1][index_left][:, index_right]

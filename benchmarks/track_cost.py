@@ -29,6 +29,7 @@ from orbitbench.errors import OrbitbenchError
 from orbitbench.run.record import RECORD_FILE, load_record
 from orbitbench.sweep.cell import execute_cell
 from orbitbench.sweep.results import SPEC_FILE, cell_dir, read_sweep_dir
+from orbitbench.theory.registry import predictor, predictor_names
 
 
 def rerun(state, scratch: Path, cell) -> tuple[str, float, float, float, bool]:
@@ -46,14 +47,17 @@ def rerun(state, scratch: Path, cell) -> tuple[str, float, float, float, bool]:
 
 
 def prediction_seconds(record) -> float:
-    """The kernel predictions' time in one record: the probe of every predictor, twice (the record
-    keeps the last measurement; the one at fit start costs the same), plus the regression at scale,
-    which the network's `scale.seconds` times as a whole. 0 without predictions."""
+    """The kernel predictions' time in one record: the probe of every predictor, plus the regression
+    at scale, which the network's `scale.seconds` times as a whole. 0 without predictions. The record
+    keeps the last measurement (fit end). A predictor measured at every measurement (`trained`)
+    counts twice, fit start and end; one measured once (`infinite`, `init`: kernels that do not move
+    with training) is reused at the end, where the record repeats its first `seconds`: once."""
     if record.predictions is None:
         return 0.0
     found = record.predictions.model_dump()
-    probe = sum(float((p or {}).get("seconds") or 0.0) for p in (found.get("predictors") or {}).values())
-    return 2 * probe + float(((found.get("network") or {}).get("scale") or {}).get("seconds") or 0.0)
+    times = lambda name: 1 if name in predictor_names() and predictor(name).when == "once" else 2  # noqa: E731
+    probe = sum(float((p or {}).get("seconds") or 0.0) * times(name) for name, p in (found.get("predictors") or {}).items())
+    return probe + float(((found.get("network") or {}).get("scale") or {}).get("seconds") or 0.0)
 
 
 def recorded(state) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -192,7 +193,8 @@ def test_legends_name_every_entry_in_full_and_the_page_fits_1400_px(full_board):
     for track, names in tracks.items():
         legend = dom.legends[f"legend-out_test_vs_order-{track}"]
         assert sorted(legend) == sorted(names), track  # every name, uncut, once
-        plotted = {p["data-entry"] for p in dom.points if p["id"].startswith(f"out_test_vs_order-{track}-")}
+        # ids are <kind>-<track>-pt<i>: a prefix alone would take mnist-cpu-shift's points for mnist-cpu's
+        plotted = {p["data-entry"] for p in dom.points if re.fullmatch(rf"out_test_vs_order-{re.escape(track)}-pt\d+", p["id"])}
         assert plotted == names
 
 

@@ -4,8 +4,8 @@
     python benchmarks/track_cost.py runs/sweeps/mnist_cpu --recorded    # nothing re-run
 
 `--recorded` reads what a finished sweep's records say instead: per (model, method, group order),
-the cells' summed time and the kernel predictions' share of it (the probe at fit start and end
-and the regression at scale, as the records time them), so a re-seed reports its own cost.
+the cells' summed time and the kernel predictions' share of it (the probes and the regression at
+scale, as the records time them: `prediction_seconds`), so a re-seed reports its own cost.
 
 Re-runs the cells of one leave-out class, one per (model, method, group order, seed), through the
 sweep's own cell runner (a subprocess fit each), `--runners` at a time (one torch thread each: the
@@ -71,7 +71,9 @@ def recorded(state) -> None:
         row[0] += 1
         row[1] += record.wall_time_s
         row[2] += prediction_seconds(record)
-    print("| model | method | order | cells | cell time, core-min | predictions, core-min | predictions / training |")
+    if not rows:
+        raise OrbitbenchError(f"{state.root} has no finished cells")
+    print("| model | method | order | cells | cell time, core-min | predictions, core-min | predictions / the rest |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for (model, method, order), (count, wall, kernel) in sorted(rows.items()):
         print(f"| `{model}` | {method} | {order} | {count} | {wall / 60:.1f} | {kernel / 60:.1f} | {kernel / (wall - kernel):.2f} |")

@@ -148,3 +148,52 @@ def test_the_scale_block_pairs_the_network_with_each_kernel_at_scale(project, ca
             assert float(kappa.split(" ")[0]) == pytest.approx(np.mean(kappas), abs=5e-3)
             assert (low, high) == pytest.approx((min(kappas), max(kappas)), abs=5e-3)
     assert _cli(capsys, project, "check")[0] == 0
+
+
+METHODS = "<!-- leaderboard methods: track=mnist-cpu -->\n{body}<!-- end leaderboard methods -->\n"
+
+
+def test_the_methods_block_puts_each_method_beside_supervised_training_cell_by_cell(project, capsys):
+    """The committed `mnist-cpu` entries of paper_mlp and its two challengers: in-test and out-test
+    means over the paired cells, the method's t-interval and the paired difference's (scipy here)."""
+    (project / "README.md").write_text(METHODS.format(body="| stale |\n"))
+    code, err = _cli(capsys, project, "check")
+    assert code == 2 and "out of date" in err and err.count("\n") == 1
+    assert _cli(capsys, project, "build")[0] == 0
+    rows = {(cells[0].strip("`"), cells[1].strip("`"), int(cells[2])): cells[3:]
+            for cells in _model_rows((project / "README.md").read_text())}
+    entries = project / "leaderboard/entries"
+    net = json.loads((entries / "mnist-cpu__paper_mlp.json").read_text())
+    assert {method for _, method, _ in rows} == {"pose_consistency", "latent_operator"}
+    for method in ("pose_consistency", "latent_operator"):
+        other = json.loads((entries / f"mnist-cpu__paper_mlp__{method}.json").read_text())
+        for n in (4, 8):
+            by_class = [{c["data"]["hparams"]["leave_out_class"]: c["metrics"] for c in e["cells"] if c["data"]["n_poses"] == n}
+                        for e in (net, other)]  # fmt: skip
+            classes = sorted(by_class[0])
+            assert classes == sorted(by_class[1]) and len(classes) == 10
+            in_test, out_test, difference, count = rows[("paper_mlp", method, n)]
+            assert int(count) == 10
+            assert [float(v) for v in in_test.split(" / ")] == pytest.approx(
+                [np.mean([m[k]["in_test_acc"] for k in classes]) for m in by_class], abs=5e-4)
+            values = np.array([by_class[1][k]["out_test_acc"] for k in classes])
+            supervised, rest = out_test.split(" / ")
+            mine, interval = rest.split(" ", 1)
+            assert float(supervised) == pytest.approx(np.mean([by_class[0][k]["out_test_acc"] for k in classes]), abs=5e-4)
+            assert float(mine) == pytest.approx(values.mean(), abs=5e-4)
+            half = scipy_stats.t.ppf(0.975, 9) * values.std(ddof=1) / np.sqrt(10)
+            assert [float(v) for v in interval.strip("[]").split(",")] == pytest.approx(
+                [max(values.mean() - half, 0), min(values.mean() + half, 1)], abs=5e-3)
+            diff = values - np.array([by_class[0][k]["out_test_acc"] for k in classes])
+            mean, interval = difference.split(" ", 1)
+            half = scipy_stats.t.ppf(0.975, 9) * diff.std(ddof=1) / np.sqrt(10)
+            assert float(mean) == pytest.approx(diff.mean(), abs=5e-4)
+            assert [float(v) for v in interval.strip("[]").split(",")] == pytest.approx(
+                [diff.mean() - half, diff.mean() + half], abs=5e-3)
+    assert _cli(capsys, project, "check")[0] == 0
+
+
+def test_a_methods_block_without_a_method_entry_is_one_line(project, capsys):
+    (project / "README.md").write_text(METHODS.replace("mnist-cpu", "mnist-cpu-shift").format(body=""))
+    code, err = _cli(capsys, project, "build")
+    assert code == 2 and "has no method entry beside a supervised entry" in err and err.count("\n") == 1

@@ -19,6 +19,9 @@ the network's own linearisation the same way does to in-test and out-test, paire
 A third, `<!-- leaderboard scale: track=... -->` ... `<!-- end leaderboard scale -->`, gives the
 kernel regression at the network's scale against the network (docs/THEORY.md §10): how far each
 kernel's level is from the network's, paired cell by cell, and how well it picks the failing digits.
+A fourth, `<!-- leaderboard methods: track=... -->` ... `<!-- end leaderboard methods -->`, puts each
+training method's entry (docs/CHALLENGERS.md) beside supervised training of the same model: what the
+method does to in-test and out-test, paired cell by cell.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from orbitbench.leaderboard.schema import Entry, PoseResult
 from orbitbench.theory.registry import predictor, predictor_names
 
 BLOCK = re.compile(
-    r"(?P<begin><!-- leaderboard (?P<kind>table|pairs|scale): track=(?P<track>[a-z0-9][a-z0-9.-]*) -->\n)(?P<body>.*?)"
+    r"(?P<begin><!-- leaderboard (?P<kind>table|pairs|scale|methods): track=(?P<track>[a-z0-9][a-z0-9.-]*) -->\n)(?P<body>.*?)"
     r"(?P<end><!-- end leaderboard (?P=kind) -->)",
     re.S,
 )
@@ -83,6 +86,13 @@ def kernel_table(entries: Iterable[Entry], track: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _paired(network: Entry, other: Entry, n: int) -> tuple[list[tuple[int, int]], dict, dict]:
+    """The (leave-out class, seed) units both entries ran at order `n`, and each one's metrics by unit."""
+    a = {(c.leave_out_class, c.seed): c.metrics for c in network.cells if c.n_poses == n}
+    b = {(c.leave_out_class, c.seed): c.metrics for c in other.cells if c.n_poses == n}
+    return sorted(a.keys() & b.keys()), a, b
+
+
 def linearization_table(entries: Iterable[Entry], track: str) -> str:
     """Markdown: per supervised model of `track` that has a `linearized(<model>)` entry, and group
     order, both networks' in-test and out-test, the out-test difference paired by (leave-out class,
@@ -99,9 +109,7 @@ def linearization_table(entries: Iterable[Entry], track: str) -> str:
              "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for network, linear in pairs:
         for n in sorted({c.n_poses for c in linear.cells}):
-            a = {(c.leave_out_class, c.seed): c.metrics for c in network.cells if c.n_poses == n}
-            b = {(c.leave_out_class, c.seed): c.metrics for c in linear.cells if c.n_poses == n}
-            units = sorted(a.keys() & b.keys())
+            units, a, b = _paired(network, linear, n)
             if not units:
                 continue
             mean, low, high = t_interval([b[u].out_test_acc - a[u].out_test_acc for u in units])
@@ -110,6 +118,35 @@ def linearization_table(entries: Iterable[Entry], track: str) -> str:
             lines.append(f"| `{network.model}` | {n} | {means[0]:.3f} / {means[1]:.3f} | {means[2]:.3f} / {means[3]:.3f} | "
                          f"{mean:+.3f} [{low:+.2f}, {high:+.2f}] | {len(units)} | "
                          + (f"{twin.out_test.mean:.3f} ({twin.m:,})" if twin is not None else "-") + " |")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def methods_table(entries: Iterable[Entry], track: str) -> str:
+    """Markdown: per method entry of `track` whose model also has a supervised entry, and group order,
+    in-test of both, the method's out-test with its 95% t-interval, and the out-test difference to
+    supervised training paired by (leave-out class, seed) with its 95% t-interval."""
+    entries = [e for e in entries if e.track == track]
+    supervised = {e.model: e for e in entries if e.method == "supervised"}
+    pairs = sorted(((supervised[e.model], e) for e in entries if e.method != "supervised" and e.model in supervised),
+                   key=lambda pair: (pair[1].model, pair[1].method))  # fmt: skip
+    if not pairs:
+        raise OrbitbenchError(f"README.md: the leaderboard methods block names track {track!r}, which has no "
+                              "method entry beside a supervised entry of the same model")  # fmt: skip
+    order = pairs[0][0].cells[0].data.order_argument or "group order"
+    lines = [f"| model | method | {order} | in-test: supervised / method | out-test: supervised / method [95% CI] | "
+             "method - supervised out-test [95% CI] | cells |", "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for network, other in pairs:
+        for n in sorted({c.n_poses for c in other.cells}):
+            units, a, b = _paired(network, other, n)
+            if not units:
+                continue
+            mean, low, high = t_interval([b[u].out_test_acc - a[u].out_test_acc for u in units])
+            method_mean, method_low, method_high = t_interval([b[u].out_test_acc for u in units])
+            in_test = [sum(m[u].in_test_acc for u in units) / len(units) for m in (a, b)]
+            lines.append(f"| `{other.model}` | `{other.method}` | {n} | {in_test[0]:.3f} / {in_test[1]:.3f} | "
+                         f"{sum(a[u].out_test_acc for u in units) / len(units):.3f} / {method_mean:.3f} "
+                         f"[{max(method_low, 0.0):.2f}, {min(method_high, 1.0):.2f}] | {mean:+.3f} [{low:+.2f}, {high:+.2f}] | "
+                         f"{len(units)} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -141,12 +178,12 @@ def scale_table(entries: Iterable[Entry], track: str) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-TABLES = {"table": kernel_table, "pairs": linearization_table, "scale": scale_table}
+TABLES = {"table": kernel_table, "pairs": linearization_table, "scale": scale_table, "methods": methods_table}
 
 
 def refreshed(text: str, entries: Iterable[Entry]) -> str:
-    """`text` with every leaderboard block (kernel table, linearisation pairs, kernel at scale)
-    regenerated from `entries`."""
+    """`text` with every leaderboard block (kernel table, linearisation pairs, kernel at scale,
+    methods) regenerated from `entries`."""
     entries = list(entries)
     return BLOCK.sub(lambda m: m["begin"] + TABLES[m["kind"]](entries, m["track"]) + m["end"], text)
 

@@ -485,3 +485,29 @@ def test_a_model_fit_budget_adds_its_model_to_the_grid_and_survives_models(tmp_p
     only = spec.with_models(["paper_vit"])
     assert only.grid.model == ["paper_vit"] and only.model_fit == {"paper_vit": {"trainer.max_epochs": 1}}
     assert only.training_config("paper_vit")["trainer.max_epochs"] == 1 and only.min_in_test_acc == 0.9
+
+
+def test_an_in_process_runner_frees_each_cell_it_ran(tmp_path):
+    """A finished fit leaves its trainer and module in reference cycles; with the cyclic collector off,
+    as when a long-lived runner's full pass does not come round, none may survive the cell (else a
+    runner grows by every cell's posed images and kernels until the machine runs out of memory)."""
+    import gc
+
+    import lightning as L
+
+    from orbitbench.datamodules import RotatedMNIST
+    from orbitbench.run.module import OrbitClassifier
+
+    spec_file, out = _write(tmp_path, TINY), tmp_path / "out"
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        assert cli_main(["sweep", "run", str(spec_file), "--out", str(out), "--progress", "false", "--in_process", "true"]) == 0
+        alive = [type(o) for o in gc.get_objects() if type(o) in (L.Trainer, OrbitClassifier, RotatedMNIST)]
+    finally:
+        if was_enabled:
+            gc.enable()
+    assert len(_records(out)) == len(CELLS) == 2  # both cells ran here
+    # jsonargparse's parser context keeps the last cell's CLI (and so its objects) until the next one
+    assert sorted(t.__name__ for t in alive) in ([], ["OrbitClassifier", "RotatedMNIST", "Trainer"]), alive

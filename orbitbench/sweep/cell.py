@@ -16,6 +16,7 @@ interpreter start-up per cell; single device), with every output line in the cel
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import shutil
@@ -132,14 +133,20 @@ class BadFitSettings(OrbitbenchError):
 
 
 def _fit_in_process(argv: list[str], log: TextIO) -> int:
+    """One cell's fit in this process. A finished fit leaves its trainer, module, data and callbacks
+    in reference cycles that only the cyclic collector frees, and its full pass rarely runs in a
+    long-lived runner: collected here, or a runner keeps every cell's posed images and kernels."""
     from orbitbench.run.cli import run_lightning_cli  # imported before the redirection (its loggers)
 
-    with _output_to(log):
-        try:
-            return run_lightning_cli(argv)
-        except Exception as error:  # a crash in one cell must not end the sweep
-            print(f"{type(error).__name__}: {' '.join(str(error).split())}", file=sys.stderr)
-            return 1
+    try:
+        with _output_to(log):
+            try:
+                return run_lightning_cli(argv)
+            except Exception as error:  # a crash in one cell must not end the sweep
+                print(f"{type(error).__name__}: {' '.join(str(error).split())}", file=sys.stderr)
+                return 1
+    finally:
+        gc.collect()
 
 
 @contextlib.contextmanager

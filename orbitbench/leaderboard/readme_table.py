@@ -29,9 +29,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 from orbitbench.errors import OrbitbenchError
-from orbitbench.leaderboard.intervals import t_interval
+from orbitbench.leaderboard.intervals import Unit, paired_difference, t_interval
 from orbitbench.leaderboard.schema import Entry, PoseResult
 from orbitbench.theory.registry import predictor, predictor_names
 
@@ -86,11 +87,33 @@ def kernel_table(entries: Iterable[Entry], track: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _paired(network: Entry, other: Entry, n: int) -> tuple[list[tuple[int, int]], dict, dict]:
-    """The (leave-out class, seed) units both entries ran at order `n`, and each one's metrics by unit."""
-    a = {(c.leave_out_class, c.seed): c.metrics for c in network.cells if c.n_poses == n}
-    b = {(c.leave_out_class, c.seed): c.metrics for c in other.cells if c.n_poses == n}
-    return sorted(a.keys() & b.keys()), a, b
+class _Paired(NamedTuple):
+    """Two entries' cells of one group order, paired by (leave-out class, seed) unit."""
+
+    units: int
+    in_test: tuple[float, float]  # means over the shared units: first entry, second entry
+    out_test: tuple[float, float]
+    other_out_test: list[float]  # the second entry's out-test per shared unit
+    difference: tuple[float, float, float]  # second - first out-test: mean and 95% interval
+
+
+def _by_unit(entry: Entry, n: int, key: str) -> dict[Unit, float]:
+    return {(c.leave_out_class, c.seed): getattr(c.metrics, key) for c in entry.cells if c.n_poses == n}
+
+
+def _paired(first: Entry, second: Entry, n: int) -> _Paired | None:
+    """`second` against `first` at order `n` over the units both ran (None: no shared unit)."""
+    out_test = [_by_unit(e, n, "out_test_acc") for e in (first, second)]
+    in_test = [_by_unit(e, n, "in_test_acc") for e in (first, second)]
+    units = sorted(out_test[0].keys() & out_test[1].keys())
+    if not units:
+        return None
+
+    def mean(by_unit: dict[Unit, float]) -> float:
+        return sum(by_unit[u] for u in units) / len(units)
+
+    return _Paired(len(units), (mean(in_test[0]), mean(in_test[1])), (mean(out_test[0]), mean(out_test[1])),
+                   [out_test[1][u] for u in units], paired_difference(out_test[1], out_test[0]))  # fmt: skip
 
 
 def linearization_table(entries: Iterable[Entry], track: str) -> str:
@@ -109,14 +132,13 @@ def linearization_table(entries: Iterable[Entry], track: str) -> str:
              "|---|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for network, linear in pairs:
         for n in sorted({c.n_poses for c in linear.cells}):
-            units, a, b = _paired(network, linear, n)
-            if not units:
+            pair = _paired(network, linear, n)
+            if pair is None:
                 continue
-            mean, low, high = t_interval([b[u].out_test_acc - a[u].out_test_acc for u in units])
-            means = [sum(getattr(m[u], key) for u in units) / len(units) for key in ("in_test_acc", "out_test_acc") for m in (a, b)]
+            mean, low, high = pair.difference
             twin = next((r.at_scale["infinite"] for r in network.results if r.n_poses == n and "infinite" in r.at_scale), None)
-            lines.append(f"| `{network.model}` | {n} | {means[0]:.3f} / {means[1]:.3f} | {means[2]:.3f} / {means[3]:.3f} | "
-                         f"{mean:+.3f} [{low:+.2f}, {high:+.2f}] | {len(units)} | "
+            lines.append(f"| `{network.model}` | {n} | {pair.in_test[0]:.3f} / {pair.in_test[1]:.3f} | "
+                         f"{pair.out_test[0]:.3f} / {pair.out_test[1]:.3f} | {mean:+.3f} [{low:+.2f}, {high:+.2f}] | {pair.units} | "
                          + (f"{twin.out_test.mean:.3f} ({twin.m:,})" if twin is not None else "-") + " |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
@@ -137,16 +159,15 @@ def methods_table(entries: Iterable[Entry], track: str) -> str:
              "method - supervised out-test [95% CI] | cells |", "|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for network, other in pairs:
         for n in sorted({c.n_poses for c in other.cells}):
-            units, a, b = _paired(network, other, n)
-            if not units:
+            pair = _paired(network, other, n)
+            if pair is None:
                 continue
-            mean, low, high = t_interval([b[u].out_test_acc - a[u].out_test_acc for u in units])
-            method_mean, method_low, method_high = t_interval([b[u].out_test_acc for u in units])
-            in_test = [sum(m[u].in_test_acc for u in units) / len(units) for m in (a, b)]
-            lines.append(f"| `{other.model}` | `{other.method}` | {n} | {in_test[0]:.3f} / {in_test[1]:.3f} | "
-                         f"{sum(a[u].out_test_acc for u in units) / len(units):.3f} / {method_mean:.3f} "
+            mean, low, high = pair.difference
+            _, method_low, method_high = t_interval(pair.other_out_test)
+            lines.append(f"| `{other.model}` | `{other.method}` | {n} | {pair.in_test[0]:.3f} / {pair.in_test[1]:.3f} | "
+                         f"{pair.out_test[0]:.3f} / {pair.out_test[1]:.3f} "
                          f"[{max(method_low, 0.0):.2f}, {min(method_high, 1.0):.2f}] | {mean:+.3f} [{low:+.2f}, {high:+.2f}] | "
-                         f"{len(units)} |")  # fmt: skip
+                         f"{pair.units} |")  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
